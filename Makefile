@@ -1,0 +1,56 @@
+# battery-twin: two commands on a fresh Debian / Ubuntu / Raspberry Pi OS machine.
+#   make run    create .venv, install the agent, run it on the simulated rig (default config; CONFIG=file to override)
+#   make test   install what the tests need (Python deps into .venv; apt packages when root) and run the suite
+# Also: make bench (benchmark figures), make soak (long reliability runs), make clean.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+# command:package pairs the tests need from the system (mosquitto stands in for IoT Core, socat makes pty pairs).
+TEST_SYSTEM_PACKAGES := mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat
+
+.PHONY: run test bench soak system-deps clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/activate
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run
+	$(PIP) install -e '.[dev,train,dashboard]'
+	@touch $@
+
+run: $(VENV)/.installed-run
+	$(VENV)/bin/battery-twin run $(if $(CONFIG),--config $(CONFIG))
+
+system-deps:
+	@missing=""; \
+	for pair in $(TEST_SYSTEM_PACKAGES); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "The tests need these system packages:$$missing"; \
+	    echo "Install them with: sudo apt-get install -y$$missing   (then run make test again)"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: system-deps $(VENV)/.installed-test
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: system-deps $(VENV)/.installed-test
+	$(PY) bench/run_all.py
+
+soak: system-deps $(VENV)/.installed-test
+	$(PY) -m pytest -q -m soak --timeout=3600 $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .pytest_cache test-artifacts

@@ -1,0 +1,55 @@
+"""The agent's own subcommands: ``run`` and ``config check``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from agent.config import DEFAULT_CONFIG_TOML, ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    return args.config or os.environ.get("BATTERY_TWIN_CONFIG") or None
+
+
+def register_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the agent (default config: simulated rig, uplink off)")
+    p.add_argument("--config", "-c", help="TOML config file (default: $BATTERY_TWIN_CONFIG or the embedded "
+                   "default: simulator driver, store under ./var, uplink off)")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.runtime import run_agent
+
+    try:
+        cfg = load_config(_config_path(args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    return run_agent(cfg, config_path=_config_path(args))
+
+
+def register_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="check a config file or print the default one")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION")
+    csub.required = True
+    c = csub.add_parser("check", help="validate FILE; print the effective config, or every error (exit 2)")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_config_check)
+    d = csub.add_parser("default", help="print the embedded default config")
+    d.set_defaults(func=lambda a: print(DEFAULT_CONFIG_TOML, end="") or 0)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        print(f"{len(exc.problems)} problem(s) in {exc.source}:", file=sys.stderr)
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    print(json.dumps(cfg.model_dump(mode="json", by_alias=True, serialize_as_any=True), indent=2))
+    return 0

@@ -1,0 +1,233 @@
+"""The agent's configuration: one TOML file, validated by pydantic v2.
+
+``load_config(path)`` returns an ``AgentConfig`` or raises ``ConfigError`` listing *every* problem as
+``file: key: what is expected``. Without a file the embedded default runs the simulator with the uplink off.
+Driver sections are validated by the driver's own model (found by ``type`` in the registry), so a driver owns
+its options and the agent stays generic.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from drivers.base import DriverConfig
+from drivers.registry import get_driver_class
+
+THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")  # AWS IoT thing-name alphabet
+
+DEFAULT_CONFIG_TOML = """\
+# battery-twin default: a simulated rig of 8 cells, store under ./var, uplink off until an endpoint is set.
+rig = "sim-rig-01"
+
+[store]
+path = "var/battery-twin.db"
+
+[[drivers]]
+type = "simulator"
+name = "sim"
+cells = 8
+"""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class StoreConfig(Strict):
+    path: Path = Field(Path("var/battery-twin.db"), description="SQLite database file")
+    synchronous: Literal["FULL", "NORMAL", "EXTRA"] = Field(
+        "FULL", description="FULL: a committed batch survives a power cut; NORMAL: may lose the last commits")
+    max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, description="cap on the database size in bytes")
+    keep_sent_s: float = Field(3600.0, ge=0, description="how long acknowledged readings stay for local views")
+    maintenance_interval_s: float = Field(10.0, gt=0, le=3600)
+
+    @field_validator("synchronous", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class UplinkConfig(Strict):
+    endpoint: str = Field("", description="IoT Core ATS endpoint (xxxx-ats.iot.REGION.amazonaws.com); empty = off")
+    port: int = Field(8883, ge=1, le=65535)
+    cert: Path | None = Field(None, description="device certificate (PEM)")
+    key: Path | None = Field(None, description="device private key (PEM, mode 0600)")
+    ca: Path | None = Field(None, description="CA bundle (PEM), e.g. AmazonRootCA1.pem")
+    topic_prefix: str = Field("dt/battery-twin", pattern=r"^[A-Za-z0-9_/-]+$")
+    basic_ingest_rule: str = Field("", pattern=r"^[A-Za-z0-9_]*$",
+                                   description="IoT rule name: publish telemetry to $aws/rules/<rule>/... ")
+    envelope: Literal["compact", "records"] = Field(
+        "compact", description="telemetry envelope: 'compact' (v2, ~30 B/reading) or 'records' (v1, flat records)")
+    message_target_bytes: int = Field(15 * 1024 - 512, ge=512, le=126 * 1024,
+                                      description="pack messages up to this size (IoT Core meters in 5 KB units)")
+    linger_ms: int = Field(1000, ge=0, le=600_000,
+                           description="wait up to this long for a message to fill before sending it part-full")
+    max_in_flight: int = Field(100, ge=1, le=100, description="unacknowledged QoS1 publishes (IoT Core: 100)")
+    flow_control: Literal["auto", "iot_core", "none"] = Field(
+        "auto", description="SDK flow control: auto = IoT Core limits when the endpoint is *.amazonaws.com")
+    keep_alive_s: int = Field(30, ge=5, le=1200, description="MQTT keep-alive (IoT Core accepts 30..1200)")
+    ping_timeout_ms: int = Field(15_000, ge=1000, le=120_000)
+    ack_timeout_s: int = Field(45, ge=1, le=3600, description="a PUBACK not seen by then: publish again")
+    health_interval_s: float = Field(30.0, ge=1, le=86400)
+    connect_timeout_s: float = Field(30.0, ge=1, le=600)
+
+    @model_validator(mode="after")
+    def _files_when_enabled(self) -> "UplinkConfig":
+        if self.endpoint:
+            missing = [k for k in ("cert", "key", "ca") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"uplink.endpoint is set, so {', '.join('uplink.' + m for m in missing)} "
+                                 "must be set too (paths to PEM files)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.endpoint)
+
+
+class Range(Strict):
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _order(self) -> "Range":
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        return self
+
+
+class ValidateConfig(Strict):
+    """Plausibility ranges: readings outside are kept and flagged OUT_OF_RANGE, never dropped or clipped."""
+
+    voltage_v: Range = Range(min=0.0, max=5.5)
+    current_a: Range = Range(min=-2000.0, max=2000.0)
+    temperature_c: Range = Range(min=-40.0, max=120.0)
+
+
+class LogConfig(Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["kv", "json"] = "kv"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class SupervisorConfig(Strict):
+    backoff_initial_s: float = Field(1.0, gt=0, le=600)
+    backoff_max_s: float = Field(60.0, gt=0, le=3600)
+    stable_after_s: float = Field(60.0, gt=0, description="a run this long resets the backoff")
+
+
+class AgentConfig(Strict):
+    rig: str = Field(description="rig id = AWS IoT thing name = MQTT client id")
+    store: StoreConfig = StoreConfig()
+    uplink: UplinkConfig = UplinkConfig()
+    drivers: list[DriverConfig] = Field(default_factory=list)
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    log: LogConfig = LogConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("rig")
+    @classmethod
+    def _thing_name(cls, v: str) -> str:
+        if not THING_NAME.match(v):
+            raise ValueError("must be an AWS IoT thing name: 1-128 of letters, digits, ':', '_', '-'")
+        return v
+
+    @field_validator("drivers", mode="before")
+    @classmethod
+    def _driver_models(cls, v: Any) -> Any:
+        """Validate each driver section with its own driver's model, so errors name the driver's keys."""
+        if not isinstance(v, list):
+            return v
+        out = []
+        for section in v:
+            if isinstance(section, DriverConfig):
+                out.append(section)
+                continue
+            if not isinstance(section, dict) or "type" not in section:
+                raise ValueError("each [[drivers]] section needs a 'type' (e.g. 'simulator', 'modbus')")
+            try:
+                model = get_driver_class(str(section["type"])).config_model
+            except (KeyError, ImportError, TypeError) as exc:
+                raise ValueError(str(exc).strip("'\"")) from None
+            out.append(model.model_validate(section))
+        return out
+
+    @model_validator(mode="after")
+    def _unique_driver_names(self) -> "AgentConfig":
+        seen: set[str] = set()
+        for d in self.drivers:
+            if not d.name:
+                d.name = d.type if d.type not in seen else f"{d.type}-{len(seen) + 1}"
+            if d.name in seen:
+                raise ValueError(f"driver name {d.name!r} is used twice; give each [[drivers]] a unique name")
+            seen.add(d.name)
+        return self
+
+
+class ConfigError(Exception):
+    """Every problem in a config file, one per line: ``file: key: what is expected``."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "tagged-union")):
+            continue
+        else:
+            out += ("." if out else "") + ("validate" if part == "validate_" else str(part))
+    return out or "(top level)"
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> AgentConfig:
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            got = err.get("input")
+            got_s = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{_loc(tuple(err['loc']))}: {msg}{got_s}")
+        raise ConfigError(source, problems) from None
+
+
+def load_config(path: str | Path | None) -> AgentConfig:
+    """Load and validate a TOML config file; ``None`` gives the embedded default."""
+    if path is None:
+        return parse_config(tomllib.loads(DEFAULT_CONFIG_TOML), "<default>")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read the file: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), [f"not valid TOML: {exc}"]) from None
+    cfg = parse_config(data, str(p))
+    # Relative paths in a config file are relative to that file, so a service finds them from any cwd.
+    base = p.resolve().parent
+    if not cfg.store.path.is_absolute():
+        cfg.store.path = base / cfg.store.path
+    for key in ("cert", "key", "ca"):
+        v = getattr(cfg.uplink, key)
+        if v is not None and not v.is_absolute():
+            setattr(cfg.uplink, key, base / v)
+    return cfg

@@ -1,0 +1,413 @@
+"""SQLite store-and-forward: the agent's only queue.
+
+Readings, events and cycle summaries are appended in one transaction per batch and stay until the uplink has
+seen the broker's PUBACK for them (``mark_sent``). Every stream has its own persistent ``seq`` counter kept in
+``meta`` and advanced in the same transaction as the rows, so a seq is never reused, even after a crash.
+
+Policies:
+- Byte cap (``max_bytes``): acknowledged readings go first, then the oldest *unsent readings*; the count is kept
+  in ``meta.dropped_readings`` and an event is raised. Events and cycles are never dropped.
+- A database that cannot be opened or fails ``PRAGMA quick_check`` is renamed ``<name>.corrupt-<UTC time>``
+  (with its -wal/-shm) and a fresh one is started, with a ``store.quarantined`` event in it.
+
+Not thread-safe by design: the agent calls a Store from one dedicated thread.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from agent.store.schema import SCHEMA_VERSION, STREAMS, SchemaTooNew, migrate
+from drivers.base import Event, ReadingBatch
+
+log = logging.getLogger("agent.store")
+
+
+class StoreFull(Exception):
+    """The disk is full even after dropping readings; the batch was not stored."""
+
+
+@dataclass(slots=True)
+class ReadingRows:
+    """Readings read back from the store, columnar. ``cell`` indexes the store's cells table."""
+
+    seq: np.ndarray  # int64
+    ts_ms: np.ndarray  # int64
+    cell: np.ndarray  # int64 store cell index
+    voltage_v: np.ndarray  # float64, NaN where NULL
+    current_a: np.ndarray
+    temperature_c: np.ndarray
+    flags: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return int(self.seq.shape[0])
+
+    def head(self, n: int) -> "ReadingRows":
+        return ReadingRows(*(getattr(self, f)[:n] for f in self.__slots__))  # type: ignore[attr-defined]
+
+
+READING_COLS = "seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags"
+
+
+def _utc_stamp(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+class Store:
+    def __init__(self, path: str | Path, synchronous: str = "FULL", max_bytes: int = 2 * 1024**3,
+                 keep_sent_s: float = 3600.0, integrity_check: bool = True,
+                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000):
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.max_bytes = max_bytes
+        self.keep_sent_s = keep_sent_s
+        self.integrity_check = integrity_check
+        self.clock_ms = clock_ms
+        self.conn: sqlite3.Connection | None = None
+        self._cells: dict[str, int] = {}
+        self._cell_ids: dict[int, str] = {}
+        self._page_size = 4096
+
+    # ------------------------------------------------------------------ open / close / quarantine
+    def open(self) -> list[Event]:
+        """Open (or create) the database; returns events that happened while opening (quarantine, migration)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        events: list[Event] = []
+        try:
+            self._connect()
+            if self.integrity_check:
+                result = self.conn.execute("PRAGMA quick_check").fetchone()[0]  # type: ignore[union-attr]
+                if result != "ok":
+                    raise sqlite3.DatabaseError(f"quick_check: {result}")
+            before, after = migrate(self.conn)  # type: ignore[arg-type]
+            if 0 < before < after:
+                events.append(Event("store.migrated", f"store schema migrated from v{before} to v{after}",
+                                    level="info", source="store", ts_ms=self.clock_ms()))
+        except (sqlite3.DatabaseError, SchemaTooNew) as exc:
+            moved = self._quarantine()
+            self._connect()
+            migrate(self.conn)  # type: ignore[arg-type]
+            events.append(Event("store.quarantined",
+                                f"store {self.path.name} was unusable ({exc}); moved aside to {moved.name} and a "
+                                "fresh store started. Unsent data in the moved file was not uploaded.",
+                                level="critical", source="store", ts_ms=self.clock_ms(),
+                                data={"moved_to": str(moved), "reason": str(exc)[:500]}))
+        self._load_cells()
+        if events:
+            self.append_events(events)
+        return events
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.DatabaseError(f"cannot switch to WAL (journal_mode={mode})")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        except Exception:
+            conn.close()
+            raise
+        self.conn = conn
+
+    def _quarantine(self) -> Path:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except sqlite3.Error:
+                pass
+            self.conn = None
+        stamp = _utc_stamp(self.clock_ms())
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(target) + suffix))
+        log.error("store quarantined: moved %s to %s", self.path, target)
+        return target
+
+    def reopen_fresh(self, reason: str) -> list[Event]:
+        """Runtime corruption: move the database aside and start a fresh one (the agent keeps running)."""
+        moved = self._quarantine()
+        self._cells.clear()
+        self._cell_ids.clear()
+        self._connect()
+        migrate(self.conn)  # type: ignore[arg-type]
+        ev = Event("store.quarantined", f"store became unusable at run time ({reason}); moved aside to "
+                   f"{moved.name} and a fresh store started", level="critical", source="store",
+                   ts_ms=self.clock_ms(), data={"moved_to": str(moved), "reason": reason[:500]})
+        self.append_events([ev])
+        return [ev]
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self.conn.close()
+            self.conn = None
+
+    # ------------------------------------------------------------------ cells
+    def _load_cells(self) -> None:
+        self._cells = {cid: idx for idx, cid in self.conn.execute("SELECT idx, id FROM cells")}  # type: ignore
+        self._cell_ids = {v: k for k, v in self._cells.items()}
+
+    def _cell_lut(self, cells: tuple[str, ...], source: str) -> np.ndarray:
+        """Store indices for a batch's cell table (inserting new cells; inside the caller's transaction)."""
+        out = np.empty(len(cells), dtype=np.int64)
+        for k, cid in enumerate(cells):
+            idx = self._cells.get(cid)
+            if idx is None:
+                idx = self.conn.execute("INSERT INTO cells(id, source) VALUES (?, ?)", (cid, source)).lastrowid  # type: ignore
+                self._cells[cid] = idx
+                self._cell_ids[idx] = cid
+            out[k] = idx
+        return out
+
+    @property
+    def cell_ids(self) -> dict[int, str]:
+        return self._cell_ids
+
+    # ------------------------------------------------------------------ append
+    def _next_seq(self, stream: str, n: int) -> int:
+        c = self.conn
+        first = c.execute("SELECT value FROM meta WHERE key=?", (f"next_seq.{stream}",)).fetchone()[0]  # type: ignore
+        c.execute("UPDATE meta SET value=? WHERE key=?", (first + n, f"next_seq.{stream}"))  # type: ignore
+        return int(first)
+
+    def append(self, batch: ReadingBatch, source: str = "", events: Iterable[Event] = ()) -> tuple[int, int]:
+        """Store a batch (and any events raised with it) in one transaction; returns its (first, last) seq.
+
+        On SQLITE_FULL the byte-cap policy drops the oldest unsent readings and the write is tried once more;
+        if that fails too, StoreFull is raised and nothing of the batch is stored.
+        """
+        events = list(events)
+        try:
+            return self._append(batch, source, events)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            dropped = self._drop_oldest_unsent(max(4 * len(batch), 1000))
+            events.append(self._dropped_event(dropped, "disk full"))
+            try:
+                return self._append(batch, source, events)
+            except sqlite3.OperationalError as exc2:
+                if getattr(exc2, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    raise StoreFull(f"disk full: {exc2}") from exc2
+                raise
+
+    def _append(self, batch: ReadingBatch, source: str, events: list[Event]) -> tuple[int, int]:
+        c = self.conn
+        n = len(batch)
+        c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+        try:
+            first = last = 0
+            if n:
+                lut = self._cell_lut(batch.cells, source)
+                first = self._next_seq("readings", n)
+                last = first + n - 1
+                rows = zip(range(first, last + 1), batch.ts_ms.tolist(), lut[batch.cell].tolist(),
+                           batch.voltage_v.tolist(), batch.current_a.tolist(), batch.temperature_c.tolist(),
+                           batch.flags.tolist())
+                c.executemany("INSERT INTO readings(seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags) "  # type: ignore
+                              "VALUES (?,?,?,?,?,?,?)", rows)
+            if events:
+                self._insert_events(events)
+            c.execute("COMMIT")  # type: ignore[union-attr]
+        except BaseException:
+            if c.in_transaction:  # type: ignore[union-attr]
+                c.execute("ROLLBACK")  # type: ignore[union-attr]
+            raise
+        return first, last
+
+    def _insert_events(self, events: list[Event]) -> None:
+        first = self._next_seq("events", len(events))
+        self.conn.executemany(  # type: ignore[union-attr]
+            "INSERT INTO events(seq, ts_ms, kind, level, source, cell, message, data) VALUES (?,?,?,?,?,?,?,?)",
+            [(first + k, e.ts_ms, e.kind, e.level, e.source, e.cell, e.message,
+              json.dumps(e.data, default=str, allow_nan=False) if _finite(e.data) else json.dumps({"repr": repr(e.data)[:1000]}))
+             for k, e in enumerate(events)],
+        )
+
+    def append_events(self, events: list[Event]) -> None:
+        if not events:
+            return
+        with self.conn:  # type: ignore[union-attr]
+            self.conn.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            self._insert_events(events)
+
+    def append_cycles(self, cycles: list[dict[str, Any]]) -> list[int]:
+        """Store per-cycle summaries (dicts with at least cell, cycle, ts); returns their seqs."""
+        if not cycles:
+            return []
+        with self.conn:  # type: ignore[union-attr]
+            self.conn.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            first = self._next_seq("cycles", len(cycles))
+            seqs = list(range(first, first + len(cycles)))
+            self.conn.executemany(  # type: ignore[union-attr]
+                "INSERT INTO cycles(seq, ts_ms, cell, cycle, payload) VALUES (?,?,?,?,?)",
+                [(s, int(cy["ts"]), str(cy["cell"]), int(cy["cycle"]), json.dumps(cy, default=float))
+                 for s, cy in zip(seqs, cycles)],
+            )
+        return seqs
+
+    # ------------------------------------------------------------------ read / acknowledge
+    def read_readings(self, after_seq: int = 0, limit: int = 10_000, upto_seq: int | None = None,
+                      unsent_only: bool = True) -> ReadingRows:
+        where = "seq > ?" + (" AND sent = 0" if unsent_only else "")
+        args: list[Any] = [after_seq]
+        if upto_seq is not None:
+            where += " AND seq <= ?"
+            args.append(upto_seq)
+        args.append(limit)
+        rows = self.conn.execute(  # type: ignore[union-attr]
+            f"SELECT {READING_COLS} FROM readings WHERE {where} ORDER BY seq LIMIT ?", args).fetchall()
+        if not rows:
+            z = np.zeros(0, np.int64)
+            zf = np.zeros(0)
+            return ReadingRows(z, z, z, zf, zf, zf, z)
+        a = np.array(rows, dtype=np.float64)  # NULL -> NaN; integers here are exact below 2**53
+        return ReadingRows(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2].astype(np.int64),
+                           a[:, 3], a[:, 4], a[:, 5], a[:, 6].astype(np.int64))
+
+    def read_events(self, after_seq: int = 0, limit: int = 500, upto_seq: int | None = None) -> list[dict[str, Any]]:
+        q = "SELECT seq, ts_ms, kind, level, source, cell, message, data FROM events WHERE sent=0 AND seq > ?"
+        args: list[Any] = [after_seq]
+        if upto_seq is not None:
+            q += " AND seq <= ?"
+            args.append(upto_seq)
+        rows = self.conn.execute(q + " ORDER BY seq LIMIT ?", [*args, limit]).fetchall()  # type: ignore
+        return [{"seq": r[0], "ts": r[1], "kind": r[2], "level": r[3], "source": r[4], "cell": r[5],
+                 "message": r[6], "data": json.loads(r[7])} for r in rows]
+
+    def read_cycles(self, after_seq: int = 0, limit: int = 200, upto_seq: int | None = None) -> list[dict[str, Any]]:
+        q = "SELECT seq, payload FROM cycles WHERE sent=0 AND seq > ?"
+        args: list[Any] = [after_seq]
+        if upto_seq is not None:
+            q += " AND seq <= ?"
+            args.append(upto_seq)
+        rows = self.conn.execute(q + " ORDER BY seq LIMIT ?", [*args, limit]).fetchall()  # type: ignore
+        return [{**json.loads(p), "seq": s} for s, p in rows]
+
+    def mark_sent(self, stream: str, ranges: Iterable[tuple[int, int]]) -> None:
+        """Mark rows acknowledged by the broker (inclusive seq ranges), all in one transaction."""
+        if stream not in STREAMS:
+            raise ValueError(stream)
+        ranges = list(ranges)
+        if not ranges:
+            return
+        with self.conn:  # type: ignore[union-attr]
+            self.conn.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            self.conn.executemany(  # type: ignore[union-attr]
+                f"UPDATE {stream} SET sent=1 WHERE seq BETWEEN ? AND ? AND sent=0", ranges)
+
+    # ------------------------------------------------------------------ stats / maintenance
+    def used_bytes(self) -> int:
+        c = self.conn
+        pages = c.execute("PRAGMA page_count").fetchone()[0] - c.execute("PRAGMA freelist_count").fetchone()[0]  # type: ignore
+        wal = Path(str(self.path) + "-wal")
+        wal_bytes = wal.stat().st_size if wal.exists() else 0
+        return pages * self._page_size + wal_bytes
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()  # type: ignore
+        return row[0] if row else default
+
+    def stats(self) -> dict[str, Any]:
+        c = self.conn
+        depth = {s: c.execute(f"SELECT count(*) FROM {s} WHERE sent=0").fetchone()[0] for s in STREAMS}  # type: ignore
+        oldest = c.execute("SELECT ts_ms FROM readings WHERE sent=0 ORDER BY seq LIMIT 1").fetchone()  # type: ignore
+        now = self.clock_ms()
+        return {
+            "depth_readings": depth["readings"],
+            "depth_events": depth["events"],
+            "depth_cycles": depth["cycles"],
+            "oldest_unsent_age_s": max(0.0, (now - oldest[0]) / 1000.0) if oldest else 0.0,
+            "bytes": self.used_bytes(),
+            "dropped_readings": int(self.meta("dropped_readings", 0)),
+            "next_seq": int(self.meta("next_seq.readings", 1)),
+            "schema_version": SCHEMA_VERSION,
+        }
+
+    def _drop_oldest_unsent(self, n: int) -> tuple[int, int, int]:
+        """Delete the n oldest unsent readings; returns (count, first seq, last seq)."""
+        c = self.conn
+        with c:  # type: ignore[union-attr]
+            c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            rng = c.execute("SELECT min(seq), max(seq), count(*) FROM (SELECT seq FROM readings WHERE sent=0 "  # type: ignore
+                            "ORDER BY seq LIMIT ?)", (n,)).fetchone()
+            if not rng[2]:
+                return 0, 0, 0
+            c.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND sent=0", (rng[0], rng[1]))  # type: ignore
+            c.execute("UPDATE meta SET value = value + ? WHERE key='dropped_readings'", (rng[2],))  # type: ignore
+        log.warning("store over its byte cap: dropped %d unsent readings (seq %d..%d)", rng[2], rng[0], rng[1])
+        return int(rng[2]), int(rng[0]), int(rng[1])
+
+    def _dropped_event(self, dropped: tuple[int, int, int], why: str) -> Event:
+        count, lo, hi = dropped
+        return Event("store.dropped_readings",
+                     f"{why}: dropped {count} oldest unsent readings (seq {lo}..{hi}) to make room",
+                     level="alarm", source="store", ts_ms=self.clock_ms(),
+                     data={"count": count, "seq_first": lo, "seq_last": hi,
+                           "total_dropped": int(self.meta("dropped_readings", 0))})
+
+    def maintain(self, chunk: int = 50_000) -> list[Event]:
+        """Retention of acknowledged readings, then the byte cap. Runs in bounded chunks."""
+        c = self.conn
+        events: list[Event] = []
+        cutoff = self.clock_ms() - int(self.keep_sent_s * 1000)
+        with c:  # type: ignore[union-attr]
+            c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            c.execute("DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE sent=1 AND ts_ms < ? "  # type: ignore
+                      "ORDER BY seq LIMIT ?)", (cutoff, chunk))
+        if self.used_bytes() <= self.max_bytes:
+            return events
+        # Over the cap: acknowledged readings first, however recent.
+        target = int(self.max_bytes * 0.9)
+        for _ in range(1000):
+            with c:  # type: ignore[union-attr]
+                c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+                gone = c.execute("DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE sent=1 "  # type: ignore
+                                 "ORDER BY seq LIMIT ?)", (chunk,)).rowcount
+            if not gone or self.used_bytes() <= target:
+                break
+        total = [0, 0, 0]
+        for _ in range(1000):
+            if self.used_bytes() <= target:
+                break
+            count, lo, hi = self._drop_oldest_unsent(chunk)
+            if not count:
+                break
+            total = [total[0] + count, total[1] or lo, hi]
+        if total[0]:
+            events.append(self._dropped_event((total[0], total[1], total[2]), "store over its byte cap"))
+            self.append_events(events)
+        try:
+            c.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+        except sqlite3.Error:
+            pass
+        return events
+
+
+def _finite(obj: Any) -> bool:
+    try:
+        json.dumps(obj, default=str, allow_nan=False)
+        return True
+    except (ValueError, TypeError):
+        return False

@@ -1,0 +1,107 @@
+"""Run the agent as a separate process with a config written by the test (as a user or systemd would)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_toml(cfg: dict[str, Any]) -> str:
+    """Enough TOML for agent configs: scalars, tables, arrays of tables (``drivers``), inline lists."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in cfg.items() if not isinstance(v, (dict, list)) or
+             (isinstance(v, list) and not (v and isinstance(v[0], dict)))]
+
+    def table(prefix: str, d: dict[str, Any]) -> None:
+        lines.append(f"\n[{prefix}]")
+        subs = []
+        for k, v in d.items():
+            if isinstance(v, dict):
+                subs.append((k, v))
+            else:
+                lines.append(f"{k} = {toml_value(v)}")
+        for k, v in subs:
+            table(f"{prefix}.{k}", v)
+
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            table(k, v)
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for item in v:
+                lines.append(f"\n[[{k}]]")
+                for ik, iv in item.items():
+                    if isinstance(iv, dict):
+                        raise ValueError("nested tables inside arrays of tables are not supported here")
+                    lines.append(f"{ik} = {toml_value(iv)}")
+    return "\n".join(lines) + "\n"
+
+
+class AgentProcess:
+    def __init__(self, workdir: Path, config: dict[str, Any], name: str = "agent"):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.dir / f"{name}.toml"
+        self.config_path.write_text(to_toml(config))
+        self.log_path = self.dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+
+    def start(self) -> "AgentProcess":
+        self.runs += 1
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("JOURNAL_STREAM", None)
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- start #{self.runs}\n".encode())
+            self.proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
+                                         cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def wait_log(self, text: str, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"agent exited with {self.proc.returncode} before logging {text!r}:\n"
+                                     f"{self.log()[-3000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"agent did not log {text!r} within {timeout_s} s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"agent did not stop within {timeout_s} s of SIGTERM:\n{self.log()[-3000:]}")
+        return self.proc.returncode
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
