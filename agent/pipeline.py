@@ -34,14 +34,25 @@ class Processor(Protocol):
     def process(self, batch: ReadingBatch, source: str) -> tuple[list[Event], list[dict[str, Any]]]: ...
 
 
+class Service(Protocol):
+    """Something that runs beside the pipeline for the agent's lifetime (the dashboard, the sd_notify watchdog).
+    Started after the pipeline is up, stopped before it is torn down."""
+
+    async def start(self, agent: "Agent") -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class StartupError(Exception):
     """A configuration problem found at start (e.g. two drivers reporting the same cell id)."""
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, processors: list[Processor] | None = None):
+    def __init__(self, cfg: AgentConfig, processors: list[Processor] | None = None,
+                 services: list[Service] | None = None):
         self.cfg = cfg
         self.processors: list[Processor] = list(processors or [])
+        self.services: list[Service] = list(services or [])
         self.store = Store(cfg.store.path, cfg.store.synchronous, cfg.store.max_bytes, cfg.store.keep_sent_s)
         self.worker = StoreWorker(self.store)
         self.runners: dict[str, DriverRunner] = {}
@@ -159,6 +170,8 @@ class Agent:
         self.tasks.append(asyncio.create_task(self._guard("events", self._events_loop), name="events"))
         self.tasks.append(asyncio.create_task(self._guard("maintenance", self._maintenance_loop), name="maint"))
         self.tasks.append(asyncio.create_task(self._guard("health", self._health_loop), name="health"))
+        for svc in self.services:
+            await svc.start(self)
         self.ready.set()
         log.info("agent started rig=%s drivers=%s store=%s version=%s", cfg.rig, ",".join(self.runners) or "-",
                  cfg.store.path, __version__)
@@ -249,6 +262,11 @@ class Agent:
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
         """Stop drivers, commit what is in flight, publish what fits in ``drain_timeout_s``, close cleanly."""
         log.info("agent stopping")
+        for svc in reversed(self.services):
+            try:
+                await svc.stop()
+            except Exception:  # noqa: BLE001 - stopping must go on
+                log.exception("service %s failed to stop", type(svc).__name__)
         for runner in self.runners.values():
             if runner.task is not None:
                 runner.task.cancel()

@@ -17,8 +17,15 @@ from agent.uplink.mqtt import TlsFilesError
 log = logging.getLogger("agent")
 
 
+def build_agent(cfg: AgentConfig) -> Agent:
+    """The agent with the processors (twin) and services (dashboard, watchdog) its config asks for."""
+    processors: list = []
+    services: list = []
+    return Agent(cfg, processors=processors, services=services)
+
+
 async def _main(cfg: AgentConfig) -> int:
-    agent = Agent(cfg)
+    agent = build_agent(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
