@@ -195,17 +195,45 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _problems(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
+    out = []
+    for err in exc.errors(include_url=False):
+        got = err.get("input")
+        got_s = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(f"{_loc(prefix + tuple(err['loc']))}: {msg}{got_s}")
+    return out
+
+
 def parse_config(data: dict[str, Any], source: str = "<config>") -> AgentConfig:
+    """Validate a parsed config; every problem (drivers included, each by its own model) is reported at once."""
+    problems: list[str] = []
+    data = dict(data)
+    raw_drivers = data.pop("drivers", [])
+    drivers: list[DriverConfig] = []
+    if not isinstance(raw_drivers, list):
+        problems.append("drivers: must be an array of tables, written [[drivers]]")
+        raw_drivers = []
+    for i, section in enumerate(raw_drivers):
+        if not isinstance(section, dict) or "type" not in section:
+            problems.append(f"drivers[{i}].type: missing; each [[drivers]] needs a type (e.g. 'simulator', 'modbus')")
+            continue
+        try:
+            model = get_driver_class(str(section["type"])).config_model
+        except (KeyError, ImportError, TypeError) as exc:
+            problems.append(f"drivers[{i}].type: {str(exc).strip(chr(34) + chr(39))}")
+            continue
+        try:
+            drivers.append(model.model_validate(section))
+        except ValidationError as exc:
+            problems.extend(_problems(exc, ("drivers", i)))
     try:
-        return AgentConfig.model_validate(data)
+        cfg = AgentConfig.model_validate({**data, "drivers": drivers})
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            got = err.get("input")
-            got_s = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{_loc(tuple(err['loc']))}: {msg}{got_s}")
-        raise ConfigError(source, problems) from None
+        problems.extend(_problems(exc))
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
 
 
 def load_config(path: str | Path | None) -> AgentConfig:

@@ -115,6 +115,7 @@ class Store:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys=OFF")
             conn.execute("PRAGMA temp_store=MEMORY")
+            conn.execute("PRAGMA journal_size_limit=16777216")  # truncate the WAL back to 16 MB after checkpoints
             self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         except Exception:
             conn.close()
@@ -319,11 +320,15 @@ class Store:
 
     # ------------------------------------------------------------------ stats / maintenance
     def used_bytes(self) -> int:
+        """Bytes of pages in use. Freed pages are reused before the file grows, so this is what the cap bounds;
+        the WAL is bounded separately (autocheckpoint + journal_size_limit)."""
         c = self.conn
         pages = c.execute("PRAGMA page_count").fetchone()[0] - c.execute("PRAGMA freelist_count").fetchone()[0]  # type: ignore
-        wal = Path(str(self.path) + "-wal")
-        wal_bytes = wal.stat().st_size if wal.exists() else 0
-        return pages * self._page_size + wal_bytes
+        return pages * self._page_size
+
+    def file_bytes(self) -> int:
+        """Bytes on disk: database file plus WAL."""
+        return sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
 
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()  # type: ignore
@@ -378,23 +383,31 @@ class Store:
                       "ORDER BY seq LIMIT ?)", (cutoff, chunk))
         if self.used_bytes() <= self.max_bytes:
             return events
-        # Over the cap: acknowledged readings first, however recent.
+        # Over the cap: acknowledged readings first, however recent; then the oldest unsent. Chunks are sized
+        # from the bytes per row, so the cap is met without dropping far more than needed.
         target = int(self.max_bytes * 0.9)
-        for _ in range(1000):
-            with c:  # type: ignore[union-attr]
-                c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-                gone = c.execute("DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE sent=1 "  # type: ignore
-                                 "ORDER BY seq LIMIT ?)", (chunk,)).rowcount
-            if not gone or self.used_bytes() <= target:
-                break
         total = [0, 0, 0]
-        for _ in range(1000):
-            if self.used_bytes() <= target:
-                break
-            count, lo, hi = self._drop_oldest_unsent(chunk)
-            if not count:
-                break
-            total = [total[0] + count, total[1] or lo, hi]
+        for unsent in (False, True):
+            for _ in range(1000):
+                used = self.used_bytes()
+                if used <= target:
+                    break
+                lo, hi = c.execute("SELECT min(seq), max(seq) FROM readings").fetchone()  # type: ignore
+                if lo is None:
+                    break
+                n = max(100, min(chunk, int((used - target) / max(used / (hi - lo + 1), 1.0)) + 1))
+                if unsent:
+                    count, first, last = self._drop_oldest_unsent(n)
+                    if not count:
+                        break
+                    total = [total[0] + count, total[1] or first, last]
+                else:
+                    with c:  # type: ignore[union-attr]
+                        c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+                        gone = c.execute("DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE "  # type: ignore
+                                         "sent=1 ORDER BY seq LIMIT ?)", (n,)).rowcount
+                    if not gone:
+                        break
         if total[0]:
             events.append(self._dropped_event((total[0], total[1], total[2]), "store over its byte cap"))
             self.append_events(events)

@@ -80,12 +80,28 @@ def pack_readings(rig: str, rows: ReadingRows, cell_ids: dict[int, str], envelop
     encodes per message in practice. A single row always fits (a reading is far below IoT Core's 128 KB).
     """
     encode = ENCODERS[envelope]
-    n = min(len(rows), max(1, int(target_bytes / max(bytes_per_row_hint, 1.0))))
-    while True:
+    total = len(rows)
+    n = min(total, max(1, int(target_bytes / max(bytes_per_row_hint, 1.0))))
+    best: tuple[bytes, int] | None = None
+    for _ in range(8):
         payload = encode(rig, rows.head(n), cell_ids)
-        if len(payload) <= target_bytes or n == 1:
-            return payload, n
-        n = max(1, min(n - 1, int(n * target_bytes / len(payload) * 0.98)))
+        if len(payload) <= target_bytes:
+            best = (payload, n)
+            if n == total or len(payload) >= 0.93 * target_bytes:
+                return best
+            grown = min(total, int(n * target_bytes / len(payload) * 0.98))
+            if grown <= n:
+                return best
+            n = grown
+        else:
+            if n == 1:
+                return payload, 1
+            n = max(1, min(n - 1, int(n * target_bytes / len(payload) * 0.98)))
+            if best is not None and n <= best[1]:
+                return best
+    if best is not None:
+        return best
+    return encode(rig, rows.head(1), cell_ids), 1
 
 
 def encode_events(rig: str, events: list[dict[str, Any]]) -> bytes:
