@@ -33,6 +33,7 @@ class Job:
     payload: bytes
     partial: bool = False  # smaller than the target size: may linger for more data
     ts_max_ms: int = 0
+    ts_min_ms: int = 0
     t_sent: float = 0.0
 
 
@@ -45,6 +46,7 @@ class UplinkStats:
     errors: int = 0
     retries: int = 0
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20_000))
+    latency_oldest_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20_000))
 
 
 def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -96,7 +98,7 @@ class Uplink:
             self._bpr = 0.8 * self._bpr + 0.2 * (len(payload) / n)
             partial = partial_ok and n == len(rows) and len(payload) < target * 0.85
             return Job("readings", int(rows.seq[0]), int(rows.seq[n - 1]), n, payload, partial,
-                       int(rows.ts_ms[:n].max()))
+                       int(rows.ts_ms[:n].max()), int(rows.ts_ms[:n].min()))
         reader = store.read_events if stream == "events" else store.read_cycles
         items = reader(after_seq=after, upto_seq=upto, limit=200)
         if not items:
@@ -195,7 +197,9 @@ class Uplink:
             self.stats.acked_bytes += len(job.payload)
             if job.stream == "readings":
                 self.stats.acked_readings += job.n
-                self.stats.latency_ms.append(self.clock_ms() - job.ts_max_ms)
+                now = self.clock_ms()
+                self.stats.latency_ms.append(now - job.ts_max_ms)
+                self.stats.latency_oldest_ms.append(now - job.ts_min_ms)
             return
         self.stats.errors += 1
         self.stats.retries += 1
