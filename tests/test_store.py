@@ -108,7 +108,8 @@ def test_garbage_file_is_quarantined_and_a_fresh_store_started(tmp_path):
     assert [e.kind for e in events] == ["store.quarantined"]
     moved = list(tmp_path.glob("s.db.corrupt-*"))
     assert len(moved) == 1 and moved[0].read_bytes().startswith(b"this is not")
-    assert s.append(batch(1)) == (1, 3)
+    first, last = s.append(batch(1))
+    assert last == first + 2 and first >= 1_700_000_000_000 * 1000  # seq jumps past anything used before
     assert s.read_events()[0]["kind"] == "store.quarantined"  # the event is in the fresh store, to be published
 
 
@@ -118,6 +119,7 @@ def test_flipped_bytes_fail_quick_check_and_are_quarantined(tmp_path):
     for _ in range(50):
         s.append(batch(100))
     s.close()
+    (tmp_path / "s.db.seq").unlink()  # the hint is gone too: the moved file or the clock must keep seq unique
     data = bytearray(p.read_bytes())
     rng = np.random.default_rng(1)
     for off in rng.integers(4096 * 2, len(data), 400):  # leave the header page, corrupt b-tree pages
@@ -126,7 +128,7 @@ def test_flipped_bytes_fail_quick_check_and_are_quarantined(tmp_path):
     s2 = Store(p)
     events = s2.open()
     assert events and events[0].kind == "store.quarantined"
-    assert s2.append(batch(1))[0] == 1
+    assert s2.append(batch(1))[0] > 15_000
 
 
 def test_newer_schema_is_moved_aside_not_migrated_down(tmp_path):
@@ -155,3 +157,20 @@ def test_mark_sent_and_read_skip_acknowledged(tmp_path):
     assert rows.seq.tolist() == [6, 7, 8, 9, 10] + list(range(13, 31))
     assert s.stats()["depth_readings"] == 23
     sqlite3.connect(tmp_path / "s.db").execute("SELECT 1").fetchone()  # readable by other connections (WAL)
+
+
+def test_seq_never_reused_after_quarantine_even_with_a_clock_at_1970(tmp_path):
+    p = tmp_path / "s.db"
+    s = open_store(p, clock_ms=lambda: 0)
+    for _ in range(10):
+        s.append(batch(100))  # seq 1..3000
+    s.maintain()  # writes the hint file
+    for _ in range(5):
+        s.append(batch(100))  # seq 3001..4500, after the hint
+    s.conn.close()
+    s.conn = None
+    p.write_bytes(b"garbage" * 100)  # the old database is unreadable; only the hint is left
+    (tmp_path / "s.db-wal").unlink(missing_ok=True)
+    s2 = Store(p, clock_ms=lambda: 0)
+    assert s2.open()[0].kind == "store.quarantined"
+    assert s2.append(batch(1))[0] > 4500

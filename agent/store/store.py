@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from agent.faultpoints import faultpoint
 from agent.store.schema import SCHEMA_VERSION, STREAMS, SchemaTooNew, migrate
 from drivers.base import Event, ReadingBatch
 
@@ -64,7 +66,7 @@ def _utc_stamp(ms: int) -> str:
 
 class Store:
     def __init__(self, path: str | Path, synchronous: str = "FULL", max_bytes: int = 2 * 1024**3,
-                 keep_sent_s: float = 3600.0, integrity_check: bool = True,
+                 keep_sent_s: float = 3600.0, integrity_check: bool = True, reserve_bytes: int = 4 * 1024**2,
                  clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000):
         self.path = Path(path)
         self.synchronous = synchronous
@@ -72,7 +74,9 @@ class Store:
         self.keep_sent_s = keep_sent_s
         self.integrity_check = integrity_check
         self.clock_ms = clock_ms
+        self.reserve_bytes = reserve_bytes
         self.conn: sqlite3.Connection | None = None
+        self.last_seq: dict[str, int] = {s: 0 for s in STREAMS}  # highest committed seq per stream
         self._cells: dict[str, int] = {}
         self._cell_ids: dict[int, str] = {}
         self._page_size = 4096
@@ -96,15 +100,91 @@ class Store:
             moved = self._quarantine()
             self._connect()
             migrate(self.conn)  # type: ignore[arg-type]
+            self._raise_seq_floor(moved)
             events.append(Event("store.quarantined",
                                 f"store {self.path.name} was unusable ({exc}); moved aside to {moved.name} and a "
                                 "fresh store started. Unsent data in the moved file was not uploaded.",
                                 level="critical", source="store", ts_ms=self.clock_ms(),
                                 data={"moved_to": str(moved), "reason": str(exc)[:500]}))
         self._load_cells()
+        self._load_last_seq()
+        self._ensure_reserve()
         if events:
             self.append_events(events)
         return events
+
+    # ------------------------------------------------------------------ seq safety across quarantine
+    @property
+    def _hint_path(self) -> Path:
+        return Path(str(self.path) + ".seq")
+
+    def _load_last_seq(self) -> None:
+        for stream in STREAMS:
+            self.last_seq[stream] = int(self.meta(f"next_seq.{stream}", 1)) - 1
+
+    def write_seq_hint(self) -> None:
+        """Remember the seq counters beside the database (at maintenance and close), for after a quarantine."""
+        try:
+            tmp = self._hint_path.with_suffix(".seq.tmp")
+            tmp.write_text(json.dumps({s: v + 1 for s, v in self.last_seq.items()}))
+            os.replace(tmp, self._hint_path)
+        except OSError as exc:
+            log.debug("seq hint not written: %s", exc)
+
+    def _raise_seq_floor(self, moved: Path) -> None:
+        """A fresh database after a quarantine must never reuse a seq. Its counters start above every source we
+        have: the moved database's meta (if still readable), the hint file plus a margin for the readings since it
+        was written, and unix_ms * 1000 (correct even if both are lost, as long as the clock is)."""
+        floors = {s: self.clock_ms() * 1000 for s in STREAMS}
+        try:
+            old = sqlite3.connect(f"file:{moved}?mode=ro", uri=True)
+            for key, value in old.execute("SELECT key, value FROM meta WHERE key LIKE 'next_seq.%'"):
+                stream = key.removeprefix("next_seq.")
+                if stream in floors:
+                    floors[stream] = max(floors[stream], int(value))
+            old.close()
+        except (sqlite3.Error, ValueError, TypeError):
+            pass
+        try:
+            for stream, value in json.loads(self._hint_path.read_text()).items():
+                if stream in floors:
+                    floors[stream] = max(floors[stream], int(value) + 10_000_000)
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
+        with self.conn:  # type: ignore[union-attr]
+            self.conn.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            for stream, floor in floors.items():
+                self.conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = ?",  # type: ignore[union-attr]
+                                  (floor, f"next_seq.{stream}"))
+        self._load_last_seq()
+
+    # ------------------------------------------------------------------ disk-full reserve
+    @property
+    def _reserve_path(self) -> Path:
+        return Path(str(self.path) + ".reserve")
+
+    def _ensure_reserve(self) -> None:
+        """Keep a small ballast file beside the database: freed on SQLITE_FULL, it gives SQLite room to delete
+        rows (deleting needs WAL space too) so the byte-cap policy can work on a completely full disk."""
+        if self.reserve_bytes <= 0 or self._reserve_path.exists():
+            return
+        try:
+            if shutil.disk_usage(self.path.parent).free < 4 * self.reserve_bytes:
+                return
+            with open(self._reserve_path, "wb") as f:
+                f.write(b"\0" * self.reserve_bytes)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            log.debug("reserve not created: %s", exc)
+            self._reserve_path.unlink(missing_ok=True)
+
+    def _release_reserve(self) -> bool:
+        try:
+            self._reserve_path.unlink()
+            return True
+        except FileNotFoundError:
+            return False
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
@@ -149,6 +229,7 @@ class Store:
         self._cell_ids.clear()
         self._connect()
         migrate(self.conn)  # type: ignore[arg-type]
+        self._raise_seq_floor(moved)
         ev = Event("store.quarantined", f"store became unusable at run time ({reason}); moved aside to "
                    f"{moved.name} and a fresh store started", level="critical", source="store",
                    ts_ms=self.clock_ms(), data={"moved_to": str(moved), "reason": reason[:500]})
@@ -157,6 +238,7 @@ class Store:
 
     def close(self) -> None:
         if self.conn is not None:
+            self.write_seq_hint()
             try:
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
@@ -204,8 +286,14 @@ class Store:
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
                 raise
+            self._release_reserve()
             dropped = self._drop_oldest_unsent(max(4 * len(batch), 1000))
-            events.append(self._dropped_event(dropped, "disk full"))
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+            except sqlite3.Error:
+                pass
+            if dropped[0]:
+                events.append(self._dropped_event(dropped, "disk full"))
             try:
                 return self._append(batch, source, events)
             except sqlite3.OperationalError as exc2:
@@ -218,7 +306,7 @@ class Store:
         n = len(batch)
         c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
         try:
-            first = last = 0
+            first = last = last_event = 0
             if n:
                 lut = self._cell_lut(batch.cells, source)
                 first = self._next_seq("readings", n)
@@ -229,15 +317,21 @@ class Store:
                 c.executemany("INSERT INTO readings(seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags) "  # type: ignore
                               "VALUES (?,?,?,?,?,?,?)", rows)
             if events:
-                self._insert_events(events)
+                last_event = self._insert_events(events)
             c.execute("COMMIT")  # type: ignore[union-attr]
         except BaseException:
             if c.in_transaction:  # type: ignore[union-attr]
                 c.execute("ROLLBACK")  # type: ignore[union-attr]
             raise
+        if n:
+            self.last_seq["readings"] = last
+        if last_event:
+            self.last_seq["events"] = last_event
+        faultpoint("store.after_commit")
         return first, last
 
-    def _insert_events(self, events: list[Event]) -> None:
+    def _insert_events(self, events: list[Event]) -> int:
+        """Insert inside the caller's transaction; returns the last seq (apply to last_seq after COMMIT)."""
         first = self._next_seq("events", len(events))
         self.conn.executemany(  # type: ignore[union-attr]
             "INSERT INTO events(seq, ts_ms, kind, level, source, cell, message, data) VALUES (?,?,?,?,?,?,?,?)",
@@ -245,13 +339,15 @@ class Store:
               json.dumps(e.data, default=str, allow_nan=False) if _finite(e.data) else json.dumps({"repr": repr(e.data)[:1000]}))
              for k, e in enumerate(events)],
         )
+        return first + len(events) - 1
 
     def append_events(self, events: list[Event]) -> None:
         if not events:
             return
         with self.conn:  # type: ignore[union-attr]
             self.conn.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-            self._insert_events(events)
+            last = self._insert_events(events)
+        self.last_seq["events"] = last
 
     def append_cycles(self, cycles: list[dict[str, Any]]) -> list[int]:
         """Store per-cycle summaries (dicts with at least cell, cycle, ts); returns their seqs."""
@@ -266,6 +362,7 @@ class Store:
                 [(s, int(cy["ts"]), str(cy["cell"]), int(cy["cycle"]), json.dumps(cy, default=float))
                  for s, cy in zip(seqs, cycles)],
             )
+        self.last_seq["cycles"] = seqs[-1]
         return seqs
 
     # ------------------------------------------------------------------ read / acknowledge
@@ -376,6 +473,8 @@ class Store:
         """Retention of acknowledged readings, then the byte cap. Runs in bounded chunks."""
         c = self.conn
         events: list[Event] = []
+        self.write_seq_hint()
+        self._ensure_reserve()
         cutoff = self.clock_ms() - int(self.keep_sent_s * 1000)
         with c:  # type: ignore[union-attr]
             c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]

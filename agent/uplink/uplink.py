@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config import UplinkConfig
+from agent.faultpoints import faultpoint
 from agent.store.worker import StoreWorker
 from agent.uplink.envelope import encode_cycles, encode_events, pack_list, pack_readings
 from agent.uplink.mqtt import MqttLink, puback_ok
@@ -107,15 +108,18 @@ class Uplink:
         payload, n = pack_list(encode, self.rig, items, target)
         return Job(stream, items[0]["seq"], items[n - 1]["seq"], n, payload, False, int(items[n - 1]["ts"]))
 
-    def _next_job(self, retry: tuple[str, int, int] | None, cursors: dict[str, int]) -> Job | None:
+    def _next_job(self, retry: tuple[str, int, int] | None,
+                  cursors: dict[str, int]) -> tuple[Job | None, dict[str, int]]:
+        """Runs on the store thread. Returns the job and the committed seq counters as of the read."""
+        seen = dict(self.worker.store.last_seq)
         if retry is not None:
             stream, lo, hi = retry
-            return self._build(stream, lo - 1, hi, partial_ok=False)
+            return self._build(stream, lo - 1, hi, partial_ok=False), seen
         for stream in ("events", "cycles", "readings"):
             job = self._build(stream, cursors[stream], None, partial_ok=stream == "readings")
             if job is not None:
-                return job
-        return None
+                return job, seen
+        return None, seen
 
     # ---------------------------------------------------------------- main loop (asyncio)
     async def run(self) -> None:
@@ -126,22 +130,25 @@ class Uplink:
                 while self.in_flight >= self.cfg.max_in_flight:
                     self._slot.clear()
                     await self._slot.wait()
+                if not self.retry and not self.flush_now:
+                    wait_s = self._idle_wait_s()
+                    if wait_s is not None:
+                        await self._sleep_until_woken(wait_s)
+                        continue
                 retry = self.retry.popleft() if self.retry else None
-                self.wake.clear()
-                job = await self.worker.call(self._next_job, retry, dict(self.cursor))
+                job, seen = await self.worker.call(self._next_job, retry, dict(self.cursor))
                 if job is None:
-                    if retry is not None:
-                        continue  # that range was acknowledged meanwhile or dropped by the byte cap
-                    self._pending_since = None
-                    await self._sleep_until_woken(1.0)
+                    if retry is None:
+                        # Nothing unsent up to what the store had committed when it looked (rows acknowledged in
+                        # an earlier run, or dropped by the cap): move past them.
+                        for stream, last in seen.items():
+                            self.cursor[stream] = max(self.cursor[stream], last)
+                        self._pending_since = None
                     continue
                 if job.partial and not self.flush_now:
-                    now = time.monotonic()
-                    if self._pending_since is None:
-                        self._pending_since = now
-                    remaining = self.cfg.linger_ms / 1000.0 - (now - self._pending_since)
-                    if remaining > 0:
-                        await self._sleep_until_woken(remaining)
+                    left = self._linger_left_s()
+                    if left > 0:  # the estimate said full, the message says part-full: keep lingering
+                        await self._sleep_until_woken(left)
                         continue
                 if job.stream == "readings":
                     self._pending_since = None
@@ -155,6 +162,29 @@ class Uplink:
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
+
+    def _idle_wait_s(self) -> float | None:
+        """How long to wait before building a message, judged from the store's seq counters (no SQL, no
+        encoding): None when a message should be built now. Clears ``wake`` before judging, so new data that
+        arrives after the judgement wakes the wait."""
+        self.wake.clear()
+        last = self.worker.store.last_seq
+        if last["events"] > self.cursor["events"] or last["cycles"] > self.cursor["cycles"]:
+            return None
+        pending = last["readings"] - self.cursor["readings"]
+        if pending <= 0:
+            self._pending_since = None
+            return 1.0
+        if pending * self._bpr >= 0.85 * self.cfg.message_target_bytes:
+            return None
+        left = self._linger_left_s()
+        return None if left <= 0 else left
+
+    def _linger_left_s(self) -> float:
+        now = time.monotonic()
+        if self._pending_since is None:
+            self._pending_since = now
+        return self.cfg.linger_ms / 1000.0 - (now - self._pending_since)
 
     async def _sleep_until_woken(self, timeout: float) -> None:
         try:
@@ -172,6 +202,7 @@ class Uplink:
         except Exception as exc:  # noqa: BLE001 - the SDK refused synchronously; retry later
             self._done(job, None, exc)
             return
+        faultpoint("uplink.after_publish")
 
         def done(f) -> None:  # runs on the SDK's thread
             try:
@@ -191,6 +222,7 @@ class Uplink:
         self.in_flight -= 1
         self._slot.set()
         if exc is None and puback_ok(result):
+            faultpoint("uplink.after_puback")
             self._acked[job.stream].append((job.lo, job.hi))
             self._acks_pending.set()
             self.stats.acked_msgs += 1
@@ -223,6 +255,7 @@ class Uplink:
                 merged = merge_ranges(ranges)
                 ranges.clear()
                 await self.worker.call(self.worker.store.mark_sent, stream, merged)
+                faultpoint("uplink.after_mark_sent")
 
     async def drain(self, timeout_s: float) -> None:
         """At shutdown: wait (bounded) for in-flight publishes, then record their acknowledgements."""
