@@ -43,6 +43,8 @@ class StoreConfig(Strict):
         "FULL", description="FULL: a committed batch survives a power cut; NORMAL: may lose the last commits")
     max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, description="cap on the database size in bytes")
     keep_sent_s: float = Field(3600.0, ge=0, description="how long acknowledged readings stay for local views")
+    min_free_bytes: int = Field(32 * 1024**2, ge=0,
+                                description="keep this much room on the filesystem; below it the drop policy applies")
     maintenance_interval_s: float = Field(10.0, gt=0, le=3600)
 
     @field_validator("synchronous", mode="before")

@@ -53,7 +53,9 @@ class Agent:
         self.cfg = cfg
         self.processors: list[Processor] = list(processors or [])
         self.services: list[Service] = list(services or [])
-        self.store = Store(cfg.store.path, cfg.store.synchronous, cfg.store.max_bytes, cfg.store.keep_sent_s)
+        st = cfg.store
+        self.store = Store(st.path, synchronous=st.synchronous, max_bytes=st.max_bytes, keep_sent_s=st.keep_sent_s,
+                           min_free_bytes=st.min_free_bytes)
         self.worker = StoreWorker(self.store)
         self.runners: dict[str, DriverRunner] = {}
         self.validators: dict[str, Validator] = {}

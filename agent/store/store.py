@@ -5,8 +5,9 @@ seen the broker's PUBACK for them (``mark_sent``). Every stream has its own pers
 ``meta`` and advanced in the same transaction as the rows, so a seq is never reused, even after a crash.
 
 Policies:
-- Byte cap (``max_bytes``): acknowledged readings go first, then the oldest *unsent readings*; the count is kept
-  in ``meta.dropped_readings`` and an event is raised. Events and cycles are never dropped.
+- Byte cap and free-space floor (``capacity.py``): acknowledged readings go first, then the oldest *unsent
+  readings*; the count is kept in ``meta.dropped_readings`` and an event is raised. Events and cycles never go.
+- Seq safety (``seqsafety.py``): after a quarantine or a rewind the counters jump forward, never back.
 - A database that cannot be opened or fails ``PRAGMA quick_check`` is renamed ``<name>.corrupt-<UTC time>``
   (with its -wal/-shm) and a fresh one is started, with a ``store.quarantined`` event in it.
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -28,14 +28,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from agent.faultpoints import faultpoint
+from agent.store.capacity import CapacityMixin, StoreFull
 from agent.store.schema import SCHEMA_VERSION, STREAMS, SchemaTooNew, migrate
+from agent.store.seqsafety import SeqSafetyMixin
 from drivers.base import Event, ReadingBatch
 
 log = logging.getLogger("agent.store")
-
-
-class StoreFull(Exception):
-    """The disk is full even after dropping readings; the batch was not stored."""
 
 
 @dataclass(slots=True)
@@ -64,9 +62,10 @@ def _utc_stamp(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-class Store:
+class Store(SeqSafetyMixin, CapacityMixin):
     def __init__(self, path: str | Path, synchronous: str = "FULL", max_bytes: int = 2 * 1024**3,
                  keep_sent_s: float = 3600.0, integrity_check: bool = True, reserve_bytes: int = 4 * 1024**2,
+                 min_free_bytes: int = 32 * 1024**2,
                  clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000):
         self.path = Path(path)
         self.synchronous = synchronous
@@ -75,6 +74,7 @@ class Store:
         self.integrity_check = integrity_check
         self.clock_ms = clock_ms
         self.reserve_bytes = reserve_bytes
+        self.min_free_bytes = min_free_bytes
         self.conn: sqlite3.Connection | None = None
         self.last_seq: dict[str, int] = {s: 0 for s in STREAMS}  # highest committed seq per stream
         self._cells: dict[str, int] = {}
@@ -108,83 +108,13 @@ class Store:
                                 data={"moved_to": str(moved), "reason": str(exc)[:500]}))
         self._load_cells()
         self._load_last_seq()
+        rewound = self._check_rewound()
+        if rewound:
+            events.append(rewound)
         self._ensure_reserve()
         if events:
             self.append_events(events)
         return events
-
-    # ------------------------------------------------------------------ seq safety across quarantine
-    @property
-    def _hint_path(self) -> Path:
-        return Path(str(self.path) + ".seq")
-
-    def _load_last_seq(self) -> None:
-        for stream in STREAMS:
-            self.last_seq[stream] = int(self.meta(f"next_seq.{stream}", 1)) - 1
-
-    def write_seq_hint(self) -> None:
-        """Remember the seq counters beside the database (at maintenance and close), for after a quarantine."""
-        try:
-            tmp = self._hint_path.with_suffix(".seq.tmp")
-            tmp.write_text(json.dumps({s: v + 1 for s, v in self.last_seq.items()}))
-            os.replace(tmp, self._hint_path)
-        except OSError as exc:
-            log.debug("seq hint not written: %s", exc)
-
-    def _raise_seq_floor(self, moved: Path) -> None:
-        """A fresh database after a quarantine must never reuse a seq. Its counters start above every source we
-        have: the moved database's meta (if still readable), the hint file plus a margin for the readings since it
-        was written, and unix_ms * 1000 (correct even if both are lost, as long as the clock is)."""
-        floors = {s: self.clock_ms() * 1000 for s in STREAMS}
-        try:
-            old = sqlite3.connect(f"file:{moved}?mode=ro", uri=True)
-            for key, value in old.execute("SELECT key, value FROM meta WHERE key LIKE 'next_seq.%'"):
-                stream = key.removeprefix("next_seq.")
-                if stream in floors:
-                    floors[stream] = max(floors[stream], int(value))
-            old.close()
-        except (sqlite3.Error, ValueError, TypeError):
-            pass
-        try:
-            for stream, value in json.loads(self._hint_path.read_text()).items():
-                if stream in floors:
-                    floors[stream] = max(floors[stream], int(value) + 10_000_000)
-        except (OSError, ValueError, TypeError, AttributeError):
-            pass
-        with self.conn:  # type: ignore[union-attr]
-            self.conn.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-            for stream, floor in floors.items():
-                self.conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = ?",  # type: ignore[union-attr]
-                                  (floor, f"next_seq.{stream}"))
-        self._load_last_seq()
-
-    # ------------------------------------------------------------------ disk-full reserve
-    @property
-    def _reserve_path(self) -> Path:
-        return Path(str(self.path) + ".reserve")
-
-    def _ensure_reserve(self) -> None:
-        """Keep a small ballast file beside the database: freed on SQLITE_FULL, it gives SQLite room to delete
-        rows (deleting needs WAL space too) so the byte-cap policy can work on a completely full disk."""
-        if self.reserve_bytes <= 0 or self._reserve_path.exists():
-            return
-        try:
-            if shutil.disk_usage(self.path.parent).free < 4 * self.reserve_bytes:
-                return
-            with open(self._reserve_path, "wb") as f:
-                f.write(b"\0" * self.reserve_bytes)
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as exc:
-            log.debug("reserve not created: %s", exc)
-            self._reserve_path.unlink(missing_ok=True)
-
-    def _release_reserve(self) -> bool:
-        try:
-            self._reserve_path.unlink()
-            return True
-        except FileNotFoundError:
-            return False
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
@@ -280,26 +210,27 @@ class Store:
         On SQLITE_FULL the byte-cap policy drops the oldest unsent readings and the write is tried once more;
         if that fails too, StoreFull is raised and nothing of the batch is stored.
         """
-        events = list(events)
+        events = list(events) + self.maybe_make_room()
         try:
             return self._append(batch, source, events)
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
                 raise
-            self._release_reserve()
-            dropped = self._drop_oldest_unsent(max(4 * len(batch), 1000))
-            try:
-                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
-            except sqlite3.Error:
-                pass
-            if dropped[0]:
-                events.append(self._dropped_event(dropped, "disk full"))
-            try:
-                return self._append(batch, source, events)
-            except sqlite3.OperationalError as exc2:
-                if getattr(exc2, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                    raise StoreFull(f"disk full: {exc2}") from exc2
-                raise
+        # The disk filled before the free-space check saw it: free the reserve so SQLite has room to delete,
+        # drop the oldest unsent readings, and try once more.
+        self._release_reserve()
+        try:
+            ev = self._shrink(max(self.min_free_bytes, 64 * len(batch)), 50_000, "disk full")
+        except sqlite3.OperationalError as exc:
+            raise StoreFull(f"disk full and no room to drop readings: {exc}") from exc
+        if ev is not None:
+            events.append(ev)
+        try:
+            return self._append(batch, source, events)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise StoreFull(f"disk full: {exc}") from exc
+            raise
 
     def _append(self, batch: ReadingBatch, source: str, events: list[Event]) -> tuple[int, int]:
         c = self.conn
@@ -416,17 +347,6 @@ class Store:
                 f"UPDATE {stream} SET sent=1 WHERE seq BETWEEN ? AND ? AND sent=0", ranges)
 
     # ------------------------------------------------------------------ stats / maintenance
-    def used_bytes(self) -> int:
-        """Bytes of pages in use. Freed pages are reused before the file grows, so this is what the cap bounds;
-        the WAL is bounded separately (autocheckpoint + journal_size_limit)."""
-        c = self.conn
-        pages = c.execute("PRAGMA page_count").fetchone()[0] - c.execute("PRAGMA freelist_count").fetchone()[0]  # type: ignore
-        return pages * self._page_size
-
-    def file_bytes(self) -> int:
-        """Bytes on disk: database file plus WAL."""
-        return sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
-
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()  # type: ignore
         return row[0] if row else default
@@ -447,32 +367,9 @@ class Store:
             "schema_version": SCHEMA_VERSION,
         }
 
-    def _drop_oldest_unsent(self, n: int) -> tuple[int, int, int]:
-        """Delete the n oldest unsent readings; returns (count, first seq, last seq)."""
-        c = self.conn
-        with c:  # type: ignore[union-attr]
-            c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-            rng = c.execute("SELECT min(seq), max(seq), count(*) FROM (SELECT seq FROM readings WHERE sent=0 "  # type: ignore
-                            "ORDER BY seq LIMIT ?)", (n,)).fetchone()
-            if not rng[2]:
-                return 0, 0, 0
-            c.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND sent=0", (rng[0], rng[1]))  # type: ignore
-            c.execute("UPDATE meta SET value = value + ? WHERE key='dropped_readings'", (rng[2],))  # type: ignore
-        log.warning("store over its byte cap: dropped %d unsent readings (seq %d..%d)", rng[2], rng[0], rng[1])
-        return int(rng[2]), int(rng[0]), int(rng[1])
-
-    def _dropped_event(self, dropped: tuple[int, int, int], why: str) -> Event:
-        count, lo, hi = dropped
-        return Event("store.dropped_readings",
-                     f"{why}: dropped {count} oldest unsent readings (seq {lo}..{hi}) to make room",
-                     level="alarm", source="store", ts_ms=self.clock_ms(),
-                     data={"count": count, "seq_first": lo, "seq_last": hi,
-                           "total_dropped": int(self.meta("dropped_readings", 0))})
-
     def maintain(self, chunk: int = 50_000) -> list[Event]:
-        """Retention of acknowledged readings, then the byte cap. Runs in bounded chunks."""
+        """Retention of acknowledged readings, then the byte cap and free-space floor. Bounded chunks."""
         c = self.conn
-        events: list[Event] = []
         self.write_seq_hint()
         self._ensure_reserve()
         cutoff = self.clock_ms() - int(self.keep_sent_s * 1000)
@@ -480,41 +377,7 @@ class Store:
             c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
             c.execute("DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE sent=1 AND ts_ms < ? "  # type: ignore
                       "ORDER BY seq LIMIT ?)", (cutoff, chunk))
-        if self.used_bytes() <= self.max_bytes:
-            return events
-        # Over the cap: acknowledged readings first, however recent; then the oldest unsent. Chunks are sized
-        # from the bytes per row, so the cap is met without dropping far more than needed.
-        target = int(self.max_bytes * 0.9)
-        total = [0, 0, 0]
-        for unsent in (False, True):
-            for _ in range(1000):
-                used = self.used_bytes()
-                if used <= target:
-                    break
-                lo, hi = c.execute("SELECT min(seq), max(seq) FROM readings").fetchone()  # type: ignore
-                if lo is None:
-                    break
-                n = max(100, min(chunk, int((used - target) / max(used / (hi - lo + 1), 1.0)) + 1))
-                if unsent:
-                    count, first, last = self._drop_oldest_unsent(n)
-                    if not count:
-                        break
-                    total = [total[0] + count, total[1] or first, last]
-                else:
-                    with c:  # type: ignore[union-attr]
-                        c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-                        gone = c.execute("DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE "  # type: ignore
-                                         "sent=1 ORDER BY seq LIMIT ?)", (n,)).rowcount
-                    if not gone:
-                        break
-        if total[0]:
-            events.append(self._dropped_event((total[0], total[1], total[2]), "store over its byte cap"))
-            self.append_events(events)
-        try:
-            c.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
-        except sqlite3.Error:
-            pass
-        return events
+        return self.enforce_limits(chunk)
 
 
 def _finite(obj: Any) -> bool:
