@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 
@@ -34,6 +35,7 @@ RECENT_EVENTS = 100
 ALARM_WINDOW_S = 3600.0
 HEALTH_EVERY_S = 2.0
 OPTS = orjson.OPT_SERIALIZE_NUMPY
+CELL_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 def sse(event: str, data: bytes, id_: int | None = None) -> bytes:
@@ -73,11 +75,19 @@ def cycle_json(rows: list[dict[str, Any]], newest_forecast_only: bool = True) ->
 
 
 class Subscriber:
-    def __init__(self, cells: list[int], cell_ids: list[str]):
-        self.cells = np.array(cells, dtype=np.int64)
-        self.cell_ids = cell_ids
+    def __init__(self, cell_ids: list[str]):
+        self.cell_ids = cell_ids  # may name cells the store has not seen yet (the agent just started)
+        self.cells = np.zeros(0, dtype=np.int64)  # their store indices, re-resolved when cells appear
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_TICKS)
         self.dropped = False
+        self.reselect = False
+
+    def resolve(self, cells: dict[int, str]) -> None:
+        by_id = {cid: idx for idx, cid in cells.items()}
+        if not self.cell_ids and by_id:  # asked for "any": the first cells, once there are some
+            self.cell_ids = sorted(by_id)[:DEFAULT_SELECTED]
+            self.reselect = True
+        self.cells = np.array([by_id[c] for c in self.cell_ids if c in by_id], dtype=np.int64)
 
     def offer(self, msg: bytes | None) -> None:
         if self.dropped:
@@ -111,11 +121,11 @@ class Hub:
         if not self.subs:  # idle until now: jump the cursors to the present instead of replaying the gap
             self.cursor = await self.reader.call(self.reader.max_seqs)
             self.cells = await self.reader.call(self.reader.cells)
-        by_id = {cid: idx for idx, cid in self.cells.items()}
-        chosen = [c for c in dict.fromkeys(wanted) if c in by_id][:MAX_SELECTED]
-        if not chosen:
-            chosen = sorted(by_id)[:DEFAULT_SELECTED]
-        sub = Subscriber([by_id[c] for c in chosen], chosen)
+        known = set(self.cells.values())
+        chosen = [c for c in dict.fromkeys(wanted) if c in known or CELL_ID.match(c)][:MAX_SELECTED]
+        sub = Subscriber(chosen)
+        sub.resolve(self.cells)
+        sub.reselect = False
         upto = dict(self.cursor)  # ticks after this moment reach the queue; the init covers up to here
         self.subs.add(sub)
         self._wake.set()
@@ -194,14 +204,18 @@ class Hub:
             self.cells = got["cells"]
             if new:
                 shared["cells"] = [[idx, cid] for idx, cid in new.items()]
+                for sub in self.subs:
+                    sub.resolve(self.cells)
         if with_health:
             self._health_at = now
             shared["health"] = self.health(got["store_health"])
         frag = orjson.Fragment(orjson.dumps(shared, option=OPTS))
         for sub in list(self.subs):
             mine = r.take(np.isin(r.cell, sub.cells)) if len(r) else r
-            sub.offer(sse("tick", orjson.dumps({"seq": self.cursor["readings"], "readings": columns(mine),
-                                                "shared": frag}, option=OPTS), self.cursor["readings"]))
+            msg: dict[str, Any] = {"seq": self.cursor["readings"], "readings": columns(mine), "shared": frag}
+            if sub.reselect:  # the browser asked for "any" before there were cells: tell it which, it reconnects
+                msg["selected"], sub.reselect = sub.cell_ids, False
+            sub.offer(sse("tick", orjson.dumps(msg, option=OPTS), self.cursor["readings"]))
             if sub.dropped:
                 self.subs.discard(sub)
                 log.warning("dashboard client fell %d updates behind; dropped (it reconnects and resumes)",

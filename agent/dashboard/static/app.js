@@ -47,9 +47,10 @@
   }
 
   function onTick(d) {
-    S.seq = d.seq; addReadings(d.readings);
     const sh = d.shared;
     if (sh.cells) { for (const [idx, id] of sh.cells) { S.cells.set(idx, id); S.byId.set(id, idx); } buildTiles(); }
+    if (d.selected) { S.selected = d.selected; S.series = new Map(); connect(); return; } // the agent chose the cells
+    S.seq = d.seq; addReadings(d.readings);
     setLatest(sh.latest); addCycles(sh.cycles, false); addEvents(sh.events);
     if (sh.health) S.health = sh.health;
     markTick(); S.dirty = true;
@@ -304,6 +305,12 @@
   window.addEventListener("resize", () => { for (const [k, c] of Object.entries(charts)) { const host = c.root.parentElement; c.setSize({ width: Math.max(300, host.clientWidth), height: c.height }); } });
   const fromHash = decodeURIComponent((location.hash.match(/cells=([^&]*)/) || [])[1] || "");
   S.selected = fromHash ? fromHash.split(",").filter(Boolean) : [];
-  window.btDash = { S, charts, toggle }; // for tests and the browser console
+  // For tests and the browser console: render now and return what every chart shows, with the seq it covers.
+  function snapshot() {
+    S.dirty = true; render();
+    const data = {}; for (const [k, c] of Object.entries(charts)) data[k] = c.data.map((a) => Array.from(a));
+    return { seq: S.seq, ticks: S.ticks, selected: S.selected.slice(), charts: data };
+  }
+  window.btDash = { S, charts, toggle, snapshot };
   connect();
 })();
