@@ -117,6 +117,7 @@ class StoreReader:
         lo, hi = c.execute("SELECT coalesce(min(seq), 0), coalesce(max(seq), 0) FROM readings").fetchone()
         if hi == 0:
             return 0
+        hi += 1  # "none at or after ts_ms": everything is before
         while lo < hi:
             mid = (lo + hi) // 2
             row = c.execute("SELECT seq, ts_ms FROM readings WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)).fetchone()
