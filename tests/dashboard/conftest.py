@@ -5,8 +5,10 @@ apt when root; playwright from the [dev] extra). Playwright's own browser downlo
 """
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,29 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+def run_async(coro: Any) -> Any:
+    """``asyncio.run`` on a thread of its own: Playwright's sync API keeps an event loop running on the main
+    thread while a browser is open, and asyncio.run refuses to nest."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="test-asyncio")
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "coroutine did not finish within 120 s"
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+# Module scope: Playwright's sync API runs an event loop on the main thread while open; closing it after each
+# module keeps that loop out of other test modules (which may use asyncio.run).
+@pytest.fixture(scope="module")
 def browser():
     exe = chromium_path()
     try:

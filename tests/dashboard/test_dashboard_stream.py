@@ -4,7 +4,6 @@ A real Store (SQLite in WAL mode) is written here while the dashboard's reader r
 """
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 
@@ -17,6 +16,7 @@ from agent.dashboard.hub import QUEUE_TICKS, Hub
 from agent.dashboard.reader import StoreReader
 from agent.pipeline import Agent
 from drivers.base import ReadingBatch
+from tests.dashboard.conftest import run_async
 
 CELLS = ("a1", "a2", "a3")
 
@@ -109,4 +109,4 @@ def test_stream_is_incremental_resumable_and_bounded(agent):
             hub.close()
             rd.close()
 
-    asyncio.run(main())
+    run_async(main())

@@ -4,7 +4,6 @@ The agent runs as a process bound to 0.0.0.0 (every interface); the test talks t
 """
 from __future__ import annotations
 
-import asyncio
 import http.client
 import secrets
 
@@ -15,7 +14,7 @@ from agent.dashboard import DashboardService
 from agent.dashboard.auth import token_matches
 from agent.pipeline import StartupError
 from tests.conftest import agent_config
-from tests.dashboard.conftest import dashboard_port
+from tests.dashboard.conftest import dashboard_port, run_async
 
 SIM = [{"type": "simulator", "name": "sim", "cells": 4, "sample_hz": 1.0}]
 
@@ -53,7 +52,7 @@ def test_service_refuses_even_if_validation_was_bypassed():
     """Defence in depth: a config built without validation still cannot expose the dashboard tokenless."""
     cfg = DashboardConfig.model_construct(enabled=True, host="0.0.0.0", port=0, token=DashboardConfig().token)
     with pytest.raises(StartupError, match="refusing to start the dashboard"):
-        asyncio.run(DashboardService(cfg).start(agent=None))
+        run_async(DashboardService(cfg).start(agent=None))
 
 
 def test_token_compare():

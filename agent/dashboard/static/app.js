@@ -165,6 +165,15 @@
     const data = [[]]; for (let k = 1; k < series.length; k++) data.push([]);
     charts[key] = new uPlot(opts, data, host);
   }
+  // Charts follow their panel's width (the grid reflows when the window or the panel changes size).
+  const resizer = new ResizeObserver((entries) => {
+    for (const e of entries) {
+      const c = Object.values(charts).find((u) => u.root.parentElement === e.target);
+      const w = Math.max(300, Math.floor(e.contentRect.width));
+      if (c && Math.abs(c.width - w) > 2) c.setSize({ width: w, height: c.height });
+    }
+  });
+  for (const host of document.querySelectorAll(".chart")) resizer.observe(host);
 
   function buildCharts() {
     for (const c of Object.values(charts)) c.destroy();
@@ -302,7 +311,6 @@
     for (const d of h.drivers) row(tb, [d.name, d.type, { text: d.state, cls: d.state === "running" ? "" : "lvl-warning" }, String(d.restarts), String(d.detail.readings), d.last_error || ""], { driver: d.name });
   }
 
-  window.addEventListener("resize", () => { for (const [k, c] of Object.entries(charts)) { const host = c.root.parentElement; c.setSize({ width: Math.max(300, host.clientWidth), height: c.height }); } });
   const fromHash = decodeURIComponent((location.hash.match(/cells=([^&]*)/) || [])[1] || "");
   S.selected = fromHash ? fromHash.split(",").filter(Boolean) : [];
   // For tests and the browser console: render now and return what every chart shows, with the seq it covers.
