@@ -115,12 +115,14 @@ class Hub:
         self._rates = (time.monotonic(), 0, 0)
         self._rate_values = (0.0, 0.0)
         self.ticks = 0
+        self._generation = 0
 
     # ------------------------------------------------------------------ subscribe
     async def subscribe(self, wanted: list[str], last_event_id: int | None) -> tuple[Subscriber, bytes]:
         if not self.subs:  # idle until now: jump the cursors to the present instead of replaying the gap
             self.cursor = await self.reader.call(self.reader.max_seqs)
             self.cells = await self.reader.call(self.reader.cells)
+            self._generation = self.reader.generation
         known = set(self.cells.values())
         chosen = [c for c in dict.fromkeys(wanted) if c in known or CELL_ID.match(c)][:MAX_SELECTED]
         sub = Subscriber(chosen)
@@ -190,13 +192,18 @@ class Hub:
         now = time.monotonic()
         with_health = now - self._health_at >= HEALTH_EVERY_S
         got = await self.reader.call(self._poll, dict(self.cursor), with_health, not self.cells)
+        if self.reader.generation != self._generation:  # the store was quarantined: a new file, seqs anew
+            self._generation = self.reader.generation
+            log.warning("dashboard: the store file was replaced; browsers reload their views")
+            self.close()  # browsers reconnect and get a fresh init from the new store
+            return
         r: Readings = got["readings"]
-        if len(r):
-            self.cursor["readings"] = int(r.seq[-1])
+        if len(r):  # never move back (a subscribe after an idle spell may have jumped the cursor ahead)
+            self.cursor["readings"] = max(self.cursor["readings"], int(r.seq[-1]))
         if got["events"]:
-            self.cursor["events"] = got["events"][-1]["seq"]
+            self.cursor["events"] = max(self.cursor["events"], got["events"][-1]["seq"])
         if got["cycles"]:
-            self.cursor["cycles"] = got["cycles"][-1]["seq"]
+            self.cursor["cycles"] = max(self.cursor["cycles"], got["cycles"][-1]["seq"])
         shared: dict[str, Any] = {"latest": columns(last_per_cell(r)), "events": [_ev(e) for e in got["events"]],
                                   "cycles": got["cycles"], "now": time.time_ns() // 1_000_000}
         if "cells" in got:

@@ -73,6 +73,7 @@ class StoreReader:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-db")
         self._conn: sqlite3.Connection | None = None
         self._inode: tuple[int, int] | None = None
+        self.generation = 0  # +1 each time the store file was replaced (seqs may start again)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
@@ -88,11 +89,18 @@ class StoreReader:
     # ------------------------------------------------------------------ connection
     @property
     def conn(self) -> sqlite3.Connection:
-        st = os.stat(self.path)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self._conn is not None:  # mid-quarantine: the new file is not there yet
+                return self._conn
+            raise
         inode = (st.st_dev, st.st_ino)
         if self._conn is None or inode != self._inode:
             if self._conn is not None:
                 self._conn.close()
+                self._conn = None
+                self.generation += 1
             conn = sqlite3.connect(self.path.as_uri() + "?mode=ro", uri=True, check_same_thread=False,
                                    timeout=5.0)
             conn.execute("PRAGMA query_only=1")

@@ -110,3 +110,26 @@ def test_stream_is_incremental_resumable_and_bounded(agent):
             rd.close()
 
     run_async(main())
+
+
+def test_store_replaced_by_quarantine_restarts_the_views(agent):
+    async def main() -> None:
+        now = time.time_ns() // 1_000_000
+        agent.store.append(batch(now - 20_000, 10))  # seq 1..30 in the old file
+        rd = StoreReader(agent.cfg.store.path)
+        hub = Hub(agent, rd, agent.cfg.dashboard)
+        try:
+            sub, _ = await hub.subscribe(["a1"], None)
+            agent.store.reopen_fresh("test: corrupt")  # a new file; its seqs start at 1 again
+            agent.store.append(batch(now - 5_000, 4))  # seq 1..12 in the new file
+            await hub.tick()
+            assert sub.queue.get_nowait() is None and not hub.subs  # the browser is told to start over
+            again, init = await hub.subscribe(["a1"], 30)  # EventSource reconnects with its old Last-Event-ID
+            d = parse(init)[2]
+            assert not d["resumed"] and d["readings"]["seq"] == [1, 4, 7, 10]
+            assert any(e["kind"] == "store.quarantined" for e in d["events"])
+        finally:
+            hub.close()
+            rd.close()
+
+    run_async(main())
