@@ -9,7 +9,7 @@ then reads the process's CPU time (utime + stime from /proc/PID/stat) over a mea
   browser16  one headless chromium showing 16 cells   (the most one page plots)
 The figure the issue asks for is browser - off, in % of one core (goal: <= 2 %).
 
-    .venv/bin/python bench/dashboard.py [--cells 64] [--seconds 60] [--warmup 10] [--repeat 1]
+    .venv/bin/python bench/dashboard.py [--cells 64] [--seconds 30] [--warmup 5] [--repeat 1]
 
 Needs chromium (apt) and playwright (the [dev] extra). Timings are noisy on a shared 2-core machine: the agent's own
 CPU time is what is measured (not wall-clock), but cache and scheduler effects remain; repeat to see the spread.
@@ -81,35 +81,41 @@ def phase(name: str, cells: int, seconds: float, warmup: float, browser=None, se
         return 100.0 * (c1 - c0) / (t1 - t0)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cells", type=int, default=64)
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--warmup", type=float, default=10.0)
-    ap.add_argument("--repeat", type=int, default=1)
-    args = ap.parse_args()
+def main(cells: int = 64, seconds: float = 30.0, warmup: float = 5.0, repeat: int = 1) -> dict:
+    """Figures for bench/run_all.py (and printed when run directly)."""
     from playwright.sync_api import sync_playwright
 
     results: dict[str, list[float]] = {"off": [], "idle": [], "browser": [], "browser16": []}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
-        for _ in range(args.repeat):
-            results["off"].append(phase("off", args.cells, args.seconds, args.warmup))
-            results["idle"].append(phase("idle", args.cells, args.seconds, args.warmup))
-            results["browser"].append(phase("browser", args.cells, args.seconds, args.warmup, browser, 0))
-            results["browser16"].append(phase("browser16", args.cells, args.seconds, args.warmup, browser, 16))
+        for _ in range(repeat):
+            results["off"].append(phase("off", cells, seconds, warmup))
+            results["idle"].append(phase("idle", cells, seconds, warmup))
+            results["browser"].append(phase("browser", cells, seconds, warmup, browser, 0))
+            results["browser16"].append(phase("browser16", cells, seconds, warmup, browser, 16))
         browser.close()
-    print(f"dashboard CPU cost: {args.cells} cells, simulator at 1 sample/s per cell, 1 dashboard update/s, uplink "
-          f"off; agent process CPU over {args.seconds:.0f} s after {args.warmup:.0f} s warm-up, x{args.repeat}; "
-          f"{os.cpu_count()} cores (shared), Python {sys.version.split()[0]}")
+    conditions = (f"{cells} cells, simulator at 1 sample/s per cell, 1 dashboard update/s, uplink off; agent process "
+                  f"CPU over {seconds:.0f} s after {warmup:.0f} s warm-up, median of {repeat}; {os.cpu_count()} "
+                  f"cores (shared), Python {sys.version.split()[0]}")
+    print(f"dashboard CPU cost: {conditions}")
     base = statistics.median(results["off"])
+    out: dict = {"conditions": conditions}
     for name, vals in results.items():
         med = statistics.median(vals)
         spread = f" (runs: {', '.join(f'{v:.2f}' for v in vals)})" if len(vals) > 1 else ""
         extra = "" if name == "off" else f"   added vs off: {med - base:+.2f} % of one core"
         print(f"  {name:10s} {med:6.2f} % of one core{spread}{extra}")
-    return 0
+        out[f"agent_cpu_pct_{name}"] = round(med, 2)
+    out["added_cpu_pct_one_browser"] = round(statistics.median(results["browser"]) - base, 2)
+    out["added_cpu_pct_one_browser_16_cells"] = round(statistics.median(results["browser16"]) - base, 2)
+    return out
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cells", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--repeat", type=int, default=1)
+    a = ap.parse_args()
+    main(a.cells, a.seconds, a.warmup, a.repeat)
