@@ -110,7 +110,6 @@ class Hub:
         self.cursor = {"readings": 0, "events": 0, "cycles": 0}
         self.cells: dict[int, str] = {}
         self._wake = asyncio.Event()
-        self._store_health: dict[str, Any] = {}
         self._health_at = 0.0
         self._rates = (time.monotonic(), 0, 0)
         self._rate_values = (0.0, 0.0)
