@@ -7,16 +7,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
-# command:package pairs the tests need from the system (mosquitto stands in for IoT Core, socat makes pty pairs).
-TEST_SYSTEM_PACKAGES := mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat
+# command:package pairs the tests need from the system (mosquitto stands in for IoT Core, socat makes pty pairs,
+# chromium is the browser the dashboard tests drive with Playwright).
+TEST_SYSTEM_PACKAGES := mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium
 
 .PHONY: run test bench soak system-deps clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
 
+# The run target includes the dashboard (aiohttp): the default config serves it on 127.0.0.1:8080.
 $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/activate
-	$(PIP) install -e .
+	$(PIP) install -e '.[dashboard]'
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run

@@ -7,12 +7,13 @@ its options and the agent stays generic.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from drivers.base import DriverConfig
 from drivers.registry import get_driver_class
@@ -30,6 +31,10 @@ path = "var/battery-twin.db"
 type = "simulator"
 name = "sim"
 cells = 8
+
+# Local dashboard on http://127.0.0.1:8080/ (loopback only; binding beyond loopback needs a token).
+[dashboard]
+enabled = true
 """
 
 
@@ -126,6 +131,40 @@ class SupervisorConfig(Strict):
     stable_after_s: float = Field(60.0, gt=0, description="a run this long resets the backoff")
 
 
+def is_loopback_host(host: str) -> bool:
+    """True for names/addresses that only this machine can reach (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # any other name may resolve beyond loopback
+
+
+class DashboardConfig(Strict):
+    """The local web dashboard (agent/dashboard). Off unless enabled; the embedded default enables it."""
+
+    enabled: bool = Field(False, description="serve the dashboard (needs the [dashboard] extra: aiohttp)")
+    host: str = Field("127.0.0.1", min_length=1, description="bind address; beyond loopback requires a token")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port (0 = any free port, logged at start)")
+    token: SecretStr = Field(SecretStr(""), description="shared secret (>= 16 characters) asked of every request;"
+                             " required when host is not loopback")
+    update_interval_s: float = Field(1.0, ge=0.1, le=10.0, description="how often live data is pushed")
+    window_s: float = Field(300.0, ge=10.0, le=3600.0, description="how much recent history the live view shows")
+    max_clients: int = Field(8, ge=1, le=64, description="concurrent live streams at most")
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> "DashboardConfig":
+        token = self.token.get_secret_value()
+        if token and len(token) < 16:
+            raise ValueError("dashboard.token must be at least 16 characters (e.g. the output of "
+                             "`python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`)")
+        if self.enabled and not token and not is_loopback_host(self.host):
+            raise ValueError(f"dashboard.host = {self.host!r} is reachable beyond loopback, so dashboard.token "
+                             "must be set; the dashboard refuses to start without it (or bind to 127.0.0.1)")
+        return self
+
+
 class AgentConfig(Strict):
     rig: str = Field(description="rig id = AWS IoT thing name = MQTT client id")
     store: StoreConfig = StoreConfig()
@@ -134,6 +173,7 @@ class AgentConfig(Strict):
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     log: LogConfig = LogConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    dashboard: DashboardConfig = DashboardConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

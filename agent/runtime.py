@@ -21,6 +21,10 @@ def build_agent(cfg: AgentConfig) -> Agent:
     """The agent with the processors (twin) and services (dashboard, watchdog) its config asks for."""
     processors: list = []
     services: list = []
+    if cfg.dashboard.enabled:
+        from agent.dashboard import DashboardService
+
+        services.append(DashboardService(cfg.dashboard))
     return Agent(cfg, processors=processors, services=services)
 
 
