@@ -52,7 +52,7 @@ bench: system-deps $(VENV)/.installed-test
 	$(PY) bench/run_all.py
 
 soak: system-deps $(VENV)/.installed-test
-	$(PY) -m pytest -q -m soak --timeout=3600 $(PYTEST_ARGS)
+	BATTERY_TWIN_SOAK=1 $(PY) -m pytest -q -m "soak or not soak" --timeout=7200 $(PYTEST_ARGS) tests/reliability
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache test-artifacts

@@ -41,7 +41,8 @@ def encode_compact(rig: str, rows: ReadingRows, cell_ids: dict[int, str]) -> byt
         vals = getattr(rows, name)
         ok = np.isfinite(vals)
         flags[~ok] |= int(MISSING_FLAG[name])
-        q = np.rint(np.where(ok, vals, 0.0) / COMPACT_SCALE[k])
+        with np.errstate(over="ignore", invalid="ignore"):  # huge values clip below; flagged by validation
+            q = np.rint(np.where(ok, vals, 0.0) / COMPACT_SCALE[k])
         m[:, k] = np.clip(q, -_INT_LIMIT, _INT_LIMIT).astype(np.int64)
     m[:, 6] = flags
     doc = {
@@ -55,7 +56,8 @@ def encode_compact(rig: str, rows: ReadingRows, cell_ids: dict[int, str]) -> byt
 def encode_records(rig: str, rows: ReadingRows, cell_ids: dict[int, str]) -> bytes:
     cols = {}
     for name in VALUE_FIELDS:
-        vals = np.round(getattr(rows, name), RECORD_DECIMALS[name])
+        with np.errstate(over="ignore", invalid="ignore"):
+            vals = np.round(getattr(rows, name), RECORD_DECIMALS[name])
         cols[name] = [None if not math.isfinite(x) else x for x in vals.tolist()]
     flags = rows.flags.astype(np.int64, copy=True)
     for name in VALUE_FIELDS:
@@ -126,21 +128,25 @@ def pack_list(encode, rig: str, items: list[dict[str, Any]], target_bytes: int) 
 
 
 def decode_telemetry(payload: bytes | str) -> list[dict[str, Any]]:
-    """Turn either telemetry envelope back into flat records (for tests, tools and the fake cloud)."""
-    doc = orjson.loads(payload)
-    if doc.get("v") == 1:
-        return list(doc["records"])
-    if doc.get("v") == 2:
-        out = []
-        scale = doc["scale"]
-        for row in doc["r"]:
-            flags = row[6]
-            rec = {"rig": doc["rig"], "cell": doc["cells"][row[0]], "seq": doc["seq0"] + row[1],
-                   "ts": doc["ts0"] + row[2], "flags": flags}
-            for k, name in enumerate(VALUE_FIELDS, start=3):
-                rec[name] = None if flags & int(MISSING_FLAG[name]) else round(row[k] * scale[k], 6)
-            out.append(rec)
-        return out
+    """Turn either telemetry envelope back into flat records (for tests, tools and the fake cloud).
+    Anything malformed raises ValueError."""
+    try:
+        doc = orjson.loads(payload)
+        if doc.get("v") == 1:
+            return [dict(r) for r in doc["records"]]
+        if doc.get("v") == 2:
+            out = []
+            scale = doc["scale"]
+            for row in doc["r"]:
+                flags = int(row[6])
+                rec = {"rig": doc["rig"], "cell": doc["cells"][row[0]], "seq": doc["seq0"] + row[1],
+                       "ts": doc["ts0"] + row[2], "flags": flags}
+                for k, name in enumerate(VALUE_FIELDS, start=3):
+                    rec[name] = None if flags & int(MISSING_FLAG[name]) else round(row[k] * scale[k], 6)
+                out.append(rec)
+            return out
+    except (KeyError, IndexError, TypeError, AttributeError, OverflowError) as exc:
+        raise ValueError(f"malformed telemetry message: {exc!r}") from None
     raise ValueError(f"unknown telemetry envelope version {doc.get('v')!r}")
 
 
