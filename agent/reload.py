@@ -134,8 +134,8 @@ async def reload_from_file(agent: "Agent", path: str | Path | None, notifier: An
         return None
     log.info("config reloaded %s", plan.summary())
     if plan.needs_restart:
-        log.warning("config reload: %s changed but only take effect at start; they keep their running values "
-                    "until the agent restarts (systemctl restart battery-twin)", ", ".join(plan.needs_restart))
+        log.warning("config reload: [%s] changed, but only takes effect at start: the running values stay until the "
+                    "agent restarts (systemctl restart battery-twin)", "], [".join(plan.needs_restart))
     agent.emit(Event("agent.config_reloaded", f"config reloaded: {plan.summary()}", level="info",
                      data={"added": plan.added, "removed": plan.removed, "restarted": plan.changed,
                            "needs_restart": plan.needs_restart}))
