@@ -1,6 +1,5 @@
-"""Read-only look at a store for doctor: integrity, schema version, backlog. Runnable as a child process
-(``python -m agent.doctor.storeprobe PATH``, one JSON line on stdout) so that doctor run as root can probe as the
-file's owner."""
+"""Read-only look at a store for doctor: integrity, schema version, backlog (``python -m agent.doctor.storeprobe
+PATH`` prints it as JSON)."""
 from __future__ import annotations
 
 import json
@@ -16,7 +15,7 @@ def probe(path: str | Path) -> dict[str, Any]:
     try:
         conn = sqlite3.connect(p, timeout=10.0)
     except sqlite3.Error as exc:
-        return {"error": f"cannot open: {exc}"}
+        return {"error": f"cannot open: {exc}", "access": True}
     try:
         conn.execute("PRAGMA query_only=1")
         result = conn.execute("PRAGMA quick_check").fetchone()[0]
@@ -31,6 +30,9 @@ def probe(path: str | Path) -> dict[str, Any]:
         info["oldest_unsent_age_s"] = (time.time() - oldest[0] / 1000) if oldest else None
         info["newest_ts_ms"] = newest[0] if newest else None
         return info
+    except sqlite3.OperationalError as exc:
+        access = "unable to open" in str(exc) or "readonly" in str(exc)
+        return {"error": f"{type(exc).__name__}: {exc}", "access": access}
     except sqlite3.Error as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     finally:

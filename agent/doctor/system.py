@@ -1,25 +1,24 @@
 """Doctor checks for the host: the store (integrity, backlog, disk space) and the clock.
 
-The store is probed by a child process running as the database file's owner when doctor runs as root: SQLite
-creates ``-wal``/``-shm`` files beside a WAL database even for readers, and root-owned ones would lock the service
-user out of its own store.
+The store is probed with the database file owner's effective uid when doctor runs as root: SQLite creates
+``-wal``/``-shm`` files beside a WAL database even for readers, and root-owned ones would lock the service user out
+of its own store.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import datetime as dt
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from agent.config import StoreConfig
 from agent.doctor import fail, ok, warn
+from agent.doctor.storeprobe import probe
 from drivers.base import Check
 
 MIN_FREE_BYTES = 100 * 1024**2  # below this the store cannot take a burst; SQLITE_FULL drops readings
@@ -27,22 +26,30 @@ CLOCK_FLOOR = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)  # a clock before 
 FUTURE_TOLERANCE_S = 300.0
 BACKLOG_WARN_S = 3600.0
 TIME_ERROR = 5  # adjtimex(2): the kernel's clock is not synchronised (STA_UNSYNC)
-PROBE_TIMEOUT_S = 600.0  # quick_check of a multi-GB store on an SD card takes a while
+
+
+@contextlib.contextmanager
+def _as_owner(path: Path) -> Iterator[None]:
+    """Run the block with the effective uid/gid of ``path``'s owner when we are root (and it is not)."""
+    st = path.stat()
+    if os.geteuid() != 0 or st.st_uid == 0:
+        yield
+        return
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setegid(st.st_gid)
+    os.seteuid(st.st_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
 
 
 def _probe_as_owner(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    if os.geteuid() != 0 or st.st_uid == 0:
-        from agent.doctor.storeprobe import probe
-
+    with _as_owner(path):
         return probe(path)
-    proc = subprocess.run([sys.executable, "-m", "agent.doctor.storeprobe", str(path)], capture_output=True,
-                          text=True, timeout=PROBE_TIMEOUT_S, user=st.st_uid, group=st.st_gid, extra_groups=[],
-                          cwd="/", env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return {"error": f"store probe as uid {st.st_uid} failed: {proc.stderr.strip()[-300:]}"}
 
 
 def check_store(scfg: StoreConfig) -> tuple[list[Check], dict[str, Any]]:
@@ -55,7 +62,11 @@ def check_store(scfg: StoreConfig) -> tuple[list[Check], dict[str, Any]]:
                       + ("" if anc == path.parent else f" (and {path.parent})")))
     else:
         info = _probe_as_owner(path)
-        if "error" in info:
+        if info.get("access"):
+            out.append(fail("store.integrity", f"{path}: {info['error']}", f"the store's owner (uid "
+                            f"{path.stat().st_uid}) must be able to reach and write {path.parent}: check "
+                            "`namei -l` on the path"))
+        elif "error" in info:
             out.append(fail("store.integrity", f"{path}: {info['error']}", "the agent moves an unusable store "
                             "aside at start and begins a fresh one (event store.quarantined): systemctl restart "
                             "battery-twin; or move it aside yourself"))
