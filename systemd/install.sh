@@ -16,8 +16,10 @@
 #                   and tests. Uses this machine's Python for the venv, so the venv only runs here.
 #   --source SPEC   what pip installs (default: the source tree this script is in); a path, wheel or requirement
 #   --python PY     the interpreter for the venv (default: python3, or python3.1x if python3 is older than 3.11)
+#   --pip-args ARGS extra pip options, e.g. "--no-index --find-links /media/usb/wheels" on a rig without internet
 #   --cert/--key/--ca FILE   copy the device certificate, private key and CA into /etc/battery-twin/certs
 #   --no-start      enable but do not (re)start the service
+#   --check         only check the platform and Python, change nothing
 #   --force         skip the distribution / architecture check
 set -eu
 
@@ -27,8 +29,10 @@ ROOT=""
 SOURCE=""
 PYTHON=""
 CERT="" KEY="" CA=""
+PIP_ARGS=""
 START=1
 FORCE=0
+CHECK=0
 
 say() { printf '%s: %s\n' "install" "$*"; }
 die() { printf '%s: error: %s\n' "install" "$*" >&2; exit 1; }
@@ -42,9 +46,11 @@ while [ $# -gt 0 ]; do
         --cert) CERT=${2:?}; shift 2 ;;
         --key) KEY=${2:?}; shift 2 ;;
         --ca) CA=${2:?}; shift 2 ;;
+        --pip-args) PIP_ARGS=${2?}; shift 2 ;;
         --no-start) START=0; shift ;;
+        --check) CHECK=1; shift ;;
         --force) FORCE=1; shift ;;
-        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -107,6 +113,7 @@ if ! PY=$(find_python); then
     fi
 fi
 say "python: $PY ($("$PY" -c 'import platform; print(platform.python_version())'))"
+if [ "$CHECK" = 1 ]; then say "this machine can run $NAME (--check: nothing changed)"; exit 0; fi
 
 # ---------------------------------------------------------------- user and group
 install -D -m 0644 "$HERE/$NAME.sysusers" "$ROOT$SYSUSERS"
@@ -143,8 +150,9 @@ if ! "$ROOT$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
     "$PY" -m venv "$ROOT$VENV"
 fi
 say "installing $SOURCE into $VENV (pip)"
-"$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$SOURCE" 2>&1 \
-    | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+# shellcheck disable=SC2086
+"$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade $PIP_ARGS "$SOURCE" \
+    || die "pip could not install $SOURCE into $VENV"
 "$ROOT$VENV/bin/battery-twin" --version >/dev/null || die "the installed battery-twin does not run"
 install -m 0644 "$HERE/config.toml.example" "$ROOT$OPT/config.toml.example"
 

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from agent.logs import redact
 from drivers.base import Check
 
 SERVICE_CONFIG = Path("/etc/battery-twin/config.toml")
@@ -57,7 +58,7 @@ def format_check(c: Check) -> str:
     line = f"{LABEL.get(c.status, c.status.upper()[:4])}  {c.name:<22} {c.detail}"
     if c.fix and c.status != "ok":
         line += f"  -> fix: {c.fix}"
-    return " ".join(line.split("\n"))
+    return redact(" ".join(line.split("\n")))
 
 
 def resolve_config_path(arg: str | None) -> tuple[str | None, str]:

@@ -1,0 +1,147 @@
+"""The systemd unit: `systemd-analyze security` exposure <= 2.0, `systemd-analyze verify` clean, and the hardening
+still lets the agent do its job (serial ports, CAN, TLS; MemoryDenyWriteExecute tried for real with the kernel's
+PR_SET_MDWE, which refuses the same writable+executable mappings)."""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import agent_config
+from tests.service.conftest import UNIT, unit_settings
+from tests.support.agentproc import to_toml
+
+MAX_EXPOSURE = 2.0
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+
+
+def systemd_analyze() -> str:
+    path = shutil.which("systemd-analyze")
+    assert path, "systemd-analyze is not installed (apt-get install systemd): the unit tests need it"
+    return path
+
+
+def security(unit: Path) -> tuple[int, float, str]:
+    """(exit code with --threshold at MAX_EXPOSURE, exposure, output); the threshold is in tenths."""
+    p = subprocess.run([systemd_analyze(), "security", "--offline=yes", f"--threshold={int(MAX_EXPOSURE * 10)}",
+                        "--no-pager", str(unit)], capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", p.stdout)
+    assert m, p.stdout + p.stderr
+    return p.returncode, float(m.group(1)), p.stdout
+
+
+def test_exposure_is_at_most_two(tmp_path):
+    rc, exposure, out = security(UNIT)
+    print(f"systemd-analyze security --offline=yes: exposure {exposure}")
+    assert exposure <= MAX_EXPOSURE and rc == 0, out
+
+
+def test_the_threshold_check_fails_for_a_weaker_unit(tmp_path):
+    """The same check on the unit without its sandboxing must fail: the test above can catch a regression."""
+    weak = tmp_path / "battery-twin.service"
+    keep = ("Type", "ExecStart", "User", "Group", "Restart", "WatchdogSec", "Description", "WantedBy")
+    lines = [ln for ln in UNIT.read_text().splitlines() if not ln or ln.startswith("[") or ln.split("=")[0] in keep]
+    weak.write_text("\n".join(lines) + "\n")
+    rc, exposure, _ = security(weak)
+    assert exposure > MAX_EXPOSURE and rc != 0
+
+
+def test_verify_is_clean(tmp_path):
+    """`systemd-analyze verify` in a throwaway root holding the unit, an ExecStart stand-in and systemd's own units
+    (verify checks that ExecStart exists, and the real one lives in /opt only after install.sh)."""
+    root = tmp_path / "root"
+    exe = root / "opt/battery-twin/venv/bin/battery-twin"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    make_verify_root(root)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    shutil.copy(UNIT, root / "etc/systemd/system/battery-twin.service")
+    p = subprocess.run([systemd_analyze(), "verify", f"--root={root}", "--man=no", "battery-twin.service"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(), p.stdout + p.stderr
+
+
+def make_verify_root(root: Path) -> None:
+    """systemd's unit files and /bin/kill (ExecReload) copied into ``root`` for `verify --root`."""
+    units = Path("/usr/lib/systemd/system")
+    assert units.is_dir(), "systemd's unit files are missing (/usr/lib/systemd/system): install systemd"
+    (root / "usr/lib/systemd").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(units, root / "usr/lib/systemd/system", symlinks=True, dirs_exist_ok=True)
+    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(shutil.which("kill") or "/bin/kill", root / "usr/bin/kill")
+    if not (root / "bin").exists():
+        (root / "bin").symlink_to("usr/bin")
+
+
+def test_hardening_keeps_what_the_agent_needs():
+    s = unit_settings()
+    assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]
+    assert int(s["WatchdogSec"][0]) >= 10 and s["Restart"] == ["on-failure"]
+    assert int(s["StartLimitBurst"][0]) >= 1 and int(s["StartLimitIntervalSec"][0]) > 0
+    assert s["User"] == ["battery-twin"] and "dialout" in s["SupplementaryGroups"][0].split()
+    assert s["StateDirectory"] == ["battery-twin"] and s["ConfigurationDirectory"] == ["battery-twin"]
+    assert s["ExecStart"][0].split()[:3] == ["/opt/battery-twin/venv/bin/battery-twin", "run", "--config"]
+    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    families = s["RestrictAddressFamilies"][0].split()
+    assert {"AF_UNIX", "AF_INET", "AF_INET6", "AF_CAN", "AF_NETLINK"} <= set(families)
+    assert not any(f.startswith("~") for f in families)
+    devices = {d.split()[0] for d in s["DeviceAllow"]}
+    assert {"char-ttyUSB", "char-ttyACM", "char-ttyAMA", "char-ttyS"} <= devices
+    assert all(d.split()[1] == "rw" for d in s["DeviceAllow"])
+    assert "PrivateDevices" not in s and "PrivateNetwork" not in s and "IPAddressDeny" not in s
+    assert s["ProtectSystem"] == ["strict"] and s["NoNewPrivileges"] == ["yes"]
+    # The agent's own exit code for configuration problems must not loop through restarts.
+    assert s["RestartPreventExitStatus"] == ["2"]
+
+
+def _mdwe() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE) failed: the kernel is older than 6.3")
+
+
+def test_runs_with_memory_deny_write_execute(tmp_path, broker, subscriber, rig_cert, pki):
+    """MemoryDenyWriteExecute=yes breaks JITs and libffi trampolines; prove the agent's stack is not affected:
+    the agent publishes over TLS from a process under PR_SET_MDWE, and onnxruntime runs a model there."""
+    probe = r"""
+import mmap, numpy as np, onnx, onnxruntime as ort
+from onnx import TensorProto, helper
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    raise SystemExit("W+X mapping allowed: MDWE is not in force")
+except PermissionError:
+    pass
+import awscrt, cantools, can, serial, pymodbus, cryptography.x509
+g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+                      [helper.make_tensor("w", TensorProto.FLOAT, [3, 1], [1.0, 2.0, 3.0])])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+m.ir_version = 8
+s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+print(float(s.run(None, {"x": np.array([[1, 1, 1]], np.float32)})[0][0, 0]))
+"""
+    p = subprocess.run([sys.executable, "-c", probe], preexec_fn=_mdwe, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "6.0", p.stdout + p.stderr
+
+    conf = tmp_path / "agent.toml"
+    conf.write_text(to_toml(agent_config(tmp_path, broker, rig_cert, pki)))
+    log = open(tmp_path / "agent.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(conf)], preexec_fn=_mdwe,
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        subscriber.wait_for(lambda: len(subscriber.telemetry_seqs()) >= 50, 30, "readings from the MDWE agent")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
