@@ -140,7 +140,7 @@ def test_sighup_restarts_only_changed_drivers(tmp_path, broker, subscriber, rig_
     agent.config_path.write_text(to_toml(broken))
     agent.proc.send_signal(signal.SIGHUP)
     agent.wait_log("reload rejected")
-    assert "drivers.cells: Input should be greater than or equal to 1 (got 0)" in agent.log()
+    assert "drivers[2].cells: Input should be greater than or equal to 1 (got 0)" in agent.log()
     n = len(subscriber.telemetry_seqs())
     subscriber.wait_for(lambda: len(subscriber.telemetry_seqs()) > n + 50, 20, "readings after the rejection")
     assert {d["name"]: d["state"] for d in _last_health(subscriber)["drivers"]} == \
