@@ -102,7 +102,7 @@ def test_install_upgrade_uninstall_in_a_throwaway_root(tmp_path, rig_cert, pki, 
 
     # verify against the installed tree (ExecStart exists there now).
     make_verify_root(root)
-    v = subprocess.run([systemd_analyze(), "verify", f"--root={root}", "--man=no", "battery-twin.service"],
+    v = subprocess.run([systemd_analyze(), "verify", f"--root={root}", "battery-twin.service"],
                        capture_output=True, text=True, timeout=60)
     assert v.returncode == 0 and not (v.stdout + v.stderr).strip(), v.stdout + v.stderr
 

@@ -1,6 +1,7 @@
 """The systemd unit: `systemd-analyze security` exposure <= 2.0, `systemd-analyze verify` clean, and the hardening
-still lets the agent do its job (serial ports, CAN, TLS; MemoryDenyWriteExecute tried for real with the kernel's
-PR_SET_MDWE, which refuses the same writable+executable mappings)."""
+still lets the agent do its job. No systemd runs here, so the parts of the sandbox that could break the agent's own
+libraries (MemoryDenyWriteExecute, ProtectSystem=strict, ProcSubset=pid, PrivateTmp) are rebuilt with the kernel's
+PR_SET_MDWE and a mount namespace, and the agent runs inside them."""
 from __future__ import annotations
 
 import ctypes
@@ -10,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from tests.conftest import agent_config
@@ -62,7 +64,7 @@ def test_verify_is_clean(tmp_path):
     make_verify_root(root)
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, root / "etc/systemd/system/battery-twin.service")
-    p = subprocess.run([systemd_analyze(), "verify", f"--root={root}", "--man=no", "battery-twin.service"],
+    p = subprocess.run([systemd_analyze(), "verify", f"--root={root}", "battery-twin.service"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(), p.stdout + p.stderr
 
@@ -106,12 +108,26 @@ def _mdwe() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE) failed: the kernel is older than 6.3")
 
 
-def test_runs_with_memory_deny_write_execute(tmp_path, broker, subscriber, rig_cert, pki):
-    """MemoryDenyWriteExecute=yes breaks JITs and libffi trampolines; prove the agent's stack is not affected:
-    the agent publishes over TLS from a process under PR_SET_MDWE, and onnxruntime runs a model there."""
-    probe = r"""
-import mmap, numpy as np, onnx, onnxruntime as ort
+# The unit's file-system sandbox, rebuilt with a mount namespace: ProtectSystem=strict (everything read-only but
+# the state directory), PrivateTmp=yes, ProtectProc=invisible + ProcSubset=pid (no /proc/cpuinfo, /proc/meminfo).
+SANDBOX = """set -e
+mount --make-rprivate /
+mount --bind "$STATE" "$STATE"
+mount -o remount,bind,ro /
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t proc -o subset=pid,hidepid=invisible proc /proc
+exec "$@"
+"""
+
+PROBE = r"""
+import mmap, os, numpy as np, onnx, onnxruntime as ort
 from onnx import TensorProto, helper
+assert not os.path.exists("/proc/cpuinfo"), "ProcSubset=pid is not in force"
+try:
+    open("/usr/bt-sandbox-probe", "w")
+    raise SystemExit("/usr is writable: ProtectSystem=strict is not in force")
+except OSError:
+    pass
 try:
     mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
     raise SystemExit("W+X mapping allowed: MDWE is not in force")
@@ -124,24 +140,54 @@ g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
                       [helper.make_tensor("w", TensorProto.FLOAT, [3, 1], [1.0, 2.0, 3.0])])
 m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
 m.ir_version = 8
-s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+o = ort.SessionOptions()
+o.intra_op_num_threads = 1
+s = ort.InferenceSession(m.SerializeToString(), o, providers=["CPUExecutionProvider"])
 print(float(s.run(None, {"x": np.array([[1, 1, 1]], np.float32)})[0][0, 0]))
 """
-    p = subprocess.run([sys.executable, "-c", probe], preexec_fn=_mdwe, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0 and p.stdout.strip() == "6.0", p.stdout + p.stderr
 
-    conf = tmp_path / "agent.toml"
-    conf.write_text(to_toml(agent_config(tmp_path, broker, rig_cert, pki)))
-    log = open(tmp_path / "agent.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(conf)], preexec_fn=_mdwe,
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+def sandboxed(state: Path, *argv: str) -> list[str]:
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare is not installed (util-linux): the sandbox test needs it"
+    return [unshare, "--mount", "--", "sh", "-c", SANDBOX, "sandbox", *argv]
+
+
+def test_runs_inside_the_units_sandbox(broker, subscriber, rig_cert, pki):
+    """MemoryDenyWriteExecute=yes breaks JITs and libffi trampolines, ProcSubset=pid hides files some libraries
+    read, ProtectSystem=strict makes every path but the state directory read-only. Rebuilt here (PR_SET_MDWE, the
+    kernel's version of MDWE, plus a mount namespace), the agent still publishes over TLS and onnxruntime runs."""
+    base = Path(tempfile.mkdtemp(prefix="bt-sandbox-", dir="/var/tmp"))  # /tmp is replaced inside the sandbox
     try:
-        subscriber.wait_for(lambda: len(subscriber.telemetry_seqs()) >= 50, 30, "readings from the MDWE agent")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+        state = base / "state"
+        state.mkdir()
+        env = {**os.environ, "STATE": str(state), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+        p = subprocess.run(sandboxed(state, sys.executable, "-c", PROBE), preexec_fn=_mdwe, capture_output=True,
+                           text=True, timeout=120, env=env)
+        assert p.returncode == 0 and p.stdout.strip() == "6.0", p.stdout + p.stderr
 
+        certs = base / "certs"
+        certs.mkdir(mode=0o700)
+        for src in (*rig_cert, pki.ca_cert):
+            shutil.copy2(src, certs / src.name)
+        cfg = agent_config(base, broker, (certs / rig_cert[0].name, certs / rig_cert[1].name), pki)
+        cfg["uplink"]["ca"] = str(certs / pki.ca_cert.name)
+        cfg["store"]["path"] = str(state / "battery-twin.db")
+        conf = base / "agent.toml"
+        conf.write_text(to_toml(cfg))
+        with open(base / "agent.log", "wb") as log:
+            proc = subprocess.Popen(sandboxed(state, sys.executable, "-m", "agent", "run", "--config", str(conf)),
+                                    preexec_fn=_mdwe, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=state)
+            try:
+                subscriber.wait_for(lambda: len(subscriber.telemetry_seqs()) >= 50 or proc.poll() is not None, 30,
+                                    "readings from the sandboxed agent")
+                assert proc.poll() is None, (base / "agent.log").read_text()[-2000:]
+                proc.send_signal(signal.SIGTERM)  # unshare and sh exec: the agent is this very pid
+                assert proc.wait(30) == 0, (base / "agent.log").read_text()[-2000:]
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        assert (state / "battery-twin.db").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
