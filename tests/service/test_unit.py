@@ -4,7 +4,6 @@ libraries (MemoryDenyWriteExecute, ProtectSystem=strict, ProcSubset=pid, Private
 PR_SET_MDWE and a mount namespace, and the agent runs inside them."""
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import shutil
@@ -15,11 +14,11 @@ import tempfile
 from pathlib import Path
 
 from tests.conftest import agent_config
-from tests.service.conftest import UNIT, unit_settings
+from tests.service import sandbox
+from tests.service.conftest import ROOT, UNIT, unit_settings
 from tests.support.agentproc import to_toml
 
 MAX_EXPOSURE = 2.0
-PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 
 
 def systemd_analyze() -> str:
@@ -102,27 +101,25 @@ def test_hardening_keeps_what_the_agent_needs():
     assert s["RestartPreventExitStatus"] == ["2"]
 
 
-def _mdwe() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE) failed: the kernel is older than 6.3")
-
-
-# The unit's file-system sandbox, rebuilt with a mount namespace: ProtectSystem=strict (everything read-only but
-# the state directory), PrivateTmp=yes, ProtectProc=invisible + ProcSubset=pid (no /proc/cpuinfo, /proc/meminfo).
-SANDBOX = """set -e
-mount --make-rprivate /
-mount --bind "$STATE" "$STATE"
-mount -o remount,bind,ro /
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mount -t proc -o subset=pid,hidepid=invisible proc /proc
-exec "$@"
-"""
-
 PROBE = r"""
-import mmap, os, numpy as np, onnx, onnxruntime as ort
+import errno, mmap, os, socket, numpy as np, onnx, onnxruntime as ort
 from onnx import TensorProto, helper
 assert not os.path.exists("/proc/cpuinfo"), "ProcSubset=pid is not in force"
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1", status
+assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, status
+try:
+    socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)  # needs no capability: only the filter can refuse it
+    raise SystemExit("AF_VSOCK allowed: RestrictAddressFamilies= is not in force")
+except PermissionError:
+    pass
+except OSError as exc:
+    assert exc.errno == errno.EAFNOSUPPORT, exc  # no vsock in this kernel: the Seccomp line above must do
+try:
+    os.setuid(0)  # allowed without privileges when already uid 0: only the filter (@privileged) can refuse it
+    raise SystemExit("setuid allowed: SystemCallFilter= is not in force")
+except PermissionError:
+    pass
 try:
     open("/usr/bt-sandbox-probe", "w")
     raise SystemExit("/usr is writable: ProtectSystem=strict is not in force")
@@ -147,23 +144,19 @@ print(float(s.run(None, {"x": np.array([[1, 1, 1]], np.float32)})[0][0, 0]))
 """
 
 
-def sandboxed(state: Path, *argv: str) -> list[str]:
-    unshare = shutil.which("unshare")
-    assert unshare, "unshare is not installed (util-linux): the sandbox test needs it"
-    return [unshare, "--mount", "--", "sh", "-c", SANDBOX, "sandbox", *argv]
-
-
 def test_runs_inside_the_units_sandbox(broker, subscriber, rig_cert, pki):
-    """MemoryDenyWriteExecute=yes breaks JITs and libffi trampolines, ProcSubset=pid hides files some libraries
-    read, ProtectSystem=strict makes every path but the state directory read-only. Rebuilt here (PR_SET_MDWE, the
-    kernel's version of MDWE, plus a mount namespace), the agent still publishes over TLS and onnxruntime runs."""
+    """MemoryDenyWriteExecute=yes breaks JITs and libffi trampolines, the syscall filter and address families
+    refuse what the unit does not list, ProcSubset=pid hides files some libraries read, ProtectSystem=strict makes
+    every path but the state directory read-only. Rebuilt here (tests/service/sandbox.py), the agent still
+    publishes over TLS and onnxruntime runs a model."""
     base = Path(tempfile.mkdtemp(prefix="bt-sandbox-", dir="/var/tmp"))  # /tmp is replaced inside the sandbox
     try:
         state = base / "state"
         state.mkdir()
-        env = {**os.environ, "STATE": str(state), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
-        p = subprocess.run(sandboxed(state, sys.executable, "-c", PROBE), preexec_fn=_mdwe, capture_output=True,
-                           text=True, timeout=120, env=env)
+        env = {**os.environ, "STATE": str(state), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": str(ROOT)}
+        p = subprocess.run(sandbox.command(state, UNIT, [sys.executable, "-c", PROBE]), capture_output=True,
+                           text=True, timeout=120, env=env, cwd=state)
         assert p.returncode == 0 and p.stdout.strip() == "6.0", p.stdout + p.stderr
 
         certs = base / "certs"
@@ -176,8 +169,9 @@ def test_runs_inside_the_units_sandbox(broker, subscriber, rig_cert, pki):
         conf = base / "agent.toml"
         conf.write_text(to_toml(cfg))
         with open(base / "agent.log", "wb") as log:
-            proc = subprocess.Popen(sandboxed(state, sys.executable, "-m", "agent", "run", "--config", str(conf)),
-                                    preexec_fn=_mdwe, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=state)
+            argv = [sys.executable, "-m", "agent", "run", "--config", str(conf)]
+            proc = subprocess.Popen(sandbox.command(state, UNIT, argv), stdout=log, stderr=subprocess.STDOUT,
+                                    env=env, cwd=state)
             try:
                 subscriber.wait_for(lambda: len(subscriber.telemetry_seqs()) >= 50 or proc.poll() is not None, 30,
                                     "readings from the sandboxed agent")
