@@ -1,7 +1,7 @@
 """Rebuild the unit's sandbox without systemd, to run the agent inside it in a test.
 
 Two stages, as systemd does them: a mount namespace (``unshare --mount`` + a shell script: ProtectSystem=strict,
-PrivateTmp=yes, ProtectProc=invisible, ProcSubset=pid), then this module as a launcher that drops every capability
+PrivateTmp=yes, ProtectProc=invisible), then this module as a launcher that drops every capability
 (CapabilityBoundingSet=), sets NoNewPrivileges=, MemoryDenyWriteExecute= (the kernel's PR_SET_MDWE), and loads a
 seccomp filter built with libseccomp from the unit's own SystemCallFilter= and RestrictAddressFamilies= lines
 (groups expanded by ``systemd-analyze syscall-filter``), then execs the command. Not rebuilt: User= (the process
@@ -27,7 +27,7 @@ mount --make-rprivate /
 mount --bind "$STATE" "$STATE"
 mount -o remount,bind,ro /
 mount -t tmpfs -o mode=1777 tmpfs /tmp
-mount -t proc -o subset=pid,hidepid=invisible proc /proc
+mount -t proc -o "$PROC_OPTIONS" proc /proc
 exec "$@"
 """
 
@@ -45,12 +45,27 @@ class ScmpArgCmp(ctypes.Structure):
                 ("datum_b", ctypes.c_uint64)]
 
 
-def command(state: Path, unit: Path, argv: list[str]) -> list[str]:
-    """The full command line: mount namespace, then this launcher, then ``argv``. Needs ``STATE`` in the env."""
+def proc_options(unit: Path) -> str:
+    """/proc mount options as the unit's ProtectProc= and ProcSubset= ask for them."""
+    opts = {"hidepid": "default"}
+    for line in unit.read_text().splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "ProtectProc":
+            opts["hidepid"] = value
+        elif key == "ProcSubset" and value == "pid":
+            opts["subset"] = "pid"
+    opts["hidepid"] = {"default": "off", "noaccess": "noaccess", "invisible": "invisible",
+                       "ptraceable": "ptraceable"}[opts["hidepid"]]
+    return ",".join(f"{k}={v}" for k, v in opts.items())
+
+
+def command(state: Path, unit: Path, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command line (mount namespace, this launcher, ``argv``) and the environment it needs."""
     unshare = shutil.which("unshare")
     assert unshare, "unshare is not installed (util-linux): the sandbox test needs it"
-    return [unshare, "--mount", "--", "sh", "-c", MOUNTS, "sandbox",
-            sys.executable, "-m", "tests.service.sandbox", str(unit), "--", *argv]
+    cmd = [unshare, "--mount", "--", "sh", "-c", MOUNTS, "sandbox",
+           sys.executable, "-m", "tests.service.sandbox", str(unit), "--", *argv]
+    return cmd, {"STATE": str(state), "PROC_OPTIONS": proc_options(unit)}
 
 
 @functools.lru_cache(maxsize=None)
