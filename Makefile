@@ -8,9 +8,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 # command:package pairs the tests need from the system (mosquitto stands in for IoT Core, socat makes pty pairs,
-# systemd-analyze/systemd-sysusers check the unit and run install.sh in a throwaway root).
+# systemd-analyze/systemd-sysusers check the unit and run install.sh in a throwaway root, shellcheck lints it).
 TEST_SYSTEM_PACKAGES := mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat \
-                        systemd-analyze:systemd systemd-sysusers:systemd
+                        systemd-analyze:systemd systemd-sysusers:systemd shellcheck:shellcheck
 
 .PHONY: run test bench soak system-deps clean
 

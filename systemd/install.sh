@@ -73,7 +73,11 @@ SYSUSERS=/usr/lib/sysusers.d/$NAME.conf
 # ---------------------------------------------------------------- platform
 os_release="$ROOT/etc/os-release"
 [ -r "$os_release" ] || os_release="$ROOT/usr/lib/os-release"
-os_var() { [ -r "$os_release" ] && (. "$os_release" 2>/dev/null; eval "printf '%s' \"\${$1:-}\"") || true; }
+os_var() {  # one variable of os-release, read in a subshell (its NAME= must not overwrite ours)
+    [ -r "$os_release" ] || return 0
+    # shellcheck disable=SC1090
+    (. "$os_release" 2>/dev/null; eval "printf '%s' \"\${$1:-}\"")
+}
 ID=$(os_var ID) ID_LIKE=$(os_var ID_LIKE) PRETTY_NAME=$(os_var PRETTY_NAME)
 ARCH=${BATTERY_TWIN_ARCH:-$(uname -m)}
 if [ "$FORCE" = 0 ]; then
@@ -131,7 +135,7 @@ else
 fi
 uid=$(awk -F: -v u="$NAME" '$1 == u { print $3 }' "$ROOT/etc/passwd")
 gid=$(awk -F: -v u="$NAME" '$1 == u { print $4 }' "$ROOT/etc/passwd")
-[ -n "$uid" ] && [ -n "$gid" ] || die "user $NAME was not created"
+if [ -z "$uid" ] || [ -z "$gid" ]; then die "user $NAME was not created"; fi
 say "user $NAME: uid $uid gid $gid (groups: $NAME, dialout)"
 
 # ---------------------------------------------------------------- directories

@@ -53,7 +53,7 @@ if [ -e "$ROOT/opt/$NAME" ]; then
 fi
 
 if [ "$PURGE" = 1 ]; then
-    rm -rf "$ROOT/etc/$NAME" "$ROOT/var/lib/$NAME" "$ROOT/usr/lib/sysusers.d/$NAME.conf"
+    rm -rf "$ROOT/etc/${NAME:?}" "$ROOT/var/lib/${NAME:?}" "$ROOT/usr/lib/sysusers.d/$NAME.conf"
     say "removed /etc/$NAME and /var/lib/$NAME"
     R=""; [ -n "$ROOT" ] && R="--root $ROOT"
     # shellcheck disable=SC2086

@@ -156,3 +156,11 @@ def test_accepts_debian_ubuntu_and_raspberry_pi_os_on_x86_64_and_arm64(tmp_path,
     p = sh(INSTALL, "--root", root, "--check", env={"BATTERY_TWIN_ARCH": arch})
     assert p.returncode == 0 and f"{os_id} test, {arch}" in p.stdout and "nothing changed" in p.stdout, p.stderr
     assert sorted(str(p) for p in root.rglob("*")) == before
+
+
+def test_scripts_are_posix_sh_and_shellcheck_clean():
+    """They run under /bin/sh (dash on Debian): no bashisms."""
+    sc = shutil.which("shellcheck")
+    assert sc, "shellcheck is not installed (apt-get install shellcheck)"
+    p = sh(sc, "-s", "sh", INSTALL, UNINSTALL)
+    assert p.returncode == 0, p.stdout
