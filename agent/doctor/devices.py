@@ -1,9 +1,10 @@
 """Doctor checks for each driver's device: the driver's own ``doctor()`` hook, else generic probes.
 
-Generic probes read well-known fields of a driver section, whatever the driver: any string starting with
-``/dev/`` is a serial device (opened and closed again, non-blocking, without reading); ``channel`` with an
-``interface`` of ``socketcan`` is a CAN network interface; ``host`` (with an integer ``port``, default 502) is a
-TCP peer such as a Modbus server. Every probe runs in a thread with a time limit.
+Generic probes read well-known fields anywhere in a driver section (nested tables and arrays of tables too, such
+as a Modbus driver's devices): a ``/dev/...`` path, or an absolute path under ``port``/``rtu``/``device``, is a
+serial device (opened and closed again, non-blocking, without reading); ``channel`` with an ``interface`` of
+``socketcan`` is a CAN network interface; ``host`` (with an integer ``port``, default 502) or ``tcp = "host:port"``
+is a TCP peer such as a Modbus server. Every device is probed once; every probe runs with a time limit.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import os
 import socket
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from agent.doctor import fail, ok, run_with_timeout, warn
 from drivers.base import Check, DriverConfig
@@ -90,40 +91,61 @@ def check_tcp(name: str, host: str, port: int) -> Check:
     return ok(name, f"{host}:{port} accepts TCP connections")
 
 
-SERIAL_KEYS = ("port", "device", "serial_port", "tty")
+SERIAL_KEYS = ("port", "device", "serial_port", "tty", "rtu")
 
 
-def _dev_paths(values: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    """(key, path) of every device path in a driver section: ``/dev/...`` anywhere, or an absolute path under
-    a serial-looking key (a udev or socat symlink elsewhere)."""
-    out = []
+def _nodes(values: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every table of a driver section with its dotted path: the section, nested tables, arrays of tables
+    (e.g. the devices of a Modbus driver)."""
+    yield path, values
     for k, v in values.items():
-        if isinstance(v, str) and (v.startswith("/dev/") or (k in SERIAL_KEYS and v.startswith("/"))):
-            out.append((prefix + k, v))
-        elif isinstance(v, dict):
-            out += _dev_paths(v, f"{prefix}{k}.")
-    return out
+        sub = f"{path}.{k}" if path else k
+        if isinstance(v, dict):
+            yield from _nodes(v, sub)
+        elif isinstance(v, list):
+            for i, item in enumerate(v):
+                if isinstance(item, dict):
+                    yield from _nodes(item, f"{sub}[{i}]")
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    """'host:port' or '[v6]:port'; None if it is not one."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    return host.strip("[]"), int(port)
 
 
 def generic_checks(dcfg: DriverConfig) -> list[Check]:
-    values = dcfg.model_dump(mode="json")
+    """Probes for the usual fields, wherever they sit in the section; each device path or endpoint once."""
     base = f"driver.{dcfg.name}"
-    checks = [check_serial(f"{base}.{key}", path) for key, path in _dev_paths(values)]
-    interface = str(values.get("interface") or values.get("bustype") or "")
-    channel = values.get("channel")
-    if isinstance(channel, str) and channel and not channel.startswith("/"):
-        if interface == "socketcan":
-            checks.append(check_socketcan(f"{base}.channel", channel))
-        elif interface == "virtual":
-            checks.append(ok(f"{base}.channel", f"virtual CAN bus {channel!r}: in-process, nothing to reach"))
-        else:
-            checks.append(warn(f"{base}.channel", f"CAN interface {interface or '?'} channel {channel}: not "
-                               "probed by doctor", "check the adapter with candump"))
-    host = values.get("host")
-    if isinstance(host, str) and host:
-        port = values.get("port")
-        port = port if isinstance(port, int) else MODBUS_TCP_PORT
-        checks.append(check_tcp(f"{base}.host", host, port))
+    checks: list[Check] = []
+    seen: set[object] = set()
+    for path, node in _nodes(dcfg.model_dump(mode="json")):
+        prefix = f"{base}.{path}." if path else f"{base}."
+        for key, v in node.items():
+            if not isinstance(v, str) or not v:
+                continue
+            if v.startswith("/dev/") or (key in SERIAL_KEYS and v.startswith("/")):
+                if v not in seen:
+                    seen.add(v)
+                    checks.append(check_serial(prefix + key, v))
+            elif key == "host" or (key == "tcp" and _host_port(v)):
+                port = node.get("port")
+                port = port if isinstance(port, int) else MODBUS_TCP_PORT
+                host, port = _host_port(v) if key == "tcp" else (v, port)  # type: ignore[misc]
+                if (host, port) not in seen:
+                    seen.add((host, port))
+                    checks.append(check_tcp(prefix + key, host, port))
+        channel, interface = node.get("channel"), str(node.get("interface") or node.get("bustype") or "")
+        if isinstance(channel, str) and channel and not channel.startswith("/"):
+            if interface == "socketcan":
+                checks.append(check_socketcan(prefix + "channel", channel))
+            elif interface == "virtual":
+                checks.append(ok(prefix + "channel", f"virtual CAN bus {channel!r}: in-process, nothing to reach"))
+            else:
+                checks.append(warn(prefix + "channel", f"CAN interface {interface or '?'} channel {channel}: not "
+                                   "probed by doctor", "check the adapter with candump (can-utils)"))
     return checks
 
 

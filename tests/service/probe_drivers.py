@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from drivers.base import Check, Driver, DriverConfig, ReadingBatch
 
 
@@ -50,6 +52,24 @@ class TcpLike(_NoRead):
     config_model = TcpLikeConfig
 
 
+class BusDevice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tcp: str | None = None
+    rtu: str | None = None
+
+
+class ModbusLikeConfig(DriverConfig):
+    """The shape of a Modbus driver: several devices, each over TCP ("host:port") or RTU (a serial line)."""
+
+    type: Literal["modbus-like"] = "modbus-like"
+    devices: list[BusDevice]
+
+
+class ModbusLike(_NoRead):
+    config_model = ModbusLikeConfig
+
+
 class HookedConfig(DriverConfig):
     type: Literal["hooked"] = "hooked"
     port: str = "/dev/this-is-not-probed-generically"
@@ -78,4 +98,5 @@ REGISTRY = {
     "can-like": "tests.service.probe_drivers:CanLike",
     "tcp-like": "tests.service.probe_drivers:TcpLike",
     "hooked": "tests.service.probe_drivers:Hooked",
+    "modbus-like": "tests.service.probe_drivers:ModbusLike",
 }

@@ -209,7 +209,12 @@ def test_device_probes_against_real_peers(tmp_path, probe_registry, monkeypatch)
             {"type": "hooked", "name": "stuck", "behaviour": "hang"},
         ]
         monkeypatch.setattr("agent.doctor.devices.PROBE_TIMEOUT_S", 1.0)
-        c = checks(write(tmp_path, agent_config(tmp_path, None, None, None, drivers=drivers)))
+        conf = write(tmp_path, agent_config(tmp_path, None, None, None, drivers=drivers))
+        with conf.open("a") as f:  # the shape of a Modbus driver: devices over TCP or RTU (one line shared)
+            f.write(f'\n[[drivers]]\ntype = "modbus-like"\nname = "mb"\ndevices = [{{tcp = "127.0.0.1:'
+                    f'{listener.getsockname()[1]}"}}, {{rtu = "{a}"}}, {{rtu = "{a}"}}, {{tcp = "127.0.0.1:'
+                    f'{free_port()}"}}]\n')
+        c = checks(conf)
     finally:
         listener.close()
         pair.terminate()
@@ -220,6 +225,11 @@ def test_device_probes_against_real_peers(tmp_path, probe_registry, monkeypatch)
     assert c["driver.off.host"].status == "fail" and "refused" in c["driver.off.host"].detail
     assert c["driver.vbus.channel"].status == "ok"
     assert c["driver.bms.channel"].status == "fail" and "ip link set vcan-nope up" in c["driver.bms.channel"].fix
+    # Nested devices (a Modbus driver's list): each endpoint probed once, named by its place in the section.
+    mb = {k: v for k, v in c.items() if k.startswith("driver.mb.")}
+    assert sorted(mb) == ["driver.mb.devices[0].tcp", "driver.mb.devices[1].rtu", "driver.mb.devices[3].tcp"]
+    assert mb["driver.mb.devices[0].tcp"].status == "ok" and mb["driver.mb.devices[3].tcp"].status == "fail"
+    assert mb["driver.mb.devices[1].rtu"].status in ("ok", "warn")
     assert c["driver.own.bus"].status == "ok" and "driver.own.port" not in c  # the hook replaces generic probes
     assert c["driver.buggy"].status == "fail" and "hook exploded" in c["driver.buggy"].detail
     assert c["driver.stuck"].status == "fail" and "did not finish" in c["driver.stuck"].detail
