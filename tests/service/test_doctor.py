@@ -264,9 +264,9 @@ def test_store_integrity_disk_and_clock(tmp_path, open_dir, monkeypatch):
     store.append(ReadingBatch.build(["c1"], [0], [future_ms], [3.7], [1.0], [25.0]))
     store.close()
     nobody = 65534
-    os.chown(db.parent, nobody, nobody)
+    for p in [db.parent, *db.parent.iterdir()]:  # as the service user would have made them
+        os.chown(p, nobody, nobody)
     os.chmod(db.parent, 0o700)
-    os.chown(db, nobody, nobody)
     cfg["store"]["max_bytes"] = 10**16  # more than any disk here: doctor must say the disk fills first
     c = checks(write(tmp_path, cfg))
     assert c["store.integrity"].status == "ok" and "1 unsent readings" in c["store.integrity"].detail
