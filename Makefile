@@ -8,8 +8,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 # command:package pairs the tests need from the system (mosquitto stands in for IoT Core, socat makes pty pairs,
-# chromium is the browser the dashboard tests drive with Playwright).
-TEST_SYSTEM_PACKAGES := mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium
+# chromium is the browser the dashboard tests drive with Playwright; systemd-analyze/systemd-sysusers check the unit
+# and run install.sh in a throwaway root, shellcheck lints it).
+TEST_SYSTEM_PACKAGES := mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium \
+                        systemd-analyze:systemd systemd-sysusers:systemd shellcheck:shellcheck
 
 .PHONY: run test bench soak system-deps clean
 

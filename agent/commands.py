@@ -25,10 +25,12 @@ def register_run(sub: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.runtime import run_agent
 
+    from agent.logs import redact
+
     try:
         cfg = load_config(_config_path(args))
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(redact(str(exc)), file=sys.stderr)  # stderr is the journal under systemd: no key material
         return EXIT_CONFIG
     return run_agent(cfg, config_path=_config_path(args))
 

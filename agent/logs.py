@@ -1,14 +1,41 @@
 """Journald-friendly logging to stderr: ``key=value`` lines or JSON objects, one per record.
 
-No timestamps by default under systemd (journald adds its own); the agent never passes key material to a logger.
+No timestamps by default under systemd (journald adds its own); the agent never passes key material to a logger,
+and as a second line of defence any PEM private-key block in a record is replaced before it is written. Under
+journald each line starts with its syslog priority (``<3>``..``<7>``), which journald turns into the entry's level
+(``journalctl -p warning`` works) and strips from the message.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import sys
 import time
+
+PEM_PRIVATE_KEY = re.compile(r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----.*?(-----END[A-Z0-9 ]*PRIVATE KEY-----|$)", re.S)
+SYSLOG_PRIORITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
+
+
+def redact(text: str) -> str:
+    """Replace PEM private-key blocks (even truncated ones) so key material never reaches a log."""
+    return PEM_PRIVATE_KEY.sub("[private key redacted]", text) if "PRIVATE KEY" in text else text
+
+
+class _Redacting(logging.Formatter):
+    """Wraps a formatter: redacts key material and, under journald, prefixes the syslog priority."""
+
+    def __init__(self, inner: logging.Formatter, level_prefix: bool):
+        super().__init__()
+        self.inner = inner
+        self.level_prefix = level_prefix
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = redact(self.inner.format(record))
+        if self.level_prefix:
+            return f"<{SYSLOG_PRIORITY.get(record.levelname, 6)}>{text}"
+        return text
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -36,7 +63,8 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(level: str = "INFO", fmt: str = "kv") -> None:
     under_journald = bool(os.environ.get("JOURNAL_STREAM"))
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter(with_time=not under_journald))
+    inner = JsonFormatter() if fmt == "json" else KeyValueFormatter(with_time=not under_journald)
+    handler.setFormatter(_Redacting(inner, level_prefix=under_journald))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

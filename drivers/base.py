@@ -133,6 +133,16 @@ class Event:
 LEVELS = ("info", "warning", "alarm", "critical")
 
 
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of ``battery-twin doctor``: what was checked, the verdict, and what to do about it."""
+
+    name: str  # dotted, e.g. "driver.bms.port"
+    status: str  # "ok" | "warn" | "fail"
+    detail: str
+    fix: str = ""
+
+
 class DriverError(Exception):
     """A fault the driver cannot ride out by itself; the supervisor restarts the driver with backoff."""
 
@@ -188,6 +198,14 @@ class Driver(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release the transport. Must not raise."""
+
+    @classmethod
+    def doctor(cls, config: DriverConfig) -> list[Check] | None:
+        """Optional: is this driver's device reachable? For ``battery-twin doctor``; must not read data or change
+        the device's state. Blocking I/O is fine (doctor runs it in a thread with a time limit). ``None`` (the
+        default) lets doctor probe the generic fields instead: a ``/dev/...`` path (serial port), ``channel`` with
+        ``interface`` (CAN), ``host`` with ``port`` (Modbus TCP)."""
+        return None
 
     def status(self) -> dict[str, Any]:
         """Driver-specific health for the health message and dashboard (devices up/down, error counts)."""

@@ -176,8 +176,8 @@ class MqttLink:
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._client is None:
             return
-        try:
-            self._client.stop()
+        try:  # an explicit DISCONNECT: without it awscrt just closes the socket (the broker logs a dropped client)
+            self._client.stop(mqtt5.DisconnectPacket(reason_code=mqtt5.DisconnectReasonCode.NORMAL_DISCONNECTION))
         except Exception as exc:  # noqa: BLE001 - shutting down; nothing left to protect
             log.debug("mqtt stop: %s", exc)
         self._stopped.wait(timeout_s)

@@ -1,0 +1,1 @@
+"""Tests for running the agent as a service: systemd unit, installer, lifecycle (SIGTERM/SIGHUP), sd_notify, doctor."""
