@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # command:package pairs the tests need from the system (mosquitto stands in for IoT Core, socat makes pty pairs).
 TEST_SYSTEM_PACKAGES := mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat
 
-.PHONY: run test bench soak system-deps clean
+.PHONY: run test bench soak system-deps checkov-venv clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/activate
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run
 	$(PIP) install -e '.[dev,train,dashboard]'
 	@touch $@
+
+# checkov lives in a virtual environment of its own: it pulls bc-python-hcl2, which silently overwrites
+# python-hcl2's hcl2 package, and it pins packaging/dateutil apart from the project. tests/cloud finds it here.
+CHECKOV_VENV ?= .venv-checkov
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip --disable-pip-version-check -q install 'checkov>=3.2,<4'
+	@touch $@
+
+checkov-venv: $(CHECKOV_VENV)/.installed
 
 run: $(VENV)/.installed-run
 	$(VENV)/bin/battery-twin run $(if $(CONFIG),--config $(CONFIG))
@@ -43,7 +53,7 @@ system-deps:
 	  fi; \
 	fi
 
-test: system-deps $(VENV)/.installed-test
+test: system-deps $(VENV)/.installed-test $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: system-deps $(VENV)/.installed-test
@@ -53,4 +63,4 @@ soak: system-deps $(VENV)/.installed-test
 	$(PY) -m pytest -q -m soak --timeout=3600 $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache test-artifacts
+	rm -rf $(VENV) $(CHECKOV_VENV) var build *.egg-info .pytest_cache test-artifacts

@@ -83,6 +83,7 @@ module "ec2_rig" {
   associate_public_ip = true
   ami_id              = var.ec2_ami_id
   kms_key_arn         = module.kms.key_arn
+  kms_key_alias       = module.kms.alias_name
   iot_endpoint        = module.iot.endpoint
   basic_ingest_rule   = local.basic_ingest_rule
   certificate_issued  = contains(keys(local.csrs), var.ec2_rig_name)

@@ -3,11 +3,12 @@
 #   battery-twin-bootstrap csr    make key + CSR (once), post the CSR to SSM (run by cloud-init)
 #   battery-twin-bootstrap cert   if Terraform has issued the certificate: write it, write the agent config,
 #                                 start the service and stop polling (run every minute by a timer)
-# Settings come from /etc/battery-twin/bootstrap.env (written by cloud-init from Terraform's values).
+# Settings come from /etc/battery-twin/bootstrap.env (written by cloud-init from Terraform's values;
+# $BOOTSTRAP_ENV names another file, which the tests use).
 set -euo pipefail
 export PATH="$PATH:/snap/bin" # the AWS CLI comes as a snap on Ubuntu
-# shellcheck disable=SC1091
-. /etc/battery-twin/bootstrap.env
+# shellcheck disable=SC1090
+. "${BOOTSTRAP_ENV:-/etc/battery-twin/bootstrap.env}"
 
 CERT_DIR=${CERT_DIR:-/etc/battery-twin/certs}
 CONFIG=${CONFIG:-/etc/battery-twin/battery-twin.toml}

@@ -38,7 +38,7 @@ locals {
       REGION            = local.region
       CSR_PARAM         = local.csr_param
       CERT_PARAM        = local.cert_param
-      KMS_KEY_ID        = var.kms_key_arn
+      KMS_KEY_ID        = var.kms_key_alias
       ENDPOINT          = var.iot_endpoint
       TOPIC_PREFIX      = var.topic_prefix
       BASIC_INGEST_RULE = var.basic_ingest_rule
@@ -162,7 +162,7 @@ resource "aws_instance" "rig" {
   associate_public_ip_address = var.associate_public_ip
   ebs_optimized               = true
   monitoring                  = true
-  user_data                   = local.user_data
+  user_data_base64            = base64encode(local.user_data) # kept as is in the plan, so tests can read it
   user_data_replace_on_change = true
 
   metadata_options {

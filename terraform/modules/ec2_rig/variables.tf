@@ -41,6 +41,11 @@ variable "kms_key_arn" {
   type        = string
 }
 
+variable "kms_key_alias" {
+  description = "Alias of that key (alias/NAME): the instance names the key by it when it posts its CSR, so the cloud-init is known at plan time."
+  type        = string
+}
+
 variable "iot_endpoint" {
   description = "IoT Core ATS endpoint (iot module output)."
   type        = string

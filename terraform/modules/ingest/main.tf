@@ -224,7 +224,7 @@ resource "aws_iot_topic_rule" "landing" {
 
   error_action {
     s3 {
-      bucket_name = aws_s3_bucket.errors.id
+      bucket_name = aws_s3_bucket.errors.bucket
       key         = "${each.key}/$${${local.rig}}/${local.error_key}"
       role_arn    = aws_iam_role.rules.arn
     }
@@ -249,7 +249,7 @@ resource "aws_iot_topic_rule" "events_log" {
 
   error_action {
     s3 {
-      bucket_name = aws_s3_bucket.errors.id
+      bucket_name = aws_s3_bucket.errors.bucket
       key         = "events_log/$${${local.rig}}/${local.error_key}"
       role_arn    = aws_iam_role.rules.arn
     }
@@ -279,7 +279,7 @@ resource "aws_iot_topic_rule" "health" {
 
   error_action {
     s3 {
-      bucket_name = aws_s3_bucket.errors.id
+      bucket_name = aws_s3_bucket.errors.bucket
       key         = "health/$${${local.rig}}/${local.error_key}"
       role_arn    = aws_iam_role.rules.arn
     }

@@ -28,7 +28,7 @@ output "events_log_group_name" {
 
 output "error_bucket_name" {
   description = "Bucket of messages a rule action could not deliver."
-  value       = aws_s3_bucket.errors.id
+  value       = aws_s3_bucket.errors.bucket
 }
 
 output "health_metric_namespace" {
