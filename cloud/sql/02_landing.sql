@@ -6,11 +6,12 @@
 -- views in 03_views.sql unnest it into one row per reading / cycle / event with PartiQL.
 --
 -- Stream records expire after the stream's retention (24 h by default): the materialized view is what keeps
--- them, so it must refresh at least that often. AUTO REFRESH YES refreshes within seconds of new data.
+-- them, so it must refresh at least that often. With AUTO REFRESH YES Redshift refreshes within seconds of new
+-- data; with NO, the warehouse module's schedule runs REFRESH MATERIALIZED VIEW every refresh_minutes.
 -- Changing this statement makes Terraform run it again, which fails while the view exists: dropping it would
 -- drop the data, so a change here is a migration to do by hand (see terraform/README.md).
 
-CREATE MATERIALIZED VIEW ${schema}.landing AUTO REFRESH YES AS
+CREATE MATERIALIZED VIEW ${schema}.landing AUTO REFRESH ${auto_refresh} AS
 SELECT approximate_arrival_timestamp AS arrival_ts,
        partition_key,
        shard_id,

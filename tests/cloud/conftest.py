@@ -9,7 +9,8 @@ from agent.provision import make_key_and_csr
 from tests.cloud import tf
 
 # What each example is planned with. complete: two physical rigs (only rig-01 has posted its CSR), the EC2
-# simulated rig, QuickSight, Basic Ingest. fleet: an existing VPC, both rigs with CSRs, no Basic Ingest.
+# simulated rig, QuickSight, Basic Ingest, a scheduled warehouse refresh. fleet: an existing VPC, both rigs
+# with CSRs, no Basic Ingest, AUTO REFRESH.
 PLAN_VARS = {
     "complete": {
         "rigs": ["rig-01", "rig-02"], "csr_rigs": ["rig-01"], "quicksight": True, "ec2_rig": True,
@@ -18,7 +19,7 @@ PLAN_VARS = {
     },
     "fleet": {
         "rigs": ["lab-a", "lab-b"], "csr_rigs": ["lab-a", "lab-b"], "basic_ingest": False,
-        "vpc_id": "vpc-0a1b2c3d4e5f60718", "vpc_cidr": "10.20.0.0/16",
+        "vpc_id": "vpc-0a1b2c3d4e5f60718", "vpc_cidr": "10.20.0.0/16", "redshift_refresh_minutes": 0,
         "private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2", "subnet-0aaaaaaaaaaaaaaa3"],
     },
 }

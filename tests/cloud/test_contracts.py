@@ -250,12 +250,24 @@ def test_sql_is_split_into_the_statements_sqlglot_sees(plan, repo_root):
     total = 0
     for f in sorted((repo_root / "cloud" / "sql").glob("*.sql")):
         text = re.sub(r"\$\{(\w+)\}", lambda m: {"schema": "battery_twin", "kinesis_schema": "bt_kinesis",
-                                                 "stream_name": "s", "streaming_role_arn": "arn:r"}[m.group(1)],
+                                                 "stream_name": "s", "streaming_role_arn": "arn:r",
+                                                 "auto_refresh": "NO"}[m.group(1)],
                       f.read_text())
         total += len([s for s in sqlglot.parse(text, read="redshift") if s is not None])
     assert len(rendered) == total
     landing = [s for s in rendered if "MATERIALIZED VIEW" in s]
-    assert len(landing) == 1 and "AUTO REFRESH YES" in landing[0] and "JSON_PARSE(kinesis_data)" in landing[0]
+    assert len(landing) == 1 and "JSON_PARSE(kinesis_data)" in landing[0]
+    # Either Redshift refreshes the view by itself, or a schedule does: never neither, never both.
+    schedules = resources(plan, "aws_scheduler_schedule")
+    (auto,) = re.findall(r"(?m)^CREATE MATERIALIZED VIEW \S+ AUTO REFRESH (YES|NO) AS", landing[0])
+    if auto == "YES":
+        assert not schedules
+    else:
+        (sched,) = schedules
+        assert after(sched)["target"][0]["arn"] == "arn:aws:scheduler:::aws-sdk:redshiftdata:executeStatement"
+        minutes = int(re.match(r"rate\((\d+) minutes?\)", after(sched)["schedule_expression"]).group(1))
+        (stream,) = resources(plan, "aws_kinesis_stream")
+        assert minutes * 60 < after(stream)["retention_period"] * 3600 / 4, "refresh well within stream retention"
     (stream,) = resources(plan, "aws_kinesis_stream")
     assert f'"{after(stream)["name"]}"' in landing[0]
 

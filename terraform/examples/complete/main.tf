@@ -55,6 +55,7 @@ module "warehouse" {
   stream_name            = module.ingest.stream_name
   stream_arn             = module.ingest.stream_arn
   max_capacity           = var.redshift_max_capacity
+  refresh_minutes        = var.redshift_refresh_minutes
   network_ready          = [aws_vpc_endpoint.kinesis.id]
 }
 

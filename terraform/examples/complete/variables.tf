@@ -56,6 +56,12 @@ variable "availability_zones" {
   }
 }
 
+variable "redshift_refresh_minutes" {
+  description = "Minutes between refreshes of the warehouse's landing view; 0 for AUTO REFRESH (seconds behind, workgroup busy around the clock)."
+  type        = number
+  default     = 15
+}
+
 variable "redshift_max_capacity" {
   description = "Ceiling on Redshift Serverless RPUs."
   type        = number

@@ -49,4 +49,5 @@ module "warehouse" {
   stream_arn                 = module.ingest.stream_arn
   enhanced_vpc_routing       = var.enhanced_vpc_routing
   allowed_security_group_ids = var.redshift_client_security_group_ids
+  refresh_minutes            = var.redshift_refresh_minutes
 }

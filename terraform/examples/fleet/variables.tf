@@ -64,3 +64,9 @@ variable "redshift_client_security_group_ids" {
   type        = list(string)
   default     = []
 }
+
+variable "redshift_refresh_minutes" {
+  description = "Minutes between refreshes of the warehouse's landing view; 0 for AUTO REFRESH."
+  type        = number
+  default     = 15
+}

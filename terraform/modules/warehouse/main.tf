@@ -14,6 +14,7 @@ locals {
     kinesis_schema     = var.kinesis_schema
     stream_name        = var.stream_name
     streaming_role_arn = local.streaming_role_arn
+    auto_refresh       = var.refresh_minutes == 0 ? "YES" : "NO"
   }
   # A statement ends with ';' at the end of a line; a piece with nothing but comments is not a statement.
   stages = {
@@ -173,4 +174,90 @@ resource "aws_redshiftdata_statement" "views" {
   secret_arn     = aws_redshiftserverless_namespace.this.admin_password_secret_arn
   sql            = each.value
   depends_on     = [aws_redshiftdata_statement.landing]
+}
+
+# ---------------------------------------------------------------------------------------------- scheduled refresh
+# With refresh_minutes > 0 the landing view is refreshed on a schedule through the Data API, as the admin user
+# that owns it, so the workgroup is billed for a short refresh every N minutes instead of around the clock.
+data "aws_region" "current" {}
+
+locals {
+  scheduled       = var.refresh_minutes > 0
+  refresh_sql     = "REFRESH MATERIALIZED VIEW ${var.schema}.landing"
+  workgroup_arn   = "arn:${data.aws_partition.current.partition}:redshift-serverless:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:workgroup/*"
+  scheduler_role  = "${var.name_prefix}-redshift-refresh"
+  refresh_minutes = max(var.refresh_minutes, 1)
+}
+
+data "aws_iam_policy_document" "scheduler_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["scheduler.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [data.aws_caller_identity.current.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "scheduler" {
+  count              = local.scheduled ? 1 : 0
+  name               = local.scheduler_role
+  assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "scheduler" {
+  statement {
+    sid       = "RunTheRefresh"
+    actions   = ["redshift-data:ExecuteStatement"]
+    resources = [aws_redshiftserverless_workgroup.this.arn]
+  }
+  statement {
+    sid       = "AsTheAdminUser"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_redshiftserverless_namespace.this.admin_password_secret_arn]
+  }
+  statement {
+    sid       = "DecryptTheSecret"
+    actions   = ["kms:Decrypt"]
+    resources = [var.kms_key_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "scheduler" {
+  count  = local.scheduled ? 1 : 0
+  name   = "refresh-landing-view"
+  role   = aws_iam_role.scheduler[0].id
+  policy = data.aws_iam_policy_document.scheduler.json
+}
+
+resource "aws_scheduler_schedule" "refresh" {
+  count                        = local.scheduled ? 1 : 0
+  name                         = "${var.name_prefix}-refresh-landing"
+  description                  = "Refresh the streaming landing view of ${var.name_prefix}"
+  schedule_expression          = "rate(${local.refresh_minutes} ${local.refresh_minutes == 1 ? "minute" : "minutes"})"
+  schedule_expression_timezone = "UTC"
+  kms_key_arn                  = var.kms_key_arn
+
+  flexible_time_window {
+    mode = "OFF"
+  }
+
+  target {
+    arn      = "arn:aws:scheduler:::aws-sdk:redshiftdata:executeStatement"
+    role_arn = aws_iam_role.scheduler[0].arn
+    input = jsonencode({
+      WorkgroupName = aws_redshiftserverless_workgroup.this.workgroup_name
+      Database      = var.database
+      SecretArn     = aws_redshiftserverless_namespace.this.admin_password_secret_arn
+      Sql           = local.refresh_sql
+    })
+  }
+
+  depends_on = [aws_redshiftdata_statement.landing]
 }

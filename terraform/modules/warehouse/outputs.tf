@@ -42,3 +42,8 @@ output "sql_statements" {
   description = "The SQL run on apply, by stage (rendered templates of cloud/sql)."
   value       = local.stages
 }
+
+output "refresh" {
+  description = "How the landing view refreshes: \"auto\" or the schedule expression."
+  value       = local.scheduled ? aws_scheduler_schedule.refresh[0].schedule_expression : "auto"
+}

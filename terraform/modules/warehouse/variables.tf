@@ -80,6 +80,17 @@ variable "enhanced_vpc_routing" {
   default     = true
 }
 
+variable "refresh_minutes" {
+  description = "How often the landing view takes in new stream records. 0: AUTO REFRESH (seconds behind, but a stream that never stops keeps the workgroup busy around the clock); N: a schedule refreshes it every N minutes, and the workgroup sleeps in between (docs/cost-per-cell-month.md compares them)."
+  type        = number
+  default     = 15
+
+  validation {
+    condition     = var.refresh_minutes == 0 || (var.refresh_minutes >= 1 && var.refresh_minutes <= 720)
+    error_message = "refresh_minutes is 0 (auto refresh) or 1-720: the stream keeps records 24 h, refresh well within that."
+  }
+}
+
 variable "sql_dir" {
   description = "Folder of the SQL templates 01_schemas.sql, 02_landing.sql, 03_views.sql (the repository's cloud/sql)."
   type        = string
