@@ -15,6 +15,7 @@ PLAN_VARS = {
     "complete": {
         "rigs": ["rig-01", "rig-02"], "csr_rigs": ["rig-01"], "quicksight": True, "ec2_rig": True,
         "ec2_ami_id": "ami-0123456789abcdef0", "alarm_emails": ["ops@example.com"],
+        "agent_repo_url": "https://git.example.invalid/battery-twin.git", "agent_ref": "v1.2.3",
         "quicksight_principal_arns": ["arn:aws:quicksight:eu-west-1:123456789012:user/default/analyst"],
     },
     "fleet": {

@@ -39,6 +39,7 @@ module "monitoring" {
   kms_key_arn             = module.kms.key_arn
   events_log_group_name   = module.ingest.events_log_group_name
   health_metric_namespace = module.ingest.health_metric_namespace
+  health_metric_fields    = module.ingest.health_metric_fields
   stream_name             = module.ingest.stream_name
   error_bucket_name       = module.ingest.error_bucket_name
   alarm_emails            = var.alarm_emails

@@ -87,9 +87,9 @@ variable "ec2_ami_id" {
 }
 
 variable "agent_repo_url" {
-  description = "Git repository the simulated rig installs battery-twin from."
+  description = "Git repository (HTTPS) the simulated rig installs battery-twin from; required with ec2_rig."
   type        = string
-  default     = "https://github.com/example/battery-twin.git"
+  default     = ""
 }
 
 variable "agent_ref" {

@@ -180,5 +180,12 @@ resource "aws_instance" "rig" {
 
   tags = merge(var.tags, { Name = "${var.name_prefix}-rig-${var.rig}" })
 
+  lifecycle {
+    precondition {
+      condition     = can(regex("^https://", var.agent_repo_url))
+      error_message = "agent_repo_url must be the HTTPS URL of the battery-twin repository the instance installs from."
+    }
+  }
+
   depends_on = [aws_ssm_parameter.csr, aws_iam_role_policy.instance]
 }

@@ -18,14 +18,6 @@ locals {
 
   landing_streams = ["telemetry", "cycles", "events"]
 
-  # Health fields that become metrics, with their CloudWatch unit. readings_rate_s also drives "rig silent".
-  health_metrics = {
-    readings_rate_s      = "Count/Second"
-    oldest_unsent_age_s  = "Seconds"
-    store_depth_readings = "Count"
-    dropped_readings     = "Count"
-    publish_errors       = "Count"
-  }
   error_key = "$${timestamp()}-$${newuuid()}.json"
 }
 
@@ -267,7 +259,7 @@ resource "aws_iot_topic_rule" "health" {
   sql         = "SELECT *, ${local.rig} AS topic_rig FROM '${var.topic_prefix}/+/health'"
 
   dynamic "cloudwatch_metric" {
-    for_each = local.health_metrics
+    for_each = var.health_metrics
     content {
       metric_namespace = var.health_metric_namespace
       metric_name      = "$${${local.rig}}.${cloudwatch_metric.key}"

@@ -38,5 +38,5 @@ output "health_metric_namespace" {
 
 output "health_metric_fields" {
   description = "Health fields published as metrics <rig>.<field>."
-  value       = keys(local.health_metrics)
+  value       = keys(var.health_metrics)
 }

@@ -44,6 +44,23 @@ variable "health_metric_namespace" {
   default     = "BatteryTwin/Rigs"
 }
 
+variable "health_metrics" {
+  description = "Health fields published as metrics <rig>.<field>, with their CloudWatch unit. Each costs a custom metric per rig plus one PutMetricData request per health message (docs/cost-per-cell-month.md); readings_rate_s drives the rig-silent alarm and must stay."
+  type        = map(string)
+  default = {
+    readings_rate_s      = "Count/Second"
+    oldest_unsent_age_s  = "Seconds"
+    store_depth_readings = "Count"
+    dropped_readings     = "Count"
+    publish_errors       = "Count"
+  }
+
+  validation {
+    condition     = contains(keys(var.health_metrics), "readings_rate_s")
+    error_message = "health_metrics must keep readings_rate_s: the rig-silent alarms read it."
+  }
+}
+
 variable "force_destroy" {
   description = "Let `terraform destroy` delete the error bucket with objects in it."
   type        = bool

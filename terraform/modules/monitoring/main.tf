@@ -153,7 +153,7 @@ resource "aws_cloudwatch_event_target" "delivery_failed" {
 
 # ---------------------------------------------------------------------------------------------- dashboard
 locals {
-  per_rig = { for f in ["readings_rate_s", "oldest_unsent_age_s", "store_depth_readings", "publish_errors"] :
+  per_rig = { for f in var.health_metric_fields :
     f => [for r in var.rigs : [var.health_metric_namespace, "${r}.${f}", { label = r }]]
   }
   health_widget = { for f, metrics in local.per_rig : f => {
@@ -186,7 +186,7 @@ resource "aws_cloudwatch_dashboard" "fleet" {
           }
         },
       ],
-      [for f in ["readings_rate_s", "oldest_unsent_age_s", "store_depth_readings", "publish_errors"] : local.health_widget[f]],
+      [for f in var.health_metric_fields : local.health_widget[f]],
       [
         {
           type   = "metric"

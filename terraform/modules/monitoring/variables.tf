@@ -23,6 +23,12 @@ variable "health_metric_namespace" {
   type        = string
 }
 
+variable "health_metric_fields" {
+  description = "Health fields published as per-rig metrics (ingest module output health_metric_fields); one dashboard widget each."
+  type        = list(string)
+  default     = ["readings_rate_s"]
+}
+
 variable "stream_name" {
   description = "Kinesis landing stream, for the dashboard's ingestion widgets."
   type        = string
