@@ -317,6 +317,6 @@ def test_ec2_rig_is_hardened_and_installs_with_the_projects_installer(plans):
     assert not [r for r in plan["resource_changes"] if r["address"].startswith("module.ec2_rig")
                 and r["type"] == "aws_vpc_security_group_ingress_rule"], "no inbound rule: SSM only"
     ud = base64.b64decode(a["user_data_base64"]).decode()
-    assert "systemd/install.sh" in ud and "battery-twin-bootstrap, csr" in ud
+    assert "[sh, /opt/battery-twin-src/systemd/install.sh, --no-start]" in ud and "battery-twin-bootstrap, csr" in ud
     assert '"v1.2.3", "https://git.example.invalid/battery-twin.git"' in ud
     assert 'RIG="sim-rig-ec2"' in ud and "KMS_KEY_ID=\"alias/" in ud

@@ -11,7 +11,7 @@ export PATH="$PATH:/snap/bin" # the AWS CLI comes as a snap on Ubuntu
 . "${BOOTSTRAP_ENV:-/etc/battery-twin/bootstrap.env}"
 
 CERT_DIR=${CERT_DIR:-/etc/battery-twin/certs}
-CONFIG=${CONFIG:-/etc/battery-twin/battery-twin.toml}
+CONFIG=${CONFIG:-/etc/battery-twin/config.toml} # the unit runs: battery-twin run --config /etc/battery-twin/config.toml
 SERVICE=${SERVICE:-battery-twin.service}
 SERVICE_USER=${SERVICE_USER:-battery-twin}
 
@@ -25,10 +25,9 @@ bt() {
   return 1
 }
 
-own() {
+own() {  # as systemd/install.sh leaves it: certs 0700 and the key 0600, owned by the service user
   if id "$SERVICE_USER" >/dev/null 2>&1; then
     chown -R "$SERVICE_USER:" "$CERT_DIR"
-    [ -f "$CONFIG" ] && chown "$SERVICE_USER:" "$CONFIG"
   fi
   chmod 0700 "$CERT_DIR"
 }
