@@ -128,13 +128,14 @@ def fixed_month(refresh_minutes: float, base_rpu: int = 8, shards: int = 1, ec2:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
+    """Print the tables; return the headline figures (bench/run_all.py collects them)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cells", type=int, default=8, help="cells per rig (default 8)")
     ap.add_argument("--target-bytes", type=int, default=14_848, help="uplink.message_target_bytes (default)")
     ap.add_argument("--linger-ms", type=int, nargs="*", default=[1000, 60_000], help="uplink.linger_ms values")
     ap.add_argument("--health-interval-s", type=float, default=30.0)
-    args = ap.parse_args(argv)
+    args = ap.parse_args([] if argv is None else argv)
     print(f"prices: {PRICES_AS_OF}; {args.cells} cells per rig; message_target_bytes {args.target_bytes}")
     print("\nper cell-month (USD), variable costs")
     hdr = (f"{'rate':>6} {'envelope':>8} {'linger':>7} {'ingest':>7} {'rdg/msg':>7} {'B/msg':>6} {'B/rdg':>6} "
@@ -160,8 +161,17 @@ def main(argv: list[str] | None = None) -> int:
         label = "AUTO REFRESH" if refresh == 0 else f"refresh every {refresh} min"
         print(f"\nfixed per deployment-month (USD), warehouse {label}: "
               + ", ".join(f"{k} {v:.2f}" for k, v in f.items()) + f"; total {sum(f.values()):.2f}")
-    return 0
+    figures: dict = {"conditions": f"USD, {PRICES_AS_OF}; {args.cells} cells per rig, compact envelope, Basic "
+                                   f"Ingest, message_target_bytes {args.target_bytes}; message sizes from "
+                                   "agent.uplink.envelope"}
+    for rate in (1.0, 10.0):
+        for linger in args.linger_ms:
+            c = per_cell_month(args.cells, rate, "compact", args.target_bytes, linger, True)
+            figures[f"per_cell_month_{rate:g}hz_linger_{linger // 1000}s"] = round(c["total"], 4)
+    figures["per_rig_month_health"] = round(sum(r.values()), 2)
+    figures["per_deployment_month_refresh_15min"] = round(sum(fixed_month(15).values()), 2)
+    return figures
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(sys.argv[1:])
