@@ -13,7 +13,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 TEST_SYSTEM_PACKAGES := mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium \
                         systemd-analyze:systemd systemd-sysusers:systemd shellcheck:shellcheck
 
-.PHONY: run test bench soak system-deps clean
+.PHONY: run test bench soak system-deps checkov-venv clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/activate
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run
 	$(PIP) install -e '.[dev,train,dashboard]'
 	@touch $@
+
+# checkov lives in a virtual environment of its own: it pulls bc-python-hcl2, which silently overwrites
+# python-hcl2's hcl2 package, and it pins packaging/dateutil apart from the project. tests/cloud finds it here.
+CHECKOV_VENV ?= .venv-checkov
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip --disable-pip-version-check -q install 'checkov>=3.2,<4'
+	@touch $@
+
+checkov-venv: $(CHECKOV_VENV)/.installed
 
 run: $(VENV)/.installed-run
 	$(VENV)/bin/battery-twin run $(if $(CONFIG),--config $(CONFIG))
@@ -47,7 +57,7 @@ system-deps:
 	  fi; \
 	fi
 
-test: system-deps $(VENV)/.installed-test
+test: system-deps $(VENV)/.installed-test $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: system-deps $(VENV)/.installed-test
@@ -57,4 +67,4 @@ soak: system-deps $(VENV)/.installed-test
 	BATTERY_TWIN_SOAK=1 $(PY) -m pytest -q -m "soak or not soak" --timeout=7200 $(PYTEST_ARGS) tests/reliability
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache test-artifacts
+	rm -rf $(VENV) $(CHECKOV_VENV) var build *.egg-info .pytest_cache test-artifacts

@@ -1,0 +1,318 @@
+"""``battery-twin provision``: the device's key and CSR, and the agent config from ``terraform output -json``.
+
+The private key is made here, on the device, and never leaves it: Terraform signs the CSR into a certificate
+(``aws_iot_certificate`` with ``csr``), so no private key is ever in Terraform state. Steps:
+
+1. ``battery-twin provision csr --rig RIG``: ``RIG.key.pem`` (EC P-256, mode 0600, in a 0700 folder) and
+   ``RIG.csr.pem`` (CN = RIG) in ``--dir``. An existing key is reused, never overwritten by accident.
+2. Copy the CSR to the Terraform example's ``csr/`` folder and ``terraform apply``.
+3. ``battery-twin provision config --rig RIG --terraform-dir DIR --out FILE``: writes the certificate next to the
+   key (after checking it belongs to that key), the Amazon root CA, and the agent config's ``rig`` and
+   ``[uplink]`` (endpoint, cert, key, CA, topic prefix, Basic Ingest rule), keeping the rest of FILE.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from agent.config import DEFAULT_CONFIG_TOML, THING_NAME, ConfigError, parse_config
+
+EXIT_ERROR = 2
+AMAZON_ROOT_CA = "AmazonRootCA1.pem"
+TF_OUTPUT_AGENT = "battery_twin_agent"
+TF_OUTPUT_CERTS = "certificate_pems"
+
+
+class ProvisionError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+# ---------------------------------------------------------------------------------------------- key and CSR
+def key_path(directory: Path, rig: str) -> Path:
+    return directory / f"{rig}.key.pem"
+
+
+def csr_path(directory: Path, rig: str) -> Path:
+    return directory / f"{rig}.csr.pem"
+
+
+def cert_path(directory: Path, rig: str) -> Path:
+    return directory / f"{rig}.cert.pem"
+
+
+def _check_rig(rig: str) -> None:
+    if not THING_NAME.match(rig):
+        raise ProvisionError(f"rig {rig!r} is not an AWS IoT thing name: 1-128 of letters, digits, ':', '_', '-'")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 from the start (no window in which it is readable by others)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ProvisionError(f"{path} is not an unencrypted PEM private key ({type(exc).__name__})") from None
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ProvisionError(f"{path} is readable by others (mode {mode:o}); run: chmod 600 {path}")
+    return key  # type: ignore[return-value]
+
+
+def make_key_and_csr(rig: str, directory: Path, new_key: bool = False) -> tuple[Path, Path, bool]:
+    """Make (or reuse) the device key and write a CSR for it. Returns (key path, CSR path, key was new)."""
+    _check_rig(rig)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    kp, cp = key_path(directory, rig), csr_path(directory, rig)
+    if kp.exists() and new_key:
+        raise ProvisionError(f"{kp} exists; move it away yourself if you really mean to replace the device key "
+                             "(its certificate stops working)")
+    created = not kp.exists()
+    if created:
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_private(kp, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()))
+    else:
+        key = load_key(kp)
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, rig)]))
+           .sign(key, hashes.SHA256()))
+    _write_public(cp, csr.public_bytes(serialization.Encoding.PEM))
+    return kp, cp, created
+
+
+def _public_der(public_key) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def check_cert_matches_key(cert_pem: bytes, key: Path) -> x509.Certificate:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise ProvisionError("the certificate is not a PEM X.509 certificate") from None
+    if _public_der(cert.public_key()) != _public_der(load_key(key).public_key()):
+        raise ProvisionError(f"the certificate is not for the key {key}: was the CSR made from another key? "
+                             "Make the CSR again with `battery-twin provision csr` and apply again")
+    return cert
+
+
+# ---------------------------------------------------------------------------------------------- terraform outputs
+def read_terraform_outputs(terraform_dir: Path | None, output_file: Path | None) -> dict[str, Any]:
+    """``terraform output -json`` as a dict of name -> value (from a directory, or a file saved from it)."""
+    if output_file is not None:
+        try:
+            raw = json.loads(output_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ProvisionError(f"cannot read terraform outputs from {output_file}: {exc}") from None
+    else:
+        assert terraform_dir is not None
+        if shutil.which("terraform") is None:
+            raise ProvisionError("terraform is not on PATH; save `terraform output -json` to a file where it is "
+                                 "and pass it with --tf-output")
+        try:
+            proc = subprocess.run(["terraform", f"-chdir={terraform_dir}", "output", "-json"], capture_output=True,
+                                  text=True, timeout=120, check=False)
+        except subprocess.TimeoutExpired:
+            raise ProvisionError("terraform output -json did not finish within 120 s") from None
+        if proc.returncode != 0:
+            raise ProvisionError(f"terraform output -json failed in {terraform_dir}: {proc.stderr.strip()[:500]}")
+        raw = json.loads(proc.stdout or "{}")
+    return {k: (v.get("value") if isinstance(v, dict) and "value" in v else v) for k, v in raw.items()}
+
+
+def uplink_from_outputs(outputs: dict[str, Any], rig: str) -> tuple[dict[str, Any], bytes | None]:
+    """(uplink settings, certificate PEM or None) for ``rig`` from the example's outputs."""
+    agent = outputs.get(TF_OUTPUT_AGENT)
+    if not isinstance(agent, dict) or not agent.get("endpoint"):
+        raise ProvisionError(f"the terraform outputs have no {TF_OUTPUT_AGENT} with an endpoint: was this "
+                             "applied from terraform/examples/*?")
+    if rig not in (agent.get("rigs") or []):
+        raise ProvisionError(f"rig {rig!r} is not one of the deployment's rigs {agent.get('rigs')}: add it to "
+                             "var.rigs and apply")
+    pem = (outputs.get(TF_OUTPUT_CERTS) or {}).get(rig)
+    uplink = {"endpoint": agent["endpoint"], "topic_prefix": agent.get("topic_prefix") or "dt/battery-twin",
+              "basic_ingest_rule": agent.get("basic_ingest_rule") or ""}
+    return uplink, pem.encode() if pem else None
+
+
+# ---------------------------------------------------------------------------------------------- config file
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return ("inf" if v > 0 else "-inf") if math.isinf(v) else "nan" if math.isnan(v) else repr(v)
+    if isinstance(v, (str, Path)):
+        return json.dumps(str(v), ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else json.dumps(k)
+
+
+def to_toml(doc: dict[str, Any]) -> str:
+    """TOML for config documents: scalars, tables, arrays of tables, inline tables inside those."""
+    out: list[str] = []
+
+    def emit(prefix: str, d: dict[str, Any]) -> None:
+        tables = {k: v for k, v in d.items() if isinstance(v, dict)}
+        arrays = {k: v for k, v in d.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
+        for k, v in d.items():
+            if k not in tables and k not in arrays:
+                out.append(f"{_toml_key(k)} = {_toml_value(v)}")
+        for k, v in tables.items():
+            name = f"{prefix}.{_toml_key(k)}" if prefix else _toml_key(k)
+            out.append(f"\n[{name}]")
+            emit(name, v)
+        for k, items in arrays.items():
+            name = f"{prefix}.{_toml_key(k)}" if prefix else _toml_key(k)
+            for item in items:
+                out.append(f"\n[[{name}]]")
+                out.extend(f"{_toml_key(ik)} = {_toml_value(iv)}" for ik, iv in item.items())
+    emit("", doc)
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def write_config(out: Path, rig: str, uplink: dict[str, Any], store_path: str | None = None) -> bool:
+    """Set ``rig`` and ``[uplink]`` in ``out`` (created from the default config if missing), keeping the rest.
+
+    The result is validated before it is written; returns True if an existing file was updated (its previous
+    version is kept as ``out.bak``; comments are not carried over)."""
+    existed = out.exists()
+    try:
+        doc = tomllib.loads(out.read_text() if existed else DEFAULT_CONFIG_TOML)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ProvisionError(f"cannot read {out} as TOML: {exc}") from None
+    doc["rig"] = rig
+    doc.setdefault("uplink", {}).update({k: str(v) if isinstance(v, Path) else v for k, v in uplink.items()})
+    if store_path:
+        doc.setdefault("store", {})["path"] = store_path
+    text = to_toml(doc)
+    try:
+        parse_config(tomllib.loads(text), str(out))
+    except ConfigError as exc:
+        raise ProvisionError(f"the resulting config would not be valid:\n{exc}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if existed:
+        shutil.copy2(out, out.with_name(out.name + ".bak"))
+    _write_public(out, text.encode())
+    return existed
+
+
+def packaged_ca() -> bytes:
+    return files("agent").joinpath("certs", AMAZON_ROOT_CA).read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("provision", help="make the device key and CSR; write the agent config after terraform apply")
+    psub = p.add_subparsers(dest="provision_command", metavar="ACTION")
+    psub.required = True
+
+    c = psub.add_parser("csr", help="make the device private key (0600, reused if present) and a CSR for it")
+    c.add_argument("--rig", required=True, help="rig id = IoT thing name (the CSR's CN)")
+    c.add_argument("--dir", type=Path, default=Path("certs"), help="folder for RIG.key.pem and RIG.csr.pem "
+                   "(made 0700; default ./certs)")
+    c.add_argument("--new-key", action="store_true", help="refuse to reuse an existing key (fails if one exists)")
+    c.set_defaults(func=cmd_csr)
+
+    g = psub.add_parser("config", help="write the certificate, CA and the agent config's [uplink] for RIG")
+    g.add_argument("--rig", required=True, help="rig id = IoT thing name")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--terraform-dir", type=Path, help="run `terraform output -json` in this folder")
+    src.add_argument("--tf-output", type=Path, help="a file saved from `terraform output -json`")
+    src.add_argument("--endpoint", help="no Terraform at hand: the IoT endpoint (the certificate must already be "
+                     "in DIR/RIG.cert.pem)")
+    g.add_argument("--dir", type=Path, default=Path("certs"), help="folder with RIG.key.pem (default ./certs)")
+    g.add_argument("--out", type=Path, required=True, help="agent config file to write or update")
+    g.add_argument("--ca", type=Path, help="CA bundle to use instead of the packaged Amazon Root CA 1")
+    g.add_argument("--port", type=int, help="broker port (default: the config's, 8883)")
+    g.add_argument("--topic-prefix", help="with --endpoint: topic prefix (default dt/battery-twin)")
+    g.add_argument("--basic-ingest-rule", help="with --endpoint: the telemetry rule for Basic Ingest")
+    g.add_argument("--store", help="store.path to set (e.g. /var/lib/battery-twin/battery-twin.db)")
+    g.add_argument("--force", action="store_true", help="accepted for scripts; an existing config is always "
+                   "updated in place (previous version kept as .bak)")
+    g.set_defaults(func=cmd_config)
+
+
+def cmd_csr(args: argparse.Namespace) -> int:
+    try:
+        kp, cp, created = make_key_and_csr(args.rig, args.dir, new_key=args.new_key)
+    except (ProvisionError, OSError) as exc:
+        print(f"battery-twin provision csr: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{'made' if created else 'reused'} private key {kp} (mode 0600; it never leaves this device)")
+    print(f"wrote CSR {cp}")
+    print(f"next: copy {cp.name} into the Terraform example's csr/ folder (var.csr_dir), terraform apply, then "
+          f"battery-twin provision config --rig {args.rig} --terraform-dir <example> --dir {args.dir} --out <config>")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    try:
+        _check_rig(args.rig)
+        kp, cp = key_path(args.dir, args.rig), cert_path(args.dir, args.rig)
+        if not kp.exists():
+            raise ProvisionError(f"no private key {kp}: run `battery-twin provision csr --rig {args.rig} "
+                                 f"--dir {args.dir}` first (on this device)")
+        if args.endpoint:
+            uplink: dict[str, Any] = {"endpoint": args.endpoint, "topic_prefix": args.topic_prefix or "dt/battery-twin",
+                                      "basic_ingest_rule": args.basic_ingest_rule or ""}
+            pem = None
+        else:
+            outputs = read_terraform_outputs(args.terraform_dir, args.tf_output)
+            uplink, pem = uplink_from_outputs(outputs, args.rig)
+        if pem is None:
+            if not cp.exists():
+                raise ProvisionError(f"no certificate for {args.rig} yet: put its CSR ({csr_path(args.dir, args.rig)}) "
+                                     "in the example's csr/ folder and terraform apply")
+            pem = cp.read_bytes()
+        cert = check_cert_matches_key(pem, kp)
+        _write_public(cp, pem)
+        ca = args.dir / (args.ca.name if args.ca else AMAZON_ROOT_CA)
+        _write_public(ca, args.ca.read_bytes() if args.ca else packaged_ca())
+        uplink.update({"cert": cp.resolve(), "key": kp.resolve(), "ca": ca.resolve()})
+        if args.port:
+            uplink["port"] = args.port
+        updated = write_config(args.out, args.rig, uplink, args.store)
+    except (ProvisionError, OSError) as exc:
+        print(f"battery-twin provision config: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"certificate {cp} (subject {cert.subject.rfc4514_string()}, valid until "
+          f"{cert.not_valid_after_utc:%Y-%m-%d}) matches {kp}")
+    print(f"{'updated' if updated else 'wrote'} {args.out}: rig {args.rig}, endpoint {uplink['endpoint']}, topics "
+          f"{uplink['topic_prefix']}/{args.rig}/..., basic ingest "
+          f"{uplink['basic_ingest_rule'] or 'off'}" + (f" (previous version: {args.out}.bak)" if updated else ""))
+    return 0

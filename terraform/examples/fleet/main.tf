@@ -1,0 +1,54 @@
+# A fleet of physical rigs into an existing VPC: IoT things and certificates, rules, alarms, Redshift.
+# No simulated rig and no QuickSight (see ../complete for those).
+locals {
+  csrs = {
+    for r in var.rigs : r => file("${var.csr_dir}/${r}.csr.pem") if fileexists("${var.csr_dir}/${r}.csr.pem")
+  }
+  basic_ingest_rule = var.basic_ingest ? module.ingest.telemetry_rule_name : ""
+}
+
+module "kms" {
+  source      = "../../modules/kms"
+  name_prefix = var.name_prefix
+}
+
+module "iot" {
+  source            = "../../modules/iot"
+  name_prefix       = var.name_prefix
+  rigs              = var.rigs
+  csrs              = local.csrs
+  basic_ingest_rule = local.basic_ingest_rule
+}
+
+module "ingest" {
+  source      = "../../modules/ingest"
+  name_prefix = var.name_prefix
+  kms_key_arn = module.kms.key_arn
+}
+
+module "monitoring" {
+  source                  = "../../modules/monitoring"
+  name_prefix             = var.name_prefix
+  rigs                    = var.rigs
+  kms_key_arn             = module.kms.key_arn
+  events_log_group_name   = module.ingest.events_log_group_name
+  health_metric_namespace = module.ingest.health_metric_namespace
+  health_metric_fields    = module.ingest.health_metric_fields
+  stream_name             = module.ingest.stream_name
+  error_bucket_name       = module.ingest.error_bucket_name
+  alarm_emails            = var.alarm_emails
+}
+
+module "warehouse" {
+  source                     = "../../modules/warehouse"
+  name_prefix                = var.name_prefix
+  vpc_id                     = var.vpc_id
+  vpc_cidr                   = var.vpc_cidr
+  subnet_ids                 = var.private_subnet_ids
+  kms_key_arn                = module.kms.key_arn
+  stream_name                = module.ingest.stream_name
+  stream_arn                 = module.ingest.stream_arn
+  enhanced_vpc_routing       = var.enhanced_vpc_routing
+  allowed_security_group_ids = var.redshift_client_security_group_ids
+  refresh_minutes            = var.redshift_refresh_minutes
+}

@@ -1,0 +1,72 @@
+variable "region" {
+  description = "AWS region."
+  type        = string
+  default     = "eu-west-1"
+}
+
+variable "name_prefix" {
+  description = "Prefix for every resource name (lower case, digits and '-')."
+  type        = string
+  default     = "battery-twin"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,30}$", var.name_prefix))
+    error_message = "name_prefix: 3-31 of lower-case letters, digits and '-', starting with a letter."
+  }
+}
+
+variable "rigs" {
+  description = "Rig ids (IoT thing names)."
+  type        = list(string)
+}
+
+variable "csr_dir" {
+  description = "Folder with <rig>.csr.pem for each rig (made on the devices by `battery-twin provision csr`)."
+  type        = string
+  default     = "csr"
+}
+
+variable "basic_ingest" {
+  description = "Rigs publish telemetry through Basic Ingest."
+  type        = bool
+  default     = true
+}
+
+variable "alarm_emails" {
+  description = "E-mail addresses for alarms."
+  type        = list(string)
+  default     = []
+}
+
+variable "vpc_id" {
+  description = "Existing VPC for the warehouse."
+  type        = string
+}
+
+variable "vpc_cidr" {
+  description = "CIDR of that VPC."
+  type        = string
+}
+
+variable "private_subnet_ids" {
+  description = "Private subnets in three availability zones for Redshift Serverless."
+  type        = list(string)
+}
+
+variable "enhanced_vpc_routing" {
+  description = "Route Redshift's traffic through the VPC; the VPC then needs a Kinesis interface endpoint (or NAT)."
+  type        = bool
+  default     = false
+}
+
+variable "redshift_client_security_group_ids" {
+  description = "Security groups allowed to query Redshift (e.g. a bastion's, or QuickSight's VPC connection's)."
+  type        = list(string)
+  default     = []
+}
+
+variable "redshift_refresh_minutes" {
+  description = "Minutes between refreshes of the warehouse's landing view; 0 for AUTO REFRESH."
+  type        = number
+  default     = 15
+}

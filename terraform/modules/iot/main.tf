@@ -1,0 +1,89 @@
+# Things, one policy shared by all of them and certificates made from CSRs.
+#
+# The policy is written with policy variables, so one document serves every rig and still confines each
+# connection to its own thing: a client may connect only with the client id of the thing its certificate is
+# attached to, and publish only to topics carrying that thing name.
+data "aws_caller_identity" "current" {}
+data "aws_region" "current" {}
+data "aws_partition" "current" {}
+
+data "aws_iot_endpoint" "ats" {
+  endpoint_type = "iot:Data-ATS"
+}
+
+locals {
+  arn_prefix = "arn:${data.aws_partition.current.partition}:iot:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}"
+  thing      = "$${iot:Connection.Thing.ThingName}"
+  publish_topics = concat(
+    [for s in var.streams : "${local.arn_prefix}:topic/${var.topic_prefix}/${local.thing}/${s}"],
+    var.basic_ingest_rule == "" ? [] : [
+      "${local.arn_prefix}:topic/$aws/rules/${var.basic_ingest_rule}/${var.topic_prefix}/${local.thing}/telemetry"
+    ],
+  )
+  command_prefix = "cmd/${element(split("/", var.topic_prefix), length(split("/", var.topic_prefix)) - 1)}/${local.thing}"
+
+  statements = concat(
+    [
+      {
+        Sid       = "ConnectOnlyAsTheAttachedThing"
+        Effect    = "Allow"
+        Action    = "iot:Connect"
+        Resource  = "${local.arn_prefix}:client/${local.thing}"
+        Condition = { Bool = { "iot:Connection.Thing.IsAttached" = "true" } }
+      },
+      {
+        Sid      = "PublishOnlyToItsOwnTopics"
+        Effect   = "Allow"
+        Action   = "iot:Publish"
+        Resource = local.publish_topics
+      },
+    ],
+    var.command_topics ? [
+      {
+        Sid      = "SubscribeOnlyToItsOwnCommands"
+        Effect   = "Allow"
+        Action   = "iot:Subscribe"
+        Resource = "${local.arn_prefix}:topicfilter/${local.command_prefix}/*"
+      },
+      {
+        Sid      = "ReceiveOnlyItsOwnCommands"
+        Effect   = "Allow"
+        Action   = "iot:Receive"
+        Resource = "${local.arn_prefix}:topic/${local.command_prefix}/*"
+      },
+    ] : [],
+  )
+}
+
+resource "aws_iot_thing" "rig" {
+  for_each = toset(var.rigs)
+  name     = each.key
+  attributes = {
+    project = var.name_prefix
+  }
+}
+
+resource "aws_iot_policy" "rig" {
+  name   = "${var.name_prefix}-rig"
+  policy = jsonencode({ Version = "2012-10-17", Statement = local.statements })
+  tags   = var.tags
+}
+
+# A certificate from the device's CSR: AWS signs the public key, the private key stays on the device.
+resource "aws_iot_certificate" "rig" {
+  for_each = var.csrs
+  csr      = each.value
+  active   = true
+}
+
+resource "aws_iot_policy_attachment" "rig" {
+  for_each = var.csrs
+  policy   = aws_iot_policy.rig.name
+  target   = aws_iot_certificate.rig[each.key].arn
+}
+
+resource "aws_iot_thing_principal_attachment" "rig" {
+  for_each  = var.csrs
+  thing     = aws_iot_thing.rig[each.key].name
+  principal = aws_iot_certificate.rig[each.key].arn
+}

@@ -1,0 +1,55 @@
+variable "name_prefix" {
+  description = "Prefix for resource names, e.g. \"battery-twin\"."
+  type        = string
+}
+
+variable "rigs" {
+  description = "Rig ids. Each becomes an IoT thing of that name, which is also the MQTT client id the agent connects with."
+  type        = list(string)
+
+  validation {
+    condition     = alltrue([for r in var.rigs : can(regex("^[a-zA-Z0-9:_-]{1,128}$", r))])
+    error_message = "A rig id must be an AWS IoT thing name: 1-128 of letters, digits, ':', '_' and '-'."
+  }
+}
+
+variable "csrs" {
+  description = "Certificate signing requests (PEM) by rig id, made on each device by `battery-twin provision csr`. A rig without a CSR gets its thing but no certificate yet. The private keys never leave the devices, so none is in the Terraform state."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k, v in var.csrs : contains(var.rigs, k) && can(regex("-----BEGIN CERTIFICATE REQUEST-----", v))])
+    error_message = "Every key of csrs must be one of rigs, and every value a PEM certificate signing request."
+  }
+}
+
+variable "topic_prefix" {
+  description = "MQTT topic prefix the agent publishes under (agent config uplink.topic_prefix)."
+  type        = string
+  default     = "dt/battery-twin"
+}
+
+variable "streams" {
+  description = "Last topic level of each stream the agent publishes: dt/battery-twin/{rig}/{stream}."
+  type        = list(string)
+  default     = ["telemetry", "cycles", "events", "health"]
+}
+
+variable "basic_ingest_rule" {
+  description = "Name of the IoT rule that telemetry may be published to through Basic Ingest ($aws/rules/<rule>/<prefix>/{rig}/telemetry). Empty: no Basic Ingest permission."
+  type        = string
+  default     = ""
+}
+
+variable "command_topics" {
+  description = "Also let each thing subscribe to and receive its own command topics (cmd/battery-twin/{rig}/#). The agent does not use them yet, so least privilege leaves this off."
+  type        = bool
+  default     = false
+}
+
+variable "tags" {
+  description = "Tags for every resource that takes them."
+  type        = map(string)
+  default     = {}
+}
