@@ -71,6 +71,9 @@ class UplinkConfig(Strict):
         "compact", description="telemetry envelope: 'compact' (v2, ~30 B/reading) or 'records' (v1, flat records)")
     message_target_bytes: int = Field(15 * 1024 - 512, ge=512, le=126 * 1024,
                                       description="pack messages up to this size (IoT Core meters in 5 KB units)")
+    backlog_message_bytes: int = Field(
+        60 * 1024 - 512, ge=512, le=126 * 1024,
+        description="message size while draining a backlog: larger messages get closer to IoT Core's 512 KB/s")
     linger_ms: int = Field(1000, ge=0, le=600_000,
                            description="wait up to this long for a message to fill before sending it part-full")
     max_in_flight: int = Field(100, ge=1, le=100, description="unacknowledged QoS1 publishes (IoT Core: 100)")

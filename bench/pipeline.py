@@ -142,8 +142,8 @@ SCENARIOS = {
     "drain": ("backlog of 1,000,000 readings (64 cells) drained with no driver running; compact envelope ~15 KB "
               "messages; synchronous=FULL; mosquitto on loopback over mTLS; SDK flow control NONE"),
     "drain_iot_core_flow": ("backlog of 192,000 readings drained with the SDK's AWS IoT Core flow control ON "
-                            "(client-side 512 KiB/s and 100 publishes/s per connection) against mosquitto; default "
-                            "message size (~14.5 KB); rate measured between 10 % and 90 % of the backlog acknowledged"),
+                            "(client-side 512 KiB/s and 100 publishes/s per connection) against mosquitto; backlog "
+                            "messages of ~59.5 KB (uplink.backlog_message_bytes); rate measured between 10 % and 90 % of the backlog acknowledged"),
     "steady_51k": ("paced simulator 512 cells x 100 Hz = 51,200 readings/s through validate -> store -> uplink "
                    "-> PUBACK -> mark sent; synchronous=FULL; linger 1000 ms; flow control NONE"),
     "reference_64x10hz": ("reference load: paced simulator 64 cells x 10 Hz; linger 1000 ms (default); "

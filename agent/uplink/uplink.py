@@ -90,6 +90,9 @@ class Uplink:
     def _build(self, stream: str, after: int, upto: int | None, partial_ok: bool) -> Job | None:
         store = self.worker.store
         target = self.cfg.message_target_bytes
+        backlog_bytes = (store.last_seq["readings"] - after) * self._bpr
+        if upto is None and backlog_bytes > 4 * self.cfg.backlog_message_bytes:
+            target = max(target, self.cfg.backlog_message_bytes)  # after an outage: fewer, larger messages
         if stream == "readings":
             limit = int(target / self._bpr * 1.25) + 8 if upto is None else upto - after
             rows = store.read_readings(after_seq=after, limit=limit, upto_seq=upto)
