@@ -1,0 +1,136 @@
+"""onnxruntime sessions for the twin's two model families, with their metadata checks."""
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.features import cyclelife as cl_features
+from agent.features import soh as soh_features
+from agent.features.qdv import VoltageGrid
+
+MODELS_PACKAGE = "agent.models"
+
+
+class ModelError(Exception):
+    """A model file that cannot be used: missing, not matching its metadata, or asking for unknown features."""
+
+
+def default_model_path(name: str) -> Path:
+    """Path of a model shipped with the agent (``agent/models/<name>.onnx``)."""
+    return Path(str(resources.files(MODELS_PACKAGE).joinpath(f"{name}.onnx")))
+
+
+class OnnxModel:
+    def __init__(self, onnx_path: str | Path, meta_path: str | Path | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(onnx_path)
+        meta_path = Path(meta_path) if meta_path else self.path.with_suffix(".json")
+        try:
+            data = self.path.read_bytes()
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        except OSError as exc:
+            raise ModelError(f"cannot read model {self.path} / {meta_path}: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"model metadata {meta_path} is not valid JSON: {exc}") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if self.meta.get("onnx_sha256") != digest:
+            raise ModelError(f"{self.path.name} does not match its metadata {meta_path.name} (sha256 {digest[:12]} "
+                             f"!= {str(self.meta.get('onnx_sha256'))[:12]}): rebuild or copy both files together")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", "unknown"))
+
+    @property
+    def family(self) -> str:
+        return str(self.meta.get("family", ""))
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f["name"] for f in self.meta.get("features", []))
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.session.run(None, {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in inputs.items()})
+        return dict(zip(self.output_names, out))
+
+
+class CycleLifePredictor:
+    """Early cycle-life prediction from Qd(V) curves (``agent.features.cyclelife``)."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.model = OnnxModel(path or default_model_path("cycle_life"))
+        if self.model.family != "cycle-life":
+            raise ModelError(f"{self.model.path.name} is a {self.model.family!r} model, not cycle-life")
+        unknown = [n for n in self.model.feature_names if n not in cl_features.FEATURES]
+        if unknown:
+            raise ModelError(f"{self.model.path.name} needs features this agent cannot compute: {unknown}")
+        fs = self.model.meta["feature_spec"]
+        self.spec = cl_features.CycleLifeSpec(int(fs["early_cycle"]), int(fs["half_width"]))
+        self.grid = VoltageGrid(**self.model.meta["applies_to"]["voltage_grid"])
+        self.chemistry = self.model.meta["applies_to"].get("chemistry")
+        self.ranges = self.model.meta.get("feature_ranges", {})
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    def features(self, curve_early: np.ndarray, curve_late: np.ndarray, capacity_ah: np.ndarray) -> np.ndarray:
+        return cl_features.compute(curve_early, curve_late, capacity_ah, self.model.feature_names)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Cycle life (cycles) per row of the feature matrix."""
+        return self.model.run({"features": np.atleast_2d(x)})["cycle_life"][:, 0]
+
+    def extrapolating(self, x: np.ndarray) -> np.ndarray:
+        """True per row where a feature lies outside the training range (the prediction is an extrapolation)."""
+        x = np.atleast_2d(x)
+        out = np.zeros(x.shape[0], dtype=bool)
+        for i, n in enumerate(self.model.feature_names):
+            lo, hi = self.ranges.get(n, (-np.inf, np.inf))
+            out |= ~((x[:, i] >= lo) & (x[:, i] <= hi))
+        return out
+
+
+class SohForecaster:
+    """Capacity forecast and end-of-life cycle from a capacity history (``agent.features.soh``)."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.model = OnnxModel(path or default_model_path("soh"))
+        if self.model.family != "soh":
+            raise ModelError(f"{self.model.path.name} is a {self.model.family!r} model, not soh")
+        if self.model.feature_names != soh_features.FEATURE_NAMES:
+            raise ModelError(f"{self.model.path.name} expects features {self.model.feature_names}, this agent "
+                             f"computes {soh_features.FEATURE_NAMES}")
+        hp = self.model.meta["hyperparameters"]
+        self.level_window = int(hp["level_window"])
+        self.history_cycles = int(hp["history_cycles"])
+        self.min_cycles = int(hp.get("min_cycles", 3))
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    def features(self, history_ah: np.ndarray) -> np.ndarray:
+        return soh_features.compute(history_ah[:, -self.history_cycles:], self.level_window, self.min_cycles)
+
+    def forecast(self, x: np.ndarray, horizons: np.ndarray, eol_capacity_ah: np.ndarray | float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """(capacity [cells, H] at origin + horizons, cycles from the origin to the EOL capacity [cells])."""
+        x = np.atleast_2d(x)
+        eol = np.broadcast_to(np.asarray(eol_capacity_ah, dtype=float), (x.shape[0],)).reshape(-1, 1)
+        out = self.model.run({"features": x, "horizon_cycles": np.asarray(horizons, dtype=float).reshape(-1),
+                              "eol_capacity_ah": eol})
+        return out["capacity_ah"], out["eol_cycles_ahead"][:, 0]
