@@ -30,6 +30,10 @@ def build_agent(cfg: AgentConfig) -> Agent:
 
         services.append(DashboardService(cfg.dashboard))
     services.append(SystemdNotifier())
+    if cfg.twin.enabled:
+        from agent.twin import build_twin
+
+        processors.append(build_twin(cfg))
     return Agent(cfg, processors=processors, services=services)
 
 

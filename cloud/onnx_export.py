@@ -46,6 +46,7 @@ def sklearn_to_onnx(pipeline: Any, n_features: int, log10_output: bool) -> onnx.
     model = convert_sklearn(pipeline, initial_types=[("features", DoubleTensorType([None, n_features]))],
                             target_opset=OPSET)
     graph = model.graph
+    graph.name = "cycle_life_ridge"  # skl2onnx names graphs with a random uuid: keep rebuilds byte-identical
     raw = graph.output[0].name
     if log10_output:
         graph.initializer.append(numpy_helper.from_array(np.array(10.0), "ten"))

@@ -1,0 +1,1 @@
+"""SageMaker script-mode entry points (also runnable locally); see README.md."""
