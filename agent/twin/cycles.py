@@ -1,9 +1,11 @@
 """Cycle detection and per-cycle accumulation, vectorised over the cells of a tick.
 
-A sample's phase comes from the current's sign (above a rest threshold). A cycle ends, and the next begins, at
-the first charge sample after a discharge of at least ``min_discharge_ah`` (so pulses and partial top-ups do
-not count). The first cycle the twin sees of a cell is partial (it started before the agent did) and is not
-reported. Per cycle: charge/discharge Ah and Wh (trapezoid integration), temperature mean/max, DC resistance
+A sample's phase comes from the current's sign (above a rest threshold). A cycle ends when a discharge of at
+least ``min_discharge_ah`` (contiguous) ends, so its summary and predictions come right after the discharge, and
+pulses (HPPC, GITT) do not end cycles; a charge that follows discharges adding up to that much also ends one
+(pulsed discharges). A cycle is thus [rest, charge, rest, discharge]. The first cycle the twin sees of a cell is
+partial (it began before the agent did) and is not reported, unless the cell was first seen at rest and then
+began to charge: then the twin saw the whole cycle. Per cycle: charge/discharge Ah and Wh (trapezoid integration), temperature mean/max, DC resistance
 from current steps (dV/dI between consecutive samples when |dI| is a large step), and the discharge path
 (V, discharged Ah) for Qd(V), kept in a bounded per-cell buffer that halves its resolution when full.
 """
@@ -39,6 +41,9 @@ class CycleTracker:
         self.last_i = np.zeros(n)
         self.last_v = np.full(n, np.nan)
         self.last_nonrest = np.zeros(n, dtype=np.int8)  # +1 charge, -1 discharge, 0 none yet
+        self.seen_rest = np.zeros(n, dtype=bool)  # rest observed before any current: a first charge starts a cycle
+        self.last_phase = np.zeros(n, dtype=np.int8)
+        self.seg_dis_ah = np.zeros(n)  # Ah of the discharge segment in progress
         self.cycle = np.zeros(n, dtype=np.int64)  # the cycle in progress
         self.complete = np.zeros(n, dtype=bool)  # whether its start was observed
         self.start_ts = np.zeros(n, dtype=np.int64)
@@ -80,10 +85,24 @@ class CycleTracker:
         acc["dcr_sum"][c] += np.where(good, r, 0.0)
         acc["dcr_n"][c] += good
 
-        phase = np.where(~ok_i, 0, np.where(i > self.rest_a[c], 1, np.where(i < -self.rest_a[c], -1, 0)))
-        boundary = (phase == 1) & (self.last_nonrest[c] == -1) & (acc["discharge_ah"][c] >= self.min_discharge_ah[c])
+        phase = np.where(~ok_i, self.last_phase[c],
+                         np.where(i > self.rest_a[c], 1, np.where(i < -self.rest_a[c], -1, 0))).astype(np.int8)
+        self.seg_dis_ah[c] += np.maximum(-dq, 0.0)
+        mind = self.min_discharge_ah[c]
+        end_b = (self.last_phase[c] == -1) & (phase != -1) & (self.seg_dis_ah[c] >= mind)
+        end_a = (phase == 1) & (self.last_nonrest[c] == -1) & (acc["discharge_ah"][c] >= mind)
+        boundary = end_b | end_a
+        first = self.last_nonrest[c] == 0
+        seen_start = (phase == 1) & first & self.seen_rest[c]  # rest, then a charge: the whole cycle is seen
+        if seen_start.any():
+            s = c[seen_start]
+            self.complete[s] = True
+            self.cycle[s] = np.maximum(self.cycle[s], 1)
+        self.seen_rest[c] |= first & (phase == 0) & ok_i
         self._append_discharge(c[(phase == -1) & np.isfinite(v)], v[(phase == -1) & np.isfinite(v)])
         finished = [self._finish(int(cell), int(ts_)) for cell, ts_ in zip(c[boundary], ts[boundary])]
+        self.seg_dis_ah[c] = np.where(phase == -1, self.seg_dis_ah[c], 0.0)
+        self.last_phase[c] = phase
         self.last_nonrest[c] = np.where(phase != 0, phase, self.last_nonrest[c])
         self.last_ts[c] = ts
         self.last_i[c] = np.where(ok_i, i, self.last_i[c])

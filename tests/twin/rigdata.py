@@ -35,9 +35,10 @@ Fault = Callable[[BasicRig, float, dict[str, np.ndarray]], None]
 
 
 def run(cells: int = 8, seconds: float = 4 * 3600, dt_s: float = 1.0, batch_ticks: int = 256, seed: int = 0,
-        faults: list[Fault] = (), spec_kw: dict | None = None):
-    """Yield ReadingBatch objects of ``batch_ticks`` samples per cell from a BasicRig."""
-    rig = BasicRig(BasicRigSpec(cells=cells, seed=seed, **(spec_kw or {})))
+        faults: list[Fault] = (), spec_kw: dict | None = None, rig: BasicRig | None = None, t0_ms: int = T0_MS):
+    """Yield ReadingBatch objects of ``batch_ticks`` samples per cell from a BasicRig (``rig`` to continue one)."""
+    rig = rig or BasicRig(BasicRigSpec(cells=cells, seed=seed, **(spec_kw or {})))
+    cells = len(rig.cell_ids)
     n = cells
     total = int(seconds / dt_s)
     tick = 0
@@ -50,7 +51,7 @@ def run(cells: int = 8, seconds: float = 4 * 3600, dt_s: float = 1.0, batch_tick
             for f in faults:
                 f(rig, (tick + j + 1) * dt_s, m)
             v[j], i[j], t[j] = m["voltage_v"], m["current_a"], m["temperature_c"]
-        ts = T0_MS + np.round((np.arange(tick, tick + k) + 1) * dt_s * 1000).astype(np.int64)
+        ts = t0_ms + np.round((np.arange(tick, tick + k) + 1) * dt_s * 1000).astype(np.int64)
         tick += k
         yield ReadingBatch.build(rig.cell_ids, np.tile(np.arange(n), k), np.repeat(ts, n), v.ravel(), i.ravel(),
                                  t.ravel())

@@ -1,0 +1,78 @@
+"""The feature home (agent/features): numpy-only code checked against scipy and exact synthetic cases."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from agent.features import cyclelife as cl
+from agent.features import soh
+from agent.features.qdv import SEVERSON_GRID, VoltageGrid, qd_on_grid
+
+
+def test_qd_on_grid_recovers_a_known_curve():
+    # A discharge whose voltage falls linearly with charge: V = 3.5 - 1.5 * Q / 1.0 Ah, sampled with noise wiggles.
+    q = np.linspace(0, 1.0, 4000)
+    v = 3.5 - 1.5 * q
+    v_noisy = v + 0.0005 * np.sin(np.arange(q.size))  # non-monotone wiggles the running minimum must absorb
+    grid = SEVERSON_GRID
+    out = qd_on_grid(v_noisy, q, grid)
+    expected = (3.5 - grid.volts) / 1.5
+    assert out.shape == (1000,)
+    assert np.all(np.diff(out) >= 0)  # capacity grows as voltage falls
+    assert np.max(np.abs(out - expected)) < 1.5e-3
+
+
+def test_qd_on_grid_holds_the_end_when_discharge_stops_above_v_low():
+    q = np.linspace(0, 0.8, 500)
+    v = 3.4 - 0.5 * q  # stops at 3.0 V, above the grid's 2.0 V
+    out = qd_on_grid(v, q, VoltageGrid(3.5, 2.0, 100))
+    assert out[0] == pytest.approx(0.0)  # above the first sample: the first capacity
+    assert out[-1] == pytest.approx(0.8)  # below the last sample: the last capacity held
+    assert np.isnan(qd_on_grid([np.nan], [np.nan], VoltageGrid())).all()
+
+
+def test_cycle_life_moments_match_scipy():
+    rng = np.random.default_rng(1)
+    early = rng.normal(1.0, 0.01, (5, 1000)).cumsum(axis=1) / 1000
+    late = early - rng.gamma(2.0, 0.002, (5, 1000))
+    cap = np.full((5, 99), 1.05) - np.linspace(0, 0.01, 99)
+    x = cl.compute(early, late, cap, ("log10_var_dq_ah2", "skew_dq", "kurtosis_dq", "log10_abs_min_dq_ah"))
+    dq = late - early
+    np.testing.assert_allclose(x[:, 0], np.log10(np.var(dq, axis=1, ddof=1)), rtol=1e-12)
+    np.testing.assert_allclose(x[:, 1], stats.skew(dq, axis=1), rtol=1e-9)
+    np.testing.assert_allclose(x[:, 2], stats.kurtosis(dq, axis=1), rtol=1e-9)
+    np.testing.assert_allclose(x[:, 3], np.log10(np.abs(dq.min(axis=1))), rtol=1e-12)
+
+
+def test_capacity_glitch_is_repaired_and_does_not_own_the_max_feature():
+    cap = np.linspace(1.06, 1.05, 99)[None, :].copy()
+    cap[0, 40] = 31.0  # a logged glitch, as in the Severson data
+    fixed = cl.repair_capacity(cap)
+    assert fixed[0, 40] == pytest.approx(np.median(cap[0, 38:43]))
+    x = cl.compute(np.zeros((1, 10)), -np.linspace(0, 0.01, 10)[None, :], cap, ("qd_max_minus_cycle2_ah",))
+    assert x[0, 0] < 0.01
+
+
+def test_spec_windows():
+    spec = cl.CycleLifeSpec(20, 2)
+    assert spec.early_cycles() == [18, 19, 20, 21, 22]
+    assert spec.late_cycles() == [96, 97, 98, 99, 100]
+    with pytest.raises(ValueError):
+        cl.CycleLifeSpec(1, 2)
+    with pytest.raises(KeyError):
+        cl.compute(np.zeros((1, 5)), np.ones((1, 5)), np.ones((1, 99)), ("no_such_feature",))
+
+
+def test_soh_features_on_a_line_and_with_gaps():
+    hist = 2.0 - 0.004 * np.arange(50)  # exact line: slope -4 mAh/cycle, level = last value
+    x = soh.compute(hist[None, :], level_window=5)
+    assert x[0, 1] == pytest.approx(-0.004, rel=1e-9)
+    assert x[0, 0] == pytest.approx(hist[-1], rel=1e-12)
+    holes = hist.copy()
+    holes[[3, 17, 30]] = np.nan  # missing cycles are skipped, not zeros
+    np.testing.assert_allclose(soh.compute(holes[None, :], 5), x, rtol=1e-9)
+    padded = soh.right_align([hist, hist[:2]])  # second cell: too short
+    out = soh.compute(padded, 5)
+    np.testing.assert_allclose(out[0], x[0])
+    assert np.isnan(out[1]).all()
