@@ -90,7 +90,6 @@ def repair_capacity(capacity_ah: np.ndarray, rel_threshold: float = 0.01) -> np.
 
 def _moments(dq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Variance (ddof=1), skewness and excess kurtosis (biased, as scipy.stats' defaults) along axis 1."""
-    n = dq.shape[1]
     d = dq - dq.mean(axis=1, keepdims=True)
     m2 = np.mean(d**2, axis=1)
     m3 = np.mean(d**3, axis=1)
@@ -98,7 +97,7 @@ def _moments(dq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         skew = m3 / m2**1.5
         kurt = m4 / m2**2 - 3.0
-    return m2 * n / (n - 1), skew, kurt
+    return np.var(dq, axis=1, ddof=1), skew, kurt
 
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,25 +125,35 @@ def compute(curve_early: np.ndarray, curve_late: np.ndarray, capacity_ah: np.nda
         raise ValueError(f"capacity_ah needs cycles {FIRST_CYCLE}..{LAST_CYCLE} ({LAST_CYCLE - FIRST_CYCLE + 1} "
                          f"columns), got {cap.shape[1]}")
     dq = late - early
-    var, skew, kurt = _moments(dq)
     cycles = np.arange(FIRST_CYCLE, LAST_CYCLE + 1, dtype=float)
-    s_all, i_all = _line(cycles, cap)
-    s_end, i_end = _line(cycles[-10:], cap[:, -10:])
+    moments = _moments if {"skew_dq", "kurtosis_dq"} & set(names) else (
+        lambda d: (np.var(d, axis=1, ddof=1), None, None))
+    cache: dict[str, object] = {}
+
+    def get(key, fn):
+        if key not in cache:
+            cache[key] = fn()
+        return cache[key]
+
+    m = lambda: get("moments", lambda: moments(dq))  # noqa: E731
+    full = lambda: get("full", lambda: _line(cycles, cap))  # noqa: E731
+    end = lambda: get("end", lambda: _line(cycles[-10:], cap[:, -10:]))  # noqa: E731
     with np.errstate(divide="ignore"):
-        values = {
-            "log10_var_dq_ah2": np.log10(var),
-            "log10_abs_min_dq_ah": np.log10(np.abs(dq.min(axis=1))),
-            "log10_abs_mean_dq_ah": np.log10(np.abs(dq.mean(axis=1))),
-            "skew_dq": skew,
-            "kurtosis_dq": kurt,
-            "qd_cycle2_ah": cap[:, 0],
-            "qd_max_minus_cycle2_ah": cap.max(axis=1) - cap[:, 0],
-            "qd_cycle100_ah": cap[:, -1],
-            "qd_slope_2_100_ah_per_cycle": s_all,
-            "qd_intercept_2_100_ah": i_all,
-            "qd_slope_91_100_ah_per_cycle": s_end,
-            "qd_intercept_91_100_ah": i_end,
+        fns = {
+            "log10_var_dq_ah2": lambda: np.log10(m()[0]),
+            "log10_abs_min_dq_ah": lambda: np.log10(np.abs(dq.min(axis=1))),
+            "log10_abs_mean_dq_ah": lambda: np.log10(np.abs(dq.mean(axis=1))),
+            "skew_dq": lambda: m()[1],
+            "kurtosis_dq": lambda: m()[2],
+            "qd_cycle2_ah": lambda: cap[:, 0],
+            "qd_max_minus_cycle2_ah": lambda: cap.max(axis=1) - cap[:, 0],
+            "qd_cycle100_ah": lambda: cap[:, -1],
+            "qd_slope_2_100_ah_per_cycle": lambda: full()[0],
+            "qd_intercept_2_100_ah": lambda: full()[1],
+            "qd_slope_91_100_ah_per_cycle": lambda: end()[0],
+            "qd_intercept_91_100_ah": lambda: end()[1],
         }
+        values = {n: fns[n]() for n in names}
     return np.column_stack([values[n] for n in names])
 
 
