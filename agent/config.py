@@ -226,7 +226,7 @@ class TwinConfig(Strict):
                                                 "fraction of nominal does not close a cycle (pulses)")
     cycle_life_model: Path | None = Field(None, description="ONNX file; default: the shipped cycle_life.onnx")
     soh_model: Path | None = Field(None, description="ONNX file; default: the shipped soh.onnx")
-    forecast_horizons_cycles: list[int] = Field([1, 10, 50, 100, 200, 500], min_length=1, max_length=64)
+    forecast_cycles: int = Field(100, ge=1, le=2000, description="predicted_capacity_ah covers the next N cycles")
     qdv_every_cycles: int = Field(50, ge=1, description="publish Qd(V) every N cycles (and on the model's cycles)")
     qdv_max_points: int = Field(2048, ge=64, le=65536, description="discharge samples kept per cell and cycle")
     history_cycles: int = Field(500, ge=10, le=100_000, description="capacity history kept per cell")

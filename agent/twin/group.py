@@ -52,7 +52,7 @@ class CellGroup:
         self.last_soh, self.last_dcr, self.last_ce = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
         self.first_dis = np.full(n, np.nan)  # discharge Ah of the first complete cycle seen (EKF capacity scale)
         self.eol_ah = cfg.eol_fraction * model.nominal_ah
-        self.horizons = np.asarray(cfg.forecast_horizons_cycles, dtype=float)
+        self.horizons = np.arange(1, cfg.forecast_cycles + 1, dtype=float)  # [k] = cycle + k + 1 (cycles.v1)
 
     # ------------------------------------------------------------------ restore
     def restore(self, states: dict[str, CellState]) -> None:
@@ -158,8 +158,7 @@ class CellGroup:
                 "discharge_wh": _num(a["discharge_wh"]), "coulombic_efficiency": _num(ce),
                 "temperature_mean_c": _num(a["t_sum"] / a["t_n"] if a["t_n"] else np.nan, 3),
                 "temperature_max_c": _num(a["t_max"], 3), "dc_resistance_ohm": _num(dcr),
-                "soh": _num(soh), "soc_end": _num(self.ekf.soc[k], 4), "nominal_capacity_ah": nominal,
-                "chemistry": self.model.name, "source": self.source,
+                "soh": _num(soh), "soc_end": _num(self.ekf.soc[k], 4),
                 "qd_ah": [round(float(q), 5) for q in qd] if publish_qd else None,
                 "qd_grid": self.grid.as_dict() if publish_qd else None,
             })
@@ -183,7 +182,6 @@ class CellGroup:
         for f, row, good in zip(finished, out, ok):
             row["model_version"] = self.soh_model.version
             row["eol_capacity_ah"] = _num(self.eol_ah[f.cell])
-            row["forecast_horizons_cycles"] = [int(h) for h in self.horizons]
             if good and cap is not None:
                 row["predicted_capacity_ah"] = [round(float(q), 5) for q in cap[j]]
                 row["predicted_eol_cycle"] = _num(f.cycle + eol[j], 1) if eol[j] < 1e6 else None
@@ -216,5 +214,6 @@ class CellGroup:
                 continue
             row["predicted_cycle_life"] = _num(life, 1)
             row["cycle_life_model_version"] = self.cycle_life.version
-            row["cycle_life_extrapolating"] = bool(self.cycle_life.extrapolating(x)[0])
+            if self.cycle_life.extrapolating(x)[0]:
+                row["cycle_life_note"] = "extrapolating: a feature lies outside the model's training range"
             self.curves[k] = {}

@@ -120,7 +120,7 @@ def test_soh_forecast_on_every_cycle_and_restart_keeps_state(tmp_path):
     with_forecast = [c for c in first if c.get("predicted_capacity_ah")]
     assert with_forecast and all(c["cycle"] >= 3 for c in with_forecast)  # the model needs three cycles
     c = with_forecast[-1]
-    assert c["model_version"].startswith("soh-v1-") and len(c["predicted_capacity_ah"]) == 6
+    assert c["model_version"].startswith("soh-v1-") and len(c["predicted_capacity_ah"]) == 100
     assert c["predicted_capacity_ah"][0] >= c["predicted_capacity_ah"][-1]
     # Restart: a new processor restores counters and history from the store and goes on from there.
     t_next = int(b.ts_ms[-1]) + 10_000
