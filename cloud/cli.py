@@ -11,6 +11,20 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+TRAIN_EXTRA_HINT = "pip install 'battery-twin[train]'"
+
+
+def _needs_train(fn):
+    """Commands import the training stack when they run: a missing package is a clear message, not a traceback."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except ImportError as exc:
+            print(f"battery-twin model: needs a package that is not installed ({exc.name or exc}); install the "
+                  f"training extra: {TRAIN_EXTRA_HINT}", file=sys.stderr)
+            return EXIT_USAGE
+    run.__doc__ = fn.__doc__
+    return run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tc.add_argument("--out", type=Path, required=True, help="output folder for <name>.onnx and <name>.json")
     tc.add_argument("--name", default="cycle_life")
     tc.add_argument("--seed", type=int, default=0)
-    tc.set_defaults(func=cmd_train_cycle_life)
+    tc.set_defaults(func=_needs_train(cmd_train_cycle_life))
     ts = tsub.add_parser("soh", help="SOH forecaster on a capacity CSV (cell,cycle,capacity_ah[,temperature_c])")
     src = ts.add_mutually_exclusive_group(required=True)
     src.add_argument("--capacity-csv", type=Path)
@@ -42,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ts.add_argument("--out", type=Path, required=True)
     ts.add_argument("--name", default="soh")
     ts.add_argument("--seed", type=int, default=0)
-    ts.set_defaults(func=cmd_train_soh)
+    ts.set_defaults(func=_needs_train(cmd_train_soh))
 
     # ---- evaluate
     e = msub.add_parser("evaluate", help="score a model; the baseline is refit and scored in the same run")
@@ -57,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ec.add_argument("--train-lives", type=Path)
     ec.add_argument("--json", action="store_true", help="print one JSON object")
     ec.add_argument("--out-dir", type=Path, help="write <out-dir>/cycle_life_evaluation.{json,png}")
-    ec.set_defaults(func=cmd_eval_cycle_life)
+    ec.set_defaults(func=_needs_train(cmd_eval_cycle_life))
     es = esub.add_parser("soh", help="forecast each cell from a fraction of its history")
     es.add_argument("--capacity-csv", type=Path, required=True)
     es.add_argument("--nominal-ah", type=float, required=True)
@@ -66,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     es.add_argument("--model", type=Path, help="a fixed ONNX model for every cell (default: leave-one-cell-out)")
     es.add_argument("--json", action="store_true")
     es.add_argument("--out-dir", type=Path, help="write <out-dir>/soh_evaluation.{json,png}")
-    es.set_defaults(func=cmd_eval_soh)
+    es.set_defaults(func=_needs_train(cmd_eval_soh))
 
     # ---- defaults, datasets, info
     b = msub.add_parser("build-defaults", help="rebuild the models shipped in agent/models (fixed seeds)")
@@ -74,16 +88,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--report-dir", type=Path, help="evaluation JSON/PNG (default: cloud/reports)")
     b.add_argument("--data-dir", type=Path, help="shared data folder (default: $BATTERY_TWIN_DATA or "
                    "../shared/data)")
-    b.set_defaults(func=cmd_build_defaults)
+    b.set_defaults(func=_needs_train(cmd_build_defaults))
     d = msub.add_parser("dataset", help="build a capacity CSV (cell,cycle,capacity_ah,temperature_c)")
     d.add_argument("source", choices=["nasa", "store"])
     d.add_argument("--nasa-dir", type=Path, help="NASA capacity_per_cycle folder (default: shared data)")
     d.add_argument("--db", type=Path, help="the agent's SQLite store (for 'store')")
     d.add_argument("--out", type=Path, required=True)
-    d.set_defaults(func=cmd_dataset)
+    d.set_defaults(func=_needs_train(cmd_dataset))
     i = msub.add_parser("info", help="print a model's metadata")
     i.add_argument("model", type=Path)
-    i.set_defaults(func=cmd_info)
+    i.set_defaults(func=_needs_train(cmd_info))
 
 
 def _err(msg: str) -> int:
