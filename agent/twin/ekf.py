@@ -43,15 +43,21 @@ class SocEkf:
         self.P[idx] = P0
         self.ready[idx] = True
 
-    def step(self, idx: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray, dt_s: np.ndarray) -> np.ndarray:
-        """Predict over dt_s and correct with the voltage; returns innovations (NaN where not computed)."""
+    def step(self, idx: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray, dt_s: np.ndarray,
+             temperature_c: np.ndarray | None = None) -> np.ndarray:
+        """Predict over dt_s and correct with the voltage; returns innovations (NaN where not computed).
+
+        ``self.trust`` is set per cell to whether the model is well-conditioned there (OCV not steep), which the
+        anomaly detector uses to ignore residuals where a small SOC error is a large voltage error."""
         out = np.full(idx.size, np.nan)
+        self.trust = np.zeros(idx.size, dtype=bool)
         go = self.ready[idx] & np.isfinite(current_a) & np.isfinite(dt_s)
         if not go.any():
             return out
         c, i, dt = idx[go], current_a[go], dt_s[go]
+        temp = None if temperature_c is None else temperature_c[go]
         x, P = self.x[c], self.P[c]
-        r0, r1, tau1, r2, tau2 = self.model.rc(x[:, 0], c)
+        r0, r1, tau1, r2, tau2 = self.model.rc(x[:, 0], c, temp)
         a1, a2 = np.exp(-dt / tau1), np.exp(-dt / tau2)
         cap = self.capacity_ah[c]
         x = np.column_stack([x[:, 0] + i * dt / (3600.0 * cap), a1 * x[:, 1] + r1 * (1 - a1) * i,
@@ -63,9 +69,10 @@ class SocEkf:
         P[:, 2, 2] += Q_V_PER_S * dt
         v = voltage_v[go]
         has_v = np.isfinite(v)
-        pred = self.model.ocv(x[:, 0]) + x[:, 1] + x[:, 2] + r0 * i
+        pred = self.model.ocv(x[:, 0], temp) + x[:, 1] + x[:, 2] + r0 * i
         innov = np.where(has_v, v - pred, 0.0)
-        H = np.column_stack([self.model.docv_dsoc(x[:, 0]), np.ones_like(i), np.ones_like(i)])
+        slope = self.model.docv_dsoc(x[:, 0], temp)
+        H = np.column_stack([slope, np.ones_like(i), np.ones_like(i)])
         PHt = np.einsum("nij,nj->ni", P, H)
         S = np.einsum("ni,ni->n", H, PHt) + SIGMA_V**2
         K = PHt / S[:, None] * has_v[:, None]
@@ -75,4 +82,5 @@ class SocEkf:
         x[:, 0] = np.clip(x[:, 0], 0.0, 1.0)
         self.x[c], self.P[c] = x, P
         out[go] = np.where(has_v, innov, np.nan)
+        self.trust[go] = slope <= self.model.steep_v_per_soc
         return out

@@ -105,9 +105,10 @@ class CellGroup:
         innov = np.full(c.size, np.nan)
         run = ~fresh
         if run.any():
-            innov[run] = self.ekf.step(c[run], i[run], v[run], dt[run])
+            innov[run] = self.ekf.step(c[run], i[run], v[run], dt[run], t[run])
+            innov[run] = np.where(self.ekf.trust, innov[run], np.nan)  # steep OCV: not evidence either way
         soc = self.ekf.soc[c]
-        r0, r1, _, r2, _ = self.model.rc(soc, c)
+        r0, r1, _, r2, _ = self.model.rc(soc, c, t)
         joule = np.where(np.isfinite(i), i, 0.0) ** 2 * (r0 + r1 + r2)
         events = self.det.tick(c, ts, dt, i, v, t, innov, self.tracker.last_v[c].copy(), joule,
                                self.model.heat_capacity_j_k[c], self.model.cooling_w_k[c], self.tracker.rest_a[c],
