@@ -47,6 +47,7 @@ class CycleTracker:
         self.cycle = np.zeros(n, dtype=np.int64)  # the cycle in progress
         self.complete = np.zeros(n, dtype=bool)  # whether its start was observed
         self.start_ts = np.zeros(n, dtype=np.int64)
+        self.first_ts = np.zeros(n, dtype=np.int64)  # first sample seen of each cell
         self.acc = {k: np.zeros(n) for k in ACC_FIELDS}
         self.acc["t_max"][:] = -np.inf
         self.max_points = max_points
@@ -60,6 +61,7 @@ class CycleTracker:
                dt: np.ndarray) -> list[FinishedCycle]:
         """One tick: ``c`` cell indices (unique), their sample values, and dt_s (NaN across a gap/first sample)."""
         ok_i = np.isfinite(i)
+        self.first_ts[c] = np.where(self.first_ts[c] > 0, self.first_ts[c], ts)
         integrate = np.isfinite(dt) & ok_i
         dt0 = np.where(integrate, dt, 0.0)
         i_prev = self.last_i[c]
@@ -98,6 +100,7 @@ class CycleTracker:
             s = c[seen_start]
             self.complete[s] = True
             self.cycle[s] = np.maximum(self.cycle[s], 1)
+            self.start_ts[s] = np.where(self.start_ts[s] > 0, self.start_ts[s], self.first_ts[s])
         self.seen_rest[c] |= first & (phase == 0) & ok_i
         self._append_discharge(c[(phase == -1) & np.isfinite(v)], v[(phase == -1) & np.isfinite(v)])
         finished = [self._finish(int(cell), int(ts_)) for cell, ts_ in zip(c[boundary], ts[boundary])]

@@ -61,6 +61,7 @@ class CellGroup:
             if st is None:
                 continue
             self.tracker.cycle[k] = st.last_cycle + 1  # the cycle in progress; its start was not observed
+            self.tracker.start_ts[k] = st.last_ts
             for cyc in sorted(st.history):
                 self._record_capacity(k, cyc, st.history[cyc])
             self.curves[k] = {c: np.asarray(q, dtype=float) for c, q in st.curves.items()

@@ -19,6 +19,7 @@ log = logging.getLogger("agent.twin")
 @dataclass
 class CellState:
     last_cycle: int = 0
+    last_ts: int = 0  # end of the last stored cycle = start of the one in progress
     history: dict[int, float] = field(default_factory=dict)  # cycle -> discharge Ah
     curves: dict[int, list[float]] = field(default_factory=dict)  # cycle -> Qd(V) for the cycle-life windows
     soh: float | None = None
@@ -40,8 +41,8 @@ def load(db_path: Path, history_cycles: int, curve_cycles: set[int], last_model_
     try:
         if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='cycles'").fetchone():
             return {}
-        for cell, last in con.execute("SELECT cell, MAX(cycle) FROM cycles GROUP BY cell"):
-            out[cell] = CellState(last_cycle=int(last), cycle_life_done=int(last) >= last_model_cycle)
+        for cell, last, ts in con.execute("SELECT cell, MAX(cycle), MAX(ts_ms) FROM cycles GROUP BY cell"):
+            out[cell] = CellState(last_cycle=int(last), last_ts=int(ts), cycle_life_done=int(last) >= last_model_cycle)
         rows = con.execute(
             "SELECT c.cell, c.cycle, json_extract(c.payload, '$.discharge_ah'), json_extract(c.payload, '$.soh'), "
             "json_extract(c.payload, '$.dc_resistance_ohm'), json_extract(c.payload, '$.coulombic_efficiency'), "

@@ -23,8 +23,21 @@ HEALTHY_CELLS = {"c04", "c10", "c11", "c12"}
 ONSET_S = {"c01": 1 * HOUR, "c02": 2 * HOUR, "c03": 1.5 * HOUR, "c06": 4 * HOUR, "c09": 1 * HOUR}
 
 
+# The simulator's fault kinds (simulator/faults.py on the physics rig), one per cell.
+FAULT_SPECS = [
+    {"kind": "sensor_noise", "cell": "c01", "field": "voltage_v", "sigma": 0.05, "start_s": ONSET_S["c01"]},
+    {"kind": "sensor_stuck", "cell": "c02", "field": "voltage_v", "start_s": ONSET_S["c02"]},
+    {"kind": "sensor_offset", "cell": "c03", "field": "voltage_v", "offset": 0.08, "start_s": ONSET_S["c03"]},
+    {"kind": "internal_short", "cell": "c05", "ohm": 50.0},
+    {"kind": "runaway_precursor", "cell": "c06", "w": 0.1, "doubling_s": 900.0, "start_s": ONSET_S["c06"]},
+    {"kind": "capacity_outlier", "cell": "c07", "factor": 0.85},
+    {"kind": "contact_resistance", "cell": "c08", "ohm": 0.03},
+    {"kind": "sensor_dropout", "cell": "c09", "field": "temperature_c", "probability": 0.5, "start_s": ONSET_S["c09"]},
+]
+
+
 def make_faults(rng: np.random.Generator) -> list:
-    """Faults applied to the BasicRig's arrays (the physics simulator's fault kinds, done by hand)."""
+    """The same faults applied by hand to the small BasicRig's arrays (it has no fault injection)."""
     frozen: dict[str, float] = {}
 
     def noise(rig, t, m):  # c01: sensor_noise on voltage
@@ -62,9 +75,23 @@ def make_faults(rng: np.random.Generator) -> list:
     return [noise, stuck, offset, short, runaway, capacity, contact, dropout]
 
 
-def simulate(faults: list, seconds: float = 8 * HOUR, cfg: TwinConfig | None = None):
+def fault_rig(faulty: bool, cells: int = 12, seed: int = 0):
+    """(rig, hand-applied faults): the physics rig gets FAULT_SPECS by config, the small BasicRig by hand."""
+    if not rigdata.physics_rig():
+        rig = rigdata.BasicRig(rigdata.BasicRigSpec(cells=cells, seed=seed))
+        return rig, make_faults(np.random.default_rng(5)) if faulty else []
+    from simulator.basic import DISCHARGE_STEP
+    from simulator.protocol import cccv
+    from simulator.rig import Rig, RigSpec
+
+    spec = RigSpec(cells=cells, chemistry="nmc811", protocol=cccv(0.5, 1.0, 4.2, 2.5, 0.05, 600.0),
+                   start_step=DISCHARGE_STEP, seed=seed, faults=FAULT_SPECS if faulty else None)
+    return Rig(spec), []
+
+
+def simulate(faulty: bool, seconds: float = 8 * HOUR, cfg: TwinConfig | None = None):
     tp = TwinProcessor(cfg or TwinConfig(), chemistries={"sim": rigdata.basic_rig_chemistry()})
-    rig = rigdata.BasicRig(rigdata.BasicRigSpec(cells=12, seed=0))
+    rig, faults = fault_rig(faulty)
     events, cycles = [], []
     for b in rigdata.run(seconds=seconds, dt_s=5.0, faults=faults, rig=rig):
         ev, cy = tp.process(b, "sim")
@@ -76,9 +103,9 @@ def simulate(faults: list, seconds: float = 8 * HOUR, cfg: TwinConfig | None = N
 
 @pytest.fixture(scope="session")
 def healthy_run():
-    return simulate([])
+    return simulate(False)
 
 
 @pytest.fixture(scope="session")
 def faulty_run():
-    return simulate(make_faults(np.random.default_rng(5)))
+    return simulate(True)

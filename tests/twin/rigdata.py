@@ -1,8 +1,9 @@
-"""Batches for twin tests, built from ``simulator.BasicRig`` with faults applied to its arrays by the test.
+"""Batches for twin tests from the simulator's rig, faults included.
 
-Until the physics simulator (branch ``sim``) is on main, BasicRig's cells follow their own small model, so the
-twin is given that model as its chemistry (``basic_rig_chemistry``); with the physics rig BasicRig is NMC811 and
-the twin's stock ``nmc811`` chemistry applies.
+Two simulators exist while the physics-grade one (branch ``sim``) is not yet on main: the small BasicRig (its own
+model, no fault injection) and the physics rig (NMC811 from the parameter files, faults by config). The helpers
+here run the same tests on either: ``basic_rig_chemistry`` is the model the twin should assume, ``fault_rig``
+builds a rig with the test's faults (by config on the physics rig, by hand on the small one).
 """
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ def basic_rig_chemistry() -> Chemistry:
                      ocv_soc=soc, ocv_v=basic.ocv_nmc(soc), rc_soc=one, r0_ohm=one * 0 + 0.025,
                      r1_ohm=one * 0 + 0.015, tau1_s=one * 0 + 40.0, r2_ohm=one * 0, tau2_s=one * 0 + 1.0,
                      heat_capacity_j_k=45.0, h_w_m2k=0.05, area_m2=1.0, source="simulator/basic.py")
+
+
+def physics_rig() -> bool:
+    import simulator
+
+    return hasattr(simulator, "Rig")
 
 
 Fault = Callable[[BasicRig, float, dict[str, np.ndarray]], None]

@@ -17,6 +17,7 @@ SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "agent" / "schemas" /
 def test_cycles_match_the_rig(healthy_run):
     tp, _, cycles = healthy_run
     g = tp.groups[0]
+    r0 = float(g.model.chem.rc_at(np.array([0.5]))["r0_ohm"][0])
     by_cell: dict[str, list[dict]] = {}
     for c in cycles:
         by_cell.setdefault(c["cell"], []).append(c)
@@ -27,7 +28,8 @@ def test_cycles_match_the_rig(healthy_run):
             assert 0.995 < c["coulombic_efficiency"] < 1.005
             assert 4.0 < c["discharge_ah"] < 5.0 and c["discharge_wh"] < c["charge_wh"]
             assert 10_000 < c["duration_s"] < 13_000  # rest + 0.5C CC-CV + rest + 1C discharge
-            assert 0.023 < c["dc_resistance_ohm"] < 0.031  # R0 25 mOhm +-5% plus 5 s of RC relaxation
+            # R0 (+-5% cell to cell, lower when warm) plus 5 s of RC relaxation
+            assert 0.7 * r0 < c["dc_resistance_ohm"] < 1.6 * r0
             assert c["temperature_max_c"] > c["temperature_mean_c"] > 25
             assert abs(c["soh"] - c["discharge_ah"] / 5.0) < 1e-5
     # Cycles counted by the rig itself (at each charge start): the twin closes a cycle at the end of its discharge,
