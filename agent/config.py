@@ -189,7 +189,8 @@ class TwinCellConfig(Strict):
 class TwinAlarmConfig(Strict):
     """Anomaly thresholds. Each (cell, kind) raises at most one event per ``repeat_s`` while the condition lasts."""
 
-    voltage_residual_mv: float = Field(60.0, gt=0, description="|measured - twin-predicted voltage|, smoothed")
+    voltage_residual_mv: float = Field(40.0, gt=0, description="|measured - twin-predicted voltage|, smoothed "
+                                       "(assumes the chemistry file describes the cells; raise it for generic ones)")
     voltage_noise_mv: float = Field(25.0, gt=0, description="RMS of the voltage residual, smoothed")
     residual_window_s: float = Field(60.0, gt=0, description="smoothing time constant of the residuals")
     max_temperature_c: float = Field(60.0, description="over-temperature alarm")

@@ -25,7 +25,7 @@ def test_cycles_match_the_rig(healthy_run):
     for cell, cys in by_cell.items():
         assert [c["cycle"] for c in cys] == list(range(1, len(cys) + 1))  # first (partial) cycle not reported
         for c in cys:
-            assert 0.995 < c["coulombic_efficiency"] < 1.005
+            assert 0.98 < c["coulombic_efficiency"] < 1.01  # the physics rig has side reactions
             assert 4.0 < c["discharge_ah"] < 5.0 and c["discharge_wh"] < c["charge_wh"]
             assert 10_000 < c["duration_s"] < 13_000  # rest + 0.5C CC-CV + rest + 1C discharge
             # R0 (+-5% cell to cell, lower when warm) plus 5 s of RC relaxation
