@@ -155,12 +155,12 @@ class Detectors:
         events: list[Event] = []
         for cell, t in zip(cells, ts):
             others = np.arange(soh.size) != cell
-            for kind, vals, test, unit, what in (
-                ("alarm.capacity_outlier", soh, lambda x, m: (m - x) / m > cfg.capacity_outlier_fraction,
+            for kind, vals, bound, below, unit, what in (
+                ("alarm.capacity_outlier", soh, lambda m: m * (1 - cfg.capacity_outlier_fraction), True,
                  "SOH", "discharge capacity well below its sibling cells"),
-                ("alarm.resistance_outlier", dcr, lambda x, m: (x - m) / m > cfg.resistance_outlier_fraction,
+                ("alarm.resistance_outlier", dcr, lambda m: m * (1 + cfg.resistance_outlier_fraction), False,
                  "ohm", "DC resistance well above its sibling cells"),
-                ("alarm.coulombic_efficiency", ce, lambda x, m: (m - x) > cfg.coulombic_efficiency_drop,
+                ("alarm.coulombic_efficiency", ce, lambda m: m - cfg.coulombic_efficiency_drop, True,
                  "1", "coulombic efficiency below its sibling cells (self-discharge, e.g. a soft short)"),
             ):
                 sib = vals[others & np.isfinite(vals)]
@@ -168,10 +168,11 @@ class Detectors:
                 if sib.size < cfg.min_siblings or not np.isfinite(x):
                     continue
                 med = float(np.median(sib))
-                cond = np.array([bool(med > 0 and test(x, med))])
+                limit = float(bound(med))
+                cond = np.array([bool(med > 0 and (x < limit if below else x > limit))])
                 fire = self.limiter.due(kind, np.array([cell]), cond, np.array([t]))
                 if fire[0]:
-                    events.append(self._event(kind, cell, t, float(x), med, unit, what,
+                    events.append(self._event(kind, cell, t, float(x), limit, unit, what,
                                               extra={"siblings_median": med, "siblings": int(sib.size)}))
         return events
 

@@ -64,7 +64,7 @@ class CellGroup:
             self.tracker.start_ts[k] = st.last_ts
             for cyc in sorted(st.history):
                 self._record_capacity(k, cyc, st.history[cyc])
-            self.curves[k] = {c: np.asarray(q, dtype=float) for c, q in st.curves.items()
+            self.curves[k] = {c: np.asarray(q, dtype=np.float32) for c, q in st.curves.items()
                               if len(q) == self.grid.points}
             self.cycle_life_done[k] = st.cycle_life_done
             self.last_soh[k], self.last_dcr[k], self.last_ce[k] = (np.nan if v is None else v
@@ -151,7 +151,7 @@ class CellGroup:
             self._record_capacity(k, f.cycle, dis)
             qd = qd_on_grid(f.discharge_v, f.discharge_q, self.grid) if f.discharge_v.size >= 10 else None
             if qd is not None and f.cycle in self.curve_cycles and not self.cycle_life_done[k]:
-                self.curves[k][f.cycle] = qd
+                self.curves[k][f.cycle] = qd.astype(np.float32)  # kept until cycle 100: 4 KB per curve
             publish_qd = qd is not None and (f.cycle in self.curve_cycles or f.cycle % self.cfg.qdv_every_cycles == 0)
             out.append({
                 "cell": self.cell_ids[k], "cycle": f.cycle, "ts": f.end_ts, "start_ts": f.start_ts,
@@ -200,8 +200,8 @@ class CellGroup:
             if f.cycle < cl_features.LAST_CYCLE or self.cycle_life_done[k]:
                 continue
             self.cycle_life_done[k] = True
-            early = [self.curves[k][c] for c in spec.early_cycles() if c in self.curves[k]]
-            late = [self.curves[k][c] for c in spec.late_cycles() if c in self.curves[k]]
+            early = [self.curves[k][c].astype(float) for c in spec.early_cycles() if c in self.curves[k]]
+            late = [self.curves[k][c].astype(float) for c in spec.late_cycles() if c in self.curves[k]]
             if not early or not late or np.isnan(self.cap_2_100[k]).mean() > 0.2:
                 row["cycle_life_note"] = "not enough of cycles 2..100 observed for the cycle-life model"
                 continue
