@@ -164,6 +164,9 @@ class CellArray:
             nb_cnt[0] = nb_cnt[-1] = 1.0
             g = g + k * nb_cnt
             drive = drive + k * nb_sum
+        if np.all(g <= 0):  # adiabatic
+            self.temp_c = t + heat_w * dt_s / self.heat_capacity_j_k
+            return
         target = drive / g
         self.temp_c = target + (t - target) * np.exp(-g * dt_s / self.heat_capacity_j_k)
 

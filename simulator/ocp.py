@@ -7,6 +7,7 @@ potential, not just the full-cell OCV table. Functions are the published fits as
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -52,16 +53,37 @@ FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "graphite_ramadass2004": graphite_ramadass2004,
     "lco_ramadass2004": lco_ramadass2004,
 }
+# Stoichiometry range where each published fit is meaningful; outside it the table continues with a steep linear
+# wall (an electrode driven past its range), so aged or oddly aligned cells never see the fits' poles.
+VALID: dict[str, tuple[float, float]] = {
+    "graphite_ramadass2004": (0.01, 1.0),
+    "lco_ramadass2004": (0.40, 0.88),  # the rational fit has poles at y ~ 0.245, 0.375 and 0.89
+}
+WALL_V_PER_UNIT = 10.0
+GRID_MARGIN = 0.25  # the walls continue past 0 and 1 (an over-lithiated negative plates: the OCV rises steeply)
+GRID_POINTS = 1501
 
-GRID_POINTS = 1001
 
-
-def tabulate(name: str, lo: float = 0.0, hi: float = 1.0, n: int = GRID_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """(stoichiometry grid, potential) for ``np.interp`` on the hot path; ValueError names unknown functions."""
+@lru_cache(maxsize=None)
+def tabulate(name: str, n: int = GRID_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """(stoichiometry grid -0.25..1.25, potential) for ``np.interp``: monotonically decreasing (lithiation lowers an
+    electrode's potential); ValueError names unknown functions."""
     try:
         fn = FUNCTIONS[name]
     except KeyError:
         raise ValueError(f"unknown electrode potential function {name!r}; known: {', '.join(sorted(FUNCTIONS))}") \
             from None
-    grid = np.linspace(lo, hi, n)
-    return grid, fn(grid)
+    lo, hi = VALID.get(name, (0.0, 1.0))
+    grid = np.linspace(-GRID_MARGIN, 1.0 + GRID_MARGIN, n)
+    inside = np.clip(grid, lo, hi)
+    u = fn(inside) + WALL_V_PER_UNIT * (lo - np.minimum(grid, lo)) - WALL_V_PER_UNIT * (np.maximum(grid, hi) - hi)
+    u = np.minimum.accumulate(u)
+    grid.setflags(write=False)
+    u.setflags(write=False)
+    return grid, u
+
+
+def potential(name: str, s: np.ndarray) -> np.ndarray:
+    """Electrode potential from the sanitised table (what the simulator uses)."""
+    g, u = tabulate(name)
+    return np.interp(s, g, u)

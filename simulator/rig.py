@@ -138,6 +138,7 @@ class Rig:
         if self.faultset.physics:
             self._physics_faults()
         i_cell = cur - self._i_short if self.faultset.physics else cur
+        v_prev = self.voltage_v
         v_cell = c.advance(i_cell, dt_s)
         if self.faultset.physics:
             self._i_short = v_cell * self._g_short
@@ -154,7 +155,7 @@ class Rig:
                 | (self.soc_counter >= row[:, P.C_SOCHI]) | (self.soc_counter <= row[:, P.C_SOCLO])
                 | (is_cv & (np.abs(cur) <= row[:, P.C_ICUT])))
         if done.any():
-            self._advance_steps(done, row, cur)
+            self._advance_steps(done, row, cur, v, v_prev, dt_s)
         if self.trace is not None and (cur < 0).any():
             self.trace.append(v, self.cum["ah_dis"] - self._cycle_mark["ah_dis"], cur < 0)
         if self.time_s - self._rc_t >= self.spec.rc_update_s:
@@ -253,8 +254,16 @@ class Rig:
         cu["q"] += self.cells.q_ah * dt_s
         np.maximum(self._cycle_tmax, t, out=self._cycle_tmax)
 
-    def _advance_steps(self, done: np.ndarray, row: np.ndarray, cur: np.ndarray) -> None:
+    def _advance_steps(self, done: np.ndarray, row: np.ndarray, cur: np.ndarray, v: np.ndarray,
+                       v_prev: np.ndarray, dt_s: float) -> None:
         by_limit = done & (self.t_step < row[:, P.C_DUR]) & (cur < 0)
+        # A cycler samples the cut-off crossing; with coarse steps, count the Ah up to the crossing only.
+        crossed = by_limit & (v <= row[:, P.C_VLO]) & (v_prev > v)
+        if crossed.any():
+            frac = np.clip((row[:, P.C_VLO] - v) / np.where(crossed, v_prev - v, 1.0), 0.0, 1.0)
+            over_ah = np.where(crossed, -cur * dt_s / 3600.0 * frac, 0.0)
+            self.cum["ah_dis"] -= over_ah
+            self.cum["wh_dis"] -= over_ah * row[:, P.C_VLO]
         self.soc_counter[by_limit] = 0.0  # a discharge that ended on a limit: the cycler calls the cell empty
         ends = done & (row[:, P.C_CYCLE_END] == 1)
         self.k = np.where(done, row[:, P.C_NEXT].astype(np.int64), self.k)
