@@ -70,6 +70,7 @@ class CellArray:
         self.r_age = np.ones(n)
         self.extra_heat_w = np.zeros(n)
         self._rc_dt = -1.0
+        self._rc_table = np.stack([chem.r0_ohm, chem.r1_ohm, chem.tau1_s, chem.r2_ohm, chem.tau2_s], axis=1)
         self.update_rc()
 
     # --- open-circuit voltage -------------------------------------------------------------------------------
@@ -111,11 +112,25 @@ class CellArray:
 
     # --- resistances ----------------------------------------------------------------------------------------
     def update_rc(self) -> None:
-        """Refresh R0/R1/R2/tau at the present SOC and temperature (called every few simulated seconds)."""
-        rc = self.chem.rc_at(np.clip(self.soc, 0.0, 1.0), self.temp_c)
+        """Refresh R0/R1/R2/tau at the present SOC and temperature (called every few simulated seconds).
+
+        Same numbers as ``Chemistry.rc_at``, computed with one set of interpolation weights for all five tables."""
+        c = self.chem
+        s = np.clip(self.soc, 0.0, 1.0)
+        g = c.rc_soc
+        if g.size == 1:
+            vals = np.broadcast_to(self._rc_table[0], (self.n, 5))
+        else:
+            j = np.clip(np.searchsorted(g, s) - 1, 0, g.size - 2)
+            w = np.clip((s - g[j]) / (g[j + 1] - g[j]), 0.0, 1.0)[:, None]
+            vals = self._rc_table[j] * (1.0 - w) + self._rc_table[j + 1] * w
+        t_k = self.temp_c + 273.15
+        inv = 1.0 / t_k - 1.0 / 298.15
         f = self.r_cell * self.r_age
-        self.r0, self.r1, self.r2 = rc["r0_ohm"] * f, rc["r1_ohm"] * f, rc["r2_ohm"] * f
-        self.tau1, self.tau2 = rc["tau1_s"], rc["tau2_s"]
+        f0 = f * np.exp(c.ea_r0_j_mol / 8.314462618 * inv) if c.ea_r0_j_mol else f
+        f1 = f * np.exp(c.ea_rc_j_mol / 8.314462618 * inv) if c.ea_rc_j_mol else f
+        self.r0, self.r1, self.r2 = vals[:, 0] * f0, vals[:, 1] * f1, vals[:, 3] * f1
+        self.tau1, self.tau2 = vals[:, 2], vals[:, 4]
         dq = 1e-3 * self.nominal_ah
         self.slope_v_ah = (self.ocv_at(self.q_ah + dq) - self.ocv_at(self.q_ah - dq)) / (2 * dq)
         self._rc_dt = -1.0

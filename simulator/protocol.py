@@ -292,3 +292,30 @@ def compile_protocol(spec: str | list[dict[str, Any]], nominal_ah: float, v_min:
     done[C_SOCHI], done[C_SOCLO], done[C_PROF], done[C_NEXT] = 1e18, -1e18, -1, n
     table = np.vstack([table, done])
     return Program(table, profiles, labels + ["finished"], cycles)
+
+
+def compile_many(specs: list[str | list[dict[str, Any]]], nominal_ah: float, v_min: float, v_max: float,
+                 cycles: int | None = None, base_dir: Path | None = None) -> tuple[Program, list[int]]:
+    """Several protocols in one table (cells of one rig on different policies); returns the program and each
+    protocol's first row. Each protocol wraps to its own start; one shared terminal rest ends the table."""
+    tables, profiles, labels, starts = [], [], [], []
+    offset = 0
+    for n, spec in enumerate(specs):
+        try:
+            prog = compile_protocol(spec, nominal_ah, v_min, v_max, cycles, base_dir)
+        except ProtocolError as exc:
+            raise ProtocolError(f"protocol {n + 1} of {len(specs)}: {exc}") from None
+        t = prog.table[:-1].copy()  # drop its own terminal rest
+        rows = t.shape[0]
+        t[:, C_NEXT] = (np.arange(1, rows + 1) % rows) + offset
+        prof = t[:, C_PROF] >= 0
+        t[prof, C_PROF] += len(profiles)
+        tables.append(t)
+        profiles += prog.profiles
+        labels += [f"p{n + 1}: {lab}" for lab in prog.labels[:-1]]
+        starts.append(offset)
+        offset += rows
+    done = np.zeros(N_COLS)
+    done[C_KIND], done[C_DUR], done[C_VHI], done[C_VLO] = REST, 1e18, 1e18, -1e18
+    done[C_SOCHI], done[C_SOCLO], done[C_PROF], done[C_NEXT] = 1e18, -1e18, -1, offset
+    return Program(np.vstack(tables + [done]), profiles, labels + ["finished"], cycles), starts

@@ -31,6 +31,8 @@ class RigSpec:
     chemistry: str | Chemistry = "nmc811"
     capacity_ah: float | None = None  # nominal capacity of each cell; None: the chemistry's
     protocol: str | list[dict[str, Any]] = "cccv"
+    cell_protocols: list[Any] | None = None  # one protocol per cell (e.g. Severson policies); overrides protocol
+    eol_capacity_ah: float | None = None  # a cell whose cycle discharge falls below this stops (rests)
     cycles: int | None = None  # repeat the protocol N times, then rest; None: forever
     start_step: int = 0  # protocol step each cell starts in
     ambient_c: float = 25.0
@@ -51,7 +53,7 @@ class RigSpec:
     qv_cycles: Any = None  # None | "all" | iterable of cycle numbers whose discharge Qd(V) is kept
     qv_grid_v: Any = None  # voltage grid (descending); default 3.5..2.0 V for LFP, v_max..v_min otherwise
     protocol_dir: str | None = None  # where relative profile CSV paths are resolved
-    rc_update_s: float = 10.0
+    rc_update_s: float = 30.0  # resistances follow SOC and temperature at this interval (simulated s)
 
 
 class Rig:
@@ -74,17 +76,35 @@ class Rig:
         self.nominal_ah = self.cells.nominal_ah
         self.ageing = Ageing(chem, n, rng, var.get("ageing_cv"), spec.ageing_acceleration, spec.ageing_overrides) \
             if spec.ageing else None
-        self.program = P.compile_protocol(spec.protocol, self.nominal_ah, chem.v_min, chem.v_max, spec.cycles,
-                                          Path(spec.protocol_dir) if spec.protocol_dir else None)
-        n_steps = len(self.program.labels) - 1
-        if not 0 <= spec.start_step < n_steps:
-            raise ValueError(f"start_step {spec.start_step} outside the protocol's {n_steps} steps")
+        base = Path(spec.protocol_dir) if spec.protocol_dir else None
+        if spec.cell_protocols is not None:
+            if len(spec.cell_protocols) != n:
+                raise ValueError(f"cell_protocols has {len(spec.cell_protocols)} entries for {n} cells")
+            uniq: dict[str, int] = {}
+            keys = [repr(p) for p in spec.cell_protocols]
+            specs = []
+            for key, p in zip(keys, spec.cell_protocols):
+                if key not in uniq:
+                    uniq[key] = len(specs)
+                    specs.append(p)
+            self.program, starts = P.compile_many(specs, self.nominal_ah, chem.v_min, chem.v_max, spec.cycles, base)
+            first = np.array([starts[uniq[k]] for k in keys], dtype=np.int64)
+        else:
+            self.program = P.compile_protocol(spec.protocol, self.nominal_ah, chem.v_min, chem.v_max, spec.cycles,
+                                              base)
+            first = np.zeros(n, dtype=np.int64)
+            n_steps = len(self.program.labels) - 1
+            if not 0 <= spec.start_step < n_steps:
+                raise ValueError(f"start_step {spec.start_step} outside the protocol's {n_steps} steps")
+        if spec.eol_capacity_ah is not None and not spec.eol_capacity_ah > 0:
+            raise ValueError(f"eol_capacity_ah must be positive, got {spec.eol_capacity_ah}")
         self.faultset = FaultSet(parse_faults(spec.faults, self.cell_ids), n, np.random.default_rng(spec.seed + 2))
         self._noise_rng = np.random.default_rng(spec.seed + 1)
         bad = set(spec.sensor_noise) - set(DEFAULT_NOISE)
         if bad:
             raise ValueError(f"sensor_noise: unknown field(s) {sorted(bad)}")
-        self.k = np.full(n, spec.start_step, dtype=np.int64)
+        self.k = first + (spec.start_step if spec.cell_protocols is None else 0)
+        self.finished = np.zeros(n, dtype=bool)
         self.t_step = np.zeros(n)
         self.soc_counter = self.cells.soc * self.cells.capacity_ah / self.nominal_ah
         self.cycle = np.zeros(n, dtype=np.int64)
@@ -95,7 +115,9 @@ class Rig:
         self._r_contact = np.zeros(n)
         self._g_short = np.zeros(n)
         # Cumulative integrals (never reset): Ah/Wh in and out, time charging/discharging, temperature and charge.
-        self.cum = {k: np.zeros(n) for k in ("ah_chg", "ah_dis", "wh_chg", "wh_dis", "t_chg", "t_dis", "temp", "q")}
+        self.cum = {k: np.zeros(n) for k in ("ah_chg", "ah_dis", "wh_chg", "wh_dis", "t_chg", "t_dis", "temp", "q",
+                                              "chg_cm")}
+        self._chg_m = self.ageing.charge_rate_exponent() if self.ageing is not None else None
         self._cycle_mark = {k: v.copy() for k, v in self.cum.items()}
         self._cycle_start_s = np.zeros(n)
         self._cycle_tmax = self.cells.temp_c.copy()
@@ -126,7 +148,8 @@ class Rig:
             e, g = c.open_loop(dt_s)
             g = g + self._r_contact
             if is_cv.any():
-                i_cv = np.clip((row[:, P.C_VOLT] - e) / g, -row[:, P.C_IMAX], row[:, P.C_IMAX])
+                imax = row[:, P.C_IMAX]
+                i_cv = np.minimum(np.maximum((row[:, P.C_VOLT] - e) / g, -imax), imax)
                 cur = np.where(is_cv, i_cv, cur)
             is_cp = kind == P.CP
             if is_cp.any():
@@ -210,7 +233,7 @@ class Rig:
             self.step(dt_s)
             if every is not None:
                 every(self)
-            if until_cycles is not None and self.cycle.min() >= until_cycles:
+            if until_cycles is not None and np.all((self.cycle >= until_cycles) | self.finished):
                 break
             if paced:
                 ahead = (self.time_s - t0_sim) / speed - (time.monotonic() - t0_wall)
@@ -244,6 +267,8 @@ class Rig:
         chg = np.maximum(cur, 0.0)
         dis = np.maximum(-cur, 0.0)
         cu["ah_chg"] += chg * h
+        if self._chg_m is not None:
+            cu["chg_cm"] += chg * (chg / self.nominal_ah) ** self._chg_m * h
         cu["ah_dis"] += dis * h
         cu["wh_chg"] += chg * v * h
         cu["wh_dis"] += dis * v * h
@@ -271,9 +296,16 @@ class Rig:
         if ends.any():
             self.cycle[ends] += 1
             self._record_cycles(np.flatnonzero(ends))
+            finished = np.zeros_like(ends)
             if self.program.cycles is not None:
-                finished = ends & (self.cycle >= self.program.cycles)
-                self.k[finished] = len(self.program.labels) - 1
+                finished |= ends & (self.cycle >= self.program.cycles)
+            if self.spec.eol_capacity_ah is not None:
+                last = self.log.events[-1]  # the cycles that just ended
+                below = np.zeros_like(ends)
+                below[last["cell"]] = last["discharge_ah"] < self.spec.eol_capacity_ah
+                finished |= ends & below
+            self.k[finished] = len(self.program.labels) - 1
+            self.finished |= finished
 
     def _record_cycles(self, idx: np.ndarray) -> None:
         cu, mk = self.cum, self._cycle_mark
@@ -316,7 +348,7 @@ class Rig:
                         c_dis=np.where(d["t_dis"] > 0, d["ah_dis"] * 3600.0 / np.maximum(d["t_dis"], 1e-9), 0.0)
                         / self.nominal_ah,
                         c_chg=np.where(d["t_chg"] > 0, d["ah_chg"] * 3600.0 / np.maximum(d["t_chg"], 1e-9), 0.0)
-                        / self.nominal_ah)
+                        / self.nominal_ah, efc_chg_cm=d["chg_cm"] / self.nominal_ah)
         inc = self.ageing.update(stress, self.nominal_ah)
         c.apply_modes(inc, self.ageing.resistance_factor())
         c.update_rc()
