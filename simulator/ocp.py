@@ -57,7 +57,7 @@ FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 # wall (an electrode driven past its range), so aged or oddly aligned cells never see the fits' poles.
 VALID: dict[str, tuple[float, float]] = {
     "graphite_ramadass2004": (0.01, 1.0),
-    "lco_ramadass2004": (0.40, 0.88),  # the rational fit has poles at y ~ 0.245, 0.375 and 0.89
+    "lco_ramadass2004": (0.40, 0.8849),  # the rational fit has poles at y ~ 0.245, 0.375 and 0.8896
 }
 WALL_V_PER_UNIT = 10.0
 GRID_MARGIN = 0.25  # the walls continue past 0 and 1 (an over-lithiated negative plates: the OCV rises steeply)
