@@ -108,6 +108,7 @@ class Ageing:
             raise ValueError(f"ageing acceleration must not be negative, got {acceleration}")
         self.nominal_ah = chem.nominal_capacity_ah
         self.resistance = dict(block.get("resistance", {}))
+        self.lithiated = {"lam_ne": 0.0, "lam_pe": 1.0, **block.get("lam_lithiated", {})}
         cv = chem.variability.get("ageing_cv", 0.0) if ageing_cv is None else ageing_cv
         self.mult = rng.lognormal(0.0, cv, (len(self.mechs), n)) if cv > 0 else np.ones((len(self.mechs), n))
         self.y = np.zeros((len(self.mechs), n))

@@ -186,14 +186,27 @@ class CellArray:
         self.temp_c = target + (t - target) * np.exp(-g * dt_s / self.heat_capacity_j_k)
 
     # --- ageing ---------------------------------------------------------------------------------------------
-    def apply_modes(self, inc: dict[str, np.ndarray], r_factor: np.ndarray) -> None:
-        """Apply degradation-mode increments: LLI takes lithium from the negative electrode (SEI), LAM shrinks an
-        electrode (delithiated), then recompute the usable window."""
+    def apply_modes(self, inc: dict[str, np.ndarray], r_factor: np.ndarray,
+                    lithiated: dict[str, float] | None = None) -> None:
+        """Apply degradation-mode increments, then recompute the usable window. LLI takes lithium from the negative
+        electrode (SEI). LAM shrinks an electrode; ``lithiated[mode]`` (0..1) is the share of the lost material that
+        held lithium at the electrode's present stoichiometry - that lithium is lost too (Birkl et al. 2017's
+        LAM_li vs LAM_de). Delithiated LAM_PE would hand its share of the positive's lithium to the negative and
+        *raise* the usable capacity, which real cells do not show: so chemistries lose LAM_PE lithiated."""
+        lith = lithiated or {}
         d_li = inc["lli"] * self.cap0_ah
         self.nli = self.nli - d_li
         self.q_ah = np.maximum(self.q_ah - d_li, 1e-6)
-        self.qn = self.qn - inc["lam_ne"] * self.qn0
-        self.qp = self.qp - inc["lam_pe"] * self.qp0
+        d_qn = inc["lam_ne"] * self.qn0
+        d_qp = inc["lam_pe"] * self.qp0
+        if lith.get("lam_ne", 0.0):
+            li = lith["lam_ne"] * d_qn * np.clip(self.q_ah / self.qn, 0.0, 1.0)
+            self.q_ah = np.maximum(self.q_ah - li, 1e-6)
+            self.nli = self.nli - li
+        if lith.get("lam_pe", 0.0):
+            self.nli = self.nli - lith["lam_pe"] * d_qp * np.clip((self.nli - self.q_ah) / self.qp, 0.0, 1.0)
+        self.qn = self.qn - d_qn
+        self.qp = self.qp - d_qp
         self.r_age = r_factor
         self.refresh_window()
 

@@ -160,6 +160,8 @@ class Rig:
             cur = self._profile_current(row, kind, cur)
         if self.faultset.physics:
             self._physics_faults()
+            # heat from the faults: a growing contact resistance warms the cell through its tab
+            c.extra_heat_w = self._fault_heat_w + cur * cur * self._r_contact
         i_cell = cur - self._i_short if self.faultset.physics else cur
         v_prev = self.voltage_v
         v_cell = c.advance(i_cell, dt_s)
@@ -257,7 +259,8 @@ class Rig:
     def _physics_faults(self) -> None:
         rc, g, heat, starting = self.faultset.physics_at(self.time_s)
         self._r_contact, self._g_short = rc, g
-        self.cells.extra_heat_w = heat + self.voltage_v**2 * g
+        self._fault_heat_w = heat + self.voltage_v**2 * g
+        self.cells.extra_heat_w = self._fault_heat_w
         for f in starting:
             self.cells.scale_capacity(f.mask, f.p["factor"])
 
@@ -350,7 +353,7 @@ class Rig:
                         c_chg=np.where(d["t_chg"] > 0, d["ah_chg"] * 3600.0 / np.maximum(d["t_chg"], 1e-9), 0.0)
                         / self.nominal_ah, efc_chg_cm=d["chg_cm"] / self.nominal_ah)
         inc = self.ageing.update(stress, self.nominal_ah)
-        c.apply_modes(inc, self.ageing.resistance_factor())
+        c.apply_modes(inc, self.ageing.resistance_factor(), self.ageing.lithiated)
         c.update_rc()
         self._age_t = self.time_s
         self._age_mark = {k: v.copy() for k, v in cu.items()}
