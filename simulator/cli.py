@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_simulate)
 
 
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
 def _load_json_arg(value: str, what: str) -> Any:
     if not value.startswith("@"):
         raise ValueError(f"{what} {value!r}: expected @file.json")
@@ -88,6 +94,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulator.faults import FaultError
     from simulator.protocol import ProtocolError
 
+    missing = [(mod, why) for mod, why, needed in (
+        ("pyarrow", "--format parquet (or use --format csv)", args.format == "parquet"),
+        ("matplotlib", "the PNG summary (or use --no-png)", not args.no_png),
+        ("tqdm", "the progress bar (or use --quiet)", not args.quiet)) if needed and not _importable(mod)]
+    if missing:
+        for mod, why in missing:
+            print(f"battery-twin simulate: {mod} is not installed; it is needed for {why}. Install the extra: "
+                  "pip install 'battery-twin[train]'", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         if args.cells < 1 or args.cycles < 1 or not args.dt_s > 0:
             raise ValueError("--cells and --cycles must be >= 1 and --dt-s > 0")

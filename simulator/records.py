@@ -11,6 +11,11 @@ from typing import Any
 
 import numpy as np
 
+# Per cycle and cell: cell (index), cycle (1-based), start_s/end_s (simulated), charge_ah/discharge_ah and
+# charge_wh/discharge_wh (what the cycler passed, cut-off crossings interpolated), temperature_max_c/_mean_c,
+# capacity_ah (the cell's open-circuit capacity between v_min and v_max at the cycle's end: the truth behind the
+# measured discharge_ah), r0_ohm (series resistance at 50 % SOC, 25 degC, including ageing), lli/lam_ne/lam_pe
+# (degradation modes, fractions), efc (equivalent full cycles so far: discharged Ah / nominal).
 SUMMARY_FIELDS = ("cell", "cycle", "start_s", "end_s", "charge_ah", "discharge_ah", "charge_wh", "discharge_wh",
                   "temperature_max_c", "temperature_mean_c", "capacity_ah", "r0_ohm", "lli", "lam_ne", "lam_pe",
                   "efc")
