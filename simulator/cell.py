@@ -108,7 +108,7 @@ class CellArray:
 
     @property
     def soc(self) -> np.ndarray:
-        return (self.q_ah - self.q_lo) / (self.q_hi - self.q_lo)
+        return (self.q_ah - self.q_lo) / np.maximum(self.q_hi - self.q_lo, 1e-9)
 
     # --- resistances ----------------------------------------------------------------------------------------
     def update_rc(self) -> None:
