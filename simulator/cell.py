@@ -144,12 +144,38 @@ class CellArray:
 
     # --- control helpers ------------------------------------------------------------------------------------
     def open_loop(self, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """(E, G): the terminal voltage at the end of a step of current I is about E + G*I."""
+        """(E, G): the terminal voltage at the end of a step of current I is about E + G*I (OCV slope from the
+        last resistance refresh: fine for CC/CP limits; ``hold_voltage`` refines it for CV)."""
         self._decay(dt_s)
         e = self.ocv() + self.a1 * self.v1 + self.a2 * self.v2
         return e, self.g + self.slope_v_ah * (dt_s / 3600.0)
 
+    def hold_voltage(self, v_target: np.ndarray, dt_s: float, r_extra: np.ndarray, i_min: np.ndarray,
+                     i_max: np.ndarray) -> np.ndarray:
+        """Current that brings the terminal voltage to v_target at the end of the step (CV): a linear solve, then
+        one secant refinement of the OCV slope over the charge that current moves - stable where the OCV bends
+        sharply (an electrode at the end of its range) even with steps of tens of seconds."""
+        self._decay(dt_s)
+        h = dt_s / 3600.0
+        ocv0 = self.ocv()
+        e = ocv0 + self.a1 * self.v1 + self.a2 * self.v2
+        g = self.g + r_extra
+        i = np.minimum(np.maximum((v_target - e) / (g + self.slope_v_ah * h), i_min), i_max)
+        dq = i * h
+        moved = np.abs(dq) > 1e-9
+        ocv1 = self.ocv_at(self.q_ah + dq) + (self.chem.hysteresis_v * self.h if self.hysteresis else 0.0)
+        slope = np.where(moved, (ocv1 - ocv0) / np.where(moved, dq, 1.0), self.slope_v_ah)
+        slope = np.maximum(slope, 0.0)
+        return np.minimum(np.maximum((v_target - e) / (g + slope * h), i_min), i_max)
+
     # --- time step ------------------------------------------------------------------------------------------
+    def state(self) -> tuple[np.ndarray, ...]:
+        """The dynamic state, by reference: ``advance`` replaces these arrays rather than writing into them."""
+        return self.q_ah, self.v1, self.v2, self.h, self.temp_c
+
+    def restore(self, state: tuple[np.ndarray, ...]) -> None:
+        self.q_ah, self.v1, self.v2, self.h, self.temp_c = state
+
     def advance(self, current_a: np.ndarray, dt_s: float) -> np.ndarray:
         """Apply current (A, + = charge) for dt_s; return the cell voltage at the end of the step (V)."""
         self._decay(dt_s)

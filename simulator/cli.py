@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eol-fraction", type=float, default=0.0, help="stop a cell when its discharge falls below "
                    "this fraction of nominal (e.g. 0.8); 0: never")
-    p.add_argument("--qv-cycles", default="", help="cycles whose discharge Qd(V) is saved: 'all' or e.g. 10,100")
+    p.add_argument("--qv-cycles", default="", help="cycles whose discharge Qd(V) is saved besides cycle 1: 'all' "
+                   "or e.g. 10,100")
     p.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     p.add_argument("--no-png", action="store_true", help="skip the PNG summary")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -69,12 +70,12 @@ def build_spec(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         pols = [p.strip() for p in args.policies.split(",") if p.strip()]
         cell_protocols = [f"severson:{pols[j % len(pols)]}" for j in range(args.cells)]
     faults = _load_json_arg(args.faults, "faults") if args.faults else None
-    qv: Any = None
+    qv: Any = {1}  # cycle 1 always: the PNG's start-of-life discharge curve
     if args.qv_cycles == "all":
         qv = "all"
     elif args.qv_cycles:
         try:
-            qv = {int(c) for c in args.qv_cycles.split(",")}
+            qv |= {int(c) for c in args.qv_cycles.split(",")}
         except ValueError:
             raise ValueError(f"--qv-cycles {args.qv_cycles!r}: expected 'all' or integers like 10,100") from None
     if not 0 <= args.eol_fraction < 1:
@@ -170,10 +171,12 @@ def _run(args: argparse.Namespace, spec: Any, meta: dict[str, Any]) -> int:
 
 
 def _curves(spec: Any, res: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Discharge curve Q(V) of cell 1 at its first and last recorded cycle, if Qd(V) was kept."""
+    """Discharge curve Q(V) of the first cell at cycle 1 and at its last cycle."""
     qv = res.qv
-    m = qv["cell"] == 0
-    if not m.any():
-        return {}
-    rows = np.flatnonzero(m)
-    return {f"cycle {qv['cycle'][r]}": (qv["q_ah"][r], qv["grid_v"]) for r in (rows[0], rows[-1])}
+    out = {}
+    first = np.flatnonzero((qv["cell"] == 0) & (qv["cycle"] == 1))
+    if first.size:
+        out["cycle 1"] = (qv["q_ah"][first[0]], qv["grid_v"])
+    if "last_cycle" in qv and qv["last_cycle"][0] > 1:
+        out[f"cycle {qv['last_cycle'][0]} (last)"] = (qv["last_q_ah"][0], qv["grid_v"])
+    return out

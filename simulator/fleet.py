@@ -29,7 +29,7 @@ class FleetResult:
     chemistry: str
     protocols: list[str]  # per cell, as given
     summaries: dict[str, np.ndarray]  # per cycle; 'cell' indexes cell_ids
-    qv: dict[str, np.ndarray]  # 'cell', 'cycle', 'q_ah' (rows x grid), 'grid_v'
+    qv: dict[str, np.ndarray]  # 'cell', 'cycle', 'q_ah' (rows x grid), 'grid_v', 'last_q_ah', 'last_cycle'
     cycle_life: np.ndarray  # cycles until a discharge fell below eol_capacity_ah (-1: not reached)
     simulated_s: float
     faults: list[dict[str, Any]] = field(default_factory=list)
@@ -103,6 +103,8 @@ def simulate(spec: RigSpec, dt_s: float = 10.0, duration_s: float | None = None,
     grid = rig.trace.grid_v if rig.trace is not None else np.zeros(0)
     qv = rig.log.qv_matrix(rig.cells.n, grid.size)
     qv["grid_v"] = grid
+    if rig.trace is not None:
+        qv["last_q_ah"], qv["last_cycle"] = rig.last_qv, rig.last_qv_cycle  # each cell's latest discharge
     life = np.full(rig.cells.n, -1, dtype=np.int64)
     if spec.eol_capacity_ah is not None and cols["cell"].size:
         below = cols["discharge_ah"] < spec.eol_capacity_ah

@@ -3,7 +3,8 @@ fast-charge policies ("5.4C(40%)-3.6C"), HPPC, compiled into tables that the rig
 
 A protocol is a list of step dicts (the same shape in Python, TOML config and the CLI's JSON):
   {step = "cc", c_rate = -1.0, until_v = 2.5}       CC; sign: + charge, - discharge; or a = amps
-  {step = "cv", v = 4.2, until_c = 0.05}            CV until |I| <= cut-off (until_c in C, or until_a in A)
+  {step = "cv", v = 4.2, until_c = 0.05}            CV until |I| <= cut-off (until_c in C, or until_a in A);
+                                                    current limited to the preceding CC's (or max_a / max_c)
   {step = "cp", w = -10.0, until_v = 2.5}           constant power (W, + charge)
   {step = "rest", s = 600}
   {step = "profile", csv = "drive.csv", until_v = 2.5}  current_a or power_w column against time_s
@@ -35,8 +36,8 @@ _STEP_KEYS = {
 }
 # Columns of the compiled table (one row per step).
 (C_KIND, C_AMPS, C_VOLT, C_WATT, C_DUR, C_VHI, C_VLO, C_ICUT, C_SOCHI, C_SOCLO, C_IMAX, C_PROF, C_NEXT,
- C_CYCLE_END) = range(14)
-N_COLS = 14
+ C_CYCLE_END, C_DIR) = range(15)
+N_COLS = 15  # C_DIR: +1 a CV that charges (current 0..max), -1 one that discharges, as a cycler channel would
 
 
 class ProtocolError(ValueError):
@@ -242,6 +243,11 @@ def compile_protocol(spec: str | list[dict[str, Any]], nominal_ah: float, v_min:
             if cut_a is None and cut_c is None and "s" not in st:
                 raise ProtocolError(f"{label} (cv): needs until_a, until_c or s to end")
             row[C_ICUT] = cut_a if cut_a is not None else (cut_c or 0.0) * nominal_ah
+            # A CV follows its CC on a cycler channel: same direction, current limited to the CC's current.
+            after_cc = bool(rows) and rows[-1][C_KIND] == CC and rows[-1][C_AMPS] != 0
+            row[C_DIR] = np.sign(rows[-1][C_AMPS]) if after_cc else (1.0 if volts >= 0.5 * (v_min + v_max)
+                                                                      else -1.0)
+            row[C_IMAX] = abs(rows[-1][C_AMPS]) if after_cc else nominal_ah
             mx_a, mx_c = _num(label, st, "max_a", 0, 1e4), _num(label, st, "max_c", 0, 100)
             if mx_a is not None or mx_c is not None:
                 row[C_IMAX] = mx_a if mx_a is not None else mx_c * nominal_ah
@@ -266,8 +272,10 @@ def compile_protocol(spec: str | list[dict[str, Any]], nominal_ah: float, v_min:
         uv = _num(label, st, "until_v", 0.5, 6.0)
         us = _num(label, st, "until_soc", 0.0, 1.5)
         if kind_name in ("cc", "cp", "profile"):
-            # Safety limits of the chemistry always apply; until_v narrows them in the step's direction.
-            row[C_VHI], row[C_VLO] = v_max, v_min
+            # Safety limits of the chemistry apply in the step's direction (a discharge is never stopped by a
+            # voltage above v_max); until_v narrows them.
+            row[C_VHI] = v_max if sign >= 0 else big
+            row[C_VLO] = v_min if sign <= 0 else -big
             if uv is not None:
                 if sign >= 0:
                     row[C_VHI] = uv

@@ -132,6 +132,8 @@ class Rig:
             grid = spec.qv_grid_v if spec.qv_grid_v is not None else (
                 SEVERSON_GRID_V if chem.name.startswith("lfp") else np.linspace(chem.v_max, chem.v_min, 500))
             self.trace = DischargeTrace(n, grid)
+            self.last_qv = np.full((n, self.trace.grid_v.size), np.nan)  # latest Qd(V) per cell (end of life)
+            self.last_qv_cycle = np.zeros(n, dtype=np.int64)
         self._physics_faults()
 
     # --- the seam -------------------------------------------------------------------------------------------
@@ -144,43 +146,51 @@ class Rig:
         kind = row[:, P.C_KIND]
         cur = row[:, P.C_AMPS].copy()
         is_cv = kind == P.CV
-        if is_cv.any() or (kind == P.CP).any():
+        if is_cv.any():
+            imax, up = row[:, P.C_IMAX], row[:, P.C_DIR] > 0
+            i_cv = c.hold_voltage(row[:, P.C_VOLT], dt_s, self._r_contact, np.where(up, 0.0, -imax),
+                                  np.where(up, imax, 0.0))
+            cur = np.where(is_cv, i_cv, cur)
+        is_cp = kind == P.CP
+        if is_cp.any():
             e, g = c.open_loop(dt_s)
             g = g + self._r_contact
-            if is_cv.any():
-                imax = row[:, P.C_IMAX]
-                i_cv = np.minimum(np.maximum((row[:, P.C_VOLT] - e) / g, -imax), imax)
-                cur = np.where(is_cv, i_cv, cur)
-            is_cp = kind == P.CP
-            if is_cp.any():
-                w = row[:, P.C_WATT]
-                disc = np.maximum(e * e + 4.0 * g * w, 0.0)
-                cur = np.where(is_cp, (-e + np.sqrt(disc)) / (2.0 * g), cur)
+            w = row[:, P.C_WATT]
+            disc = np.maximum(e * e + 4.0 * g * w, 0.0)  # beyond the cell's maximum power: its maximum
+            cur = np.where(is_cp, (-e + np.sqrt(disc)) / (2.0 * g), cur)
         if self.program.profiles and (kind == P.PROFILE).any():
             cur = self._profile_current(row, kind, cur)
         if self.faultset.physics:
             self._physics_faults()
-            # heat from the faults: a growing contact resistance warms the cell through its tab
-            c.extra_heat_w = self._fault_heat_w + cur * cur * self._r_contact
-        i_cell = cur - self._i_short if self.faultset.physics else cur
         v_prev = self.voltage_v
-        v_cell = c.advance(i_cell, dt_s)
-        if self.faultset.physics:
-            self._i_short = v_cell * self._g_short
-            v = v_cell + cur * self._r_contact
-        else:
-            v = v_cell
+        state = c.state()  # references, not copies: advance() replaces the arrays
+        v = self._advance_cells(cur, dt_s)
+        # A CC/CP/profile step whose voltage limit falls inside this step: scale the cell's current so the step
+        # ends at the limit (the charge a cycler would have passed up to its cut-off), then end the step. Without
+        # this, coarse steps (10-30 s at fast rates) overshoot into an electrode's end of range.
+        lim_hi, lim_lo = row[:, P.C_VHI], row[:, P.C_VLO]
+        crossed = (v > lim_hi) | (v < lim_lo)
+        if crossed.any():
+            crossed &= ~is_cv & (kind != P.REST) & (v_prev <= lim_hi) & (v_prev >= lim_lo)
+            if crossed.any():
+                target = np.where(v > lim_hi, lim_hi, lim_lo)
+                f = np.clip((target - v_prev) / np.where(crossed, v - v_prev, 1.0), 0.0, 1.0)
+                cur = np.where(crossed, cur * f, cur)
+                c.restore(state)
+                v = self._advance_cells(cur, dt_s)
         self.voltage_v = v
         self.current_a = cur
+        if self.faultset.physics:
+            self._i_short = self._i_short_next
         self.time_s += dt_s
         self._accumulate(cur, v, dt_s)
         self.t_step += dt_s
         self.soc_counter += cur * (dt_s / 3600.0 / self.nominal_ah)
-        done = ((self.t_step >= row[:, P.C_DUR]) | (v >= row[:, P.C_VHI]) | (v <= row[:, P.C_VLO])
+        done = (crossed | (self.t_step >= row[:, P.C_DUR]) | (v >= row[:, P.C_VHI]) | (v <= row[:, P.C_VLO])
                 | (self.soc_counter >= row[:, P.C_SOCHI]) | (self.soc_counter <= row[:, P.C_SOCLO])
                 | (is_cv & (np.abs(cur) <= row[:, P.C_ICUT])))
         if done.any():
-            self._advance_steps(done, row, cur, v, v_prev, dt_s)
+            self._advance_steps(done, row, cur)
         if self.trace is not None and (cur < 0).any():
             self.trace.append(v, self.cum["ah_dis"] - self._cycle_mark["ah_dis"], cur < 0)
         if self.time_s - self._rc_t >= self.spec.rc_update_s:
@@ -282,16 +292,19 @@ class Rig:
         cu["q"] += self.cells.q_ah * dt_s
         np.maximum(self._cycle_tmax, t, out=self._cycle_tmax)
 
-    def _advance_steps(self, done: np.ndarray, row: np.ndarray, cur: np.ndarray, v: np.ndarray,
-                       v_prev: np.ndarray, dt_s: float) -> None:
+    def _advance_cells(self, cur: np.ndarray, dt_s: float) -> np.ndarray:
+        """Advance the cells under the cycler current ``cur``; return the terminal voltage."""
+        c = self.cells
+        if not self.faultset.physics:
+            return c.advance(cur, dt_s)
+        # heat from the faults: a growing contact resistance warms the cell through its tab
+        c.extra_heat_w = self._fault_heat_w + cur * cur * self._r_contact
+        v_cell = c.advance(cur - self._i_short, dt_s)  # an internal short drains the cell unseen
+        self._i_short_next = v_cell * self._g_short
+        return v_cell + cur * self._r_contact
+
+    def _advance_steps(self, done: np.ndarray, row: np.ndarray, cur: np.ndarray) -> None:
         by_limit = done & (self.t_step < row[:, P.C_DUR]) & (cur < 0)
-        # A cycler samples the cut-off crossing; with coarse steps, count the Ah up to the crossing only.
-        crossed = by_limit & (v <= row[:, P.C_VLO]) & (v_prev > v)
-        if crossed.any():
-            frac = np.clip((row[:, P.C_VLO] - v) / np.where(crossed, v_prev - v, 1.0), 0.0, 1.0)
-            over_ah = np.where(crossed, -cur * dt_s / 3600.0 * frac, 0.0)
-            self.cum["ah_dis"] -= over_ah
-            self.cum["wh_dis"] -= over_ah * row[:, P.C_VLO]
         self.soc_counter[by_limit] = 0.0  # a discharge that ended on a limit: the cycler calls the cell empty
         ends = done & (row[:, P.C_CYCLE_END] == 1)
         self.k = np.where(done, row[:, P.C_NEXT].astype(np.int64), self.k)
@@ -332,6 +345,9 @@ class Rig:
             cyc = self.cycle[idx]
             want = np.ones(idx.size, bool) if self._qv_all else np.isin(cyc, list(self._qv_set))
             curves = self.trace.curves(idx)
+            ok = np.isfinite(curves).any(axis=1)
+            self.last_qv[idx[ok]] = curves[ok]
+            self.last_qv_cycle[idx[ok]] = cyc[ok]
             if want.any():
                 self.log.qv.append((idx[want], cyc[want], curves[want]))
         for k in cu:

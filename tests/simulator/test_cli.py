@@ -34,7 +34,7 @@ def test_simulate_parquet_dataset_with_png(tmp_path):
     assert readings.num_rows == summary["readings"] > 1000
     assert set(readings.column_names) == {"time_s", "cell", "voltage_v", "current_a", "temperature_c", "soc_true"}
     qv = pq.read_table(out / "qv.parquet")
-    assert qv.num_rows == 8 and qv.num_columns == 2 + 1000
+    assert qv.num_rows == 8 and qv.num_columns == 2 + 1000  # cycles 1 and 6 of 4 cells
     png = (out / "summary.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     meta = json.loads((out / "meta.json").read_text())
@@ -52,6 +52,7 @@ def test_simulate_csv_with_faults(tmp_path):
     head = lines[0].split(",")
     rows = [dict(zip(head, line.split(","))) for line in lines[1:]]
     assert len(rows) == 6 and not (out / "readings.csv").exists() and not (out / "summary.png").exists()
+    assert (out / "qv.csv").read_text().count("\n") == 1 + 3  # cycle 1 of each cell, always kept
     c1 = [float(r["discharge_ah"]) for r in rows if r["cell"] == "c01"]
     c2 = [float(r["discharge_ah"]) for r in rows if r["cell"] == "c02"]
     assert c2[-1] == pytest.approx(0.8 * c1[-1], rel=0.05)
