@@ -173,8 +173,22 @@ class CellArray:
         """The dynamic state, by reference: ``advance`` replaces these arrays rather than writing into them."""
         return self.q_ah, self.v1, self.v2, self.h, self.temp_c
 
-    def restore(self, state: tuple[np.ndarray, ...]) -> None:
-        self.q_ah, self.v1, self.v2, self.h, self.temp_c = state
+    def rescale(self, idx: np.ndarray, i_old: np.ndarray, i_new: np.ndarray, dt_s: float,
+                before: tuple[np.ndarray, ...]) -> np.ndarray:
+        """Redo the last ``advance`` for cells ``idx`` with another current; return their cell voltage. Exact for
+        charge and RC states (linear in current); the step's heat is left as it was (a step's worth, at most)."""
+        d = i_new - i_old
+        self.q_ah[idx] += d * (dt_s / 3600.0)
+        self.v1[idx] += (1 - self.a1[idx]) * self.r1[idx] * d
+        self.v2[idx] += (1 - self.a2[idx]) * self.r2[idx] * d
+        x = self.q_ah[idx] / self.qn[idx]
+        y = (self.nli[idx] - self.q_ah[idx]) / self.qp[idx]
+        ocv = _interp(y, self.yp, self.up) - _interp(x, self.xn, self.un)
+        if self.hysteresis:
+            k = np.exp(-self.chem.hysteresis_rate * np.abs(i_new) * dt_s / (3600.0 * self.nominal_ah))
+            self.h[idx] = np.sign(i_new) + (before[3][idx] - np.sign(i_new)) * k
+            ocv = ocv + self.chem.hysteresis_v * self.h[idx]
+        return ocv + i_new * self.r0[idx] + self.v1[idx] + self.v2[idx]
 
     def advance(self, current_a: np.ndarray, dt_s: float) -> np.ndarray:
         """Apply current (A, + = charge) for dt_s; return the cell voltage at the end of the step (V)."""

@@ -169,15 +169,19 @@ class Rig:
         # ends at the limit (the charge a cycler would have passed up to its cut-off), then end the step. Without
         # this, coarse steps (10-30 s at fast rates) overshoot into an electrode's end of range.
         lim_hi, lim_lo = row[:, P.C_VHI], row[:, P.C_VLO]
-        crossed = (v > lim_hi) | (v < lim_lo)
-        if crossed.any():
-            crossed &= ~is_cv & (kind != P.REST) & (v_prev <= lim_hi) & (v_prev >= lim_lo)
-            if crossed.any():
-                target = np.where(v > lim_hi, lim_hi, lim_lo)
-                f = np.clip((target - v_prev) / np.where(crossed, v - v_prev, 1.0), 0.0, 1.0)
-                cur = np.where(crossed, cur * f, cur)
-                c.restore(state)
-                v = self._advance_cells(cur, dt_s)
+        at_limit = (v >= lim_hi) | (v <= lim_lo)
+        if at_limit.any():
+            crossed = at_limit & ~is_cv & (kind != P.REST) & (v_prev < lim_hi) & (v_prev > lim_lo)
+            idx = np.flatnonzero(crossed)
+            if idx.size:
+                vi, vp = v[idx], v_prev[idx]
+                target = np.where(vi >= lim_hi[idx], lim_hi[idx], lim_lo[idx])
+                f = np.clip((target - vp) / (vi - vp), 0.0, 1.0)
+                i_old = cur[idx]
+                cur = cur.copy()
+                cur[idx] = i_old * f
+                v = v.copy()
+                v[idx] = c.rescale(idx, i_old, cur[idx], dt_s, state) + cur[idx] * self._r_contact[idx]
         self.voltage_v = v
         self.current_a = cur
         if self.faultset.physics:
@@ -186,7 +190,7 @@ class Rig:
         self._accumulate(cur, v, dt_s)
         self.t_step += dt_s
         self.soc_counter += cur * (dt_s / 3600.0 / self.nominal_ah)
-        done = (crossed | (self.t_step >= row[:, P.C_DUR]) | (v >= row[:, P.C_VHI]) | (v <= row[:, P.C_VLO])
+        done = (at_limit | (self.t_step >= row[:, P.C_DUR])
                 | (self.soc_counter >= row[:, P.C_SOCHI]) | (self.soc_counter <= row[:, P.C_SOCLO])
                 | (is_cv & (np.abs(cur) <= row[:, P.C_ICUT])))
         if done.any():
