@@ -91,6 +91,7 @@ class DeviceHealth:
         self.errors: dict[str, int] = {}  # total errors by kind
         self.active_faults: set[str] = set()
         self.last_error: str | None = None
+        self.last_error_ms: int | None = None
         self._fault_emitted_ms: dict[str, int] = {}  # a flapping device raises one fault event per kind per 10 s
 
     def report(self, now_ms: int, alive: bool, faults: dict[str, str] | None = None) -> None:
@@ -114,7 +115,7 @@ class DeviceHealth:
             self.failures += 1
         for kind, message in faults.items():
             self.errors[kind] = self.errors.get(kind, 0) + 1
-            self.last_error = message[:300]
+            self.last_error, self.last_error_ms = message[:300], now_ms
             if kind not in self.active_faults and \
                     now_ms - self._fault_emitted_ms.get(kind, NEVER) >= FAULT_EVENT_GAP_MS:
                 self._fault_emitted_ms[kind] = now_ms
@@ -134,7 +135,8 @@ class DeviceHealth:
         silent_since = self.last_ok_ms if self.last_ok_ms is not None else self.since_ms
         if now_ms - silent_since >= self.down_after_ms:
             self.state, self.since_ms = "down", silent_since
-            why = f" ({self.last_error})" if self.last_error else ""
+            recent = self.last_error_ms is not None and self.last_error_ms >= silent_since
+            why = f" ({self.last_error})" if recent else ""
             self.emit("driver.device_down", f"device {self.name} gave no data for {(now_ms - silent_since) / 1000:.1f} s"
                       f"{why}", level="alarm", device=self.name, last_error=self.last_error)
 
