@@ -111,12 +111,14 @@ class CanDriver(Driver):
             try:
                 msg = bus.recv(timeout=0.05)
             except (can.CanOperationError, OSError) as exc:
+                if isinstance(exc.__cause__, (UnicodeDecodeError, ValueError, IndexError)):
+                    self._garbled(bus, exc.__cause__)
+                    continue
                 if not self._stop.is_set():
                     self._fatal = exc
                 break
             except Exception as exc:  # noqa: BLE001 - a garbled frame inside the interface (slcan's parser)
-                self.corrupt += 1
-                self.last_corrupt = f"the interface could not parse a frame: {exc!r}"[:200]
+                self._garbled(bus, exc)
                 continue
             if msg is not None:
                 self.frames += 1
@@ -145,6 +147,16 @@ class CanDriver(Driver):
                         self.bus_off += 1
                 except (NotImplementedError, can.CanError, OSError):
                     pass
+
+    def _garbled(self, bus: can.BusABC, exc: BaseException) -> None:
+        """Bytes the interface could not parse (slcan over a noisy serial link)."""
+        self.corrupt += 1
+        self.last_corrupt = f"the interface could not parse what it received: {exc!r}"[:200]
+        # python-can 4.6's slcan keeps undecodable bytes in its line buffer, so every later frame fails too;
+        # dropping the buffer resynchronises on the next line terminator.
+        buf = getattr(bus, "_buffer", None)
+        if isinstance(buf, bytearray):
+            buf.clear()
 
     def _error_frame(self, msg: can.Message) -> None:
         self.error_frames += 1
