@@ -183,8 +183,8 @@ class SerialDriver(Driver):
             self._next = time.monotonic()
         try:
             values, mask, faults = await asyncio.to_thread(self._poll)
-        except (serial.SerialException, OSError) as exc:
-            raise DriverError(f"serial port {cfg.port} failed: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - SerialException, OSError, termios.error: the port is gone
+            raise DriverError(f"serial port {cfg.port} failed: {exc!r}") from exc
         now = self.ctx.clock_ms()
         answered = mask.any(axis=1)
         by_channel: dict[int, dict[str, str]] = {}
@@ -212,7 +212,7 @@ class SerialDriver(Driver):
         while not self._stop.is_set():
             try:
                 line = self.reader.readline(time.monotonic() + 0.1)
-            except (serial.SerialException, OSError, TypeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - SerialException, OSError, termios.error: the port is gone
                 if not self._stop.is_set():
                     self._fatal = exc
                 return
@@ -243,7 +243,7 @@ class SerialDriver(Driver):
         else:
             self._next = time.monotonic()
         if self._fatal is not None:
-            raise DriverError(f"serial port {cfg.port} failed: {self._fatal}") from self._fatal
+            raise DriverError(f"serial port {cfg.port} failed: {self._fatal!r}") from self._fatal
         now = self.ctx.clock_ms()
         ok, bad = self.lines_ok - self._seen_ok, self.garbage - self._seen_garbage
         self._seen_ok, self._seen_garbage = self.lines_ok, self.garbage

@@ -201,6 +201,19 @@ async def collect(driver, seconds: float, on_batch: Callable | None = None) -> l
     return out
 
 
+async def read_until(driver, cond: Callable[[], bool], timeout_s: float, what: str) -> list:
+    """Keep reading an opened driver (drivers that poll inside ``read``) until ``cond()`` holds."""
+    out = []
+    end = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        b = await driver.read()
+        if len(b):
+            out.append(b)
+    return out
+
+
 async def wait_for(cond: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.05) -> None:
     end = time.monotonic() + timeout_s
     while not cond():
