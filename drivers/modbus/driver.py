@@ -93,6 +93,7 @@ class ModbusDriver(Driver):
         self._wake: asyncio.Event | None = None
         self._dropped_batches = 0
         self._broken: BaseException | None = None
+        self._closing = False
 
     @property
     def cells(self) -> tuple[str, ...]:
@@ -122,7 +123,7 @@ class ModbusDriver(Driver):
 
     async def _run_device(self, dev: _Device) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             started = loop.time()
             await self._poll(dev)
             delay = dev.health.retry_delay_s(dev.interval_s)
@@ -226,9 +227,17 @@ class ModbusDriver(Driver):
         return batches[0] if len(batches) == 1 else ReadingBatch.concat(batches)
 
     async def close(self) -> None:
+        self._closing = True
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=1.0)
+            for line in self._lines.values():  # fails whatever request a task still waits on
+                line.close()
+            if pending:  # a cancellation lost inside the client (asyncio.wait_for on Python 3.11 can drop one)
+                for t in pending:
+                    t.cancel()
+                await asyncio.wait(pending, timeout=2.0)
         self._tasks.clear()
         for line in self._lines.values():
             line.close()
