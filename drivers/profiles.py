@@ -7,7 +7,6 @@ sides of a test instead of hiding in a private copy.
 """
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from pathlib import Path
@@ -93,7 +92,3 @@ def cell_ids(n: int, ids: Iterable[str] | None, prefix: str) -> tuple[str, ...]:
     if len(set(out)) != len(out):
         raise ValueError("cell ids of a device must be unique")
     return out
-
-
-def finite_or_nan(x: float) -> float:
-    return x if math.isfinite(x) else math.nan

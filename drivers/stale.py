@@ -44,6 +44,12 @@ class Freshness:
 
     def update_points(self, cells: np.ndarray, fields: np.ndarray, values: np.ndarray, ts_ms: int) -> None:
         """Refresh scattered entries (used by frame-based drivers): later points win."""
+        cells, fields, values = np.asarray(cells), np.asarray(fields), np.asarray(values, dtype=np.float64)
+        if cells.shape[0] > 1:  # numpy does not promise which of repeated indices an assignment keeps
+            flat = cells * len(FIELDS) + fields
+            _, first_from_end = np.unique(flat[::-1], return_index=True)
+            keep = flat.shape[0] - 1 - first_from_end
+            cells, fields, values = cells[keep], fields[keep], values[keep]
         self.value[cells, fields] = values
         self.at_ms[cells, fields] = ts_ms
         self.fault[cells, fields] = ~np.isfinite(values)
@@ -137,8 +143,9 @@ class DeviceHealth:
             self.state, self.since_ms = "down", silent_since
             recent = self.last_error_ms is not None and self.last_error_ms >= silent_since
             why = f" ({self.last_error})" if recent else ""
-            self.emit("driver.device_down", f"device {self.name} gave no data for {(now_ms - silent_since) / 1000:.1f} s"
-                      f"{why}", level="alarm", device=self.name, last_error=self.last_error)
+            self.emit("driver.device_down", f"device {self.name} gave no data for "
+                      f"{(now_ms - silent_since) / 1000:.1f} s{why}", level="alarm", device=self.name,
+                      last_error=self.last_error)
 
     def retry_delay_s(self, base_s: float) -> float:
         """Delay before the next attempt: ``base_s`` while healthy, then doubling up to ``retry_max_s``."""

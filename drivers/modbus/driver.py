@@ -151,6 +151,9 @@ class ModbusDriver(Driver):
                         break  # the device is silent: do not spend more of the line's time on it
         except (ModbusException, OSError, asyncio.TimeoutError) as exc:
             faults["io"] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - whatever one device's frames do to the client stays with it
+            log.exception("device %s: unexpected error while polling", dev.cfg.name)
+            faults["error"] = f"unexpected {exc!r}"[:300]
         now = self.ctx.clock_ms()
         alive = bool(ok.any())
         if alive:

@@ -122,9 +122,9 @@ class RegisterMap:
             na = np.full((len(members), max(n_na, 1)), np.nan)
             for j, i in enumerate(members):
                 na[j, :len(rows[i][12])] = rows[i][12]
-            col = lambda k, dt=np.float64: np.array([rows[i][k] for i in members], dtype=dt)  # noqa: E731
-            self.groups.append(_Group(dtype, bl, idx, blk, col(5), col(6), col(7), col(8), col(9, np.int64),
-                                      col(10, np.int64), col(11, np.int64), na))
+            cols = [np.array([rows[i][k] for i in members], dtype=np.int64 if k >= 9 else np.float64)
+                    for k in range(5, 12)]
+            self.groups.append(_Group(dtype, bl, idx, blk, *cols, na))
 
     def decode(self, regs: np.ndarray, ok: np.ndarray | None = None) -> Decoded:
         """Decode one poll: ``regs`` holds the blocks' registers back to back; ``ok[b]`` false = block b failed.

@@ -117,7 +117,8 @@ class ModbusEmulator:
                 cells = [base + c for c in s.cells]
                 if s.field in ("fault", "fault_bitmap"):
                     flags = [c in self.cell_faults for c in cells]
-                    raw = sum(1 << i for i, f in enumerate(flags) if f) if s.field == "fault_bitmap" else int(any(flags))
+                    bits = sum(1 << i for i, f in enumerate(flags) if f)
+                    raw = bits if s.field == "fault_bitmap" else int(any(flags))
                 else:
                     v = float(np.mean(values[cells, FIELD_INDEX[s.field]]))
                     raw = ((v - s.uoff) / s.factor - s.offset) / s.scale

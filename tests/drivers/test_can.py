@@ -203,3 +203,11 @@ def test_can_driver_recovers_from_silence_without_restart(serve):
     assert [e.kind for e in log.events if e.kind.startswith("driver.device")] == ["driver.device_down",
                                                                                  "driver.device_up"]
     assert len(after[-1]) == 16 and np.isfinite(after[-1].voltage_v).all()
+
+
+def test_the_latest_of_repeated_updates_wins():
+    fresh = Freshness(2, 100, 1000)
+    cells = np.array([0, 1, 0, 0, 1])
+    fields = np.array([0, 0, 0, 0, 0])
+    fresh.update_points(cells, fields, np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 10)
+    assert fresh.value[:, 0].tolist() == [4.0, 5.0]

@@ -1,0 +1,22 @@
+"""The sample configs in the driver READMEs are valid configs (a README that lies is worse than none)."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from agent.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("driver", ["modbus", "can", "serial"])
+def test_readme_sample_config_validates(driver):
+    text = (ROOT / "drivers" / driver / "README.md").read_text()
+    block = re.search(r"## Sample config\s+```toml\n(.*?)```", text, re.S)
+    assert block, f"drivers/{driver}/README.md has no sample config"
+    data = tomllib.loads(block.group(1))
+    cfg = parse_config({"rig": "readme-rig", **data}, f"drivers/{driver}/README.md")
+    assert [d.type for d in cfg.drivers] == [driver]
