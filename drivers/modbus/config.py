@@ -24,7 +24,9 @@ class ModbusDevice(BaseModel):
     cells: list[str] | None = Field(None, description="cell ids in profile order (default: cell_prefix + 01..)")
     cell_prefix: str | None = Field(None, description="default: '<name>-c'")
     poll_interval_s: float | None = Field(None, gt=0, le=3600, description="default: the driver's")
-    timeout_s: float | None = Field(None, gt=0, le=60, description="default: the driver's")
+    timeout_s: float | None = Field(None, gt=0, le=60, description="default: the driver's (RTU: the longest of "
+                                    "the devices on the port)")
+    retries: int | None = Field(None, ge=0, le=5, description="default: the driver's")
 
     _profile: ModbusProfile = PrivateAttr()
     _cell_ids: tuple[str, ...] = PrivateAttr()

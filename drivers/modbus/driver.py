@@ -135,7 +135,8 @@ class ModbusDriver(Driver):
         regs = np.zeros(rmap.n_registers, dtype=np.uint16)
         ok = np.zeros(len(rmap.blocks), dtype=bool)
         faults: dict[str, str] = {}
-        attempts = 1 + (cfg.retries if dev.health.failures == 0 else 0)
+        retries = dev.cfg.retries if dev.cfg.retries is not None else cfg.retries
+        attempts = 1 + (retries if dev.health.failures == 0 else 0)
         dev.polls += 1
         try:
             if not await dev.line.ensure_connected():
