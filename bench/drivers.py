@@ -62,7 +62,7 @@ def bms_frames(n: int) -> list[can.Message]:
     return out
 
 
-def bench_decode(n: int) -> None:
+def bench_decode(n: int) -> dict:
     frames = bms_frames(n)
     dec = FrameDecoder(load_profile("bms16"))
     fresh = Freshness(16, dec.stale_after_ms, 5000)
@@ -76,9 +76,10 @@ def bench_decode(n: int) -> None:
     dt = time.perf_counter() - t0
     print(f"CAN decode (cantools, bms16 mix, no transport): {n / dt:,.0f} frames/s "
           f"({n:,} frames in {dt:.2f} s, one thread)")
+    return {"frames_per_s": round(n / dt), "conditions": f"{n} bms16 frames, cantools decode + mapping, one thread"}
 
 
-def bench_decode_store(n: int, tmp: Path) -> None:
+def bench_decode_store(n: int, tmp: Path) -> dict:
     """Decode, and every 100 ms of bus time (at 4 saturated 1 Mbit/s buses = 3,200 frames) sample 4 BMSs and
     store the rows (agent Store, SQLite WAL, synchronous=NORMAL)."""
     frames = bms_frames(n)
@@ -108,9 +109,12 @@ def bench_decode_store(n: int, tmp: Path) -> None:
     store.close()
     print(f"CAN decode + sample at 10 Hz + store: {n / dt:,.0f} frames/s ({n:,} frames = {n / 32000:.1f} s of four "
           f"saturated buses, 4 BMSs x 16 cells, {rows:,} rows stored, one thread, SQLite synchronous=NORMAL)")
+    return {"frames_per_s": round(n / dt), "rows_stored": rows,
+            "conditions": "decode, sample 4 BMSs x 16 cells every 3,200 frames (100 ms of 4 saturated buses), "
+                          "agent Store, synchronous=NORMAL, one thread"}
 
 
-def bench_virtual_bus(seconds: float, tmp: Path) -> None:
+def bench_virtual_bus(seconds: float, tmp: Path) -> dict:
     """The real CanDriver (reader thread) on python-can's virtual bus, a sender thread saturating it, and the
     driver's sampled rows stored. Sender, reader and the event loop share one process (one GIL)."""
     channel = f"bench-{time.monotonic_ns()}"
@@ -157,9 +161,12 @@ def bench_virtual_bus(seconds: float, tmp: Path) -> None:
     print(f"CAN end to end, virtual bus: {decoded / dt:,.0f} frames/s decoded by the driver's reader thread, "
           f"{rows / dt:,.0f} rows/s stored ({seconds:g} s; sender thread in the same process, so this includes "
           "python-can's per-frame copy and queue)")
+    return {"frames_per_s": round(decoded / dt), "rows_per_s": round(rows / dt),
+            "conditions": "CanDriver on python-can virtual bus, sender thread in the same process (one GIL), "
+                          "sample_hz 10, rows stored"}
 
 
-def bench_reader_prefilled(n: int) -> None:
+def bench_reader_prefilled(n: int) -> dict:
     """The driver's own reader loop (python-can recv, cantools decode, freshness update) draining a virtual-bus
     queue filled beforehand, so the sender's cost is not in the figure: what one reader thread can take."""
     channel = f"bench-pre-{time.monotonic_ns()}"
@@ -182,6 +189,8 @@ def bench_reader_prefilled(n: int) -> None:
     drv.bus.shutdown()
     print(f"CAN reader thread on a pre-filled virtual bus: {drv.decoded / dt:,.0f} frames/s received, decoded and "
           f"applied ({drv.decoded:,} frames, one thread)")
+    return {"frames_per_s": round(drv.decoded / dt),
+            "conditions": "CanDriver reader loop (recv + decode + freshness) draining a pre-filled virtual bus"}
 
 
 def free_port() -> int:
@@ -201,7 +210,7 @@ count = 125
 """
 
 
-def bench_modbus(seconds: float, tmp: Path, profile: str, devices: int) -> None:
+def bench_modbus(seconds: float, tmp: Path, profile: str, devices: int) -> dict:
     """The real ModbusDriver polling as fast as it can (poll interval 1 ms) an emulator in its own process."""
     port = free_port()
     ids = ",".join(str(i) for i in range(1, devices + 1))
@@ -238,33 +247,35 @@ def bench_modbus(seconds: float, tmp: Path, profile: str, devices: int) -> None:
               f"reads per poll), {devices} device(s), one connection each: {total / dt:,.0f} requests/s, "
               f"{total * per_req / dt:,.0f} registers/s, {rows / dt:,.0f} rows/s "
               f"(emulator = pymodbus server in its own process; {seconds:g} s)")
+        return {"requests_per_s": round(total / dt), "registers_per_s": round(total * per_req / dt),
+                "conditions": f"{devices} device(s) x {rm.n_registers} registers in {len(rm.blocks)} reads, poll "
+                              "interval 1 ms, TCP loopback, emulator in its own process"}
     finally:
         emu.send_signal(signal.SIGTERM)
         emu.wait(10)
 
 
-def main() -> None:
-    if os.environ.get("BENCH_FAULTHANDLER"):
-        import faulthandler
-        faulthandler.dump_traceback_later(float(os.environ["BENCH_FAULTHANDLER"]), exit=True)
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args([] if argv is None else argv)
     secs = 2.0 if args.quick else 5.0
     n = 100_000 if args.quick else 300_000
     print(f"conditions: {conditions()}")
+    out: dict = {"conditions": conditions()}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        bench_decode(n)
-        bench_decode_store(n, tmp)
-        bench_reader_prefilled(n // 2)
-        bench_virtual_bus(secs, tmp)
+        out["can_decode"] = bench_decode(n)
+        out["can_decode_store"] = bench_decode_store(n, tmp)
+        out["can_reader_prefilled"] = bench_reader_prefilled(n // 2)
+        out["can_virtual_bus"] = bench_virtual_bus(secs, tmp)
         dense = tmp / "dense.toml"
         dense.write_text(DENSE)
-        bench_modbus(secs, tmp, "bms16", 1)
-        bench_modbus(secs, tmp, "bms16", 4)
-        bench_modbus(secs, tmp, str(dense), 4)
+        out["modbus_tcp_bms16_1dev"] = bench_modbus(secs, tmp, "bms16", 1)
+        out["modbus_tcp_bms16_4dev"] = bench_modbus(secs, tmp, "bms16", 4)
+        out["modbus_tcp_dense_4dev"] = bench_modbus(secs, tmp, str(dense), 4)
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
