@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterable
 
-from drivers.base import FIELDS
+from drivers.base import FIELDS, config_relative
 
 FIELD_INDEX: dict[str, int] = {name: k for k, name in enumerate(FIELDS)}
 
@@ -62,7 +62,7 @@ def resolve_profile(ref: str, folder: Path, suffix: str = ".toml") -> Path:
             return p
         raise ValueError(f"no built-in profile {ref!r}; built-in: {', '.join(builtin_profiles(folder, suffix))} "
                          "(or give a path to a profile file)")
-    p = Path(ref).expanduser()
+    p = config_relative(ref)
     if not p.is_file():
         raise ValueError(f"profile file {str(p)!r} not found")
     return p
