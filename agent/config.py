@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from drivers.base import DriverConfig
+from drivers.base import CONFIG_DIR, DriverConfig
 from drivers.registry import get_driver_class
 
 THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")  # AWS IoT thing-name alphabet
@@ -367,9 +367,13 @@ def load_config(path: str | Path | None) -> AgentConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [f"not valid TOML: {exc}"]) from None
-    cfg = parse_config(data, str(p))
     # Relative paths in a config file are relative to that file, so a service finds them from any cwd.
     base = p.resolve().parent
+    token = CONFIG_DIR.set(base)  # drivers resolve their own paths (profiles, DBC files) against it
+    try:
+        cfg = parse_config(data, str(p))
+    finally:
+        CONFIG_DIR.reset(token)
     if not cfg.store.path.is_absolute():
         cfg.store.path = base / cfg.store.path
     for key in ("cert", "key", "ca"):

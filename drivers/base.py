@@ -9,11 +9,25 @@ from __future__ import annotations
 import abc
 import enum
 import time
+from contextvars import ContextVar
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+
+CONFIG_DIR: ContextVar[Path | None] = ContextVar("battery_twin_config_dir", default=None)
+"""Directory of the config file being validated: drivers resolve relative paths in their config (profiles, DBC
+files) against it, so a service finds them whatever its working directory. Set by the agent's config loader."""
+
+
+def config_relative(path: str | Path) -> Path:
+    """``path`` made absolute against the config file's directory (unchanged if absolute or no file is loading)."""
+    p = Path(path).expanduser()
+    base = CONFIG_DIR.get()
+    return p if p.is_absolute() or base is None else base / p
 
 
 class Flag(enum.IntFlag):

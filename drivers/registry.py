@@ -12,6 +12,9 @@ from drivers.base import Driver
 
 BUILTIN: dict[str, str] = {
     "simulator": "drivers.simulator:SimulatorDriver",
+    "modbus": "drivers.modbus:ModbusDriver",
+    "can": "drivers.can:CanDriver",
+    "serial": "drivers.serial:SerialDriver",
 }
 
 

@@ -77,3 +77,21 @@ def test_run_with_bad_config_exits_2(tmp_path):
 def test_missing_config_file_is_a_clear_error(tmp_path):
     r = run_cli("config", "check", str(tmp_path / "nope.toml"))
     assert r.returncode == 2 and "cannot read the file" in r.stderr
+
+
+def test_relative_driver_paths_resolve_against_the_config_file(tmp_path):
+    """A service's working directory is not the config's folder: a profile named relative to the config file
+    must be found from anywhere."""
+    import shutil
+
+    conf_dir = tmp_path / "etc"
+    (conf_dir / "profiles").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "drivers/modbus/profiles/bms16.toml",
+                conf_dir / "profiles" / "my-bms.toml")
+    f = conf_dir / "rig.toml"
+    f.write_text('rig = "r"\n[[drivers]]\ntype = "modbus"\n'
+                 '[[drivers.devices]]\nname = "bms1"\nprofile = "profiles/my-bms.toml"\ntcp = "127.0.0.1:5020"\n')
+    r = subprocess.run([sys.executable, "-m", "agent", "config", "check", str(f)], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path)  # cwd is not the config's folder
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["drivers"][0]["devices"][0]["profile"] == "profiles/my-bms.toml"

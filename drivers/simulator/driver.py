@@ -3,24 +3,29 @@
 Timestamps follow the *simulated* clock, anchored at the wall clock when the driver opens: with ``speed`` > 1
 the data stays self-consistent (1 Hz sampling means 1000 ms between samples of a cell), which is what the twin's
 coulomb counting needs. If the agent falls behind, the simulated clock falls behind too; nothing is buffered.
+Faults from the config are injected at their simulated time and announced as ``simulator.fault`` events, so a
+test of anomaly detection knows the ground truth.
 """
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivers.base import Driver, DriverConfig, DriverContext, ReadingBatch
-from simulator import BasicRig, BasicRigSpec
+from simulator.protocol import cccv
+from simulator.rig import Rig, RigSpec
 
 
 class SimulatorConfig(DriverConfig):
     type: Literal["simulator"] = "simulator"
     cells: int = Field(8, ge=1, le=4096, description="number of simulated cells")
-    capacity_ah: float = Field(5.0, gt=0, le=2000, description="nominal capacity of each cell (Ah)")
+    chemistry: str = Field("nmc811", description="cell chemistry: nmc811 (LG M50), lfp (A123 26650), lco")
+    capacity_ah: float | None = Field(None, gt=0, le=2000, description="nominal capacity of each cell (Ah); "
+                                      "default: the chemistry's")
     sample_hz: float = Field(1.0, gt=0, le=1000, description="samples per cell per simulated second")
     speed: float = Field(1.0, gt=0, le=1e6, description="simulated seconds per wall-clock second")
     paced: bool = Field(True, description="false: produce as fast as the agent consumes (benchmarks)")
@@ -31,6 +36,33 @@ class SimulatorConfig(DriverConfig):
     ambient_c: float = Field(25.0, ge=-40, le=80)
     seed: int = 0
     cell_prefix: str = Field("c", pattern=r"^[A-Za-z0-9_.:-]{0,32}$")
+    protocol: str | list[dict[str, Any]] | None = Field(
+        None, description="steps, or cccv | hppc | severson:<policy> | profile:<csv>; default: CC-CV charge at "
+        "charge_c_rate, rest, CC discharge at discharge_c_rate, rest")
+    cycles: int | None = Field(None, ge=1, description="repeat the protocol N times then rest (default: forever)")
+    initial_soc: float | None = Field(None, ge=0, le=1, description="start SOC (default: random 0.3..0.7)")
+    ageing: bool = True
+    ageing_acceleration: float = Field(1.0, ge=0, le=1e6, description="ageing runs this many times faster")
+    hysteresis: bool = Field(False, description="OCV hysteresis (LFP)")
+    coupling_w_k: float = Field(0.0, ge=0, le=100, description="thermal conductance between neighbour cells (W/K)")
+    faults: list[dict[str, Any]] = Field(default_factory=list, description="injected faults (drivers/simulator/"
+                                         "README.md)")
+
+    def rig_spec(self) -> RigSpec:
+        proto = self.protocol if self.protocol is not None else cccv(self.charge_c_rate, self.discharge_c_rate,
+                                                                      rest_s=self.rest_s)
+        start = 3 if self.protocol is None else 0  # the default schedule starts in the discharge, as it always did
+        return RigSpec(cells=self.cells, chemistry=self.chemistry, capacity_ah=self.capacity_ah, protocol=proto,
+                       cycles=self.cycles, start_step=start, ambient_c=self.ambient_c, seed=self.seed,
+                       cell_prefix=self.cell_prefix, initial_soc=self.initial_soc, hysteresis=self.hysteresis,
+                       coupling_w_k=self.coupling_w_k, ageing=self.ageing,
+                       ageing_acceleration=self.ageing_acceleration, faults=self.faults, max_cycle_events=1000)
+
+    @model_validator(mode="after")
+    def _buildable(self) -> "SimulatorConfig":
+        """Build the rig once at load, so a bad chemistry, protocol or fault is refused by ``config check``."""
+        Rig(self.rig_spec())
+        return self
 
 
 class SimulatorDriver(Driver):
@@ -38,15 +70,12 @@ class SimulatorDriver(Driver):
 
     def __init__(self, config: SimulatorConfig, ctx: DriverContext):
         super().__init__(config, ctx)
-        self.rig = BasicRig(BasicRigSpec(
-            cells=config.cells, capacity_ah=config.capacity_ah, charge_c_rate=config.charge_c_rate,
-            discharge_c_rate=config.discharge_c_rate, rest_s=config.rest_s, ambient_c=config.ambient_c,
-            seed=config.seed, cell_prefix=config.cell_prefix,
-        ))
+        self.rig = Rig(config.rig_spec())
         self._dt_s = 1.0 / config.sample_hz
         self._ticks = 0
         self._t0_wall = 0.0
         self._t0_ms = 0
+        self._announced: set[int] = set()
 
     @property
     def cells(self) -> tuple[str, ...]:
@@ -77,6 +106,7 @@ class SimulatorDriver(Driver):
         ticks = np.arange(self._ticks + 1, self._ticks + n_ticks + 1, dtype=np.int64)
         self._ticks += n_ticks
         ts = self._t0_ms + np.round(ticks * self._dt_s * 1000.0).astype(np.int64)
+        self._announce_faults()
         return ReadingBatch.build(
             self.rig.cell_ids,
             np.tile(np.arange(n_cells, dtype=np.int32), n_ticks),
@@ -84,5 +114,16 @@ class SimulatorDriver(Driver):
             v.reshape(-1), i.reshape(-1), t.reshape(-1),
         )
 
+    def _announce_faults(self) -> None:
+        for n, f in enumerate(self.rig.faultset.faults):
+            if n not in self._announced and self.rig.time_s >= f.start_s:
+                self._announced.add(n)
+                d = f.to_dict(self.rig.cell_ids)
+                cells = d["cells"]
+                self.emit("simulator.fault", f"injected {f.kind} on {', '.join(cells[:8])}"
+                          f"{' ...' if len(cells) > 8 else ''} at simulated {f.start_s:.0f} s", level="info",
+                          cell=cells[0] if len(cells) == 1 else None, fault=d)
+
     def status(self) -> dict:
-        return {"simulated_s": round(self.rig.time_s, 1), "cycles_completed": int(self.rig.cycle.max(initial=0))}
+        return {"simulated_s": round(self.rig.time_s, 1), "cycles_completed": int(self.rig.cycle.max(initial=0)),
+                "chemistry": self.rig.chem.name}

@@ -19,11 +19,14 @@ def toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table, e.g. a fault inside a [[drivers]] table
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def to_toml(cfg: dict[str, Any]) -> str:
-    """Enough TOML for agent configs: scalars, tables, arrays of tables (``drivers``), inline lists."""
+    """Enough TOML for agent configs: scalars, tables, arrays of tables (``drivers``), inline lists and inline
+    tables (lists of dicts inside an array-of-tables item, such as a simulator driver's ``faults``)."""
     lines = [f"{k} = {toml_value(v)}" for k, v in cfg.items() if not isinstance(v, (dict, list)) or
              (isinstance(v, list) and not (v and isinstance(v[0], dict)))]
 
