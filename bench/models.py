@@ -22,8 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.config import TwinConfig  # noqa: E402
-from agent.features import soh as soh_features  # noqa: E402
-from agent.features.cyclelife import LAST_CYCLE, FIRST_CYCLE  # noqa: E402
+from agent.features.cyclelife import FIRST_CYCLE, LAST_CYCLE  # noqa: E402
 from agent.inference import CycleLifePredictor, SohForecaster  # noqa: E402
 from agent.twin.ekf import SocEkf  # noqa: E402
 from agent.twin.model import GroupModel  # noqa: E402

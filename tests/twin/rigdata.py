@@ -1,10 +1,4 @@
-"""Batches for twin tests from the simulator's rig, faults included.
-
-Two simulators exist while the physics-grade one (branch ``sim``) is not yet on main: the small BasicRig (its own
-model, no fault injection) and the physics rig (NMC811 from the parameter files, faults by config). The helpers
-here run the same tests on either: ``basic_rig_chemistry`` is the model the twin should assume, ``fault_rig``
-builds a rig with the test's faults (by config on the physics rig, by hand on the small one).
-"""
+"""Batches for twin tests from the simulator's rig (``simulator.BasicRig`` or a ``simulator.Rig`` with faults)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -19,26 +13,12 @@ T0_MS = 1_790_000_000_000
 
 
 def basic_rig_chemistry() -> Chemistry:
-    import simulator.basic as basic
-
-    if not hasattr(basic, "ocv_nmc"):  # the physics-grade BasicRig is NMC811 from the parameter files
-        return get_chemistry("nmc811")
-    soc = np.linspace(0, 1, 201)
-    one = np.array([0.5])
-    return Chemistry(name="basic-nmc", cell="simulator.BasicRig", nominal_capacity_ah=5.0, v_min=2.5, v_max=4.2,
-                     ocv_soc=soc, ocv_v=basic.ocv_nmc(soc), rc_soc=one, r0_ohm=one * 0 + 0.025,
-                     r1_ohm=one * 0 + 0.015, tau1_s=one * 0 + 40.0, r2_ohm=one * 0, tau2_s=one * 0 + 1.0,
-                     heat_capacity_j_k=45.0, h_w_m2k=0.05, area_m2=1.0, source="simulator/basic.py")
+    """The chemistry of BasicRig's cells (NMC811, LG M50 parameters), as the twin should assume it."""
+    return get_chemistry("nmc811")
 
 
-def physics_rig() -> bool:
-    import simulator
-
-    return hasattr(simulator, "Rig")
-
-
-Fault = Callable[[BasicRig, float, dict[str, np.ndarray]], None]
-"""A fault: called after each rig step with (rig, simulated time s, measured arrays) and may change either."""
+Fault = Callable[[object, float, dict[str, np.ndarray]], None]
+"""A test-made disturbance: called after each rig step with (rig, simulated time s, measured arrays)."""
 
 
 def run(cells: int = 8, seconds: float = 4 * 3600, dt_s: float = 1.0, batch_ticks: int = 256, seed: int = 0,
