@@ -90,9 +90,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "../shared/data)")
     b.set_defaults(func=_needs_train(cmd_build_defaults))
     d = msub.add_parser("dataset", help="build a capacity CSV (cell,cycle,capacity_ah,temperature_c)")
-    d.add_argument("source", choices=["nasa", "store"])
+    d.add_argument("source", choices=["nasa", "store", "simulated"])
     d.add_argument("--nasa-dir", type=Path, help="NASA capacity_per_cycle folder (default: shared data)")
     d.add_argument("--db", type=Path, help="the agent's SQLite store (for 'store')")
+    d.add_argument("--sim-dir", type=Path, help="a `battery-twin simulate` output folder (for 'simulated')")
+    d.add_argument("--qdlin-out", type=Path, help="also write the Severson Qdlin layout of the simulated cells "
+                   "(those with Qd(V) of cycles 2..100 and a cycle life) under this folder")
     d.add_argument("--out", type=Path, required=True)
     d.set_defaults(func=_needs_train(cmd_dataset))
     i = msub.add_parser("info", help="print a model's metadata")
@@ -223,14 +226,27 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     from cloud.datasets.capacity import from_nasa, from_store, write_capacity_csv
     from cloud.datasets.severson import default_data_dir
 
+    extra: dict = {}
     if args.source == "nasa":
         cells = from_nasa(args.nasa_dir or default_data_dir() / "nasa_pcoe" / "capacity_per_cycle")
+    elif args.source == "simulated":
+        from cloud.datasets import simulated
+
+        if not args.sim_dir:
+            return _err("dataset simulated needs --sim-dir (the output folder of `battery-twin simulate`)")
+        try:
+            cells = simulated.capacity_histories(args.sim_dir)
+            if args.qdlin_out:
+                folder, lives, ids = simulated.write_qdlin(args.sim_dir, args.qdlin_out)
+                extra = {"qdlin_dir": str(folder), "lives": str(lives), "qdlin_cells": ids}
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            return _err(str(exc))
     else:
         if not args.db:
             return _err("dataset store needs --db (the agent's SQLite store)")
         cells = from_store(args.db)
     write_capacity_csv(args.out, cells)
-    print(json.dumps({"out": str(args.out), "cells": {c.cell: len(c) for c in cells}}))
+    print(json.dumps({"out": str(args.out), "cells": {c.cell: len(c) for c in cells}, **extra}))
     return 0
 
 
