@@ -36,7 +36,7 @@ def evaluate_cycle_life(model_path: Path | None, test: QdlinSet, train: QdlinSet
         "n_cells": int(actual.size),
         "rmse_cycles": cyclelife.rmse(pred, actual),
         "mape_pct": cyclelife.mape_pct(pred, actual),
-        "model": {"version": predictor.version, "path": str(predictor.model.path),
+        "model": {"version": predictor.version, "file": predictor.model.path.name,
                   "features": list(predictor.model.feature_names), "feature_spec": predictor.spec.as_dict()},
         "baseline": {"name": "variance (Severson 2019: OLS on log10 var dQ100-10), refit on the training cells "
                              "in this run", "n_train_cells": int(train.cycle_life.size),
