@@ -272,7 +272,12 @@ class Agent:
         for runner in self.runners.values():
             if runner.task is not None:
                 runner.task.cancel()
-        await asyncio.gather(*(r.task for r in self.runners.values() if r.task), return_exceptions=True)
+        driver_tasks = [r.task for r in self.runners.values() if r.task]
+        if driver_tasks:
+            _, stuck = await asyncio.wait(driver_tasks, timeout=10.0)  # a driver's close is bounded at 5 s
+            if stuck:
+                log.error("stopping: drivers did not stop within 10 s: %s", ",".join(t.get_name() for t in stuck))
+        log.info("stopping: drivers stopped")
         events = self._take_events()
         if events:
             try:
@@ -289,11 +294,17 @@ class Agent:
                         self.uplink.in_flight == 0:
                     break
                 await asyncio.sleep(0.1)
+            log.info("stopping: store drained as far as the link allowed")
         for t in self.tasks:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.tasks:  # bounded: a task that ignores its cancellation must not hang the shutdown
+            _, stuck = await asyncio.wait(self.tasks, timeout=5.0)
+            if stuck:
+                log.error("stopping: tasks did not stop within 5 s: %s", ",".join(t.get_name() for t in stuck))
+        log.info("stopping: tasks stopped")
         if self.uplink is not None:
             await self.uplink.drain(max(0.5, drain_timeout_s / 2))
+            log.info("stopping: in-flight publishes settled (%d left)", self.uplink.in_flight)
         if self.link is not None:
             await asyncio.to_thread(self.link.stop, 3.0)
         await self.worker.call(self.store.close)

@@ -8,6 +8,7 @@ Exit 2 for configuration problems found at start (including unusable TLS files),
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 
@@ -62,6 +63,8 @@ async def _main(cfg: AgentConfig, config_path: str | None = None) -> int:
 
 def run_agent(cfg: AgentConfig, config_path: str | None = None) -> int:
     setup_logging(cfg.log.level, cfg.log.format)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr (the journal): how to see where a stuck agent is.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if config_path is None:
         log.info("no config file given: using the embedded default (simulated rig, uplink off)")
     try:

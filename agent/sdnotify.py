@@ -131,7 +131,8 @@ class SystemdNotifier:
         if not self.agent.healthy():
             return False
         try:
-            await asyncio.wait_for(self.agent.worker.call(_noop), timeout=self.interval_s or 5.0)
+            async with asyncio.timeout(self.interval_s or 5.0):
+                await self.agent.worker.call(_noop)
         except (asyncio.TimeoutError, RuntimeError):
             return False
         return True

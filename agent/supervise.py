@@ -93,7 +93,8 @@ class DriverRunner:
         if self.driver is None:
             return
         try:
-            await asyncio.wait_for(self.driver.close(), timeout=5.0)
+            async with asyncio.timeout(5.0):  # not wait_for: on 3.11 it can swallow a cancellation
+                await self.driver.close()
         except Exception as exc:  # noqa: BLE001 - close must not take the supervisor down
             log.warning("driver close failed name=%s error=%r", self.name, exc)
         self.driver = None

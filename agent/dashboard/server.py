@@ -133,9 +133,10 @@ def make_app(hub: Any, cfg: DashboardConfig, token: str) -> Any:
             await resp.prepare(request)
             await resp.write(b"retry: 2000\n\n" + init)
             while True:
-                try:
-                    msg = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)
-                except asyncio.TimeoutError:
+                try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                    async with asyncio.timeout(HEARTBEAT_S):
+                        msg = await sub.queue.get()
+                except TimeoutError:
                     msg = b": keep-alive\n\n"
                 if msg is None:
                     break

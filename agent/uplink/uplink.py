@@ -190,9 +190,12 @@ class Uplink:
         return self.cfg.linger_ms / 1000.0 - (now - self._pending_since)
 
     async def _sleep_until_woken(self, timeout: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that races with the
+        # event being set, and this loop would then never stop (seen at shutdown under load).
         try:
-            await asyncio.wait_for(self.wake.wait(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()
+        except TimeoutError:
             pass
 
     def _publish(self, job: Job) -> None:
@@ -266,8 +269,9 @@ class Uplink:
         while self.in_flight > 0 and time.monotonic() < deadline:
             self._slot.clear()
             try:
-                await asyncio.wait_for(self._slot.wait(), max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+                    await self._slot.wait()
+            except TimeoutError:
                 break
         await self.flush_acks()
 

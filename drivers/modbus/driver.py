@@ -215,9 +215,10 @@ class ModbusDriver(Driver):
         assert self._wake is not None, "open() first"
         if not self._pending and self._broken is None:
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=0.5)
-            except asyncio.TimeoutError:
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                async with asyncio.timeout(0.5):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
         if self._broken is not None:
             raise DriverError(f"a polling task died: {self._broken!r}") from self._broken

@@ -21,7 +21,7 @@ def crash_loop(tmp_path, broker, subscriber, rig_cert, pki, agent_proc, kills: i
         time.sleep(rng.uniform(0.8, 2.5))  # some kills land before the uplink connects, most during publishing
         agent.kill()
     agent.start()
-    agent.wait_log(f"--- start #{kills + 1}")
+    agent.wait_started()
     time.sleep(2.0)
     upto = committed_max_seq(cfg["store"]["path"])
     subscriber.wait_for(lambda: not missing(subscriber.telemetry_seqs(), upto), 90,

@@ -129,7 +129,7 @@ def test_power_loss_at_every_step_leaves_no_gap(tmp_path, broker, subscriber, ri
     assert agent.proc.returncode == -9, f"the fault point {point} was not reached:\n{agent.log()[-1500:]}"
     died_at = committed_max_seq(cfg["store"]["path"])
     agent.start()
-    agent.wait_log("--- start #2")
+    agent.wait_started()
     time.sleep(2)
     upto = committed_max_seq(cfg["store"]["path"])
     subscriber.wait_for(lambda: not missing(subscriber.telemetry_seqs(), upto), 60, f"every seq up to {upto}")

@@ -85,6 +85,18 @@ class AgentProcess:
             time.sleep(0.1)
         raise AssertionError(f"agent did not log {text!r} within {timeout_s} s:\n{self.log()[-3000:]}")
 
+    def wait_started(self, timeout_s: float = 60.0) -> None:
+        """Wait until the current run (not an earlier one) logged 'agent started'."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            current = self.log().rsplit(f"--- start #{self.runs}", 1)[-1]
+            if "agent started" in current:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"agent exited with {self.proc.returncode} before starting:\n{current[-3000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"agent run #{self.runs} did not start within {timeout_s} s:\n{self.log()[-3000:]}")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -101,6 +113,8 @@ class AgentProcess:
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)  # the agent dumps every thread's stack into its log
+                time.sleep(1.0)
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError(f"agent did not stop within {timeout_s} s of SIGTERM:\n{self.log()[-3000:]}")
