@@ -7,10 +7,13 @@ sides of a test instead of hiding in a private copy.
 """
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from drivers.base import FIELDS, config_relative
 
@@ -75,6 +78,28 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_validated(model: type[BaseModel], path: str, mtime_ns: int) -> BaseModel:
+    p = Path(path)
+    try:
+        return model.model_validate(load_toml(p))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors(include_url=False))
+        raise ProfileError(f"{p}: {problems}") from None
+
+
+def load_model_profile(ref: str, folder: Path, model: type[M]) -> M:
+    """A built-in profile by name or a TOML file, validated by ``model``; cached until the file changes.
+
+    ProfileError/ValueError name the file and every problem."""
+    p = resolve_profile(ref, folder)
+    return _load_validated(model, str(p.resolve()), p.stat().st_mtime_ns)  # type: ignore[return-value]
 
 
 def cell_ids(n: int, ids: Iterable[str] | None, prefix: str) -> tuple[str, ...]:

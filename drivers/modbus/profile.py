@@ -7,14 +7,13 @@ becomes ``raw * scale + offset`` in ``unit``, then the field's unit (``mV`` -> V
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drivers.base import FIELDS
-from drivers.profiles import ProfileError, load_toml, resolve_profile, unit_conversion
+from drivers.profiles import load_model_profile, unit_conversion
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -91,18 +90,6 @@ class ModbusProfile(BaseModel):
         return self
 
 
-@functools.lru_cache(maxsize=64)
-def _load(path: str, mtime_ns: int) -> ModbusProfile:
-    p = Path(path)
-    try:
-        return ModbusProfile.model_validate(load_toml(p))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in exc.errors(include_url=False))
-        raise ProfileError(f"{p}: {problems}") from None
-
-
 def load_profile(ref: str) -> ModbusProfile:
     """A built-in profile by name (``bms16``) or a TOML file; ProfileError/ValueError say what is wrong."""
-    p = resolve_profile(ref, PROFILE_DIR)
-    return _load(str(p.resolve()), p.stat().st_mtime_ns)
+    return load_model_profile(ref, PROFILE_DIR, ModbusProfile)

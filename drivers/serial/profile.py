@@ -8,16 +8,15 @@ emulator uses it to answer, and it documents the instrument.
 """
 from __future__ import annotations
 
-import functools
 import math
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.base import FIELDS
-from drivers.profiles import FIELD_INDEX, ProfileError, load_toml, resolve_profile, unit_conversion
+from drivers.profiles import FIELD_INDEX, load_model_profile, unit_conversion
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 COLUMNS = set(FIELDS) | {"channel", ""}
@@ -145,17 +144,5 @@ class LineParser:
         return channel, out
 
 
-@functools.lru_cache(maxsize=32)
-def _load(path: str, mtime_ns: int) -> SerialProfile:
-    p = Path(path)
-    try:
-        return SerialProfile.model_validate(load_toml(p))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in exc.errors(include_url=False))
-        raise ProfileError(f"{p}: {problems}") from None
-
-
 def load_profile(ref: str) -> SerialProfile:
-    p = resolve_profile(ref, PROFILE_DIR)
-    return _load(str(p.resolve()), p.stat().st_mtime_ns)
+    return load_model_profile(ref, PROFILE_DIR, SerialProfile)
