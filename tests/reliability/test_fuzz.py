@@ -2,16 +2,17 @@
 
 Targets: the config loader (structure and raw text), the reading path (any float values, any batch shape:
 validate -> store -> both envelopes), a store file of random bytes, and the telemetry decoder. CI runs a few
-hundred cases per target; `make soak` (BATTERY_TWIN_SOAK=1) runs 100,000 per target.
+hundred cases per target (30 for the store file, which makes a database per case); `make soak`
+(BATTERY_TWIN_SOAK=1) runs 100,000 per target.
 """
 from __future__ import annotations
 
 import json
 import math
-import tomllib
+import tempfile
+from pathlib import Path
 
 import jsonschema
-import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -114,18 +115,18 @@ def test_batch_build_rejects_bad_shapes_with_value_error(cells, cell, ts, v):
         pass
 
 
-@settings(max_examples=max(CASES // 100, 30), deadline=None, suppress_health_check=list(HealthCheck),
+@settings(max_examples=CASES if soak_factor() else 30, deadline=None, suppress_health_check=list(HealthCheck),
           derandomize=not soak_factor())
 @given(blob=st.binary(max_size=20_000), header=st.booleans())
-def test_store_file_of_random_bytes_is_quarantined_or_opened(tmp_path_factory, blob, header):
-    d = tmp_path_factory.mktemp("rand")
-    p = d / "s.db"
-    p.write_bytes((b"SQLite format 3\x00" if header else b"") + blob)
-    s = Store(p, reserve_bytes=0)
-    events = s.open()
-    assert s.append(ReadingBatch.build(("a",), [0], [1], [3.7], [0.0], [25.0]))[0] >= 1
-    assert all(e.kind in ("store.quarantined", "store.rewound") for e in events)
-    s.close()
+def test_store_file_of_random_bytes_is_quarantined_or_opened(blob, header):
+    with tempfile.TemporaryDirectory(prefix="fuzz-store-") as d:  # one directory per case, removed after it
+        p = Path(d) / "s.db"
+        p.write_bytes((b"SQLite format 3\x00" if header else b"") + blob)
+        s = Store(p, reserve_bytes=0)
+        events = s.open()
+        assert s.append(ReadingBatch.build(("a",), [0], [1], [3.7], [0.0], [25.0]))[0] >= 1
+        assert all(e.kind in ("store.quarantined", "store.rewound") for e in events)
+        s.close()
 
 
 @FUZZ
