@@ -4,6 +4,7 @@ Each package registers its own subcommands in the ``battery_twin.commands`` entr
 takes argparse's subparsers), so the edge agent never imports ``cloud/`` and an edge install without the
 ``[train]`` extra simply says which extra a command needs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,9 @@ from agent import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="battery-twin", description="Digital twin and edge gateway for "
-                                     "lithium-ion battery test rigs.")
+    parser = argparse.ArgumentParser(
+        prog="battery-twin", description="Digital twin and edge gateway for lithium-ion battery test rigs."
+    )
     parser.add_argument("--version", action="version", version=f"battery-twin {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -32,9 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _unavailable(name: str, exc: ImportError):
     def run(args: argparse.Namespace) -> int:
-        print(f"battery-twin {name}: needs a package that is not installed ({exc}). Install the extra, e.g. "
-              "pip install 'battery-twin[train]'", file=sys.stderr)
+        print(
+            f"battery-twin {name}: needs a package that is not installed ({exc}). Install the extra, e.g. "
+            "pip install 'battery-twin[train]'",
+            file=sys.stderr,
+        )
         return 2
+
     return run
 
 

@@ -1,4 +1,5 @@
 """The agent's own subcommands: ``run`` and ``config check``."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,15 +18,18 @@ def _config_path(args: argparse.Namespace) -> str | None:
 
 def register_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the agent (default config: simulated rig, uplink off)")
-    p.add_argument("--config", "-c", help="TOML config file (default: $BATTERY_TWIN_CONFIG or the embedded "
-                   "default: simulator driver, store under ./var, uplink off)")
+    p.add_argument(
+        "--config",
+        "-c",
+        help="TOML config file (default: $BATTERY_TWIN_CONFIG or the embedded "
+        "default: simulator driver, store under ./var, uplink off)",
+    )
     p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.runtime import run_agent
-
     from agent.logs import redact
+    from agent.runtime import run_agent
 
     try:
         cfg = load_config(_config_path(args))

@@ -5,6 +5,7 @@
 Driver sections are validated by the driver's own model (found by ``type`` in the registry), so a driver owns
 its options and the agent stays generic.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -45,11 +46,13 @@ class Strict(BaseModel):
 class StoreConfig(Strict):
     path: Path = Field(Path("var/battery-twin.db"), description="SQLite database file")
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = Field(
-        "FULL", description="FULL: a committed batch survives a power cut; NORMAL: may lose the last commits")
+        "FULL", description="FULL: a committed batch survives a power cut; NORMAL: may lose the last commits"
+    )
     max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, description="cap on the database size in bytes")
     keep_sent_s: float = Field(3600.0, ge=0, description="how long acknowledged readings stay for local views")
-    min_free_bytes: int = Field(32 * 1024**2, ge=0,
-                                description="keep this much room on the filesystem; below it the drop policy applies")
+    min_free_bytes: int = Field(
+        32 * 1024**2, ge=0, description="keep this much room on the filesystem; below it the drop policy applies"
+    )
     maintenance_interval_s: float = Field(10.0, gt=0, le=3600)
 
     @field_validator("synchronous", mode="before")
@@ -65,20 +68,31 @@ class UplinkConfig(Strict):
     key: Path | None = Field(None, description="device private key (PEM, mode 0600)")
     ca: Path | None = Field(None, description="CA bundle (PEM), e.g. AmazonRootCA1.pem")
     topic_prefix: str = Field("dt/battery-twin", pattern=r"^[A-Za-z0-9_/-]+$")
-    basic_ingest_rule: str = Field("", pattern=r"^[A-Za-z0-9_]*$",
-                                   description="IoT rule name: publish telemetry to $aws/rules/<rule>/... ")
+    basic_ingest_rule: str = Field(
+        "", pattern=r"^[A-Za-z0-9_]*$", description="IoT rule name: publish telemetry to $aws/rules/<rule>/... "
+    )
     envelope: Literal["compact", "records"] = Field(
-        "compact", description="telemetry envelope: 'compact' (v2, ~30 B/reading) or 'records' (v1, flat records)")
-    message_target_bytes: int = Field(15 * 1024 - 512, ge=512, le=126 * 1024,
-                                      description="pack messages up to this size (IoT Core meters in 5 KB units)")
+        "compact", description="telemetry envelope: 'compact' (v2, ~30 B/reading) or 'records' (v1, flat records)"
+    )
+    message_target_bytes: int = Field(
+        15 * 1024 - 512,
+        ge=512,
+        le=126 * 1024,
+        description="pack messages up to this size (IoT Core meters in 5 KB units)",
+    )
     backlog_message_bytes: int = Field(
-        60 * 1024 - 512, ge=512, le=126 * 1024,
-        description="message size while draining a backlog: larger messages get closer to IoT Core's 512 KB/s")
-    linger_ms: int = Field(1000, ge=0, le=600_000,
-                           description="wait up to this long for a message to fill before sending it part-full")
+        60 * 1024 - 512,
+        ge=512,
+        le=126 * 1024,
+        description="message size while draining a backlog: larger messages get closer to IoT Core's 512 KB/s",
+    )
+    linger_ms: int = Field(
+        1000, ge=0, le=600_000, description="wait up to this long for a message to fill before sending it part-full"
+    )
     max_in_flight: int = Field(100, ge=1, le=100, description="unacknowledged QoS1 publishes (IoT Core: 100)")
     flow_control: Literal["auto", "iot_core", "none"] = Field(
-        "auto", description="SDK flow control: auto = IoT Core limits when the endpoint is *.amazonaws.com")
+        "auto", description="SDK flow control: auto = IoT Core limits when the endpoint is *.amazonaws.com"
+    )
     keep_alive_s: int = Field(30, ge=5, le=1200, description="MQTT keep-alive (IoT Core accepts 30..1200)")
     ping_timeout_ms: int = Field(15_000, ge=1000, le=120_000)
     ack_timeout_s: int = Field(45, ge=1, le=3600, description="a PUBACK not seen by then: publish again")
@@ -86,12 +100,14 @@ class UplinkConfig(Strict):
     connect_timeout_s: float = Field(30.0, ge=1, le=600)
 
     @model_validator(mode="after")
-    def _files_when_enabled(self) -> "UplinkConfig":
+    def _files_when_enabled(self) -> UplinkConfig:
         if self.endpoint:
             missing = [k for k in ("cert", "key", "ca") if getattr(self, k) is None]
             if missing:
-                raise ValueError(f"uplink.endpoint is set, so {', '.join('uplink.' + m for m in missing)} "
-                                 "must be set too (paths to PEM files)")
+                raise ValueError(
+                    f"uplink.endpoint is set, so {', '.join('uplink.' + m for m in missing)} "
+                    "must be set too (paths to PEM files)"
+                )
         return self
 
     @property
@@ -104,7 +120,7 @@ class Range(Strict):
     max: float
 
     @model_validator(mode="after")
-    def _order(self) -> "Range":
+    def _order(self) -> Range:
         if not self.min < self.max:
             raise ValueError(f"min ({self.min}) must be below max ({self.max})")
         return self
@@ -150,29 +166,36 @@ class DashboardConfig(Strict):
     enabled: bool = Field(False, description="serve the dashboard (needs the [dashboard] extra: aiohttp)")
     host: str = Field("127.0.0.1", min_length=1, description="bind address; beyond loopback requires a token")
     port: int = Field(8080, ge=0, le=65535, description="TCP port (0 = any free port, logged at start)")
-    token: SecretStr = Field(SecretStr(""), description="shared secret (>= 16 characters) asked of every request;"
-                             " required when host is not loopback")
+    token: SecretStr = Field(
+        SecretStr(""),
+        description="shared secret (>= 16 characters) asked of every request; required when host is not loopback",
+    )
     update_interval_s: float = Field(1.0, ge=0.1, le=10.0, description="how often live data is pushed")
     window_s: float = Field(300.0, ge=10.0, le=3600.0, description="how much recent history the live view shows")
     max_clients: int = Field(8, ge=1, le=64, description="concurrent live streams at most")
 
     @model_validator(mode="after")
-    def _token_beyond_loopback(self) -> "DashboardConfig":
+    def _token_beyond_loopback(self) -> DashboardConfig:
         token = self.token.get_secret_value()
         if token and len(token) < 16:
-            raise ValueError("dashboard.token must be at least 16 characters (e.g. the output of "
-                             "`python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`)")
+            raise ValueError(
+                "dashboard.token must be at least 16 characters (e.g. the output of "
+                "`python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`)"
+            )
         if self.enabled and not token and not is_loopback_host(self.host):
-            raise ValueError(f"dashboard.host = {self.host!r} is reachable beyond loopback, so dashboard.token "
-                             "must be set; the dashboard refuses to start without it (or bind to 127.0.0.1)")
+            raise ValueError(
+                f"dashboard.host = {self.host!r} is reachable beyond loopback, so dashboard.token "
+                "must be set; the dashboard refuses to start without it (or bind to 127.0.0.1)"
+            )
         return self
 
 
 class TwinCellConfig(Strict):
     """What the twin assumes about the cells of one driver (or one cell); unset keys fall back to [twin]."""
 
-    chemistry: str | None = Field(None, description="chemistry parameter file name in simulator/params, e.g. "
-                                  "'nmc811', 'lfp'")
+    chemistry: str | None = Field(
+        None, description="chemistry parameter file name in simulator/params, e.g. 'nmc811', 'lfp'"
+    )
     nominal_capacity_ah: float | None = Field(None, gt=0, le=5000)
 
     @field_validator("chemistry")
@@ -189,20 +212,28 @@ class TwinCellConfig(Strict):
 class TwinAlarmConfig(Strict):
     """Anomaly thresholds. Each (cell, kind) raises at most one event per ``repeat_s`` while the condition lasts."""
 
-    voltage_residual_mv: float = Field(40.0, gt=0, description="|measured - twin-predicted voltage|, smoothed "
-                                       "(assumes the chemistry file describes the cells; raise it for generic ones)")
+    voltage_residual_mv: float = Field(
+        40.0,
+        gt=0,
+        description="|measured - twin-predicted voltage|, smoothed "
+        "(assumes the chemistry file describes the cells; raise it for generic ones)",
+    )
     voltage_noise_mv: float = Field(25.0, gt=0, description="RMS of the voltage residual, smoothed")
     residual_window_s: float = Field(60.0, gt=0, description="smoothing time constant of the residuals")
     max_temperature_c: float = Field(60.0, description="over-temperature alarm")
-    thermal_rate_c_per_min: float = Field(1.5, gt=0, description="temperature rise rate the twin's Joule-heating "
-                                          "and cooling model does not explain")
+    thermal_rate_c_per_min: float = Field(
+        1.5, gt=0, description="temperature rise rate the twin's Joule-heating and cooling model does not explain"
+    )
     thermal_window_s: float = Field(120.0, gt=0)
-    capacity_outlier_fraction: float = Field(0.05, gt=0, lt=1, description="discharge capacity this fraction "
-                                             "below the median of its sibling cells")
-    resistance_outlier_fraction: float = Field(0.5, gt=0, description="DC resistance this fraction above the "
-                                               "siblings' median")
-    coulombic_efficiency_drop: float = Field(0.02, gt=0, lt=1, description="coulombic efficiency this far below "
-                                             "the siblings' median")
+    capacity_outlier_fraction: float = Field(
+        0.05, gt=0, lt=1, description="discharge capacity this fraction below the median of its sibling cells"
+    )
+    resistance_outlier_fraction: float = Field(
+        0.5, gt=0, description="DC resistance this fraction above the siblings' median"
+    )
+    coulombic_efficiency_drop: float = Field(
+        0.02, gt=0, lt=1, description="coulombic efficiency this far below the siblings' median"
+    )
     min_siblings: int = Field(3, ge=2, description="cells of the same driver needed for a sibling comparison")
     stuck_s: float = Field(300.0, gt=0, description="a voltage reading unchanged this long under current")
     dropout_fraction: float = Field(0.2, gt=0, le=1, description="share of missing values over dropout_window_s")
@@ -219,12 +250,14 @@ class TwinConfig(Strict):
     nominal_capacity_ah: float | None = Field(None, gt=0, le=5000, description="default: the chemistry's")
     drivers: dict[str, TwinCellConfig] = Field(default_factory=dict, description="per driver name")
     cells: dict[str, TwinCellConfig] = Field(default_factory=dict, description="per cell id (capacity only)")
-    ambient_c: float | None = Field(None, description="ambient temperature for the thermal model; default: "
-                                    "estimated from the coolest cells")
+    ambient_c: float | None = Field(
+        None, description="ambient temperature for the thermal model; default: estimated from the coolest cells"
+    )
     eol_fraction: float = Field(0.8, gt=0, lt=1, description="end of life at this fraction of nominal capacity")
     rest_c_rate: float = Field(0.02, gt=0, description="|current| below this C-rate counts as rest")
-    min_cycle_discharge_fraction: float = Field(0.1, gt=0, le=1, description="a discharge smaller than this "
-                                                "fraction of nominal does not close a cycle (pulses)")
+    min_cycle_discharge_fraction: float = Field(
+        0.1, gt=0, le=1, description="a discharge smaller than this fraction of nominal does not close a cycle (pulses)"
+    )
     cycle_life_model: Path | None = Field(None, description="ONNX file; default: the shipped cycle_life.onnx")
     soh_model: Path | None = Field(None, description="ONNX file; default: the shipped soh.onnx")
     forecast_cycles: int = Field(100, ge=1, le=2000, description="predicted_capacity_ah covers the next N cycles")
@@ -281,7 +314,7 @@ class AgentConfig(Strict):
         return out
 
     @model_validator(mode="after")
-    def _unique_driver_names(self) -> "AgentConfig":
+    def _unique_driver_names(self) -> AgentConfig:
         seen: set[str] = set()
         for d in self.drivers:
             if not d.name:

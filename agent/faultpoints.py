@@ -8,6 +8,7 @@ Points: ``store.after_commit`` (a batch is durable, nothing published), ``uplink
 handed to the MQTT client), ``uplink.after_puback`` (the broker acknowledged it, the store does not know yet),
 ``uplink.after_mark_sent`` (the store recorded the acknowledgement).
 """
+
 from __future__ import annotations
 
 import os

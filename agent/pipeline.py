@@ -4,6 +4,7 @@ Field-side polling never depends on the cloud: drivers write into the store what
 uplink drains the store when it can. The only buffers are bounded: one pending batch per driver (each driver
 task awaits its own store write) and a bounded list of events waiting for the next store transaction.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,7 +39,7 @@ class Service(Protocol):
     """Something that runs beside the pipeline for the agent's lifetime (the dashboard, the sd_notify watchdog).
     Started after the pipeline is up, stopped before it is torn down."""
 
-    async def start(self, agent: "Agent") -> None: ...
+    async def start(self, agent: Agent) -> None: ...
 
     async def stop(self) -> None: ...
 
@@ -48,14 +49,20 @@ class StartupError(Exception):
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, processors: list[Processor] | None = None,
-                 services: list[Service] | None = None):
+    def __init__(
+        self, cfg: AgentConfig, processors: list[Processor] | None = None, services: list[Service] | None = None
+    ):
         self.cfg = cfg
         self.processors: list[Processor] = list(processors or [])
         self.services: list[Service] = list(services or [])
         st = cfg.store
-        self.store = Store(st.path, synchronous=st.synchronous, max_bytes=st.max_bytes, keep_sent_s=st.keep_sent_s,
-                           min_free_bytes=st.min_free_bytes)
+        self.store = Store(
+            st.path,
+            synchronous=st.synchronous,
+            max_bytes=st.max_bytes,
+            keep_sent_s=st.keep_sent_s,
+            min_free_bytes=st.min_free_bytes,
+        )
         self.worker = StoreWorker(self.store)
         self.runners: dict[str, DriverRunner] = {}
         self.validators: dict[str, Validator] = {}
@@ -82,9 +89,15 @@ class Agent:
         events = list(self._pending_events)
         self._pending_events.clear()
         if self._events_overflow:
-            events.append(Event("agent.events_overflow", f"{self._events_overflow} events were not recorded: "
-                                f"more than {MAX_PENDING_EVENTS} waited for the store", level="alarm",
-                                data={"count": self._events_overflow}))
+            events.append(
+                Event(
+                    "agent.events_overflow",
+                    f"{self._events_overflow} events were not recorded: "
+                    f"more than {MAX_PENDING_EVENTS} waited for the store",
+                    level="alarm",
+                    data={"count": self._events_overflow},
+                )
+            )
             self._events_overflow = 0
         return events
 
@@ -97,10 +110,16 @@ class Agent:
                 ev, cy = proc.process(batch, driver.name)
                 events.extend(ev)
                 cycles.extend(cy)
-            except Exception as exc:  # noqa: BLE001 - a twin bug must not cost readings
+            except Exception as exc:
                 log.exception("processor %s failed", type(proc).__name__)
-                events.append(Event("agent.processor_fault", f"{type(proc).__name__} failed: {exc!r}"[:500],
-                                    level="warning", source="twin"))
+                events.append(
+                    Event(
+                        "agent.processor_fault",
+                        f"{type(proc).__name__} failed: {exc!r}"[:500],
+                        level="warning",
+                        source="twin",
+                    )
+                )
         events.extend(self._take_events())
         await self._store_batch(batch, driver.name, events)
         if cycles:
@@ -119,8 +138,15 @@ class Agent:
                 log.error("store full: batch of %d readings from %s not stored: %s", len(batch), source, exc)
                 for e in events:  # never drop events: keep them for the next transaction
                     self.emit(e)
-                self.emit(Event("store.batch_lost", f"disk full: {len(batch)} readings from {source} could not "
-                                "be stored", level="critical", source="store", data={"count": len(batch)}))
+                self.emit(
+                    Event(
+                        "store.batch_lost",
+                        f"disk full: {len(batch)} readings from {source} could not be stored",
+                        level="critical",
+                        source="store",
+                        data={"count": len(batch)},
+                    )
+                )
                 return
             except sqlite3.DatabaseError as exc:
                 code = getattr(exc, "sqlite_errorcode", None)
@@ -134,8 +160,15 @@ class Agent:
         self.lost_batches += 1
         for e in events:
             self.emit(e)
-        self.emit(Event("store.batch_lost", f"{len(batch)} readings from {source} could not be stored after "
-                        "retries", level="critical", source="store", data={"count": len(batch)}))
+        self.emit(
+            Event(
+                "store.batch_lost",
+                f"{len(batch)} readings from {source} could not be stored after retries",
+                level="critical",
+                source="store",
+                data={"count": len(batch)},
+            )
+        )
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -151,9 +184,11 @@ class Agent:
             runner = DriverRunner(dcfg, ctx, cfg.supervisor, self.ingest, self.emit)
             for cell in runner.make_driver().cells:
                 if cell in owners:
-                    raise StartupError(f"cell id {cell!r} is reported by drivers {owners[cell]!r} and "
-                                       f"{runner.name!r}; cell ids must be unique within the rig (set cell ids or "
-                                       "a cell_prefix in one of them)")
+                    raise StartupError(
+                        f"cell id {cell!r} is reported by drivers {owners[cell]!r} and "
+                        f"{runner.name!r}; cell ids must be unique within the rig (set cell ids or "
+                        "a cell_prefix in one of them)"
+                    )
                 owners[cell] = runner.name
             self.runners[runner.name] = runner
             self.validators[runner.name] = Validator(cfg.validate_, runner.name)
@@ -165,8 +200,11 @@ class Agent:
             self.uplink = Uplink(cfg.uplink, cfg.rig, self.worker, self.link)
             self.tasks.append(asyncio.create_task(self._guard("uplink", self.uplink.run), name="uplink"))
         else:
-            log.warning("uplink off: no uplink.endpoint configured; readings accumulate in %s and drain once an "
-                        "endpoint is set", cfg.store.path)
+            log.warning(
+                "uplink off: no uplink.endpoint configured; readings accumulate in %s and drain once an "
+                "endpoint is set",
+                cfg.store.path,
+            )
         for runner in self.runners.values():
             runner.task = asyncio.create_task(runner.run(), name=f"driver:{runner.name}")
         self.tasks.append(asyncio.create_task(self._guard("events", self._events_loop), name="events"))
@@ -175,8 +213,13 @@ class Agent:
         for svc in self.services:
             await svc.start(self)
         self.ready.set()
-        log.info("agent started rig=%s drivers=%s store=%s version=%s", cfg.rig, ",".join(self.runners) or "-",
-                 cfg.store.path, __version__)
+        log.info(
+            "agent started rig=%s drivers=%s store=%s version=%s",
+            cfg.rig,
+            ",".join(self.runners) or "-",
+            cfg.store.path,
+            __version__,
+        )
 
     async def _guard(self, name: str, fn) -> None:
         """Supervise an internal task: log, back off, restart; never let it die silently."""
@@ -187,10 +230,16 @@ class Agent:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - supervision boundary
+            except Exception as exc:
                 log.exception("task %s failed; restarting in %.0f s", name, delay)
-                self.emit(Event("agent.task_fault", f"internal task {name} failed: {exc!r}"[:500],
-                                level="alarm", data={"task": name}))
+                self.emit(
+                    Event(
+                        "agent.task_fault",
+                        f"internal task {name} failed: {exc!r}"[:500],
+                        level="alarm",
+                        data={"task": name},
+                    )
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
 
@@ -227,14 +276,22 @@ class Agent:
         dt = max(now - t0, 1e-6)
         self._last_rates = (now, acked_msgs, acked_readings)
         return {
-            "v": 1, "type": "health", "rig": self.cfg.rig, "ts": time.time_ns() // 1_000_000,
-            "uptime_s": round(now - self.started_monotonic, 1), "version": __version__,
-            "store_depth_readings": st["depth_readings"], "store_depth_events": st["depth_events"],
-            "store_depth_cycles": st["depth_cycles"], "oldest_unsent_age_s": round(st["oldest_unsent_age_s"], 1),
-            "store_bytes": st["bytes"], "dropped_readings": st["dropped_readings"],
+            "v": 1,
+            "type": "health",
+            "rig": self.cfg.rig,
+            "ts": time.time_ns() // 1_000_000,
+            "uptime_s": round(now - self.started_monotonic, 1),
+            "version": __version__,
+            "store_depth_readings": st["depth_readings"],
+            "store_depth_events": st["depth_events"],
+            "store_depth_cycles": st["depth_cycles"],
+            "oldest_unsent_age_s": round(st["oldest_unsent_age_s"], 1),
+            "store_bytes": st["bytes"],
+            "dropped_readings": st["dropped_readings"],
             "publish_rate_msgs_s": round((acked_msgs - m0) / dt, 2),
             "readings_rate_s": round((acked_readings - r0) / dt, 1),
-            "acked_readings": acked_readings, "publish_errors": up.stats.errors if up else 0,
+            "acked_readings": acked_readings,
+            "publish_errors": up.stats.errors if up else 0,
             "uplink_state": self.link.state if self.link else "off",
             "drivers": [r.status() for r in self.runners.values()],
         }
@@ -246,10 +303,18 @@ class Agent:
             await asyncio.sleep(self.cfg.uplink.health_interval_s)
             h = await self.health()
             self._last_health = h
-            log.info("health depth=%d oldest_unsent_s=%.1f store_bytes=%d dropped=%d uplink=%s acked_rate=%.1f/s "
-                     "errors=%d drivers=%s", h["store_depth_readings"], h["oldest_unsent_age_s"], h["store_bytes"],
-                     h["dropped_readings"], h["uplink_state"], h["readings_rate_s"], h["publish_errors"],
-                     ",".join(f"{d['name']}:{d['state']}" for d in h["drivers"]))
+            log.info(
+                "health depth=%d oldest_unsent_s=%.1f store_bytes=%d dropped=%d uplink=%s acked_rate=%.1f/s "
+                "errors=%d drivers=%s",
+                h["store_depth_readings"],
+                h["oldest_unsent_age_s"],
+                h["store_bytes"],
+                h["dropped_readings"],
+                h["uplink_state"],
+                h["readings_rate_s"],
+                h["publish_errors"],
+                ",".join(f"{d['name']}:{d['state']}" for d in h["drivers"]),
+            )
             if self.link is not None and self.link.connected.is_set() and self.uplink is not None:
                 try:
                     self.link.publish(self.uplink.topic("health"), orjson.dumps(h))
@@ -267,7 +332,7 @@ class Agent:
         for svc in reversed(self.services):
             try:
                 await svc.stop()
-            except Exception:  # noqa: BLE001 - stopping must go on
+            except Exception:
                 log.exception("service %s failed to stop", type(svc).__name__)
         for runner in self.runners.values():
             if runner.task is not None:
@@ -290,8 +355,10 @@ class Agent:
             deadline = time.monotonic() + drain_timeout_s
             while time.monotonic() < deadline and self.link.connected.is_set():
                 st = await self.worker.call(self.store.stats)
-                if not (st["depth_readings"] or st["depth_events"] or st["depth_cycles"]) and \
-                        self.uplink.in_flight == 0:
+                if (
+                    not (st["depth_readings"] or st["depth_events"] or st["depth_cycles"])
+                    and self.uplink.in_flight == 0
+                ):
                     break
                 await asyncio.sleep(0.1)
             log.info("stopping: store drained as far as the link allowed")

@@ -10,6 +10,7 @@ The private key is made here, on the device, and never leaves it: Terraform sign
    key (after checking it belongs to that key), the Amazon root CA, and the agent config's ``rig`` and
    ``[uplink]`` (endpoint, cert, key, CA, topic prefix, Basic Ingest rule), keeping the rest of FILE.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,18 +92,26 @@ def make_key_and_csr(rig: str, directory: Path, new_key: bool = False) -> tuple[
     os.chmod(directory, 0o700)
     kp, cp = key_path(directory, rig), csr_path(directory, rig)
     if kp.exists() and new_key:
-        raise ProvisionError(f"{kp} exists; move it away yourself if you really mean to replace the device key "
-                             "(its certificate stops working)")
+        raise ProvisionError(
+            f"{kp} exists; move it away yourself if you really mean to replace the device key "
+            "(its certificate stops working)"
+        )
     created = not kp.exists()
     if created:
         key = ec.generate_private_key(ec.SECP256R1())
-        _write_private(kp, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()))
+        _write_private(
+            kp,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
     else:
         key = load_key(kp)
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, rig)]))
-           .sign(key, hashes.SHA256()))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, rig)]))
+        .sign(key, hashes.SHA256())
+    )
     _write_public(cp, csr.public_bytes(serialization.Encoding.PEM))
     return kp, cp, created
 
@@ -117,8 +126,10 @@ def check_cert_matches_key(cert_pem: bytes, key: Path) -> x509.Certificate:
     except ValueError:
         raise ProvisionError("the certificate is not a PEM X.509 certificate") from None
     if _public_der(cert.public_key()) != _public_der(load_key(key).public_key()):
-        raise ProvisionError(f"the certificate is not for the key {key}: was the CSR made from another key? "
-                             "Make the CSR again with `battery-twin provision csr` and apply again")
+        raise ProvisionError(
+            f"the certificate is not for the key {key}: was the CSR made from another key? "
+            "Make the CSR again with `battery-twin provision csr` and apply again"
+        )
     return cert
 
 
@@ -133,11 +144,18 @@ def read_terraform_outputs(terraform_dir: Path | None, output_file: Path | None)
     else:
         assert terraform_dir is not None
         if shutil.which("terraform") is None:
-            raise ProvisionError("terraform is not on PATH; save `terraform output -json` to a file where it is "
-                                 "and pass it with --tf-output")
+            raise ProvisionError(
+                "terraform is not on PATH; save `terraform output -json` to a file where it is "
+                "and pass it with --tf-output"
+            )
         try:
-            proc = subprocess.run(["terraform", f"-chdir={terraform_dir}", "output", "-json"], capture_output=True,
-                                  text=True, timeout=120, check=False)
+            proc = subprocess.run(
+                ["terraform", f"-chdir={terraform_dir}", "output", "-json"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             raise ProvisionError("terraform output -json did not finish within 120 s") from None
         if proc.returncode != 0:
@@ -150,14 +168,20 @@ def uplink_from_outputs(outputs: dict[str, Any], rig: str) -> tuple[dict[str, An
     """(uplink settings, certificate PEM or None) for ``rig`` from the example's outputs."""
     agent = outputs.get(TF_OUTPUT_AGENT)
     if not isinstance(agent, dict) or not agent.get("endpoint"):
-        raise ProvisionError(f"the terraform outputs have no {TF_OUTPUT_AGENT} with an endpoint: was this "
-                             "applied from terraform/examples/*?")
+        raise ProvisionError(
+            f"the terraform outputs have no {TF_OUTPUT_AGENT} with an endpoint: was this "
+            "applied from terraform/examples/*?"
+        )
     if rig not in (agent.get("rigs") or []):
-        raise ProvisionError(f"rig {rig!r} is not one of the deployment's rigs {agent.get('rigs')}: add it to "
-                             "var.rigs and apply")
+        raise ProvisionError(
+            f"rig {rig!r} is not one of the deployment's rigs {agent.get('rigs')}: add it to var.rigs and apply"
+        )
     pem = (outputs.get(TF_OUTPUT_CERTS) or {}).get(rig)
-    uplink = {"endpoint": agent["endpoint"], "topic_prefix": agent.get("topic_prefix") or "dt/battery-twin",
-              "basic_ingest_rule": agent.get("basic_ingest_rule") or ""}
+    uplink = {
+        "endpoint": agent["endpoint"],
+        "topic_prefix": agent.get("topic_prefix") or "dt/battery-twin",
+        "basic_ingest_rule": agent.get("basic_ingest_rule") or "",
+    }
     return uplink, pem.encode() if pem else None
 
 
@@ -201,6 +225,7 @@ def to_toml(doc: dict[str, Any]) -> str:
             for item in items:
                 out.append(f"\n[[{name}]]")
                 out.extend(f"{_toml_key(ik)} = {_toml_value(iv)}" for ik, iv in item.items())
+
     emit("", doc)
     return "\n".join(out).lstrip("\n") + "\n"
 
@@ -243,8 +268,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = psub.add_parser("csr", help="make the device private key (0600, reused if present) and a CSR for it")
     c.add_argument("--rig", required=True, help="rig id = IoT thing name (the CSR's CN)")
-    c.add_argument("--dir", type=Path, default=Path("certs"), help="folder for RIG.key.pem and RIG.csr.pem "
-                   "(made 0700; default ./certs)")
+    c.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("certs"),
+        help="folder for RIG.key.pem and RIG.csr.pem (made 0700; default ./certs)",
+    )
     c.add_argument("--new-key", action="store_true", help="refuse to reuse an existing key (fails if one exists)")
     c.set_defaults(func=cmd_csr)
 
@@ -253,8 +282,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--terraform-dir", type=Path, help="run `terraform output -json` in this folder")
     src.add_argument("--tf-output", type=Path, help="a file saved from `terraform output -json`")
-    src.add_argument("--endpoint", help="no Terraform at hand: the IoT endpoint (the certificate must already be "
-                     "in DIR/RIG.cert.pem)")
+    src.add_argument(
+        "--endpoint",
+        help="no Terraform at hand: the IoT endpoint (the certificate must already be in DIR/RIG.cert.pem)",
+    )
     g.add_argument("--dir", type=Path, default=Path("certs"), help="folder with RIG.key.pem (default ./certs)")
     g.add_argument("--out", type=Path, required=True, help="agent config file to write or update")
     g.add_argument("--ca", type=Path, help="CA bundle to use instead of the packaged Amazon Root CA 1")
@@ -262,8 +293,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--topic-prefix", help="with --endpoint: topic prefix (default dt/battery-twin)")
     g.add_argument("--basic-ingest-rule", help="with --endpoint: the telemetry rule for Basic Ingest")
     g.add_argument("--store", help="store.path to set (e.g. /var/lib/battery-twin/battery-twin.db)")
-    g.add_argument("--force", action="store_true", help="accepted for scripts; an existing config is always "
-                   "updated in place (previous version kept as .bak)")
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="accepted for scripts; an existing config is always updated in place (previous version kept as .bak)",
+    )
     g.set_defaults(func=cmd_config)
 
 
@@ -275,8 +309,10 @@ def cmd_csr(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(f"{'made' if created else 'reused'} private key {kp} (mode 0600; it never leaves this device)")
     print(f"wrote CSR {cp}")
-    print(f"next: copy {cp.name} into the Terraform example's csr/ folder (var.csr_dir), terraform apply, then "
-          f"battery-twin provision config --rig {args.rig} --terraform-dir <example> --dir {args.dir} --out <config>")
+    print(
+        f"next: copy {cp.name} into the Terraform example's csr/ folder (var.csr_dir), terraform apply, then "
+        f"battery-twin provision config --rig {args.rig} --terraform-dir <example> --dir {args.dir} --out <config>"
+    )
     return 0
 
 
@@ -285,19 +321,26 @@ def cmd_config(args: argparse.Namespace) -> int:
         _check_rig(args.rig)
         kp, cp = key_path(args.dir, args.rig), cert_path(args.dir, args.rig)
         if not kp.exists():
-            raise ProvisionError(f"no private key {kp}: run `battery-twin provision csr --rig {args.rig} "
-                                 f"--dir {args.dir}` first (on this device)")
+            raise ProvisionError(
+                f"no private key {kp}: run `battery-twin provision csr --rig {args.rig} "
+                f"--dir {args.dir}` first (on this device)"
+            )
         if args.endpoint:
-            uplink: dict[str, Any] = {"endpoint": args.endpoint, "topic_prefix": args.topic_prefix or "dt/battery-twin",
-                                      "basic_ingest_rule": args.basic_ingest_rule or ""}
+            uplink: dict[str, Any] = {
+                "endpoint": args.endpoint,
+                "topic_prefix": args.topic_prefix or "dt/battery-twin",
+                "basic_ingest_rule": args.basic_ingest_rule or "",
+            }
             pem = None
         else:
             outputs = read_terraform_outputs(args.terraform_dir, args.tf_output)
             uplink, pem = uplink_from_outputs(outputs, args.rig)
         if pem is None:
             if not cp.exists():
-                raise ProvisionError(f"no certificate for {args.rig} yet: put its CSR ({csr_path(args.dir, args.rig)}) "
-                                     "in the example's csr/ folder and terraform apply")
+                raise ProvisionError(
+                    f"no certificate for {args.rig} yet: put its CSR ({csr_path(args.dir, args.rig)}) "
+                    "in the example's csr/ folder and terraform apply"
+                )
             pem = cp.read_bytes()
         cert = check_cert_matches_key(pem, kp)
         _write_public(cp, pem)
@@ -310,9 +353,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     except (ProvisionError, OSError) as exc:
         print(f"battery-twin provision config: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"certificate {cp} (subject {cert.subject.rfc4514_string()}, valid until "
-          f"{cert.not_valid_after_utc:%Y-%m-%d}) matches {kp}")
-    print(f"{'updated' if updated else 'wrote'} {args.out}: rig {args.rig}, endpoint {uplink['endpoint']}, topics "
-          f"{uplink['topic_prefix']}/{args.rig}/..., basic ingest "
-          f"{uplink['basic_ingest_rule'] or 'off'}" + (f" (previous version: {args.out}.bak)" if updated else ""))
+    print(
+        f"certificate {cp} (subject {cert.subject.rfc4514_string()}, valid until "
+        f"{cert.not_valid_after_utc:%Y-%m-%d}) matches {kp}"
+    )
+    print(
+        f"{'updated' if updated else 'wrote'} {args.out}: rig {args.rig}, endpoint {uplink['endpoint']}, topics "
+        f"{uplink['topic_prefix']}/{args.rig}/..., basic ingest "
+        f"{uplink['basic_ingest_rule'] or 'off'}" + (f" (previous version: {args.out}.bak)" if updated else "")
+    )
     return 0

@@ -6,6 +6,7 @@ sees one connection. Logging, plausibility ranges and supervisor settings apply 
 ``[store]``, ``[uplink]``, sections this module does not know) is reported as needing a restart and the running
 value is kept. A file that fails validation is reported, problem by problem, and the running config stays.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,16 @@ class ReloadPlan:
     needs_restart: list[str] = field(default_factory=list)  # config keys that differ but only apply at start
 
     def summary(self) -> str:
-        parts = [f"{k}={','.join(v)}" for k, v in (("added", self.added), ("removed", self.removed),
-                                                   ("restarted", self.changed), ("kept", self.kept)) if v]
+        parts = [
+            f"{k}={','.join(v)}"
+            for k, v in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("restarted", self.changed),
+                ("kept", self.kept),
+            )
+            if v
+        ]
         if self.needs_restart:
             parts.append(f"needs_restart={','.join(self.needs_restart)}")
         return " ".join(parts) or "no changes"
@@ -76,7 +85,7 @@ def effective_config(old: AgentConfig, new: AgentConfig) -> AgentConfig:
     return new.model_copy(update=keep)
 
 
-async def apply_reload(agent: "Agent", new: AgentConfig) -> ReloadPlan:
+async def apply_reload(agent: Agent, new: AgentConfig) -> ReloadPlan:
     """Restart changed drivers, start added ones, stop removed ones; keep the store and uplink running.
 
     Raises ValueError (nothing applied) if the new driver set would report one cell id from two drivers.
@@ -87,8 +96,11 @@ async def apply_reload(agent: "Agent", new: AgentConfig) -> ReloadPlan:
     fresh: dict[str, DriverRunner] = {}
     owners: dict[str, str] = {}
     for name, dcfg in _enabled(cfg).items():  # check the whole new set before touching anything
-        runner = agent.runners[name] if name in plan.kept else DriverRunner(dcfg, ctx, cfg.supervisor,
-                                                                              agent.ingest, agent.emit)
+        runner = (
+            agent.runners[name]
+            if name in plan.kept
+            else DriverRunner(dcfg, ctx, cfg.supervisor, agent.ingest, agent.emit)
+        )
         cells = runner.driver.cells if name in plan.kept and runner.driver else runner.make_driver().cells
         for cell in cells:
             if cell in owners:
@@ -116,11 +128,13 @@ async def apply_reload(agent: "Agent", new: AgentConfig) -> ReloadPlan:
     return plan
 
 
-async def reload_from_file(agent: "Agent", path: str | Path | None, notifier: Any = None) -> ReloadPlan | None:
+async def reload_from_file(agent: Agent, path: str | Path | None, notifier: Any = None) -> ReloadPlan | None:
     """Load ``path`` and apply it; on any problem log it, raise an event and keep the running config."""
     if path is None:
-        log.warning("reload requested, but the agent runs on the embedded default config: nothing to re-read "
-                    "(start it with --config FILE)")
+        log.warning(
+            "reload requested, but the agent runs on the embedded default config: nothing to re-read "
+            "(start it with --config FILE)"
+        )
         return None
     if notifier is not None:
         notifier.reloading()
@@ -134,24 +148,44 @@ async def reload_from_file(agent: "Agent", path: str | Path | None, notifier: An
         return None
     log.info("config reloaded %s", plan.summary())
     if plan.needs_restart:
-        log.warning("config reload: [%s] changed, but only takes effect at start: the running values stay until the "
-                    "agent restarts (systemctl restart battery-twin)", "], [".join(plan.needs_restart))
-    agent.emit(Event("agent.config_reloaded", f"config reloaded: {plan.summary()}", level="info",
-                     data={"added": plan.added, "removed": plan.removed, "restarted": plan.changed,
-                           "needs_restart": plan.needs_restart}))
+        log.warning(
+            "config reload: [%s] changed, but only takes effect at start: the running values stay until the "
+            "agent restarts (systemctl restart battery-twin)",
+            "], [".join(plan.needs_restart),
+        )
+    agent.emit(
+        Event(
+            "agent.config_reloaded",
+            f"config reloaded: {plan.summary()}",
+            level="info",
+            data={
+                "added": plan.added,
+                "removed": plan.removed,
+                "restarted": plan.changed,
+                "needs_restart": plan.needs_restart,
+            },
+        )
+    )
     return plan
 
 
-async def _load_and_apply(agent: "Agent", path: str | Path) -> ReloadPlan | None:
+async def _load_and_apply(agent: Agent, path: str | Path) -> ReloadPlan | None:
     try:
         new = await asyncio.to_thread(load_config, path)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("reload rejected: %s: %s", exc.source, problem)
-        log.error("reload rejected: %d problem(s) in %s; the running config stays in force",
-                  len(exc.problems), exc.source)
-        agent.emit(Event("agent.reload_rejected", f"config reload rejected, {len(exc.problems)} problem(s): "
-                         + "; ".join(exc.problems)[:800], level="warning", data={"problems": exc.problems[:20]}))
+        log.error(
+            "reload rejected: %d problem(s) in %s; the running config stays in force", len(exc.problems), exc.source
+        )
+        agent.emit(
+            Event(
+                "agent.reload_rejected",
+                f"config reload rejected, {len(exc.problems)} problem(s): " + "; ".join(exc.problems)[:800],
+                level="warning",
+                data={"problems": exc.problems[:20]},
+            )
+        )
         return None
     try:
         return await apply_reload(agent, new)
@@ -161,8 +195,9 @@ async def _load_and_apply(agent: "Agent", path: str | Path) -> ReloadPlan | None
         return None
 
 
-async def reload_on_signal(agent: "Agent", path: str | Path | None, requested: asyncio.Event,
-                           notifier: Any = None) -> None:
+async def reload_on_signal(
+    agent: Agent, path: str | Path | None, requested: asyncio.Event, notifier: Any = None
+) -> None:
     """Task: one reload per SIGHUP (signals arriving during a reload are folded into one more)."""
     while True:
         await requested.wait()
@@ -170,5 +205,5 @@ async def reload_on_signal(agent: "Agent", path: str | Path | None, requested: a
         log.info("SIGHUP: reloading %s", path or "(embedded default)")
         try:
             await reload_from_file(agent, path, notifier)
-        except Exception:  # noqa: BLE001 - a reload bug must not take the agent down
+        except Exception:
             log.exception("reload failed; the running config stays in force")

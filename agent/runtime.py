@@ -5,6 +5,7 @@ SIGHUP: re-read the config file and restart only the drivers whose section chang
 Under systemd (``$NOTIFY_SOCKET``) the ``SystemdNotifier`` service sends READY/WATCHDOG/STOPPING.
 Exit 2 for configuration problems found at start (including unusable TLS files), 1 for anything unexpected.
 """
+
 from __future__ import annotations
 
 import asyncio

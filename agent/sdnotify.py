@@ -11,6 +11,7 @@ a missing device must not keep systemd waiting, the supervisor retries it). WATC
 stalled pipeline stops the pings and systemd restarts the agent after ``WatchdogSec=``. STOPPING=1 goes out first
 thing on shutdown.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,8 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.pipeline import Agent
@@ -84,7 +86,7 @@ class SystemdNotifier:
     def send(self, *lines: str) -> bool:
         return notify(*lines, env=self.env) if self.enabled else False
 
-    async def start(self, agent: "Agent") -> None:
+    async def start(self, agent: Agent) -> None:
         self.agent = agent
         if self.enabled:
             self._task = asyncio.create_task(self._run(), name="sdnotify")
@@ -111,8 +113,9 @@ class SystemdNotifier:
         drivers = ",".join(f"{name}:{r.state}" for name, r in a.runners.items()) or "-"
         uplink = a.link.state if a.link is not None else "off"
         depth = getattr(a, "_last_health", {}).get("store_depth_readings")
-        return (f"rig {a.cfg.rig}; drivers {drivers}; uplink {uplink}"
-                + (f"; unsent readings {depth}" if depth is not None else ""))
+        return f"rig {a.cfg.rig}; drivers {drivers}; uplink {uplink}" + (
+            f"; unsent readings {depth}" if depth is not None else ""
+        )
 
     async def _drivers_first_attempt(self) -> None:
         assert self.agent is not None
@@ -122,8 +125,11 @@ class SystemdNotifier:
                 return
             await asyncio.sleep(0.05)
         slow = [n for n, r in self.agent.runners.items() if r.state == "starting"]
-        log.warning("drivers still opening after %.0f s: %s; reporting ready anyway (they keep retrying)",
-                    DRIVERS_FIRST_OPEN_TIMEOUT_S, ",".join(slow))
+        log.warning(
+            "drivers still opening after %.0f s: %s; reporting ready anyway (they keep retrying)",
+            DRIVERS_FIRST_OPEN_TIMEOUT_S,
+            ",".join(slow),
+        )
 
     async def healthy(self) -> bool:
         """The pipeline's tasks are alive and the store thread answers within one ping interval."""
@@ -133,7 +139,7 @@ class SystemdNotifier:
         try:
             async with asyncio.timeout(self.interval_s or 5.0):
                 await self.agent.worker.call(_noop)
-        except (asyncio.TimeoutError, RuntimeError):
+        except (TimeoutError, RuntimeError):
             return False
         return True
 
@@ -142,8 +148,9 @@ class SystemdNotifier:
         await self.agent.ready.wait()
         await self._drivers_first_attempt()
         self.send("READY=1", f"STATUS={self.status_line()}", f"MAINPID={os.getpid()}")
-        log.info("told systemd we are ready watchdog_interval_s=%s",
-                 f"{self.interval_s:.1f}" if self.interval_s else "off")
+        log.info(
+            "told systemd we are ready watchdog_interval_s=%s", f"{self.interval_s:.1f}" if self.interval_s else "off"
+        )
         if self.interval_s is None:
             return
         sick_since: float | None = None
@@ -160,9 +167,11 @@ class SystemdNotifier:
                 if sick_since is None:
                     sick_since = time.monotonic()
                     dead = [t.get_name() for t in self.agent.tasks if t.done()]
-                    log.error("pipeline unhealthy (stopped tasks: %s, or the store thread is stuck): withholding "
-                              "watchdog pings, systemd restarts the agent after WatchdogSec",
-                              ",".join(dead) or "none")
+                    log.error(
+                        "pipeline unhealthy (stopped tasks: %s, or the store thread is stuck): withholding "
+                        "watchdog pings, systemd restarts the agent after WatchdogSec",
+                        ",".join(dead) or "none",
+                    )
                     self.send(f"STATUS=unhealthy: withholding watchdog pings (tasks down: {','.join(dead) or '-'})")
 
 

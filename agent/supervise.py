@@ -5,13 +5,15 @@ lasted ``stable_after_s`` resets the backoff, so a driver that fails once a day 
 Repeated identical faults are reported as one event per backoff step (not one per retry forever: the delay caps
 the rate at one per ``backoff_max_s``).
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
 import traceback
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from agent.config import SupervisorConfig
 from drivers.base import Driver, DriverConfig, DriverContext, Event, ReadingBatch
@@ -21,8 +23,14 @@ log = logging.getLogger("agent.supervise")
 
 
 class DriverRunner:
-    def __init__(self, config: DriverConfig, ctx: DriverContext, sup: SupervisorConfig,
-                 ingest: Callable[[Driver, ReadingBatch], Awaitable[None]], emit: Callable[[Event], None]):
+    def __init__(
+        self,
+        config: DriverConfig,
+        ctx: DriverContext,
+        sup: SupervisorConfig,
+        ingest: Callable[[Driver, ReadingBatch], Awaitable[None]],
+        emit: Callable[[Event], None],
+    ):
         self.config = config
         self.name = config.name or config.type
         self.ctx = ctx
@@ -49,8 +57,14 @@ class DriverRunner:
                 detail.update(self.driver.status())
             except Exception as exc:  # noqa: BLE001 - a status() bug must not break health
                 detail["status_error"] = repr(exc)[:200]
-        return {"name": self.name, "type": self.config.type, "state": self.state, "restarts": self.restarts,
-                "last_error": self.last_error, "detail": detail}
+        return {
+            "name": self.name,
+            "type": self.config.type,
+            "state": self.state,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "detail": detail,
+        }
 
     async def run(self) -> None:
         backoff = self.sup.backoff_initial_s
@@ -81,9 +95,15 @@ class DriverRunner:
                     backoff = self.sup.backoff_initial_s
                 log.error("driver failed name=%s error=%s restart_in_s=%.1f", self.name, self.last_error, backoff)
                 log.debug("driver traceback name=%s\n%s", self.name, traceback.format_exc())
-                self.emit(Event("driver.fault", f"driver {self.name} failed: {self.last_error}; restarting in "
-                                f"{backoff:.1f} s", level="warning", source=self.name,
-                                data={"error": self.last_error, "restarts": self.restarts, "backoff_s": backoff}))
+                self.emit(
+                    Event(
+                        "driver.fault",
+                        f"driver {self.name} failed: {self.last_error}; restarting in {backoff:.1f} s",
+                        level="warning",
+                        source=self.name,
+                        data={"error": self.last_error, "restarts": self.restarts, "backoff_s": backoff},
+                    )
+                )
                 await self._close()
                 self.state = "backoff"
                 await asyncio.sleep(backoff)

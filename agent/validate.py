@@ -4,6 +4,7 @@ Out-of-range values are kept as measured and flagged OUT_OF_RANGE (a sensor read
 An event is raised when a cell's field *enters* the out-of-range state, and not again until it has recovered,
 so a broken sensor cannot flood the events stream.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,11 +36,18 @@ class Validator:
                 if (cell, name) not in self._bad:
                     self._bad.add((cell, name))
                     sample = vals[oor & (batch.cell == batch.cells.index(cell))][0]
-                    events.append(Event(
-                        "validate.out_of_range", f"{name} of cell {cell} is {sample:g}, outside "
-                        f"[{rng.min:g}, {rng.max:g}]; readings are kept and flagged", level="warning",
-                        source=self.source, cell=cell, ts_ms=int(batch.ts_ms[-1]),
-                        data={"field": name, "value": float(sample), "min": rng.min, "max": rng.max}))
+                    events.append(
+                        Event(
+                            "validate.out_of_range",
+                            f"{name} of cell {cell} is {sample:g}, outside "
+                            f"[{rng.min:g}, {rng.max:g}]; readings are kept and flagged",
+                            level="warning",
+                            source=self.source,
+                            cell=cell,
+                            ts_ms=int(batch.ts_ms[-1]),
+                            data={"field": name, "value": float(sample), "min": rng.min, "max": rng.max},
+                        )
+                    )
             for cell in seen_ok - bad_now:
                 self._bad.discard((cell, name))
         batch.flags[oor_any] |= np.uint32(Flag.OUT_OF_RANGE)

@@ -9,6 +9,7 @@ first. The payload of such a message is encoded here with ``agent.uplink.envelop
 same envelope the agent publishes), so the bytes, and the 5 KB units AWS meters, are measured, not guessed.
 Prices: PRICES below (us-east-1 list prices, with the date they were taken); update them and re-run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,28 +21,28 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.store.store import ReadingRows  # noqa: E402
-from agent.uplink.envelope import pack_readings  # noqa: E402
+from agent.store.store import ReadingRows
+from agent.uplink.envelope import pack_readings
 
 SECONDS_PER_MONTH = 730 * 3600  # AWS bills a month as 730 hours
 KB5 = 5 * 1024
 PRICES_AS_OF = "2025-06, us-east-1 list prices from aws.amazon.com/<service>/pricing"
 PRICES = {
     "iot_connect_per_million_minutes": 0.08,
-    "iot_messages_per_million": 1.00,         # per 5 KB unit, first 1 billion messages a month
-    "iot_rules_per_million": 0.15,            # rules triggered, per 5 KB unit of the message
-    "iot_actions_per_million": 0.15,          # actions applied, per 5 KB unit
-    "kinesis_shard_hour": 0.015,              # provisioned mode
-    "kinesis_put_units_per_million": 0.014,   # 25 KB PUT payload units
-    "firehose_per_gb": 0.029,                 # first 500 TB/month; each record rounded up to 5 KB
-    "redshift_rpu_hour": 0.375,               # Serverless, billed per second, 60 s minimum
+    "iot_messages_per_million": 1.00,  # per 5 KB unit, first 1 billion messages a month
+    "iot_rules_per_million": 0.15,  # rules triggered, per 5 KB unit of the message
+    "iot_actions_per_million": 0.15,  # actions applied, per 5 KB unit
+    "kinesis_shard_hour": 0.015,  # provisioned mode
+    "kinesis_put_units_per_million": 0.014,  # 25 KB PUT payload units
+    "firehose_per_gb": 0.029,  # first 500 TB/month; each record rounded up to 5 KB
+    "redshift_rpu_hour": 0.375,  # Serverless, billed per second, 60 s minimum
     "redshift_storage_gb_month": 0.024,
-    "cw_metric_month": 0.30,                  # custom metric, first 10,000
-    "cw_put_metric_per_thousand": 0.01,       # PutMetricData requests (one per IoT metric action)
-    "cw_alarm_month": 0.10,                   # standard resolution
+    "cw_metric_month": 0.30,  # custom metric, first 10,000
+    "cw_put_metric_per_thousand": 0.01,  # PutMetricData requests (one per IoT metric action)
+    "cw_alarm_month": 0.10,  # standard resolution
     "cw_dashboard_month": 3.00,
     "kms_key_month": 1.00,
-    "vpc_interface_endpoint_hour": 0.01,      # per endpoint per AZ
+    "vpc_interface_endpoint_hour": 0.01,  # per endpoint per AZ
     "ec2_t3_small_hour": 0.0208,
     "ebs_gp3_gb_month": 0.08,
 }
@@ -55,11 +56,14 @@ def sample_rows(n: int, cells: int, rate_hz: float, seed: int = 7) -> ReadingRow
     t_ms = 1_760_000_000_000 + (i // cells) * int(1000 / rate_hz) + rng.integers(0, 3, n)
     phase = (i // cells) / (3600 * rate_hz)
     return ReadingRows(
-        seq=1_000_000 + i, ts_ms=t_ms.astype(np.int64), cell=cell.astype(np.int64),
+        seq=1_000_000 + i,
+        ts_ms=t_ms.astype(np.int64),
+        cell=cell.astype(np.int64),
         voltage_v=3.7 + 0.4 * np.sin(phase + cell) + rng.normal(0, 0.002, n),
         current_a=np.where(np.sin(phase) > 0, 2.5, -5.0) + rng.normal(0, 0.01, n),
         temperature_c=28 + 6 * np.sin(phase / 2 + cell) + rng.normal(0, 0.05, n),
-        flags=np.zeros(n, dtype=np.int64))
+        flags=np.zeros(n, dtype=np.int64),
+    )
 
 
 def message(cells: int, rate_hz: float, envelope: str, target_bytes: int, linger_ms: int) -> tuple[int, int]:
@@ -75,8 +79,15 @@ def message(cells: int, rate_hz: float, envelope: str, target_bytes: int, linger
     return n, len(payload)
 
 
-def per_cell_month(cells: int, rate_hz: float, envelope: str, target_bytes: int, linger_ms: int,
-                   basic_ingest: bool, rig_topic_bytes: int = 33) -> dict[str, float]:
+def per_cell_month(
+    cells: int,
+    rate_hz: float,
+    envelope: str,
+    target_bytes: int,
+    linger_ms: int,
+    basic_ingest: bool,
+    rig_topic_bytes: int = 33,
+) -> dict[str, float]:
     p = PRICES
     n, size = message(cells, rate_hz, envelope, target_bytes, linger_ms)
     readings = rate_hz * SECONDS_PER_MONTH  # of one cell
@@ -84,7 +95,10 @@ def per_cell_month(cells: int, rate_hz: float, envelope: str, target_bytes: int,
     units = math.ceil((size + rig_topic_bytes) / KB5)  # IoT meters payload + topic, per 5 KB
     record = size + 120  # + topic_rig, topic, received_ms added by the rule
     out = {
-        "readings_per_msg": n, "msg_bytes": size, "bytes_per_reading": size / n, "iot_units_per_msg": units,
+        "readings_per_msg": n,
+        "msg_bytes": size,
+        "bytes_per_reading": size / n,
+        "iot_units_per_msg": units,
         "iot_messaging": 0.0 if basic_ingest else msgs * units * p["iot_messages_per_million"] / 1e6,
         "iot_rules_and_actions": msgs * units * (p["iot_rules_per_million"] + p["iot_actions_per_million"]) / 1e6,
         "kinesis_put": msgs * math.ceil(record / 25_600) * p["kinesis_put_units_per_million"] / 1e6,
@@ -103,7 +117,9 @@ def per_rig_month(health_interval_s: float, health_metrics: int = 5) -> dict[str
     msgs = SECONDS_PER_MONTH / health_interval_s
     return {
         "health_messages": msgs * p["iot_messages_per_million"] / 1e6,
-        "health_rules_actions": msgs * (p["iot_rules_per_million"] + health_metrics * p["iot_actions_per_million"]) / 1e6,
+        "health_rules_actions": msgs
+        * (p["iot_rules_per_million"] + health_metrics * p["iot_actions_per_million"])
+        / 1e6,
         "health_put_metric_data": msgs * health_metrics * p["cw_put_metric_per_thousand"] / 1000,
         "health_metrics": health_metrics * p["cw_metric_month"],
         "silent_alarm": p["cw_alarm_month"],
@@ -121,7 +137,9 @@ def fixed_month(refresh_minutes: float, base_rpu: int = 8, shards: int = 1, ec2:
         "kinesis_shards": shards * 730 * p["kinesis_shard_hour"],
         "kinesis_vpc_endpoint": 730 * p["vpc_interface_endpoint_hour"],
         "kms_key": p["kms_key_month"],
-        "cloudwatch_dashboard_alarms_event_metrics": p["cw_dashboard_month"] + 4 * p["cw_alarm_month"] + 4 * p["cw_metric_month"],
+        "cloudwatch_dashboard_alarms_event_metrics": p["cw_dashboard_month"]
+        + 4 * p["cw_alarm_month"]
+        + 4 * p["cw_metric_month"],
     }
     if ec2:
         out["ec2_simulated_rig"] = 730 * p["ec2_t3_small_hour"] + 16 * p["ebs_gp3_gb_month"] + 7 * p["cw_metric_month"]
@@ -138,32 +156,44 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args([] if argv is None else argv)
     print(f"prices: {PRICES_AS_OF}; {args.cells} cells per rig; message_target_bytes {args.target_bytes}")
     print("\nper cell-month (USD), variable costs")
-    hdr = (f"{'rate':>6} {'envelope':>8} {'linger':>7} {'ingest':>7} {'rdg/msg':>7} {'B/msg':>6} {'B/rdg':>6} "
-           f"{'units':>5} {'messaging':>9} {'rules':>7} {'kinesis':>8} {'storage':>8} {'connect':>7} {'TOTAL':>7}"
-           f" | {'FH/msg':>7} {'FH/rdg':>7}")
+    hdr = (
+        f"{'rate':>6} {'envelope':>8} {'linger':>7} {'ingest':>7} {'rdg/msg':>7} {'B/msg':>6} {'B/rdg':>6} "
+        f"{'units':>5} {'messaging':>9} {'rules':>7} {'kinesis':>8} {'storage':>8} {'connect':>7} {'TOTAL':>7}"
+        f" | {'FH/msg':>7} {'FH/rdg':>7}"
+    )
     print(hdr)
     for rate in (1.0, 10.0):
         for envelope in ("compact", "records"):
             for linger in args.linger_ms:
                 for basic in (False, True):
                     c = per_cell_month(args.cells, rate, envelope, args.target_bytes, linger, basic)
-                    print(f"{rate:>4g}Hz {envelope:>8} {linger / 1000:>6g}s {'basic' if basic else 'broker':>7} "
-                          f"{c['readings_per_msg']:>7d} {c['msg_bytes']:>6d} {c['bytes_per_reading']:>6.1f} "
-                          f"{c['iot_units_per_msg']:>5d} {c['iot_messaging']:>9.4f} {c['iot_rules_and_actions']:>7.4f} "
-                          f"{c['kinesis_put']:>8.4f} {c['redshift_storage']:>8.4f} {c['iot_connectivity']:>7.4f} "
-                          f"{c['total']:>7.4f} | {c['firehose_per_message']:>7.4f} {c['firehose_per_reading']:>7.4f}")
+                    print(
+                        f"{rate:>4g}Hz {envelope:>8} {linger / 1000:>6g}s {'basic' if basic else 'broker':>7} "
+                        f"{c['readings_per_msg']:>7d} {c['msg_bytes']:>6d} {c['bytes_per_reading']:>6.1f} "
+                        f"{c['iot_units_per_msg']:>5d} {c['iot_messaging']:>9.4f} {c['iot_rules_and_actions']:>7.4f} "
+                        f"{c['kinesis_put']:>8.4f} {c['redshift_storage']:>8.4f} {c['iot_connectivity']:>7.4f} "
+                        f"{c['total']:>7.4f} | {c['firehose_per_message']:>7.4f} {c['firehose_per_reading']:>7.4f}"
+                    )
     r = per_rig_month(args.health_interval_s)
-    print(f"\nper rig-month (USD), health every {args.health_interval_s:g} s into 5 metrics + rig-silent alarm: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in r.items()) + f"; total {sum(r.values()):.2f}"
-          + f" = {sum(r.values()) / args.cells:.3f} per cell")
+    print(
+        f"\nper rig-month (USD), health every {args.health_interval_s:g} s into 5 metrics + rig-silent alarm: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in r.items())
+        + f"; total {sum(r.values()):.2f}"
+        + f" = {sum(r.values()) / args.cells:.3f} per cell"
+    )
     for refresh in (0, 15, 60):
         f = fixed_month(refresh)
         label = "AUTO REFRESH" if refresh == 0 else f"refresh every {refresh} min"
-        print(f"\nfixed per deployment-month (USD), warehouse {label}: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in f.items()) + f"; total {sum(f.values()):.2f}")
-    figures: dict = {"conditions": f"USD, {PRICES_AS_OF}; {args.cells} cells per rig, compact envelope, Basic "
-                                   f"Ingest, message_target_bytes {args.target_bytes}; message sizes from "
-                                   "agent.uplink.envelope"}
+        print(
+            f"\nfixed per deployment-month (USD), warehouse {label}: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in f.items())
+            + f"; total {sum(f.values()):.2f}"
+        )
+    figures: dict = {
+        "conditions": f"USD, {PRICES_AS_OF}; {args.cells} cells per rig, compact envelope, Basic "
+        f"Ingest, message_target_bytes {args.target_bytes}; message sizes from "
+        "agent.uplink.envelope"
+    }
     for rate in (1.0, 10.0):
         for linger in args.linger_ms:
             c = per_cell_month(args.cells, rate, "compact", args.target_bytes, linger, True)

@@ -14,6 +14,7 @@ The figure the issue asks for is browser - off, in % of one core (goal: <= 2 %).
 Needs chromium (apt) and playwright (the [dev] extra). Timings are noisy on a shared 2-core machine: the agent's own
 CPU time is what is measured (not wall-clock), but cache and scheduler effects remain; repeat to see the spread.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.agentproc import AgentProcess  # noqa: E402
+from tests.support.agentproc import AgentProcess
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
 TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -94,9 +103,11 @@ def main(cells: int = 64, seconds: float = 30.0, warmup: float = 5.0, repeat: in
             results["browser"].append(phase("browser", cells, seconds, warmup, browser, 0))
             results["browser16"].append(phase("browser16", cells, seconds, warmup, browser, 16))
         browser.close()
-    conditions = (f"{cells} cells, simulator at 1 sample/s per cell, 1 dashboard update/s, uplink off; agent process "
-                  f"CPU over {seconds:.0f} s after {warmup:.0f} s warm-up, median of {repeat}; {os.cpu_count()} "
-                  f"cores (shared), Python {sys.version.split()[0]}")
+    conditions = (
+        f"{cells} cells, simulator at 1 sample/s per cell, 1 dashboard update/s, uplink off; agent process "
+        f"CPU over {seconds:.0f} s after {warmup:.0f} s warm-up, median of {repeat}; {os.cpu_count()} "
+        f"cores (shared), Python {sys.version.split()[0]}"
+    )
     print(f"dashboard CPU cost: {conditions}")
     base = statistics.median(results["off"])
     out: dict = {"conditions": conditions}

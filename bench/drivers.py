@@ -6,6 +6,7 @@
 Goal (issue 4): >= 32,000 CAN frames/s on one core (four saturated 1 Mbit/s buses of 8-byte frames).
 Every figure is printed with the conditions it was measured under; nothing here asserts a time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,28 +25,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import can  # noqa: E402
-import cantools  # noqa: E402
-import numpy as np  # noqa: E402
-import pymodbus  # noqa: E402
+import can
+import cantools
+import numpy as np
+import pymodbus
 
-from agent.store import Store  # noqa: E402
-from drivers.base import DriverContext  # noqa: E402
-from drivers.can import CanConfig, CanDriver  # noqa: E402
-from drivers.can.dbcmap import FrameDecoder, Updates  # noqa: E402
-from drivers.can.profile import load_profile  # noqa: E402
-from drivers.modbus import ModbusConfig, ModbusDriver  # noqa: E402
-from drivers.modbus.profile import load_profile as load_modbus_profile  # noqa: E402
-from drivers.modbus.regmap import RegisterMap  # noqa: E402
-from drivers.stale import Freshness  # noqa: E402
-from simulator.emulators.can import CanEmulator  # noqa: E402
-from simulator.emulators.rigfeed import RigFeed, basic_rig  # noqa: E402
+from agent.store import Store
+from drivers.base import DriverContext
+from drivers.can import CanConfig, CanDriver
+from drivers.can.dbcmap import FrameDecoder, Updates
+from drivers.can.profile import load_profile
+from drivers.modbus import ModbusConfig, ModbusDriver
+from drivers.modbus.profile import load_profile as load_modbus_profile
+from drivers.modbus.regmap import RegisterMap
+from drivers.stale import Freshness
+from simulator.emulators.can import CanEmulator
+from simulator.emulators.rigfeed import RigFeed, basic_rig
 
 
 def conditions() -> str:
-    return (f"python {platform.python_version()}, {os.cpu_count()} cores ({platform.machine()}), "
-            f"python-can {can.__version__}, cantools {cantools.__version__}, pymodbus {pymodbus.__version__}, "
-            f"numpy {np.__version__}; machine shared with other work: figures are noisy")
+    return (
+        f"python {platform.python_version()}, {os.cpu_count()} cores ({platform.machine()}), "
+        f"python-can {can.__version__}, cantools {cantools.__version__}, pymodbus {pymodbus.__version__}, "
+        f"numpy {np.__version__}; machine shared with other work: figures are noisy"
+    )
 
 
 def bms_frames(n: int) -> list[can.Message]:
@@ -56,8 +59,10 @@ def bms_frames(n: int) -> list[can.Message]:
     cycle = []
     for period, fr in emu.frames:
         reps = int(round(1.0 / period))
-        cycle += [can.Message(arbitration_id=fr.msg.frame_id, data=emu._payload(fr, values), is_extended_id=False)
-                  for _ in range(reps)]
+        cycle += [
+            can.Message(arbitration_id=fr.msg.frame_id, data=emu._payload(fr, values), is_extended_id=False)
+            for _ in range(reps)
+        ]
     out = (cycle * (n // len(cycle) + 1))[:n]
     return out
 
@@ -74,8 +79,10 @@ def bench_decode(n: int) -> dict:
             upd.apply(fresh, 0)
     upd.apply(fresh, 0)
     dt = time.perf_counter() - t0
-    print(f"CAN decode (cantools, bms16 mix, no transport): {n / dt:,.0f} frames/s "
-          f"({n:,} frames in {dt:.2f} s, one thread)")
+    print(
+        f"CAN decode (cantools, bms16 mix, no transport): {n / dt:,.0f} frames/s "
+        f"({n:,} frames in {dt:.2f} s, one thread)"
+    )
     return {"frames_per_s": round(n / dt), "conditions": f"{n} bms16 frames, cantools decode + mapping, one thread"}
 
 
@@ -107,11 +114,16 @@ def bench_decode_store(n: int, tmp: Path) -> dict:
                 rows += len(batch)
     dt = time.perf_counter() - t0
     store.close()
-    print(f"CAN decode + sample at 10 Hz + store: {n / dt:,.0f} frames/s ({n:,} frames = {n / 32000:.1f} s of four "
-          f"saturated buses, 4 BMSs x 16 cells, {rows:,} rows stored, one thread, SQLite synchronous=NORMAL)")
-    return {"frames_per_s": round(n / dt), "rows_stored": rows,
-            "conditions": "decode, sample 4 BMSs x 16 cells every 3,200 frames (100 ms of 4 saturated buses), "
-                          "agent Store, synchronous=NORMAL, one thread"}
+    print(
+        f"CAN decode + sample at 10 Hz + store: {n / dt:,.0f} frames/s ({n:,} frames = {n / 32000:.1f} s of four "
+        f"saturated buses, 4 BMSs x 16 cells, {rows:,} rows stored, one thread, SQLite synchronous=NORMAL)"
+    )
+    return {
+        "frames_per_s": round(n / dt),
+        "rows_stored": rows,
+        "conditions": "decode, sample 4 BMSs x 16 cells every 3,200 frames (100 ms of 4 saturated buses), "
+        "agent Store, synchronous=NORMAL, one thread",
+    }
 
 
 def bench_virtual_bus(seconds: float, tmp: Path, offered_per_s: int = 32_000) -> dict:
@@ -121,8 +133,16 @@ def bench_virtual_bus(seconds: float, tmp: Path, offered_per_s: int = 32_000) ->
     every frame: a harsher setting than a kernel socket. Reports whether the driver keeps up."""
     channel = f"bench-{time.monotonic_ns()}"
     frames = bms_frames(20_000)
-    cfg = CanConfig.model_validate({"type": "can", "interface": "virtual", "channel": channel, "profile": "bms16",
-                                    "sample_hz": 10, "bitrate": None})
+    cfg = CanConfig.model_validate(
+        {
+            "type": "can",
+            "interface": "virtual",
+            "channel": channel,
+            "profile": "bms16",
+            "sample_hz": 10,
+            "bitrate": None,
+        }
+    )
     store = Store(tmp / "bench-vbus.db", synchronous="NORMAL")
     store.open()
     stop = threading.Event()
@@ -162,22 +182,29 @@ def bench_virtual_bus(seconds: float, tmp: Path, offered_per_s: int = 32_000) ->
 
     decoded, offered, rows, dt, cpu = asyncio.run(run())
     store.close()
-    print(f"CAN end to end, virtual bus, {offered_per_s:,} frames/s offered: {offered / dt:,.0f} frames/s sent, "
-          f"{decoded / dt:,.0f} frames/s decoded by the driver ({100 * decoded / max(offered, 1):.0f} %), "
-          f"{rows / dt:,.0f} rows/s stored, process CPU {cpu / dt:.2f} cores incl. the sender ({seconds:g} s)")
-    return {"offered_per_s": round(offered / dt), "decoded_per_s": round(decoded / dt),
-            "kept_up_pct": round(100 * decoded / max(offered, 1), 1), "rows_per_s": round(rows / dt),
-            "process_cpu_cores": round(cpu / dt, 2),
-            "conditions": f"CanDriver on python-can's virtual bus, {offered_per_s} frames/s offered in 10 ms bursts "
-                          "by a sender thread in the same process (one GIL), sample_hz 10, rows stored"}
+    print(
+        f"CAN end to end, virtual bus, {offered_per_s:,} frames/s offered: {offered / dt:,.0f} frames/s sent, "
+        f"{decoded / dt:,.0f} frames/s decoded by the driver ({100 * decoded / max(offered, 1):.0f} %), "
+        f"{rows / dt:,.0f} rows/s stored, process CPU {cpu / dt:.2f} cores incl. the sender ({seconds:g} s)"
+    )
+    return {
+        "offered_per_s": round(offered / dt),
+        "decoded_per_s": round(decoded / dt),
+        "kept_up_pct": round(100 * decoded / max(offered, 1), 1),
+        "rows_per_s": round(rows / dt),
+        "process_cpu_cores": round(cpu / dt, 2),
+        "conditions": f"CanDriver on python-can's virtual bus, {offered_per_s} frames/s offered in 10 ms bursts "
+        "by a sender thread in the same process (one GIL), sample_hz 10, rows stored",
+    }
 
 
 def bench_reader_prefilled(n: int) -> dict:
     """The driver's own reader loop (python-can recv, cantools decode, freshness update) draining a virtual-bus
     queue filled beforehand, so the sender's cost is not in the figure: what one reader thread can take."""
     channel = f"bench-pre-{time.monotonic_ns()}"
-    cfg = CanConfig.model_validate({"type": "can", "interface": "virtual", "channel": channel, "profile": "bms16",
-                                    "bitrate": None})
+    cfg = CanConfig.model_validate(
+        {"type": "can", "interface": "virtual", "channel": channel, "profile": "bms16", "bitrate": None}
+    )
     drv = CanDriver(cfg, DriverContext(emit=lambda e: None))
     drv.bus = can.Bus(interface="virtual", channel=channel)
     tx = can.Bus(interface="virtual", channel=channel)
@@ -193,10 +220,14 @@ def bench_reader_prefilled(n: int) -> dict:
     th.join()
     tx.shutdown()
     drv.bus.shutdown()
-    print(f"CAN reader thread on a pre-filled virtual bus: {drv.decoded / dt:,.0f} frames/s received, decoded and "
-          f"applied ({drv.decoded:,} frames, one thread)")
-    return {"frames_per_s": round(drv.decoded / dt),
-            "conditions": "CanDriver reader loop (recv + decode + freshness) draining a pre-filled virtual bus"}
+    print(
+        f"CAN reader thread on a pre-filled virtual bus: {drv.decoded / dt:,.0f} frames/s received, decoded and "
+        f"applied ({drv.decoded:,} frames, one thread)"
+    )
+    return {
+        "frames_per_s": round(drv.decoded / dt),
+        "conditions": "CanDriver reader loop (recv + decode + freshness) draining a pre-filled virtual bus",
+    }
 
 
 def free_port() -> int:
@@ -220,15 +251,38 @@ def bench_modbus(seconds: float, tmp: Path, profile: str, devices: int) -> dict:
     """The real ModbusDriver polling as fast as it can (poll interval 1 ms) an emulator in its own process."""
     port = free_port()
     ids = ",".join(str(i) for i in range(1, devices + 1))
-    emu = subprocess.Popen([sys.executable, "-m", "agent", "emulate", "modbus", "--tcp", f"127.0.0.1:{port}",
-                            "--devices", ids, "--profile", profile], stdout=subprocess.PIPE, text=True)
+    emu = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "emulate",
+            "modbus",
+            "--tcp",
+            f"127.0.0.1:{port}",
+            "--devices",
+            ids,
+            "--profile",
+            profile,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = emu.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith("emulating"):
             raise SystemExit(f"emulator did not start: {line}")
-        cfg = ModbusConfig.model_validate({"type": "modbus", "poll_interval_s": 0.001, "timeout_s": 1.0,
-                                           "devices": [{"name": f"d{i}", "profile": profile, "device_id": i,
-                                                        "tcp": f"127.0.0.1:{port}"} for i in range(1, devices + 1)]})
+        cfg = ModbusConfig.model_validate(
+            {
+                "type": "modbus",
+                "poll_interval_s": 0.001,
+                "timeout_s": 1.0,
+                "devices": [
+                    {"name": f"d{i}", "profile": profile, "device_id": i, "tcp": f"127.0.0.1:{port}"}
+                    for i in range(1, devices + 1)
+                ],
+            }
+        )
 
         async def run() -> tuple[dict, float, int]:
             drv = ModbusDriver(cfg, DriverContext(emit=lambda e: None))
@@ -249,13 +303,18 @@ def bench_modbus(seconds: float, tmp: Path, profile: str, devices: int) -> dict:
         rm = RegisterMap(load_modbus_profile(profile))
         per_req = rm.n_registers / len(rm.blocks)
         total = sum(reqs.values())
-        print(f"Modbus TCP loopback, profile {Path(profile).stem} ({rm.n_registers} registers in {len(rm.blocks)} "
-              f"reads per poll), {devices} device(s), one connection each: {total / dt:,.0f} requests/s, "
-              f"{total * per_req / dt:,.0f} registers/s, {rows / dt:,.0f} rows/s "
-              f"(emulator = pymodbus server in its own process; {seconds:g} s)")
-        return {"requests_per_s": round(total / dt), "registers_per_s": round(total * per_req / dt),
-                "conditions": f"{devices} device(s) x {rm.n_registers} registers in {len(rm.blocks)} reads, poll "
-                              "interval 1 ms, TCP loopback, emulator in its own process"}
+        print(
+            f"Modbus TCP loopback, profile {Path(profile).stem} ({rm.n_registers} registers in {len(rm.blocks)} "
+            f"reads per poll), {devices} device(s), one connection each: {total / dt:,.0f} requests/s, "
+            f"{total * per_req / dt:,.0f} registers/s, {rows / dt:,.0f} rows/s "
+            f"(emulator = pymodbus server in its own process; {seconds:g} s)"
+        )
+        return {
+            "requests_per_s": round(total / dt),
+            "registers_per_s": round(total * per_req / dt),
+            "conditions": f"{devices} device(s) x {rm.n_registers} registers in {len(rm.blocks)} reads, poll "
+            "interval 1 ms, TCP loopback, emulator in its own process",
+        }
     finally:
         emu.send_signal(signal.SIGTERM)
         emu.wait(10)

@@ -6,6 +6,7 @@ Prints figures with their conditions; ``main()`` returns them (``make bench`` co
 on the edge: one intra-op thread. Timings are medians of repeated runs on a shared machine: read them as orders
 of magnitude, not as guarantees.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,13 +22,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.config import TwinConfig  # noqa: E402
-from agent.features.cyclelife import FIRST_CYCLE, LAST_CYCLE  # noqa: E402
-from agent.inference import CycleLifePredictor, SohForecaster  # noqa: E402
-from agent.twin.ekf import SocEkf  # noqa: E402
-from agent.twin.model import GroupModel  # noqa: E402
-from agent.twin.processor import TwinProcessor  # noqa: E402
-from drivers.base import ReadingBatch  # noqa: E402
+from agent.config import TwinConfig
+from agent.features.cyclelife import FIRST_CYCLE, LAST_CYCLE
+from agent.inference import CycleLifePredictor, SohForecaster
+from agent.twin.ekf import SocEkf
+from agent.twin.model import GroupModel
+from agent.twin.processor import TwinProcessor
+from drivers.base import ReadingBatch
 
 
 def _median_s(fn, repeat: int) -> float:
@@ -60,10 +61,14 @@ def bench_inference(cells: int, repeat: int) -> dict:
 
     run_soh(), run_cl()  # warm up
     s, c = _median_s(run_soh, repeat), _median_s(run_cl, repeat)
-    return {"soh_forecast_ms": round(s * 1e3, 3), "soh_us_per_cell": round(s * 1e6 / cells, 2),
-            "cycle_life_ms": round(c * 1e3, 3), "cycle_life_us_per_cell": round(c * 1e6 / cells, 2),
-            "conditions": f"{cells} cells in one call: features (agent/features) + onnxruntime run; SOH history "
-                          f"300 cycles, 6 horizons; cycle life on {grid}-point Qd(V) curves; median of {repeat}"}
+    return {
+        "soh_forecast_ms": round(s * 1e3, 3),
+        "soh_us_per_cell": round(s * 1e6 / cells, 2),
+        "cycle_life_ms": round(c * 1e3, 3),
+        "cycle_life_us_per_cell": round(c * 1e6 / cells, 2),
+        "conditions": f"{cells} cells in one call: features (agent/features) + onnxruntime run; SOH history "
+        f"300 cycles, 6 horizons; cycle life on {grid}-point Qd(V) curves; median of {repeat}",
+    }
 
 
 def bench_cycle_end(cells: int) -> dict:
@@ -80,8 +85,9 @@ def bench_cycle_end(cells: int) -> dict:
         k = np.arange(k0, k0 + ticks)
         ts = np.repeat(t0 + k * dt_ms, n)
         v = np.repeat(v0 + dv * (k - k0) / max(ticks - 1, 1), n)
-        return ReadingBatch.build(ids, np.tile(np.arange(n), ticks), ts, v, np.full(n * ticks, current),
-                                  np.full(n * ticks, 25.0))
+        return ReadingBatch.build(
+            ids, np.tile(np.arange(n), ticks), ts, v, np.full(n * ticks, current), np.full(n * ticks, 25.0)
+        )
 
     k = 0
     tp.process(batch(k, 2, 0.0, 3.6, 0.0), "sim")
@@ -97,9 +103,12 @@ def bench_cycle_end(cells: int) -> dict:
         k += 1
         assert len(cycles) == (n if cycle >= 1 else 0) or cycle == 0
     s = statistics.median(timings[1:])
-    return {"ms": round(s * 1e3, 2), "us_per_cell": round(s * 1e6 / n, 1),
-            "conditions": f"{n} cells ending a cycle in one batch: Qd(V) on 1000 points from 90 discharge samples, "
-                          "summary, SOH forecast (ONNX), sibling checks; median of 3 cycles"}
+    return {
+        "ms": round(s * 1e3, 2),
+        "us_per_cell": round(s * 1e6 / n, 1),
+        "conditions": f"{n} cells ending a cycle in one batch: Qd(V) on 1000 points from 90 discharge samples, "
+        "summary, SOH forecast (ONNX), sibling checks; median of 3 cycles",
+    }
 
 
 def bench_ekf(cells: int = 1000, steps: int = 2000) -> dict:
@@ -116,8 +125,11 @@ def bench_ekf(cells: int = 1000, steps: int = 2000) -> dict:
     for _ in range(steps):
         ekf.step(idx, i, v, dt)
     wall = time.perf_counter() - t0
-    return {"cell_steps_per_s": round(cells * steps / wall), "ticks_per_s": round(steps / wall, 1),
-            "conditions": f"SocEkf.step on {cells} cells at once (3-state EKF, 2RC nmc811 tables), {steps} ticks"}
+    return {
+        "cell_steps_per_s": round(cells * steps / wall),
+        "ticks_per_s": round(steps / wall, 1),
+        "conditions": f"SocEkf.step on {cells} cells at once (3-state EKF, 2RC nmc811 tables), {steps} ticks",
+    }
 
 
 def bench_twin(cells: int = 1000, ticks: int = 600) -> dict:
@@ -132,13 +144,18 @@ def bench_twin(cells: int = 1000, ticks: int = 600) -> dict:
         tp.process(b, "sim")
         n += len(b)
     wall = time.perf_counter() - t0
-    return {"readings_per_s": round(n / wall), "conditions": f"TwinProcessor.process: {cells} cells, batches of "
-            "100 samples per cell (EKF + cycle tracker + detectors per tick), BasicRig data"}
+    return {
+        "readings_per_s": round(n / wall),
+        "conditions": f"TwinProcessor.process: {cells} cells, batches of "
+        "100 samples per cell (EKF + cycle tracker + detectors per tick), BasicRig data",
+    }
 
 
 def main() -> dict:
-    conditions = (f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}, "
-                  f"onnxruntime intra_op_num_threads=1")
+    conditions = (
+        f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}, "
+        f"onnxruntime intra_op_num_threads=1"
+    )
     return {
         "conditions": conditions,
         "inference_1_cell": bench_inference(1, 200),

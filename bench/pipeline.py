@@ -5,6 +5,7 @@ so the figure is the agent's own ceiling, not IoT Core's quota). Prints a table;
 
     .venv/bin/python bench/pipeline.py [--seconds 15]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,14 +25,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.config import parse_config  # noqa: E402
-from agent.logs import setup_logging  # noqa: E402
-from agent.pipeline import Agent  # noqa: E402
-from agent.store import Store  # noqa: E402
-from drivers.base import Driver, DriverConfig, DriverContext, ReadingBatch  # noqa: E402
-from drivers.registry import BUILTIN as DRIVERS_BUILTIN  # noqa: E402
-from tests.support.broker import Broker  # noqa: E402
-from tests.support.pki import Pki  # noqa: E402
+from agent.config import parse_config
+from agent.logs import setup_logging
+from agent.pipeline import Agent
+from agent.store import Store
+from drivers.base import Driver, DriverConfig, DriverContext, ReadingBatch
+from drivers.registry import BUILTIN as DRIVERS_BUILTIN
+from tests.support.broker import Broker
+from tests.support.pki import Pki
 
 
 class SyntheticConfig(DriverConfig):
@@ -67,8 +68,14 @@ class SyntheticDriver(Driver):
         if wait > 0:
             await asyncio.sleep(wait)
         n = len(self._cells)
-        return ReadingBatch.build(self._cells, np.arange(n), self.ctx.clock_ms(), 3.7 + self._rng.normal(0, 0.01, n),
-                                  -2.5 + self._rng.normal(0, 0.01, n), 25 + self._rng.normal(0, 0.1, n))
+        return ReadingBatch.build(
+            self._cells,
+            np.arange(n),
+            self.ctx.clock_ms(),
+            3.7 + self._rng.normal(0, 0.01, n),
+            -2.5 + self._rng.normal(0, 0.01, n),
+            25 + self._rng.normal(0, 0.1, n),
+        )
 
 
 DRIVERS_BUILTIN["bench-synthetic"] = "bench.pipeline:SyntheticDriver"
@@ -85,24 +92,40 @@ def bench_store_ingest(tmp: Path, synchronous: str, cells: int = 64, ticks: int 
     store.open()
     rng = np.random.default_rng(0)
     n = cells * ticks
-    b = ReadingBatch.build(tuple(f"c{i:03d}" for i in range(cells)), np.tile(np.arange(cells), ticks),
-                           np.repeat(1_790_000_000_000 + np.arange(ticks) * 100, cells), rng.uniform(3, 4, n),
-                           rng.uniform(-5, 5, n), rng.uniform(20, 30, n))
+    b = ReadingBatch.build(
+        tuple(f"c{i:03d}" for i in range(cells)),
+        np.tile(np.arange(cells), ticks),
+        np.repeat(1_790_000_000_000 + np.arange(ticks) * 100, cells),
+        rng.uniform(3, 4, n),
+        rng.uniform(-5, 5, n),
+        rng.uniform(20, 30, n),
+    )
     t0, c0 = time.perf_counter(), cpu_s()
     for _ in range(batches):
         store.append(b, "bench")
     wall, cpu = time.perf_counter() - t0, cpu_s() - c0
     store.close()
-    return {"readings_per_s": round(batches * n / wall), "readings_per_cpu_s": round(batches * n / cpu),
-            "conditions": f"synchronous={synchronous}, batches of {n} readings ({cells} cells x {ticks} samples)"}
+    return {
+        "readings_per_s": round(batches * n / wall),
+        "readings_per_cpu_s": round(batches * n / cpu),
+        "conditions": f"synchronous={synchronous}, batches of {n} readings ({cells} cells x {ticks} samples)",
+    }
 
 
 def agent_cfg(tmp: Path, broker: Broker, cert, key, ca, driver: str = "simulator", **sim) -> dict:
     return {
         "rig": "bench-rig",
         "store": {"path": str(tmp / f"agent-{time.monotonic_ns()}.db"), "synchronous": "FULL"},
-        "uplink": {"endpoint": "localhost", "port": broker.port, "cert": str(cert), "key": str(key), "ca": str(ca),
-                   "flow_control": "none", "health_interval_s": 3600, **sim.pop("uplink", {})},
+        "uplink": {
+            "endpoint": "localhost",
+            "port": broker.port,
+            "cert": str(cert),
+            "key": str(key),
+            "ca": str(ca),
+            "flow_control": "none",
+            "health_interval_s": 3600,
+            **sim.pop("uplink", {}),
+        },
         "drivers": [{"type": driver, "name": "sim", **sim}],
         "log": {"level": "WARNING"},
     }
@@ -136,8 +159,10 @@ async def run_agent(cfg: dict, seconds: float, warmup_s: float = 2.0) -> dict:
         "produced_readings_per_s": round((produced1 - produced0) / (t1 - t0)),
         "cpu_pct_of_one_core": round(100 * (c1 - c0) / (t1 - t0), 1),
         "wire_bytes_per_reading": round((b1 - b0) / max(acked, 1), 1),
-        "latency_newest_p50_ms": pct(lat, 50), "latency_newest_p99_ms": pct(lat, 99),
-        "latency_oldest_p50_ms": pct(lat_old, 50), "latency_oldest_p99_ms": pct(lat_old, 99),
+        "latency_newest_p50_ms": pct(lat, 50),
+        "latency_newest_p99_ms": pct(lat, 99),
+        "latency_oldest_p50_ms": pct(lat_old, 50),
+        "latency_oldest_p99_ms": pct(lat_old, 99),
         "store_depth_at_end": st["depth_readings"],
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
@@ -152,9 +177,17 @@ async def run_drain(cfg: dict, backlog: int) -> dict:
     n = cells * ticks
     backlog = backlog // n * n
     for k in range(backlog // n):
-        store.append(ReadingBatch.build(tuple(f"c{i:03d}" for i in range(cells)), np.tile(np.arange(cells), ticks),
-                                        np.repeat(1_790_000_000_000 + (k * ticks + np.arange(ticks)) * 100, cells),
-                                        rng.uniform(3, 4, n), rng.uniform(-5, 5, n), rng.uniform(20, 30, n)), "b")
+        store.append(
+            ReadingBatch.build(
+                tuple(f"c{i:03d}" for i in range(cells)),
+                np.tile(np.arange(cells), ticks),
+                np.repeat(1_790_000_000_000 + (k * ticks + np.arange(ticks)) * 100, cells),
+                rng.uniform(3, 4, n),
+                rng.uniform(-5, 5, n),
+                rng.uniform(20, 30, n),
+            ),
+            "b",
+        )
     store.close()
     cfg = {**cfg, "drivers": []}
     agent = Agent(parse_config(cfg))
@@ -173,26 +206,40 @@ async def run_drain(cfg: dict, backlog: int) -> dict:
     await agent.stop(drain_timeout_s=2.0)
     (ta, ba), (tb, bb) = marks.get(10, (t0, 0)), marks.get(90, (t1, up.stats.acked_bytes))
     steady_bps = (bb - ba) / max(tb - ta, 1e-9)
-    return {"acked_readings_per_s": round(acked / (t1 - t0)), "acked_readings_per_cpu_s": round(acked / (c1 - c0)),
-            "cpu_pct_of_one_core": round(100 * (c1 - c0) / (t1 - t0), 1), "backlog": backlog,
-            "steady_acked_kib_per_s": round(steady_bps / 1024, 1),
-            "steady_fraction_of_iot_core_512kib_s": round(steady_bps / (512 * 1024), 3),
-            "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {
+        "acked_readings_per_s": round(acked / (t1 - t0)),
+        "acked_readings_per_cpu_s": round(acked / (c1 - c0)),
+        "cpu_pct_of_one_core": round(100 * (c1 - c0) / (t1 - t0), 1),
+        "backlog": backlog,
+        "steady_acked_kib_per_s": round(steady_bps / 1024, 1),
+        "steady_fraction_of_iot_core_512kib_s": round(steady_bps / (512 * 1024), 3),
+        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
 
 
 SCENARIOS = {
-    "drain": ("backlog of 1,000,000 readings (64 cells) drained with no driver running; compact envelope ~15 KB "
-              "messages; synchronous=FULL; mosquitto on loopback over mTLS; SDK flow control NONE"),
-    "drain_iot_core_flow": ("backlog of 192,000 readings drained with the SDK's AWS IoT Core flow control ON "
-                            "(client-side 512 KiB/s and 100 publishes/s per connection) against mosquitto; backlog "
-                            "messages of ~59.5 KB (uplink.backlog_message_bytes); rate measured between 10 % and 90 % of the backlog acknowledged"),
-    "steady_51k": ("paced simulator 512 cells x 100 Hz = 51,200 readings/s through validate -> store -> uplink "
-                   "-> PUBACK -> mark sent; synchronous=FULL; linger 1000 ms; flow control NONE"),
-    "reference_64x10hz": ("reference load: 64 cells x 10 Hz from a bench-only synthetic driver (values cost "
-                          "~nothing to make, so this is the agent's own cost: validate, store, uplink, PUBACK); "
-                          "linger 1000 ms (default); synchronous=FULL; flow control NONE"),
-    "reference_64x10hz_physics_sim": ("the same 64 cells x 10 Hz from the physics simulator driver in the same "
-                                      "process (ECM with 2 RC pairs, thermal, ageing): the whole process's cost"),
+    "drain": (
+        "backlog of 1,000,000 readings (64 cells) drained with no driver running; compact envelope ~15 KB "
+        "messages; synchronous=FULL; mosquitto on loopback over mTLS; SDK flow control NONE"
+    ),
+    "drain_iot_core_flow": (
+        "backlog of 192,000 readings drained with the SDK's AWS IoT Core flow control ON "
+        "(client-side 512 KiB/s and 100 publishes/s per connection) against mosquitto; backlog "
+        "messages of ~59.5 KB (uplink.backlog_message_bytes); rate measured between 10 % and 90 % of the backlog acknowledged"
+    ),
+    "steady_51k": (
+        "paced simulator 512 cells x 100 Hz = 51,200 readings/s through validate -> store -> uplink "
+        "-> PUBACK -> mark sent; synchronous=FULL; linger 1000 ms; flow control NONE"
+    ),
+    "reference_64x10hz": (
+        "reference load: 64 cells x 10 Hz from a bench-only synthetic driver (values cost "
+        "~nothing to make, so this is the agent's own cost: validate, store, uplink, PUBACK); "
+        "linger 1000 ms (default); synchronous=FULL; flow control NONE"
+    ),
+    "reference_64x10hz_physics_sim": (
+        "the same 64 cells x 10 Hz from the physics simulator driver in the same "
+        "process (ECM with 2 RC pairs, thermal, ageing): the whole process's cost"
+    ),
 }
 
 
@@ -212,14 +259,22 @@ def run_scenario(name: str, seconds: float) -> dict:
                 cfg["uplink"]["flow_control"] = "iot_core"
                 res = asyncio.run(run_drain(cfg, 192_000))
             elif name == "steady_51k":
-                res = asyncio.run(run_agent(agent_cfg(tmp, broker, cert, key, pki.ca_cert, cells=512,
-                                                      sample_hz=100.0), seconds))
+                res = asyncio.run(
+                    run_agent(agent_cfg(tmp, broker, cert, key, pki.ca_cert, cells=512, sample_hz=100.0), seconds)
+                )
             elif name == "reference_64x10hz":
-                res = asyncio.run(run_agent(agent_cfg(tmp, broker, cert, key, pki.ca_cert, driver="bench-synthetic",
-                                                      cells=64, sample_hz=10.0), seconds))
+                res = asyncio.run(
+                    run_agent(
+                        agent_cfg(
+                            tmp, broker, cert, key, pki.ca_cert, driver="bench-synthetic", cells=64, sample_hz=10.0
+                        ),
+                        seconds,
+                    )
+                )
             else:
-                res = asyncio.run(run_agent(agent_cfg(tmp, broker, cert, key, pki.ca_cert, cells=64,
-                                                      sample_hz=10.0), seconds))
+                res = asyncio.run(
+                    run_agent(agent_cfg(tmp, broker, cert, key, pki.ca_cert, cells=64, sample_hz=10.0), seconds)
+                )
         finally:
             broker.stop()
     res["conditions"] = SCENARIOS[name]
@@ -233,8 +288,12 @@ def main(seconds: float = 15.0) -> dict:
         results["store_ingest_full"] = bench_store_ingest(Path(d), "FULL")
         results["store_ingest_normal"] = bench_store_ingest(Path(d), "NORMAL")
     for name in SCENARIOS:
-        out = subprocess.run([sys.executable, __file__, "--scenario", name, "--seconds", str(seconds)],
-                             capture_output=True, text=True, timeout=600)
+        out = subprocess.run(
+            [sys.executable, __file__, "--scenario", name, "--seconds", str(seconds)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if out.returncode != 0:
             results[name] = {"error": out.stderr[-2000:]}
             continue

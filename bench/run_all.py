@@ -3,6 +3,7 @@
 Each bench module exposes ``main() -> dict`` of figures (nested dicts allowed; a ``conditions`` string says how a
 figure was measured). Figures are printed, never asserted: machines are shared and noisy.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -31,8 +32,7 @@ def flatten(prefix: str, obj, out: list[tuple[str, object]]) -> None:
 
 def main() -> int:
     names = [n for n in ORDER if (HERE / f"{n}.py").exists()]
-    names += sorted(p.stem for p in HERE.glob("*.py") if p.stem not in ORDER and p.stem not in ("run_all",
-                                                                                              "__init__"))
+    names += sorted(p.stem for p in HERE.glob("*.py") if p.stem not in ORDER and p.stem not in ("run_all", "__init__"))
     results: dict = {"generated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     for name in names:
         print(f"== bench/{name}.py", flush=True)

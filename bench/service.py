@@ -4,6 +4,7 @@ local mosquitto with TLS client certificates; simulator driver, 8 cells at 10 Hz
 
     .venv/bin/python bench/service.py [--runs 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,29 +23,45 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.agentproc import to_toml  # noqa: E402
-from tests.support.broker import Broker  # noqa: E402
-from tests.support.pki import Pki  # noqa: E402
+from tests.support.agentproc import to_toml
+from tests.support.broker import Broker
+from tests.support.pki import Pki
 
 CONDITIONS = "agent process, simulator 8 cells x 10 Hz, mosquitto mTLS on loopback, 2-core shared machine"
 
 
 def exposure() -> dict:
-    p = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(ROOT / "systemd/battery-twin.service")],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(ROOT / "systemd/battery-twin.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", p.stdout)
-    return {"exposure": float(m.group(1)) if m else None,
-            "conditions": "systemd-analyze security --offline=yes systemd/battery-twin.service (0 = best, 10 = worst)"}
+    return {
+        "exposure": float(m.group(1)) if m else None,
+        "conditions": "systemd-analyze security --offline=yes systemd/battery-twin.service (0 = best, 10 = worst)",
+    }
 
 
 class Run:
     def __init__(self, tmp: Path, broker: Broker, cert: Path, key: Path, ca: Path):
         self.tmp = tmp
         self.conf = tmp / "agent.toml"
-        self.cfg = {"rig": "bench-rig", "store": {"path": str(tmp / "agent.db")},
-                    "uplink": {"endpoint": "localhost", "port": broker.port, "cert": str(cert), "key": str(key),
-                               "ca": str(ca), "flow_control": "none", "linger_ms": 200},
-                    "drivers": [{"type": "simulator", "name": "sim", "cells": 8, "sample_hz": 10.0}]}
+        self.cfg = {
+            "rig": "bench-rig",
+            "store": {"path": str(tmp / "agent.db")},
+            "uplink": {
+                "endpoint": "localhost",
+                "port": broker.port,
+                "cert": str(cert),
+                "key": str(key),
+                "ca": str(ca),
+                "flow_control": "none",
+                "linger_ms": 200,
+            },
+            "drivers": [{"type": "simulator", "name": "sim", "cells": 8, "sample_hz": 10.0}],
+        }
         self.conf.write_text(to_toml(self.cfg))
         self.sock_path = Path(tempfile.mkdtemp(prefix="btb-")) / "n.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -52,8 +69,12 @@ class Run:
         self.log = open(tmp / "agent.log", "wb")
         env = {**os.environ, "NOTIFY_SOCKET": str(self.sock_path), "PYTHONUNBUFFERED": "1"}
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(self.conf)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(self.conf)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
     def wait_notify(self, key: str, timeout_s: float = 60.0) -> float:
         deadline = time.monotonic() + timeout_s
@@ -119,8 +140,12 @@ def lifecycle(runs: int) -> dict:
         broker.start()
         conf = tmp / "run0" / "agent.toml"
         t = time.perf_counter()
-        d = subprocess.run([sys.executable, "-m", "agent", "doctor", "--config", str(conf)], capture_output=True,
-                           text=True, timeout=120)
+        d = subprocess.run(
+            [sys.executable, "-m", "agent", "doctor", "--config", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         doctor_s = time.perf_counter() - t
     finally:
         broker.stop()

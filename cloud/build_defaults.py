@@ -4,6 +4,7 @@ cycle_life: trained on the Severson train split, scored on the primary test spli
 paper's convention) in the same run. soh: trained on all four NASA PCoE cells, with the leave-one-cell-out
 figures from the half-life point recorded (EOL at 70% of 2 Ah, NASA's own criterion).
 """
+
 from __future__ import annotations
 
 from importlib import resources
@@ -24,8 +25,9 @@ def models_dir() -> Path:
     return Path(str(resources.files("agent.models")))
 
 
-def build(out: Path | None = None, report_dir: Path | None = None, data_dir: Path | None = None
-          ) -> list[dict[str, Any]]:
+def build(
+    out: Path | None = None, report_dir: Path | None = None, data_dir: Path | None = None
+) -> list[dict[str, Any]]:
     out = Path(out) if out else models_dir()
     report_dir = Path(report_dir) if report_dir else Path(__file__).resolve().parent / "reports"
     data = Path(data_dir) if data_dir else default_data_dir()
@@ -34,6 +36,15 @@ def build(out: Path | None = None, report_dir: Path | None = None, data_dir: Pat
     te_dir, te_lives = split_paths(root, "test1")
     cl = train_cycle_life(tr_dir, tr_lives, out, "cycle_life", SEED, te_dir, te_lives, SEVERSON_EXCLUDE, report_dir)
     nasa = from_nasa(data / "nasa_pcoe" / "capacity_per_cycle")
-    sh = train_soh(nasa, out, "soh", SEED, [Path(c.meta["source"]) for c in nasa], NASA_NOMINAL_AH,
-                   NASA_EOL_FRACTION, 0.5, report_dir)
+    sh = train_soh(
+        nasa,
+        out,
+        "soh",
+        SEED,
+        [Path(c.meta["source"]) for c in nasa],
+        NASA_NOMINAL_AH,
+        NASA_EOL_FRACTION,
+        0.5,
+        report_dir,
+    )
     return [cl, sh]

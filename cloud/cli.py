@@ -3,6 +3,7 @@
 Registered through the ``battery_twin.commands`` entry point (``model = "cloud.cli:register"``). Importing this
 module needs only argparse; the training stack (scikit-learn, skl2onnx, matplotlib) loads when a command runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,13 +17,18 @@ TRAIN_EXTRA_HINT = "pip install 'battery-twin[train]'"
 
 def _needs_train(fn):
     """Commands import the training stack when they run: a missing package is a clear message, not a traceback."""
+
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
         except ImportError as exc:
-            print(f"battery-twin model: needs a package that is not installed ({exc.name or exc}); install the "
-                  f"training extra: {TRAIN_EXTRA_HINT}", file=sys.stderr)
+            print(
+                f"battery-twin model: needs a package that is not installed ({exc.name or exc}); install the "
+                f"training extra: {TRAIN_EXTRA_HINT}",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
+
     run.__doc__ = fn.__doc__
     return run
 
@@ -86,16 +92,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = msub.add_parser("build-defaults", help="rebuild the models shipped in agent/models (fixed seeds)")
     b.add_argument("--out", type=Path, help="default: the agent's models folder")
     b.add_argument("--report-dir", type=Path, help="evaluation JSON/PNG (default: cloud/reports)")
-    b.add_argument("--data-dir", type=Path, help="shared data folder (default: $BATTERY_TWIN_DATA or "
-                   "../shared/data)")
+    b.add_argument("--data-dir", type=Path, help="shared data folder (default: $BATTERY_TWIN_DATA or ../shared/data)")
     b.set_defaults(func=_needs_train(cmd_build_defaults))
     d = msub.add_parser("dataset", help="build a capacity CSV (cell,cycle,capacity_ah,temperature_c)")
     d.add_argument("source", choices=["nasa", "store", "simulated"])
     d.add_argument("--nasa-dir", type=Path, help="NASA capacity_per_cycle folder (default: shared data)")
     d.add_argument("--db", type=Path, help="the agent's SQLite store (for 'store')")
     d.add_argument("--sim-dir", type=Path, help="a `battery-twin simulate` output folder (for 'simulated')")
-    d.add_argument("--qdlin-out", type=Path, help="also write the Severson Qdlin layout of the simulated cells "
-                   "(those with Qd(V) of cycles 2..100 and a cycle life) under this folder")
+    d.add_argument(
+        "--qdlin-out",
+        type=Path,
+        help="also write the Severson Qdlin layout of the simulated cells "
+        "(those with Qd(V) of cycles 2..100 and a cycle life) under this folder",
+    )
     d.add_argument("--out", type=Path, required=True)
     d.set_defaults(func=_needs_train(cmd_dataset))
     i = msub.add_parser("info", help="print a model's metadata")
@@ -120,12 +129,28 @@ def cmd_train_cycle_life(args: argparse.Namespace) -> int:
 
     train_dir, train_lives = _severson_defaults(args)
     try:
-        meta = train_cycle_life(train_dir, train_lives, args.out, args.name, args.seed, args.test_dir,
-                                args.test_lives, tuple(args.exclude_file))
+        meta = train_cycle_life(
+            train_dir,
+            train_lives,
+            args.out,
+            args.name,
+            args.seed,
+            args.test_dir,
+            args.test_lives,
+            tuple(args.exclude_file),
+        )
     except (FileNotFoundError, ValueError) as exc:
         return _err(str(exc))
-    print(json.dumps({"version": meta["version"], "metrics": meta["metrics"],
-                      "files": [str(args.out / f"{args.name}.onnx"), str(args.out / f"{args.name}.json")]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "version": meta["version"],
+                "metrics": meta["metrics"],
+                "files": [str(args.out / f"{args.name}.onnx"), str(args.out / f"{args.name}.json")],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -143,12 +168,17 @@ def cmd_train_soh(args: argparse.Namespace) -> int:
 
     try:
         histories, files = _histories(args)
-        meta = train_soh(histories, args.out, args.name, args.seed, files, args.nominal_ah, args.eol_fraction,
-                         args.from_fraction)
+        meta = train_soh(
+            histories, args.out, args.name, args.seed, files, args.nominal_ah, args.eol_fraction, args.from_fraction
+        )
     except (FileNotFoundError, ValueError) as exc:
         return _err(str(exc))
-    print(json.dumps({"version": meta["version"], "hyperparameters": meta["hyperparameters"],
-                      "metrics": meta["metrics"]}, indent=2))
+    print(
+        json.dumps(
+            {"version": meta["version"], "hyperparameters": meta["hyperparameters"], "metrics": meta["metrics"]},
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -197,17 +227,22 @@ def _emit(report: dict, args: argparse.Namespace, stem: str, plotter) -> None:
 
 def _print_table(r: dict) -> None:
     if r["task"] == "cycle-life":
-        print(f"cycle life, {r['n_cells']} cells: model RMSE {r['rmse_cycles']:.1f} cycles, MAPE {r['mape_pct']:.1f}% "
-              f"| variance baseline RMSE {r['baseline']['rmse_cycles']:.1f}, MAPE {r['baseline']['mape_pct']:.1f}%")
+        print(
+            f"cycle life, {r['n_cells']} cells: model RMSE {r['rmse_cycles']:.1f} cycles, MAPE {r['mape_pct']:.1f}% "
+            f"| variance baseline RMSE {r['baseline']['rmse_cycles']:.1f}, MAPE {r['baseline']['mape_pct']:.1f}%"
+        )
         return
     print(f"SOH forecast ({r['mode']}, from {r['from_fraction']:.0%}, EOL {r['eol_capacity_ah']:.3f} Ah)")
-    print(f"{'cell':10s} {'rmse_mAh':>9s} {'base_mAh':>9s} {'ratio':>6s} {'floor':>6s} {'eol_pred':>9s} "
-          f"{'eol_act':>8s}")
+    print(
+        f"{'cell':10s} {'rmse_mAh':>9s} {'base_mAh':>9s} {'ratio':>6s} {'floor':>6s} {'eol_pred':>9s} {'eol_act':>8s}"
+    )
     for c in r["cells"]:
-        f = lambda v, spec: format(v, spec) if v is not None else "-"  # noqa: E731
-        print(f"{c['cell']:10s} {c['rmse_ah'] * 1e3:9.1f} {c['baseline_rmse_ah'] * 1e3:9.1f} "
-              f"{f(c['ratio_to_baseline'], '6.2f')} {f(c['noise_floor_rmse_ah'] and c['noise_floor_rmse_ah'] * 1e3, '6.1f')} "
-              f"{f(c['eol_cycle_predicted'], '9.1f')} {f(c['eol_cycle_actual'], '8.0f')}")
+        f = lambda v, spec: format(v, spec) if v is not None else "-"
+        print(
+            f"{c['cell']:10s} {c['rmse_ah'] * 1e3:9.1f} {c['baseline_rmse_ah'] * 1e3:9.1f} "
+            f"{f(c['ratio_to_baseline'], '6.2f')} {f(c['noise_floor_rmse_ah'] and c['noise_floor_rmse_ah'] * 1e3, '6.1f')} "
+            f"{f(c['eol_cycle_predicted'], '9.1f')} {f(c['eol_cycle_actual'], '8.0f')}"
+        )
     print(f"overall RMSE {r['rmse_ah'] * 1e3:.1f} mAh, baseline {r['baseline_rmse_ah'] * 1e3:.1f} mAh")
 
 
@@ -257,6 +292,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         m = OnnxModel(args.model)
     except ModelError as exc:
         return _err(str(exc))
-    print(json.dumps({k: m.meta[k] for k in ("name", "family", "version", "features", "hyperparameters",
-                                             "training_data", "metrics") if k in m.meta}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: m.meta[k]
+                for k in ("name", "family", "version", "features", "hyperparameters", "training_data", "metrics")
+                if k in m.meta
+            },
+            indent=2,
+        )
+    )
     return 0

@@ -8,6 +8,7 @@ features). What is chosen, and how, is fixed here and uses the training cells on
 The "variance" baseline (Severson's one-feature model: log10 var dQ100-10, ordinary least squares) is refit on the
 same training cells in the same run, so every report compares both side by side.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -73,10 +74,15 @@ class CycleLifeModel:
     @property
     def hyperparameters(self) -> dict[str, Any]:
         last = self.pipeline.steps[-1][1]
-        return {"spec": self.spec.as_dict(), "feature_set": self.feature_set,
-                "regressor": type(last).__name__, "alpha": getattr(last, "alpha", None),
-                "alpha_grid": [float(ALPHAS[0]), float(ALPHAS[-1]), len(ALPHAS)],
-                "target": "log10(cycle_life)", "selection": "min leave-one-cell-out RMSE on the training cells"}
+        return {
+            "spec": self.spec.as_dict(),
+            "feature_set": self.feature_set,
+            "regressor": type(last).__name__,
+            "alpha": getattr(last, "alpha", None),
+            "alpha_grid": [float(ALPHAS[0]), float(ALPHAS[-1]), len(ALPHAS)],
+            "target": "log10(cycle_life)",
+            "selection": "min leave-one-cell-out RMSE on the training cells",
+        }
 
 
 def train(data: QdlinSet, seed: int = 0) -> CycleLifeModel:
@@ -88,9 +94,16 @@ def train(data: QdlinSet, seed: int = 0) -> CycleLifeModel:
         if not np.all(np.isfinite(x)):
             continue
         pred = loo_predictions(_ridge_cv, x, data.cycle_life)
-        table.append({"early_cycle": spec.early_cycle, "half_width": spec.half_width, "feature_set": set_name,
-                      "n_features": len(names), "loo_rmse_cycles": rmse(pred, data.cycle_life),
-                      "loo_mape_pct": mape_pct(pred, data.cycle_life)})
+        table.append(
+            {
+                "early_cycle": spec.early_cycle,
+                "half_width": spec.half_width,
+                "feature_set": set_name,
+                "n_features": len(names),
+                "loo_rmse_cycles": rmse(pred, data.cycle_life),
+                "loo_mape_pct": mape_pct(pred, data.cycle_life),
+            }
+        )
     best = min(table, key=lambda r: (round(r["loo_rmse_cycles"], 6), r["n_features"]))
     spec = F.CycleLifeSpec(best["early_cycle"], best["half_width"])
     names = F.FEATURE_SETS[best["feature_set"]]
@@ -98,12 +111,20 @@ def train(data: QdlinSet, seed: int = 0) -> CycleLifeModel:
     y = np.log10(data.cycle_life)
     alpha = float(_ridge_cv().fit(x, y).named_steps["ridge"].alpha_)
     pipe = Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=alpha))]).fit(x, y)
-    model = CycleLifeModel(spec, names, best["feature_set"], pipe, candidates=table,
-                           feature_ranges={n: [float(x[:, i].min()), float(x[:, i].max())]
-                                           for i, n in enumerate(names)})
-    model.metrics = {"train_rmse_cycles": rmse(model.predict(x), data.cycle_life),
-                     "train_mape_pct": mape_pct(model.predict(x), data.cycle_life),
-                     "loo_rmse_cycles": best["loo_rmse_cycles"], "n_train_cells": int(x.shape[0])}
+    model = CycleLifeModel(
+        spec,
+        names,
+        best["feature_set"],
+        pipe,
+        candidates=table,
+        feature_ranges={n: [float(x[:, i].min()), float(x[:, i].max())] for i, n in enumerate(names)},
+    )
+    model.metrics = {
+        "train_rmse_cycles": rmse(model.predict(x), data.cycle_life),
+        "train_mape_pct": mape_pct(model.predict(x), data.cycle_life),
+        "loo_rmse_cycles": best["loo_rmse_cycles"],
+        "n_train_cells": int(x.shape[0]),
+    }
     return model
 
 
@@ -112,13 +133,21 @@ def train_baseline(data: QdlinSet) -> CycleLifeModel:
     x = features(data, BASELINE_SPEC, BASELINE_FEATURES)
     pipe = _ols().fit(x, np.log10(data.cycle_life))
     m = CycleLifeModel(BASELINE_SPEC, BASELINE_FEATURES, "variance", pipe)
-    m.metrics = {"train_rmse_cycles": rmse(m.predict(x), data.cycle_life),
-                 "loo_rmse_cycles": rmse(loo_predictions(_ols, x, data.cycle_life), data.cycle_life)}
+    m.metrics = {
+        "train_rmse_cycles": rmse(m.predict(x), data.cycle_life),
+        "loo_rmse_cycles": rmse(loo_predictions(_ols, x, data.cycle_life), data.cycle_life),
+    }
     return m
 
 
-def export(model: CycleLifeModel, out_dir: Path, name: str, training: dict[str, Any],
-           grid: VoltageGrid = SEVERSON_GRID, extra_metrics: dict[str, Any] | None = None) -> dict:
+def export(
+    model: CycleLifeModel,
+    out_dir: Path,
+    name: str,
+    training: dict[str, Any],
+    grid: VoltageGrid = SEVERSON_GRID,
+    extra_metrics: dict[str, Any] | None = None,
+) -> dict:
     """Write ``name.onnx`` + ``name.json``; returns the metadata."""
     from cloud import onnx_export
 
@@ -128,10 +157,16 @@ def export(model: CycleLifeModel, out_dir: Path, name: str, training: dict[str, 
         "features": [{"name": n, "unit": F.FEATURES[n]} for n in model.feature_names],
         "feature_ranges": model.feature_ranges,
         "inputs": [{"name": "features", "dtype": "float64", "shape": ["cells", len(model.feature_names)]}],
-        "outputs": [{"name": "cycle_life", "unit": "cycles", "shape": ["cells", 1]},
-                    {"name": "log10_cycle_life", "unit": "log10(cycles)", "shape": ["cells", 1]}],
-        "applies_to": {"chemistry": "lfp", "cell": "A123 APR18650M1A 1.1 Ah (Severson et al. 2019)",
-                       "voltage_grid": grid.as_dict(), "cycle_life_definition": "cycles to 80% of nominal"},
+        "outputs": [
+            {"name": "cycle_life", "unit": "cycles", "shape": ["cells", 1]},
+            {"name": "log10_cycle_life", "unit": "log10(cycles)", "shape": ["cells", 1]},
+        ],
+        "applies_to": {
+            "chemistry": "lfp",
+            "cell": "A123 APR18650M1A 1.1 Ah (Severson et al. 2019)",
+            "voltage_grid": grid.as_dict(),
+            "cycle_life_definition": "cycles to 80% of nominal",
+        },
         "feature_spec": model.spec.as_dict(),
         "hyperparameters": model.hyperparameters,
         "training_data": training,

@@ -3,6 +3,7 @@
 Predictions always go through the exported ONNX graph and onnxruntime (``agent.inference``), the path the edge
 runs; the scikit-learn / numpy models are only the training side.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -36,17 +37,31 @@ def evaluate_cycle_life(model_path: Path | None, test: QdlinSet, train: QdlinSet
         "n_cells": int(actual.size),
         "rmse_cycles": cyclelife.rmse(pred, actual),
         "mape_pct": cyclelife.mape_pct(pred, actual),
-        "model": {"version": predictor.version, "file": predictor.model.path.name,
-                  "features": list(predictor.model.feature_names), "feature_spec": predictor.spec.as_dict()},
-        "baseline": {"name": "variance (Severson 2019: OLS on log10 var dQ100-10), refit on the training cells "
-                             "in this run", "n_train_cells": int(train.cycle_life.size),
-                     "rmse_cycles": cyclelife.rmse(pred_base, actual),
-                     "mape_pct": cyclelife.mape_pct(pred_base, actual),
-                     "train_rmse_cycles": baseline.metrics["train_rmse_cycles"]},
+        "model": {
+            "version": predictor.version,
+            "file": predictor.model.path.name,
+            "features": list(predictor.model.feature_names),
+            "feature_spec": predictor.spec.as_dict(),
+        },
+        "baseline": {
+            "name": "variance (Severson 2019: OLS on log10 var dQ100-10), refit on the training cells in this run",
+            "n_train_cells": int(train.cycle_life.size),
+            "rmse_cycles": cyclelife.rmse(pred_base, actual),
+            "mape_pct": cyclelife.mape_pct(pred_base, actual),
+            "train_rmse_cycles": baseline.metrics["train_rmse_cycles"],
+        },
         "published_primary_test_rmse_cycles": SEVERSON_PUBLISHED,
-        "cells": [{"file": f, "actual": float(a), "predicted": float(p), "baseline_predicted": float(b),
-                   "error": float(p - a), "extrapolating": bool(e)}
-                  for f, a, p, b, e in zip(test.files, actual, pred, pred_base, extrap)],
+        "cells": [
+            {
+                "file": f,
+                "actual": float(a),
+                "predicted": float(p),
+                "baseline_predicted": float(b),
+                "error": float(p - a),
+                "extrapolating": bool(e),
+            }
+            for f, a, p, b, e in zip(test.files, actual, pred, pred_base, extrap)
+        ],
     }
 
 
@@ -83,24 +98,40 @@ def forecast_cell(model_path: Path, cell: CapacityHistory, k: int, eol_ah: float
     if line[0] < 0:
         base_eol = _cap(max((eol_ah - line[1]) / line[0], float(origin)))
     return {
-        "cell": cell.cell, "n_cycles": len(cell), "origin_cycle": origin,
+        "cell": cell.cell,
+        "n_cycles": len(cell),
+        "origin_cycle": origin,
         "forecast_cycles": int(fut_cycles.size),
-        "rmse_ah": rmse, "baseline_rmse_ah": base_rmse,
+        "rmse_ah": rmse,
+        "baseline_rmse_ah": base_rmse,
         "ratio_to_baseline": rmse / base_rmse if base_rmse > 0 else None,
         "noise_floor_rmse_ah": floor,
-        "eol_cycle_predicted": eol_pred, "eol_cycle_baseline": base_eol, "eol_cycle_actual": actual_eol,
+        "eol_cycle_predicted": eol_pred,
+        "eol_cycle_baseline": base_eol,
+        "eol_cycle_actual": actual_eol,
         "eol_error_cycles": (eol_pred - actual_eol) if (eol_pred is not None and actual_eol is not None) else None,
-        "eol_baseline_error_cycles": (base_eol - actual_eol) if (base_eol is not None and actual_eol is not None)
+        "eol_baseline_error_cycles": (base_eol - actual_eol)
+        if (base_eol is not None and actual_eol is not None)
         else None,
         "eol_reached_before_origin": bool(actual_eol is not None and actual_eol <= origin),
         "model_version": forecaster.version,
-        "_series": {"cycles": cell.cycle.tolist(), "actual": cell.capacity_ah.tolist(),
-                    "forecast_cycles": fut_cycles.tolist(), "forecast": pred.tolist(), "baseline": base.tolist()},
+        "_series": {
+            "cycles": cell.cycle.tolist(),
+            "actual": cell.capacity_ah.tolist(),
+            "forecast_cycles": fut_cycles.tolist(),
+            "forecast": pred.tolist(),
+            "baseline": base.tolist(),
+        },
     }
 
 
-def evaluate_soh(cells: list[CapacityHistory], nominal_ah: float, eol_fraction: float, from_fraction: float,
-                 model_path: Path | None = None) -> dict[str, Any]:
+def evaluate_soh(
+    cells: list[CapacityHistory],
+    nominal_ah: float,
+    eol_fraction: float,
+    from_fraction: float,
+    model_path: Path | None = None,
+) -> dict[str, Any]:
     """Leave-one-cell-out (default: each cell forecast by a model fitted on the others and exported to ONNX),
     or a fixed ONNX model for every cell (``model_path``)."""
     if not 0 < from_fraction < 1:
@@ -113,16 +144,22 @@ def evaluate_soh(cells: list[CapacityHistory], nominal_ah: float, eol_fraction: 
         for i, cell in enumerate(cells):
             k = int(len(cell) * from_fraction)
             if k < soh.MIN_CYCLES or k >= len(cell):
-                raise ValueError(f"cell {cell.cell}: {len(cell)} cycles is too short to forecast from "
-                                 f"{from_fraction:.0%} of its history")
+                raise ValueError(
+                    f"cell {cell.cell}: {len(cell)} cycles is too short to forecast from "
+                    f"{from_fraction:.0%} of its history"
+                )
             path = model_path
             if path is None:
                 fold = soh.fit([c for j, c in enumerate(cells) if j != i])
                 meta = soh.export(fold, Path(tmp), f"fold{i}", {"cells": fold.fit_info["training_cells"]})
                 path = Path(tmp) / f"fold{i}.onnx"
-                folds.append({"held_out": cell.cell, **{k2: meta["hyperparameters"][k2]
-                                                        for k2 in ("kappa", "level_window")},
-                              "training_cells": fold.fit_info["training_cells"]})
+                folds.append(
+                    {
+                        "held_out": cell.cell,
+                        **{k2: meta["hyperparameters"][k2] for k2 in ("kappa", "level_window")},
+                        "training_cells": fold.fit_info["training_cells"],
+                    }
+                )
             r = forecast_cell(path, cell, k, eol_ah)
             s = r["_series"]
             sq.extend((np.array(s["forecast"]) - s["actual"][k:]) ** 2)
@@ -132,11 +169,16 @@ def evaluate_soh(cells: list[CapacityHistory], nominal_ah: float, eol_fraction: 
     return {
         "task": "soh",
         "mode": "fixed model" if model_path else "leave-one-cell-out",
-        "nominal_ah": nominal_ah, "eol_fraction": eol_fraction, "eol_capacity_ah": eol_ah,
-        "from_fraction": from_fraction, "n_cells": len(cells),
-        "rmse_ah": float(np.sqrt(np.mean(sq))), "baseline_rmse_ah": float(np.sqrt(np.mean(sq_base))),
+        "nominal_ah": nominal_ah,
+        "eol_fraction": eol_fraction,
+        "eol_capacity_ah": eol_ah,
+        "from_fraction": from_fraction,
+        "n_cells": len(cells),
+        "rmse_ah": float(np.sqrt(np.mean(sq))),
+        "baseline_rmse_ah": float(np.sqrt(np.mean(sq_base))),
         "baseline": "linear extrapolation of a least-squares line through the cell's history up to the origin",
-        "goal_half_baseline_met_for": goal, "goal_half_baseline_met": len(goal) == len(results),
+        "goal_half_baseline_met_for": goal,
+        "goal_half_baseline_met": len(goal) == len(results),
         "folds": folds,
         "cells": results,
     }

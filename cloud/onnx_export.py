@@ -5,12 +5,14 @@ and outputs, model version, training-data hash, hyperparameters, metrics). The v
 (family, format version and the first 12 hex digits of the graph's SHA-256), so a retrained model with other
 weights gets another version, and a rebuild with the same data and seed gets the same one.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -43,8 +45,9 @@ def sklearn_to_onnx(pipeline: Any, n_features: int, log10_output: bool) -> onnx.
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType
 
-    model = convert_sklearn(pipeline, initial_types=[("features", DoubleTensorType([None, n_features]))],
-                            target_opset=OPSET)
+    model = convert_sklearn(
+        pipeline, initial_types=[("features", DoubleTensorType([None, n_features]))], target_opset=OPSET
+    )
     graph = model.graph
     graph.name = "cycle_life_ridge"  # skl2onnx names graphs with a random uuid: keep rebuilds byte-identical
     raw = graph.output[0].name
@@ -53,10 +56,12 @@ def sklearn_to_onnx(pipeline: Any, n_features: int, log10_output: bool) -> onnx.
         graph.node.append(helper.make_node("Identity", [raw], ["log10_cycle_life"]))
         graph.node.append(helper.make_node("Pow", ["ten", raw], ["cycle_life"]))
         del graph.output[:]
-        graph.output.extend([
-            helper.make_tensor_value_info("cycle_life", TensorProto.DOUBLE, [None, 1]),
-            helper.make_tensor_value_info("log10_cycle_life", TensorProto.DOUBLE, [None, 1]),
-        ])
+        graph.output.extend(
+            [
+                helper.make_tensor_value_info("cycle_life", TensorProto.DOUBLE, [None, 1]),
+                helper.make_tensor_value_info("log10_cycle_life", TensorProto.DOUBLE, [None, 1]),
+            ]
+        )
     onnx.checker.check_model(model)
     return model
 
@@ -69,10 +74,13 @@ def finalize(model: onnx.ModelProto, family: str, metadata: dict[str, Any], out_
     graph_hash = sha256_bytes(model.SerializeToString(deterministic=True))
     version = f"{family}-v{FORMAT_VERSION}-{graph_hash[:12]}"
     meta = {"name": name, "family": family, "version": version, "format_version": FORMAT_VERSION, **metadata}
-    onnx.helper.set_model_props(model, {
-        "battery_twin.version": version,
-        "battery_twin.features": json.dumps(meta.get("features", [])),
-    })
+    onnx.helper.set_model_props(
+        model,
+        {
+            "battery_twin.version": version,
+            "battery_twin.features": json.dumps(meta.get("features", [])),
+        },
+    )
     model.doc_string = f"battery-twin {family} model {version}"
     data = model.SerializeToString(deterministic=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +111,9 @@ def session(model: onnx.ModelProto | bytes | Path):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else (
-        str(model) if isinstance(model, Path) else model)
+    src = (
+        model.SerializeToString()
+        if isinstance(model, onnx.ModelProto)
+        else (str(model) if isinstance(model, Path) else model)
+    )
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])

@@ -1,4 +1,5 @@
 """PNG plots of evaluations: predicted vs actual cycle life; predicted vs actual capacity fade per cell."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,9 @@ def cycle_life(report: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 6))
     lo, hi = 0, max(a.max(), p.max(), b.max()) * 1.05
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="ideal")
-    ax.scatter(a, b, marker="x", c="tab:gray", label=f"variance baseline (RMSE {report['baseline']['rmse_cycles']:.0f})")
+    ax.scatter(
+        a, b, marker="x", c="tab:gray", label=f"variance baseline (RMSE {report['baseline']['rmse_cycles']:.0f})"
+    )
     ax.scatter(a, p, c="tab:blue", label=f"model (RMSE {report['rmse_cycles']:.0f}, MAPE {report['mape_pct']:.1f}%)")
     ax.set_xlabel("actual cycle life (cycles)")
     ax.set_ylabel("predicted cycle life (cycles)")
@@ -50,10 +53,20 @@ def soh(report: dict[str, Any], path: Path) -> Path:
     for ax, c in zip(axes.ravel(), cells):
         s = c["_series"]
         ax.plot(s["cycles"], s["actual"], ".", ms=3, c="k", label="measured")
-        ax.plot(s["forecast_cycles"], s["forecast"], c="tab:blue", lw=2,
-                label=f"forecast (RMSE {c['rmse_ah'] * 1000:.0f} mAh)")
-        ax.plot(s["forecast_cycles"], s["baseline"], "--", c="tab:gray",
-                label=f"linear baseline ({c['baseline_rmse_ah'] * 1000:.0f} mAh)")
+        ax.plot(
+            s["forecast_cycles"],
+            s["forecast"],
+            c="tab:blue",
+            lw=2,
+            label=f"forecast (RMSE {c['rmse_ah'] * 1000:.0f} mAh)",
+        )
+        ax.plot(
+            s["forecast_cycles"],
+            s["baseline"],
+            "--",
+            c="tab:gray",
+            label=f"linear baseline ({c['baseline_rmse_ah'] * 1000:.0f} mAh)",
+        )
         ax.axvline(c["origin_cycle"], c="tab:green", lw=1, ls=":", label="forecast origin")
         ax.axhline(report["eol_capacity_ah"], c="tab:red", lw=1, ls=":", label="end of life")
         ax.set_title(c["cell"])
@@ -61,7 +74,7 @@ def soh(report: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel("capacity (Ah)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in axes.ravel()[len(cells):]:
+    for ax in axes.ravel()[len(cells) :]:
         ax.axis("off")
     fig.suptitle(f"Capacity fade: predicted vs actual ({report['mode']}, from {report['from_fraction']:.0%})")
     fig.tight_layout()

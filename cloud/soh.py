@@ -16,6 +16,7 @@ forecast and no end of life.
 End of life: the horizon where C(h) crosses the threshold, in closed form: h = (exp(lam*(C_eol - L)/s) - 1)/lam.
 The same formulas are the ONNX graph (``to_onnx``), so the edge runs exactly what was evaluated here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -66,14 +67,20 @@ class DampedTrendSOH:
         return np.maximum(h, 0.0)[:, 0]
 
     def features(self, history_ah: np.ndarray) -> np.ndarray:
-        return F.compute(np.atleast_2d(history_ah)[:, -self.history_cycles:], self.level_window, self.min_cycles)
+        return F.compute(np.atleast_2d(history_ah)[:, -self.history_cycles :], self.level_window, self.min_cycles)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        return {"kappa": self.kappa, "level_window": self.level_window, "history_cycles": self.history_cycles,
-                "min_cycles": self.min_cycles, "form": "C(h) = L + s*ln(1+lam*h)/lam, lam = kappa*(-s)/L",
-                "kappa_grid": [float(KAPPA_GRID[0]), float(KAPPA_GRID[-1]), len(KAPPA_GRID)],
-                "level_windows": list(LEVEL_WINDOWS), "training_origins_fraction": list(ORIGINS)}
+        return {
+            "kappa": self.kappa,
+            "level_window": self.level_window,
+            "history_cycles": self.history_cycles,
+            "min_cycles": self.min_cycles,
+            "form": "C(h) = L + s*ln(1+lam*h)/lam, lam = kappa*(-s)/L",
+            "kappa_grid": [float(KAPPA_GRID[0]), float(KAPPA_GRID[-1]), len(KAPPA_GRID)],
+            "level_windows": list(LEVEL_WINDOWS),
+            "training_origins_fraction": list(ORIGINS),
+        }
 
 
 def dense_history(h: CapacityHistory) -> np.ndarray:
@@ -83,8 +90,9 @@ def dense_history(h: CapacityHistory) -> np.ndarray:
     return out
 
 
-def _origin_samples(histories: list[CapacityHistory], level_window: int) -> list[tuple[np.ndarray, np.ndarray,
-                                                                                        np.ndarray]]:
+def _origin_samples(
+    histories: list[CapacityHistory], level_window: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per training cell: (features at each origin [K,2], horizons [H], actual [K,H] with NaN past the end)."""
     out = []
     for h in histories:
@@ -123,19 +131,28 @@ def fit(histories: list[CapacityHistory]) -> DampedTrendSOH:
         if best is None or losses[j] < best[0] - 1e-15:
             best = (float(losses[j]), float(KAPPA_GRID[j]), w)
     assert best is not None
-    return DampedTrendSOH(best[1], best[2], fit_info={"training_loss_mean_rmse_ah": best[0],
-                                                      "training_cells": [h.cell for h in histories]})
+    return DampedTrendSOH(
+        best[1],
+        best[2],
+        fit_info={"training_loss_mean_rmse_ah": best[0], "training_cells": [h.cell for h in histories]},
+    )
 
 
 def to_onnx(model: DampedTrendSOH) -> onnx.ModelProto:
     """The forecaster as an ONNX graph (float64): features [N,2], horizon_cycles [H], eol_capacity_ah [N,1]."""
-    c = lambda name, v: numpy_helper.from_array(np.asarray(v, dtype=np.float64), name)  # noqa: E731
-    inits = [c("kappa", model.kappa), c("lam_floor", LAMBDA_FLOOR), c("zero", 0.0), c("one", 1.0),
-             c("tiny", 1e-9), c("slope_ceil", SLOPE_CEIL),
-             numpy_helper.from_array(np.array([0], np.int64), "i0"), numpy_helper.from_array(np.array([1], np.int64),
-                                                                                           "i1"),
-             numpy_helper.from_array(np.array([2], np.int64), "i2"),
-             numpy_helper.from_array(np.array([1, -1], np.int64), "row")]
+    c = lambda name, v: numpy_helper.from_array(np.asarray(v, dtype=np.float64), name)
+    inits = [
+        c("kappa", model.kappa),
+        c("lam_floor", LAMBDA_FLOOR),
+        c("zero", 0.0),
+        c("one", 1.0),
+        c("tiny", 1e-9),
+        c("slope_ceil", SLOPE_CEIL),
+        numpy_helper.from_array(np.array([0], np.int64), "i0"),
+        numpy_helper.from_array(np.array([1], np.int64), "i1"),
+        numpy_helper.from_array(np.array([2], np.int64), "i2"),
+        numpy_helper.from_array(np.array([1, -1], np.int64), "row"),
+    ]
     n = helper.make_node
     nodes = [
         n("Slice", ["features", "i0", "i1", "i1"], ["level"]),
@@ -164,13 +181,19 @@ def to_onnx(model: DampedTrendSOH) -> onnx.ModelProto:
     ]
     dbl = TensorProto.DOUBLE
     graph = helper.make_graph(
-        nodes, "soh_damped_trend",
-        [helper.make_tensor_value_info("features", dbl, ["cells", 2]),
-         helper.make_tensor_value_info("horizon_cycles", dbl, ["horizons"]),
-         helper.make_tensor_value_info("eol_capacity_ah", dbl, ["cells", 1])],
-        [helper.make_tensor_value_info("capacity_ah", dbl, ["cells", "horizons"]),
-         helper.make_tensor_value_info("eol_cycles_ahead", dbl, ["cells", 1])],
-        inits)
+        nodes,
+        "soh_damped_trend",
+        [
+            helper.make_tensor_value_info("features", dbl, ["cells", 2]),
+            helper.make_tensor_value_info("horizon_cycles", dbl, ["horizons"]),
+            helper.make_tensor_value_info("eol_capacity_ah", dbl, ["cells", 1]),
+        ],
+        [
+            helper.make_tensor_value_info("capacity_ah", dbl, ["cells", "horizons"]),
+            helper.make_tensor_value_info("eol_cycles_ahead", dbl, ["cells", 1]),
+        ],
+        inits,
+    )
     from cloud.onnx_export import OPSET
 
     model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
@@ -179,21 +202,32 @@ def to_onnx(model: DampedTrendSOH) -> onnx.ModelProto:
     return model_proto
 
 
-def export(model: DampedTrendSOH, out_dir: Path, name: str, training: dict[str, Any],
-           metrics: dict[str, Any] | None = None) -> dict:
+def export(
+    model: DampedTrendSOH, out_dir: Path, name: str, training: dict[str, Any], metrics: dict[str, Any] | None = None
+) -> dict:
     from cloud import onnx_export
 
     meta = {
         "task": "capacity-fade forecast and end-of-life cycle from a capacity history",
         "features": [{"name": k, "unit": u} for k, u in F.FEATURES.items()],
-        "inputs": [{"name": "features", "dtype": "float64", "shape": ["cells", 2]},
-                   {"name": "horizon_cycles", "dtype": "float64", "shape": ["horizons"], "unit": "cycles"},
-                   {"name": "eol_capacity_ah", "dtype": "float64", "shape": ["cells", 1], "unit": "Ah"}],
-        "outputs": [{"name": "capacity_ah", "unit": "Ah", "shape": ["cells", "horizons"]},
-                    {"name": "eol_cycles_ahead", "unit": "cycles", "shape": ["cells", 1],
-                     "note": "cycles from the origin until capacity reaches eol_capacity_ah (0 if already below)"}],
-        "applies_to": {"chemistry": "any (trained on NASA PCoE 18650 Li-ion cells)",
-                       "capacity": "one discharge capacity per cycle, consecutive cycles"},
+        "inputs": [
+            {"name": "features", "dtype": "float64", "shape": ["cells", 2]},
+            {"name": "horizon_cycles", "dtype": "float64", "shape": ["horizons"], "unit": "cycles"},
+            {"name": "eol_capacity_ah", "dtype": "float64", "shape": ["cells", 1], "unit": "Ah"},
+        ],
+        "outputs": [
+            {"name": "capacity_ah", "unit": "Ah", "shape": ["cells", "horizons"]},
+            {
+                "name": "eol_cycles_ahead",
+                "unit": "cycles",
+                "shape": ["cells", 1],
+                "note": "cycles from the origin until capacity reaches eol_capacity_ah (0 if already below)",
+            },
+        ],
+        "applies_to": {
+            "chemistry": "any (trained on NASA PCoE 18650 Li-ion cells)",
+            "capacity": "one discharge capacity per cycle, consecutive cycles",
+        },
         "hyperparameters": model.hyperparameters,
         "training_data": training,
         "metrics": {**model.fit_info, **(metrics or {})},

@@ -4,6 +4,7 @@ Each run trains on the training data only, exports ONNX + metadata, evaluates wh
 (held-out split for cycle life, leave-one-cell-out for SOH), records the figures in the metadata, and writes
 the evaluation JSON and PNG plots beside the model.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,54 +19,105 @@ from cloud.datasets.severson import load_qdlin
 from cloud.onnx_export import sha256_files
 
 
-def train_cycle_life(train_dir: Path, train_lives: Path, out_dir: Path, name: str = "cycle_life", seed: int = 0,
-                     test_dir: Path | None = None, test_lives: Path | None = None,
-                     exclude: tuple[str, ...] = (), report_dir: Path | None = None) -> dict[str, Any]:
+def train_cycle_life(
+    train_dir: Path,
+    train_lives: Path,
+    out_dir: Path,
+    name: str = "cycle_life",
+    seed: int = 0,
+    test_dir: Path | None = None,
+    test_lives: Path | None = None,
+    exclude: tuple[str, ...] = (),
+    report_dir: Path | None = None,
+) -> dict[str, Any]:
     train = load_qdlin(train_dir, train_lives)
     model = cyclelife.train(train, seed=seed)
     baseline = cyclelife.train_baseline(train)
-    training = {"source": "/".join(Path(train_dir).resolve().parts[-3:]), "lives_file": Path(train_lives).name, "n_cells": int(train.cycle_life.size),
-                "sha256": sha256_files(train.paths), "seed": seed}
-    extra: dict[str, Any] = {"baseline_variance_train_rmse_cycles": baseline.metrics["train_rmse_cycles"],
-                             "baseline_variance_loo_rmse_cycles": baseline.metrics["loo_rmse_cycles"]}
+    training = {
+        "source": "/".join(Path(train_dir).resolve().parts[-3:]),
+        "lives_file": Path(train_lives).name,
+        "n_cells": int(train.cycle_life.size),
+        "sha256": sha256_files(train.paths),
+        "seed": seed,
+    }
+    extra: dict[str, Any] = {
+        "baseline_variance_train_rmse_cycles": baseline.metrics["train_rmse_cycles"],
+        "baseline_variance_loo_rmse_cycles": baseline.metrics["loo_rmse_cycles"],
+    }
     report = None
     if test_dir is not None and test_lives is not None:
         test = load_qdlin(test_dir, test_lives, exclude)
         # Score the fitted pipeline directly here; the ONNX path is scored below once the file exists.
         x = cyclelife.features(test, model.spec, model.feature_names)
         pred = model.predict(x)
-        extra.update({"test_split": Path(test_dir).name, "test_excluded": list(exclude),
-                      "test_n_cells": int(test.cycle_life.size),
-                      "test_rmse_cycles": cyclelife.rmse(pred, test.cycle_life),
-                      "test_mape_pct": cyclelife.mape_pct(pred, test.cycle_life)})
+        extra.update(
+            {
+                "test_split": Path(test_dir).name,
+                "test_excluded": list(exclude),
+                "test_n_cells": int(test.cycle_life.size),
+                "test_rmse_cycles": cyclelife.rmse(pred, test.cycle_life),
+                "test_mape_pct": cyclelife.mape_pct(pred, test.cycle_life),
+            }
+        )
         bx = cyclelife.features(test, baseline.spec, baseline.feature_names)
-        extra.update({"baseline_variance_test_rmse_cycles": cyclelife.rmse(baseline.predict(bx), test.cycle_life),
-                      "baseline_variance_test_mape_pct": cyclelife.mape_pct(baseline.predict(bx), test.cycle_life)})
+        extra.update(
+            {
+                "baseline_variance_test_rmse_cycles": cyclelife.rmse(baseline.predict(bx), test.cycle_life),
+                "baseline_variance_test_mape_pct": cyclelife.mape_pct(baseline.predict(bx), test.cycle_life),
+            }
+        )
     meta = cyclelife.export(model, out_dir, name, training, extra_metrics=extra)
     if test_dir is not None and test_lives is not None:
-        report = evaluate.evaluate_cycle_life(Path(out_dir) / f"{name}.onnx", load_qdlin(test_dir, test_lives,
-                                                                                       exclude), train)
+        report = evaluate.evaluate_cycle_life(
+            Path(out_dir) / f"{name}.onnx", load_qdlin(test_dir, test_lives, exclude), train
+        )
         _write_report(report, report_dir or out_dir, f"{name}_evaluation", plots.cycle_life)
     return meta
 
 
-def train_soh(histories: list[CapacityHistory], out_dir: Path, name: str = "soh", seed: int = 0,
-              source_files: list[Path] | None = None, nominal_ah: float | None = None, eol_fraction: float = 0.8,
-              from_fraction: float = 0.5, report_dir: Path | None = None) -> dict[str, Any]:
+def train_soh(
+    histories: list[CapacityHistory],
+    out_dir: Path,
+    name: str = "soh",
+    seed: int = 0,
+    source_files: list[Path] | None = None,
+    nominal_ah: float | None = None,
+    eol_fraction: float = 0.8,
+    from_fraction: float = 0.5,
+    report_dir: Path | None = None,
+) -> dict[str, Any]:
     np.random.seed(seed)  # the fit is a deterministic grid search; the seed is recorded for the contract
     model = soh.fit(histories)
-    training = {"cells": [h.cell for h in histories], "n_cycles": {h.cell: len(h) for h in histories},
-                "sha256": sha256_files(source_files) if source_files else None, "seed": seed}
+    training = {
+        "cells": [h.cell for h in histories],
+        "n_cycles": {h.cell: len(h) for h in histories},
+        "sha256": sha256_files(source_files) if source_files else None,
+        "seed": seed,
+    }
     metrics: dict[str, Any] = {}
     report = None
     if nominal_ah is not None and len(histories) >= 2:
         report = evaluate.evaluate_soh(histories, nominal_ah, eol_fraction, from_fraction)
         metrics["leave_one_cell_out"] = {
-            "from_fraction": from_fraction, "nominal_ah": nominal_ah, "eol_fraction": eol_fraction,
-            "rmse_ah": report["rmse_ah"], "baseline_rmse_ah": report["baseline_rmse_ah"],
-            "cells": {c["cell"]: {k: c[k] for k in ("rmse_ah", "baseline_rmse_ah", "noise_floor_rmse_ah",
-                                                    "eol_cycle_predicted", "eol_cycle_actual")}
-                      for c in report["cells"]}}
+            "from_fraction": from_fraction,
+            "nominal_ah": nominal_ah,
+            "eol_fraction": eol_fraction,
+            "rmse_ah": report["rmse_ah"],
+            "baseline_rmse_ah": report["baseline_rmse_ah"],
+            "cells": {
+                c["cell"]: {
+                    k: c[k]
+                    for k in (
+                        "rmse_ah",
+                        "baseline_rmse_ah",
+                        "noise_floor_rmse_ah",
+                        "eol_cycle_predicted",
+                        "eol_cycle_actual",
+                    )
+                }
+                for c in report["cells"]
+            },
+        }
     meta = soh.export(model, out_dir, name, training, metrics)
     if report is not None:
         _write_report(report, report_dir or out_dir, f"{name}_evaluation", plots.soh)

@@ -4,19 +4,20 @@ A driver produces *batches* of readings in columnar numpy form, never one Python
 buffering, retry, storage and upload; a driver only opens its transport, reads, and reports faults. python-can's
 ``BusABC`` is the model: an abstract base beside the implementations, and a registry by name (``drivers.registry``).
 """
+
 from __future__ import annotations
 
 import abc
 import enum
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
-from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-
 
 CONFIG_DIR: ContextVar[Path | None] = ContextVar("battery_twin_config_dir", default=None)
 """Directory of the config file being validated: drivers resolve relative paths in their config (profiles, DBC
@@ -81,7 +82,7 @@ class ReadingBatch:
         current_a: Any = None,
         temperature_c: Any = None,
         flags: Any = None,
-    ) -> "ReadingBatch":
+    ) -> ReadingBatch:
         """Coerce arrays to the contract's dtypes; missing fields become NaN with their MISSING flag set."""
         cell_arr = np.asarray(cell, dtype=np.int32).reshape(-1)
         n = cell_arr.shape[0]
@@ -99,11 +100,11 @@ class ReadingBatch:
         return cls(tuple(cells), cell_arr, ts, values["voltage_v"], values["current_a"], values["temperature_c"], fl)
 
     @classmethod
-    def empty(cls, cells: tuple[str, ...] = ()) -> "ReadingBatch":
+    def empty(cls, cells: tuple[str, ...] = ()) -> ReadingBatch:
         return cls.build(cells, np.zeros(0, np.int32), np.zeros(0, np.int64))
 
     @classmethod
-    def concat(cls, batches: list["ReadingBatch"]) -> "ReadingBatch":
+    def concat(cls, batches: list[ReadingBatch]) -> ReadingBatch:
         """Join batches that may have different cell tables (cell indices are remapped)."""
         batches = [b for b in batches if len(b)]
         if not batches:
@@ -124,10 +125,15 @@ class ReadingBatch:
             np.concatenate([b.flags for b in batches]),
         )
 
-    def select(self, mask: np.ndarray) -> "ReadingBatch":
+    def select(self, mask: np.ndarray) -> ReadingBatch:
         return ReadingBatch(
-            self.cells, self.cell[mask], self.ts_ms[mask], self.voltage_v[mask], self.current_a[mask],
-            self.temperature_c[mask], self.flags[mask],
+            self.cells,
+            self.cell[mask],
+            self.ts_ms[mask],
+            self.voltage_v[mask],
+            self.current_a[mask],
+            self.temperature_c[mask],
+            self.flags[mask],
         )
 
 
@@ -210,7 +216,7 @@ class Driver(abc.ABC):
     async def read(self) -> ReadingBatch:
         """Wait for and return the next batch of readings."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release the transport. Must not raise."""
 
     @classmethod
@@ -226,5 +232,14 @@ class Driver(abc.ABC):
         return {}
 
     def emit(self, kind: str, message: str, level: str = "warning", cell: str | None = None, **data: Any) -> None:
-        self.ctx.emit(Event(kind=kind, message=message, level=level, source=self.name, cell=cell,
-                            ts_ms=self.ctx.clock_ms(), data=data))
+        self.ctx.emit(
+            Event(
+                kind=kind,
+                message=message,
+                level=level,
+                source=self.name,
+                cell=cell,
+                ts_ms=self.ctx.clock_ms(),
+                data=data,
+            )
+        )

@@ -5,13 +5,15 @@ names one per device. Built-in profiles ship in ``drivers/<driver>/profiles/`` a
 else is a path. Emulators in ``simulator/emulators`` load the very same files, so a profile bug shows up on both
 sides of a test instead of hiding in a private copy.
 """
+
 from __future__ import annotations
 
 import functools
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -63,8 +65,10 @@ def resolve_profile(ref: str, folder: Path, suffix: str = ".toml") -> Path:
         p = folder / f"{ref}{suffix}"
         if p.is_file():
             return p
-        raise ValueError(f"no built-in profile {ref!r}; built-in: {', '.join(builtin_profiles(folder, suffix))} "
-                         "(or give a path to a profile file)")
+        raise ValueError(
+            f"no built-in profile {ref!r}; built-in: {', '.join(builtin_profiles(folder, suffix))} "
+            "(or give a path to a profile file)"
+        )
     p = config_relative(ref)
     if not p.is_file():
         raise ValueError(f"profile file {str(p)!r} not found")
@@ -89,8 +93,10 @@ def _load_validated(model: type[BaseModel], path: str, mtime_ns: int) -> BaseMod
     try:
         return model.model_validate(load_toml(p))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in exc.errors(include_url=False))
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False)
+        )
         raise ProfileError(f"{p}: {problems}") from None
 
 

@@ -3,6 +3,7 @@
 Built-in drivers are listed here; third-party packages can add theirs through the ``battery_twin.drivers``
 entry-point group without touching this file.
 """
+
 from __future__ import annotations
 
 import importlib

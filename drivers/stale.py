@@ -10,9 +10,11 @@ starts (not one per retry), ``driver.device_down`` once a device has been silent
 ``driver.device_up`` when it answers again. It also spaces the retries of a failing device (exponential backoff),
 so a dead device costs its neighbours on a shared line as little as possible.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +34,9 @@ class Freshness:
         self.fault = np.zeros((n_cells, len(FIELDS)), dtype=bool)  # the device said the value is not valid
         self.cell_fault = np.zeros(n_cells, dtype=bool)  # the device flags the cell itself (fault bits)
         self.cell_fault_at_ms = np.full(n_cells, NEVER, dtype=np.int64)
-        self.stale_after_ms = np.broadcast_to(np.asarray(stale_after_ms, dtype=np.float64),
-                                              (n_cells, len(FIELDS))).copy()
+        self.stale_after_ms = np.broadcast_to(
+            np.asarray(stale_after_ms, dtype=np.float64), (n_cells, len(FIELDS))
+        ).copy()
         self.expire_after_ms = float(expire_after_ms)
 
     def update(self, mask: np.ndarray, values: np.ndarray, faults: np.ndarray | None, ts_ms: int) -> None:
@@ -83,8 +86,15 @@ Emit = Callable[..., None]  # Driver.emit(kind, message, level=..., cell=..., **
 class DeviceHealth:
     """Up/down state, fault streaks and retry spacing of one device (a Modbus unit, a CAN node, an instrument)."""
 
-    def __init__(self, name: str, emit: Emit, down_after_ms: float, now_ms: int,
-                 retry_initial_s: float = 1.0, retry_max_s: float = 30.0):
+    def __init__(
+        self,
+        name: str,
+        emit: Emit,
+        down_after_ms: float,
+        now_ms: int,
+        retry_initial_s: float = 1.0,
+        retry_max_s: float = 30.0,
+    ):
         self.name = name
         self.emit = emit
         self.down_after_ms = down_after_ms
@@ -110,9 +120,13 @@ class DeviceHealth:
         faults = faults or {}
         if alive:
             if self.state == "down":
-                self.emit("driver.device_up", f"device {self.name} answers again after "
-                          f"{(now_ms - self.since_ms) / 1000:.1f} s down", level="info", device=self.name,
-                          down_s=round((now_ms - self.since_ms) / 1000, 3))
+                self.emit(
+                    "driver.device_up",
+                    f"device {self.name} answers again after {(now_ms - self.since_ms) / 1000:.1f} s down",
+                    level="info",
+                    device=self.name,
+                    down_s=round((now_ms - self.since_ms) / 1000, 3),
+                )
             if self.state != "up":
                 self.state, self.since_ms = "up", now_ms
             self.last_ok_ms = now_ms
@@ -122,11 +136,18 @@ class DeviceHealth:
         for kind, message in faults.items():
             self.errors[kind] = self.errors.get(kind, 0) + 1
             self.last_error, self.last_error_ms = message[:300], now_ms
-            if kind not in self.active_faults and \
-                    now_ms - self._fault_emitted_ms.get(kind, NEVER) >= FAULT_EVENT_GAP_MS:
+            if (
+                kind not in self.active_faults
+                and now_ms - self._fault_emitted_ms.get(kind, NEVER) >= FAULT_EVENT_GAP_MS
+            ):
                 self._fault_emitted_ms[kind] = now_ms
-                self.emit("driver.device_fault", f"device {self.name}: {message}"[:1000], level="warning",
-                          device=self.name, fault=kind)
+                self.emit(
+                    "driver.device_fault",
+                    f"device {self.name}: {message}"[:1000],
+                    level="warning",
+                    device=self.name,
+                    fault=kind,
+                )
         self.active_faults = set(faults)
         if not alive:
             self.check(now_ms)
@@ -143,9 +164,13 @@ class DeviceHealth:
             self.state, self.since_ms = "down", silent_since
             recent = self.last_error_ms is not None and self.last_error_ms >= silent_since
             why = f" ({self.last_error})" if recent else ""
-            self.emit("driver.device_down", f"device {self.name} gave no data for "
-                      f"{(now_ms - silent_since) / 1000:.1f} s{why}", level="alarm", device=self.name,
-                      last_error=self.last_error)
+            self.emit(
+                "driver.device_down",
+                f"device {self.name} gave no data for {(now_ms - silent_since) / 1000:.1f} s{why}",
+                level="alarm",
+                device=self.name,
+                last_error=self.last_error,
+            )
 
     def retry_delay_s(self, base_s: float) -> float:
         """Delay before the next attempt: ``base_s`` while healthy, then doubling up to ``retry_max_s``."""
@@ -154,5 +179,9 @@ class DeviceHealth:
         return min(max(base_s, self.retry_initial_s) * 2 ** (self.failures - 1), max(self.retry_max_s, base_s))
 
     def status(self, now_ms: int) -> dict[str, Any]:
-        return {"state": self.state, "errors": dict(self.errors), "last_error": self.last_error,
-                "last_ok_age_s": None if self.last_ok_ms is None else round((now_ms - self.last_ok_ms) / 1000, 1)}
+        return {
+            "state": self.state,
+            "errors": dict(self.errors),
+            "last_error": self.last_error,
+            "last_ok_age_s": None if self.last_ok_ms is None else round((now_ms - self.last_ok_ms) / 1000, 1),
+        }

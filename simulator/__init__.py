@@ -5,6 +5,7 @@ temperature dependence, lumped thermal model, degradation-mode ageing, protocols
 original small API on top of it. Everything with the seam ``cell_ids``, ``step(dt_s)``, ``measure()`` can back
 the ``simulator`` driver and the emulators. ``simulator.fleet`` generates datasets for training.
 """
+
 from simulator.basic import BasicRig, BasicRigSpec
 from simulator.rig import Rig, RigSpec
 

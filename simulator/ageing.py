@@ -7,6 +7,7 @@ its equivalent x under the new k, and x advances. The mechanism's loss is then s
 electrode model (``simulator.cell``) turns the modes into capacity, OCV shape and dQ/dV changes: that is why modes
 and not capacity are the state here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,9 +25,14 @@ MAX_MODE = 0.95
 def _ua_blast(soc: np.ndarray) -> np.ndarray:
     """Graphite potential vs SOC used by BLAST-Lite's calendar stress (DEGRADATION_MODELS.txt, B)."""
     xa = 8.5e-3 + soc * (0.78 - 8.5e-3)
-    return (0.6379 + 0.5416 * np.exp(-305.5309 * xa) + 0.044 * np.tanh(-(xa - 0.1958) / 0.1088)
-            - 0.1978 * np.tanh((xa - 1.0571) / 0.0854) - 0.6875 * np.tanh((xa + 0.0117) / 0.0529)
-            - 0.0175 * np.tanh((xa - 0.5692) / 0.0875))
+    return (
+        0.6379
+        + 0.5416 * np.exp(-305.5309 * xa)
+        + 0.044 * np.tanh(-(xa - 0.1958) / 0.1088)
+        - 0.1978 * np.tanh((xa - 1.0571) / 0.0854)
+        - 0.6875 * np.tanh((xa + 0.0117) / 0.0529)
+        - 0.0175 * np.tanh((xa - 0.5692) / 0.0875)
+    )
 
 
 @dataclass
@@ -54,8 +60,13 @@ def _rate(m: dict[str, Any], s: Stress, nominal_ah: float) -> tuple[np.ndarray, 
         b = m["b"]
         tn = s.t_k / (273.15 + 35.0)
         uan = _ua_blast(s.soc) / 0.123
-        k = (b[0] + b[1] * np.exp(tn**3 * uan ** (-1 / 3)) + b[2] * tn**3 * uan ** (-0.5)
-             + b[3] * np.exp(np.sqrt(s.soc) / tn**2) + b[4] * np.exp(s.soc**3))
+        k = (
+            b[0]
+            + b[1] * np.exp(tn**3 * uan ** (-1 / 3))
+            + b[2] * tn**3 * uan ** (-0.5)
+            + b[3] * np.exp(np.sqrt(s.soc) / tn**2)
+            + b[4] * np.exp(s.soc**3)
+        )
         return np.maximum(k, 0.0), np.full_like(s.t_k, s.days / 1e4), m["p"]
     if form == "blast_lgm50_cycling":
         c = m["c"]
@@ -80,27 +91,44 @@ def _rate(m: dict[str, Any], s: Stress, nominal_ah: float) -> tuple[np.ndarray, 
     raise ValueError(f"unknown ageing form {form!r}")
 
 
-FORMS = ("blast_lgm50_calendar", "blast_lgm50_cycling", "wang2011", "arrhenius_power_time", "power_efc",
-         "charge_rate_power")
+FORMS = (
+    "blast_lgm50_calendar",
+    "blast_lgm50_cycling",
+    "wang2011",
+    "arrhenius_power_time",
+    "power_efc",
+    "charge_rate_power",
+)
 
 
 class Ageing:
     """Degradation-mode state of N cells. ``acceleration`` multiplies elapsed time and throughput (fast tests)."""
 
-    def __init__(self, chem: Chemistry, n: int, rng: np.random.Generator, ageing_cv: float | None = None,
-                 acceleration: float = 1.0, overrides: dict[str, dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        chem: Chemistry,
+        n: int,
+        rng: np.random.Generator,
+        ageing_cv: float | None = None,
+        acceleration: float = 1.0,
+        overrides: dict[str, dict[str, Any]] | None = None,
+    ):
         block = chem.ageing or {}
         self.mechs: list[dict[str, Any]] = [dict(m) for m in block.get("mechanisms", [])]
         for name, over in (overrides or {}).items():
             match = [m for m in self.mechs if m.get("name") == name]
             if not match:
-                raise ValueError(f"ageing override {name!r}: chemistry {chem.name!r} has mechanisms "
-                                 f"{[m.get('name') for m in self.mechs]}")
+                raise ValueError(
+                    f"ageing override {name!r}: chemistry {chem.name!r} has mechanisms "
+                    f"{[m.get('name') for m in self.mechs]}"
+                )
             match[0].update(over)
         for m in self.mechs:
             if m.get("form") not in FORMS:
-                raise ValueError(f"chemistry {chem.name!r}: ageing mechanism {m.get('name')!r} has unknown form "
-                                 f"{m.get('form')!r}; known: {', '.join(FORMS)}")
+                raise ValueError(
+                    f"chemistry {chem.name!r}: ageing mechanism {m.get('name')!r} has unknown form "
+                    f"{m.get('form')!r}; known: {', '.join(FORMS)}"
+                )
             bad = set(m.get("modes", {})) - set(MODES)
             if bad:
                 raise ValueError(f"ageing mechanism {m.get('name')!r}: unknown modes {sorted(bad)}; known: {MODES}")
@@ -146,5 +174,9 @@ class Ageing:
 
     def resistance_factor(self) -> np.ndarray:
         r = self.resistance
-        return (1.0 + r.get("per_lli", 0.0) * self.modes["lli"] + r.get("per_lam_ne", 0.0) * self.modes["lam_ne"]
-                + r.get("per_lam_pe", 0.0) * self.modes["lam_pe"])
+        return (
+            1.0
+            + r.get("per_lli", 0.0) * self.modes["lli"]
+            + r.get("per_lam_ne", 0.0) * self.modes["lam_ne"]
+            + r.get("per_lam_pe", 0.0) * self.modes["lam_pe"]
+        )

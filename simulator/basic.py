@@ -5,6 +5,7 @@ Kept so code written against it (the field-driver emulators) keeps working: same
 ``current_a``, ``capacity_ah``). Cells are NMC811 (LG M50 parameters) under CC-CV / rest / CC / rest, starting in
 the discharge at a random SOC between 30 and 70 %, as before.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,9 +36,23 @@ class BasicRig(Rig):
 
     def __init__(self, spec: BasicRigSpec):
         self.basic_spec = spec
-        super().__init__(RigSpec(
-            cells=spec.cells, chemistry="nmc811", capacity_ah=spec.capacity_ah,
-            protocol=cccv(spec.charge_c_rate, spec.discharge_c_rate, spec.v_max, spec.v_min, spec.cv_cutoff_c_rate,
-                          spec.rest_s),
-            start_step=DISCHARGE_STEP, ambient_c=spec.ambient_c, seed=spec.seed, cell_prefix=spec.cell_prefix,
-            max_cycle_events=1000))
+        super().__init__(
+            RigSpec(
+                cells=spec.cells,
+                chemistry="nmc811",
+                capacity_ah=spec.capacity_ah,
+                protocol=cccv(
+                    spec.charge_c_rate,
+                    spec.discharge_c_rate,
+                    spec.v_max,
+                    spec.v_min,
+                    spec.cv_cutoff_c_rate,
+                    spec.rest_s,
+                ),
+                start_step=DISCHARGE_STEP,
+                ambient_c=spec.ambient_c,
+                seed=spec.seed,
+                cell_prefix=spec.cell_prefix,
+                max_cycle_events=1000,
+            )
+        )

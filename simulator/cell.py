@@ -5,6 +5,7 @@ The charge state is ``q_ah``, the lithium held by the negative electrode. The OC
 x = q / Q_neg and y = (n_Li - q) / Q_pos, so ageing (which shrinks Q_neg, Q_pos and n_Li: ``simulator.ageing``)
 reshapes the OCV and the Q(V) curve the way real cells do, instead of only scaling capacity.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,10 +21,20 @@ except ImportError:  # pragma: no cover - older numpy
 
 
 class CellArray:
-    def __init__(self, chem: Chemistry, n: int, rng: np.random.Generator, capacity_ah: float | None = None,
-                 initial_soc: float | np.ndarray | None = 0.5, ambient_c: float = 25.0, hysteresis: bool = False,
-                 capacity_cv: float | None = None, resistance_cv: float | None = None,
-                 h_w_m2k: float | None = None, coupling_w_k: float = 0.0):
+    def __init__(
+        self,
+        chem: Chemistry,
+        n: int,
+        rng: np.random.Generator,
+        capacity_ah: float | None = None,
+        initial_soc: float | np.ndarray | None = 0.5,
+        ambient_c: float = 25.0,
+        hysteresis: bool = False,
+        capacity_cv: float | None = None,
+        resistance_cv: float | None = None,
+        h_w_m2k: float | None = None,
+        coupling_w_k: float = 0.0,
+    ):
         if n < 1:
             raise ValueError(f"cells must be at least 1, got {n}")
         cap = chem.nominal_capacity_ah if capacity_ah is None else float(capacity_ah)
@@ -51,8 +62,11 @@ class CellArray:
         self.q_lo = e.x0 * self.qn0
         self.q_hi = e.x100 * self.qn0
         self.refresh_window()
-        soc0 = rng.uniform(0.3, 0.7, n) if initial_soc is None else np.broadcast_to(
-            np.asarray(initial_soc, dtype=float), (n,)).copy()
+        soc0 = (
+            rng.uniform(0.3, 0.7, n)
+            if initial_soc is None
+            else np.broadcast_to(np.asarray(initial_soc, dtype=float), (n,)).copy()
+        )
         if np.any((soc0 < 0) | (soc0 > 1)) or not np.all(np.isfinite(soc0)):
             raise ValueError(f"initial_soc must lie within 0..1, got {np.asarray(initial_soc).tolist()}")
         self.q_ah = self.q_lo + soc0 * (self.q_hi - self.q_lo)
@@ -150,8 +164,9 @@ class CellArray:
         e = self.ocv() + self.a1 * self.v1 + self.a2 * self.v2
         return e, self.g + self.slope_v_ah * (dt_s / 3600.0)
 
-    def hold_voltage(self, v_target: np.ndarray, dt_s: float, r_extra: np.ndarray, i_min: np.ndarray,
-                     i_max: np.ndarray) -> np.ndarray:
+    def hold_voltage(
+        self, v_target: np.ndarray, dt_s: float, r_extra: np.ndarray, i_min: np.ndarray, i_max: np.ndarray
+    ) -> np.ndarray:
         """Current that brings the terminal voltage to v_target at the end of the step (CV): a linear solve, then
         one secant refinement of the OCV slope over the charge that current moves - stable where the OCV bends
         sharply (an electrode at the end of its range) even with steps of tens of seconds."""
@@ -173,8 +188,9 @@ class CellArray:
         """The dynamic state, by reference: ``advance`` replaces these arrays rather than writing into them."""
         return self.q_ah, self.v1, self.v2, self.h, self.temp_c
 
-    def rescale(self, idx: np.ndarray, i_old: np.ndarray, i_new: np.ndarray, dt_s: float,
-                before: tuple[np.ndarray, ...]) -> np.ndarray:
+    def rescale(
+        self, idx: np.ndarray, i_old: np.ndarray, i_new: np.ndarray, dt_s: float, before: tuple[np.ndarray, ...]
+    ) -> np.ndarray:
         """Redo the last ``advance`` for cells ``idx`` with another current; return their cell voltage. Exact for
         charge and RC states (linear in current); the step's heat is left as it was (a step's worth, at most)."""
         d = i_new - i_old
@@ -226,8 +242,9 @@ class CellArray:
         self.temp_c = target + (t - target) * np.exp(-g * dt_s / self.heat_capacity_j_k)
 
     # --- ageing ---------------------------------------------------------------------------------------------
-    def apply_modes(self, inc: dict[str, np.ndarray], r_factor: np.ndarray,
-                    lithiated: dict[str, float] | None = None) -> None:
+    def apply_modes(
+        self, inc: dict[str, np.ndarray], r_factor: np.ndarray, lithiated: dict[str, float] | None = None
+    ) -> None:
         """Apply degradation-mode increments, then recompute the usable window. LLI takes lithium from the negative
         electrode (SEI). LAM shrinks an electrode; ``lithiated[mode]`` (0..1) is the share of the lost material that
         held lithium at the electrode's present stoichiometry - that lithium is lost too (Birkl et al. 2017's
@@ -258,4 +275,3 @@ class CellArray:
             arr[mask] *= factor
         self.refresh_window()
         self.q_ah = np.where(mask, self.q_lo + soc * (self.q_hi - self.q_lo), self.q_ah)
-

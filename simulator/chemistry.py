@@ -8,11 +8,12 @@ Temperature: resistances follow Arrhenius, R(T) = R(25 C) * exp(Ea/R_gas * (1/T 
 entropic term dOCV/dT(SOC) * (T - T_ref) where the file gives one. Every ``temperature_c`` argument defaults to
 25 degC, so callers written before temperature dependence (``ocv(soc)``, ``rc_at(soc)``) see the same numbers.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -100,8 +101,9 @@ class Chemistry:
 
 
 def available() -> list[str]:
-    return sorted(p.name.removesuffix(".json") for p in resources.files("simulator.params").iterdir()
-                  if p.name.endswith(".json"))
+    return sorted(
+        p.name.removesuffix(".json") for p in resources.files("simulator.params").iterdir() if p.name.endswith(".json")
+    )
 
 
 def _arr(raw: dict, key: str, name: str, default: Any = None) -> np.ndarray:
@@ -124,15 +126,27 @@ def chemistry_from_dict(raw: dict[str, Any], name: str = "") -> Chemistry:
     el = raw.get("electrodes")
     try:
         chem = Chemistry(
-            name=name, cell=raw["cell"], nominal_capacity_ah=float(raw["nominal_capacity_ah"]),
-            v_min=float(raw["v_min"]), v_max=float(raw["v_max"]), heat_capacity_j_k=float(raw["heat_capacity_j_k"]),
-            h_w_m2k=float(raw["h_w_m2k"]), area_m2=float(raw["area_m2"]), source=raw["source"],
-            ea_r0_j_mol=float(raw.get("ea_r0_j_mol", 0.0)), ea_rc_j_mol=float(raw.get("ea_rc_j_mol", 0.0)),
-            entropic_soc=ent_soc, entropic_v_k=ent_v, hysteresis_v=float(raw.get("hysteresis_v", 0.0)),
+            name=name,
+            cell=raw["cell"],
+            nominal_capacity_ah=float(raw["nominal_capacity_ah"]),
+            v_min=float(raw["v_min"]),
+            v_max=float(raw["v_max"]),
+            heat_capacity_j_k=float(raw["heat_capacity_j_k"]),
+            h_w_m2k=float(raw["h_w_m2k"]),
+            area_m2=float(raw["area_m2"]),
+            source=raw["source"],
+            ea_r0_j_mol=float(raw.get("ea_r0_j_mol", 0.0)),
+            ea_rc_j_mol=float(raw.get("ea_rc_j_mol", 0.0)),
+            entropic_soc=ent_soc,
+            entropic_v_k=ent_v,
+            hysteresis_v=float(raw.get("hysteresis_v", 0.0)),
             hysteresis_rate=float(raw.get("hysteresis_rate", 0.0)),
-            electrodes=Electrodes(**el) if el else None, ageing=dict(raw.get("ageing", {})),
+            electrodes=Electrodes(**el) if el else None,
+            ageing=dict(raw.get("ageing", {})),
             variability={k: float(v) for k, v in raw.get("variability", {}).items()},
-            provenance=dict(raw.get("provenance", {})), **arrays)
+            provenance=dict(raw.get("provenance", {})),
+            **arrays,
+        )
     except KeyError as exc:
         raise ValueError(f"chemistry {name!r}: missing {exc.args[0]!r}") from None
     except TypeError as exc:
@@ -174,7 +188,7 @@ def _check(c: Chemistry) -> None:
             bad("electrode stoichiometries must lie in 0..1 with x100 > x0 and y0 > y100")
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_chemistry(name: str) -> Chemistry:
     """Load a chemistry by name ('nmc811', 'lfp', 'lco', ...); ValueError names the known ones."""
     try:

@@ -1,5 +1,6 @@
 """``battery-twin simulate``: a dataset of N cells x M cycles (readings, per-cycle summaries, Qd(V)) in Parquet
 or CSV, with a progress bar and a PNG summary. Registered through the ``battery_twin.commands`` entry point."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,20 +22,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cycles", type=int, default=100, help="cycles per cell (cells at end of life stop early)")
     p.add_argument("--chemistry", default="nmc811", help="nmc811 | lfp | lco")
     p.add_argument("--capacity-ah", type=float, default=None, help="nominal capacity (default: the chemistry's)")
-    p.add_argument("--protocol", default="cccv", help="cccv | hppc | severson:<policy> | profile:<csv> | "
-                   "@steps.json (a JSON list of steps)")
-    p.add_argument("--policies", default=None, help="comma-separated Severson policies given to cells in turn, "
-                   "e.g. '3.6C(80%%)-3.6C,5.4C(40%%)-3.6C' (overrides --protocol)")
+    p.add_argument(
+        "--protocol",
+        default="cccv",
+        help="cccv | hppc | severson:<policy> | profile:<csv> | @steps.json (a JSON list of steps)",
+    )
+    p.add_argument(
+        "--policies",
+        default=None,
+        help="comma-separated Severson policies given to cells in turn, "
+        "e.g. '3.6C(80%%)-3.6C,5.4C(40%%)-3.6C' (overrides --protocol)",
+    )
     p.add_argument("--faults", default=None, help="@faults.json: a JSON list of fault tables")
     p.add_argument("--dt-s", type=float, default=10.0, help="simulation step (s)")
     p.add_argument("--readings-every-s", type=float, default=60.0, help="reading interval in the dataset; 0: none")
     p.add_argument("--ageing-acceleration", type=float, default=1.0)
     p.add_argument("--ambient-c", type=float, default=25.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eol-fraction", type=float, default=0.0, help="stop a cell when its discharge falls below "
-                   "this fraction of nominal (e.g. 0.8); 0: never")
-    p.add_argument("--qv-cycles", default="", help="cycles whose discharge Qd(V) is saved besides cycle 1: 'all' "
-                   "or e.g. 10,100")
+    p.add_argument(
+        "--eol-fraction",
+        type=float,
+        default=0.0,
+        help="stop a cell when its discharge falls below this fraction of nominal (e.g. 0.8); 0: never",
+    )
+    p.add_argument(
+        "--qv-cycles", default="", help="cycles whose discharge Qd(V) is saved besides cycle 1: 'all' or e.g. 10,100"
+    )
     p.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     p.add_argument("--no-png", action="store_true", help="skip the PNG summary")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -81,28 +94,58 @@ def build_spec(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if not 0 <= args.eol_fraction < 1:
         raise ValueError(f"--eol-fraction {args.eol_fraction}: must lie in 0..1")
     cap = args.capacity_ah or chem.nominal_capacity_ah
-    spec = RigSpec(cells=args.cells, chemistry=args.chemistry, capacity_ah=args.capacity_ah, protocol=protocol,
-                   cell_protocols=cell_protocols, cycles=args.cycles, ambient_c=args.ambient_c, seed=args.seed,
-                   initial_soc=0.0, ageing_acceleration=args.ageing_acceleration, faults=faults,
-                   eol_capacity_ah=args.eol_fraction * cap if args.eol_fraction else None, qv_cycles=qv)
-    return spec, {"chemistry": args.chemistry, "capacity_ah": cap, "protocol": protocol, "policies": args.policies,
-                  "cells": args.cells, "cycles": args.cycles, "dt_s": args.dt_s, "ambient_c": args.ambient_c,
-                  "seed": args.seed, "ageing_acceleration": args.ageing_acceleration, "faults": faults,
-                  "eol_fraction": args.eol_fraction, "readings_every_s": args.readings_every_s}
+    spec = RigSpec(
+        cells=args.cells,
+        chemistry=args.chemistry,
+        capacity_ah=args.capacity_ah,
+        protocol=protocol,
+        cell_protocols=cell_protocols,
+        cycles=args.cycles,
+        ambient_c=args.ambient_c,
+        seed=args.seed,
+        initial_soc=0.0,
+        ageing_acceleration=args.ageing_acceleration,
+        faults=faults,
+        eol_capacity_ah=args.eol_fraction * cap if args.eol_fraction else None,
+        qv_cycles=qv,
+    )
+    return spec, {
+        "chemistry": args.chemistry,
+        "capacity_ah": cap,
+        "protocol": protocol,
+        "policies": args.policies,
+        "cells": args.cells,
+        "cycles": args.cycles,
+        "dt_s": args.dt_s,
+        "ambient_c": args.ambient_c,
+        "seed": args.seed,
+        "ageing_acceleration": args.ageing_acceleration,
+        "faults": faults,
+        "eol_fraction": args.eol_fraction,
+        "readings_every_s": args.readings_every_s,
+    }
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulator.faults import FaultError
     from simulator.protocol import ProtocolError
 
-    missing = [(mod, why) for mod, why, needed in (
-        ("pyarrow", "--format parquet (or use --format csv)", args.format == "parquet"),
-        ("matplotlib", "the PNG summary (or use --no-png)", not args.no_png),
-        ("tqdm", "the progress bar (or use --quiet)", not args.quiet)) if needed and not _importable(mod)]
+    missing = [
+        (mod, why)
+        for mod, why, needed in (
+            ("pyarrow", "--format parquet (or use --format csv)", args.format == "parquet"),
+            ("matplotlib", "the PNG summary (or use --no-png)", not args.no_png),
+            ("tqdm", "the progress bar (or use --quiet)", not args.quiet),
+        )
+        if needed and not _importable(mod)
+    ]
     if missing:
         for mod, why in missing:
-            print(f"battery-twin simulate: {mod} is not installed; it is needed for {why}. Install the extra: "
-                  "pip install 'battery-twin[train]'", file=sys.stderr)
+            print(
+                f"battery-twin simulate: {mod} is not installed; it is needed for {why}. Install the extra: "
+                "pip install 'battery-twin[train]'",
+                file=sys.stderr,
+            )
         return EXIT_BAD_INPUT
     try:
         if args.cells < 1 or args.cycles < 1 or not args.dt_s > 0:
@@ -137,16 +180,20 @@ def _run(args: argparse.Namespace, spec: Any, meta: dict[str, Any]) -> int:
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=1000, desc=f"simulating {args.cells} cells x {args.cycles} cycles", unit="‰",
-                   file=sys.stderr)
+        bar = tqdm(total=1000, desc=f"simulating {args.cells} cells x {args.cycles} cycles", unit="‰", file=sys.stderr)
 
     def progress(frac: float) -> None:
         if bar is not None:
             bar.update(int(frac * 1000) - bar.n)
 
     t0 = time.monotonic()
-    res = simulate(spec, dt_s=args.dt_s, readings_every_s=args.readings_every_s or None,
-                   on_readings=sink if readings else None, progress=progress)
+    res = simulate(
+        spec,
+        dt_s=args.dt_s,
+        readings_every_s=args.readings_every_s or None,
+        on_readings=sink if readings else None,
+        progress=progress,
+    )
     if bar is not None:
         bar.close()
     if readings is not None:
@@ -158,15 +205,38 @@ def _run(args: argparse.Namespace, spec: Any, meta: dict[str, Any]) -> int:
     if res.qv["cell"].size:
         files.append(write_qv(out, args.format, res.qv, cell_ids))
     if not args.no_png:
-        files.append(summary_png(out / "summary.png", res.summaries, cell_ids, _curves(spec, res), 
-                                 np.concatenate(temps) if temps else None,
-                                 f"{args.cells} x {res.chemistry} cells, {args.cycles} cycles"))
-    meta.update({"cell_ids": list(cell_ids), "simulated_s": res.simulated_s, "wall_s": time.monotonic() - t0,
-                 "cycle_life": res.cycle_life.tolist(), "files": [p.name for p in files]})
+        files.append(
+            summary_png(
+                out / "summary.png",
+                res.summaries,
+                cell_ids,
+                _curves(spec, res),
+                np.concatenate(temps) if temps else None,
+                f"{args.cells} x {res.chemistry} cells, {args.cycles} cycles",
+            )
+        )
+    meta.update(
+        {
+            "cell_ids": list(cell_ids),
+            "simulated_s": res.simulated_s,
+            "wall_s": time.monotonic() - t0,
+            "cycle_life": res.cycle_life.tolist(),
+            "files": [p.name for p in files],
+        }
+    )
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    print(json.dumps({"out": str(out), "files": meta["files"], "cycles_recorded": int(res.summaries["cycle"].size),
-                      "readings": readings.rows if readings else 0, "simulated_s": round(res.simulated_s),
-                      "wall_s": round(meta["wall_s"], 1)}))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "files": meta["files"],
+                "cycles_recorded": int(res.summaries["cycle"].size),
+                "readings": readings.rows if readings else 0,
+                "simulated_s": round(res.simulated_s),
+                "wall_s": round(meta["wall_s"], 1),
+            }
+        )
+    )
     return 0
 
 

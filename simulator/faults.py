@@ -13,6 +13,7 @@ never)):
   runaway_precursor   w (initial self-heating), doubling_s (default 600), max_w (default 50)
   capacity_outlier    factor (e.g. 0.85)               the cell's electrodes and lithium scaled at start_s
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,14 @@ class Fault:
         return self.start_s <= t_s < self.end_s
 
     def to_dict(self, cell_ids: tuple[str, ...]) -> dict[str, Any]:
-        return {"kind": self.kind, "cells": [c for c, m in zip(cell_ids, self.mask) if m], "start_s": self.start_s,
-                "end_s": None if math.isinf(self.end_s) else self.end_s, "field": self.field, **self.p}
+        return {
+            "kind": self.kind,
+            "cells": [c for c, m in zip(cell_ids, self.mask) if m],
+            "start_s": self.start_s,
+            "end_s": None if math.isinf(self.end_s) else self.end_s,
+            "field": self.field,
+            **self.p,
+        }
 
 
 def parse_faults(specs: list[dict[str, Any]] | None, cell_ids: tuple[str, ...]) -> list[Fault]:
@@ -71,8 +78,9 @@ def parse_faults(specs: list[dict[str, Any]] | None, cell_ids: tuple[str, ...]) 
         if kind not in _PARAMS:
             raise FaultError(f"{label}: kind = {kind!r}; known: {', '.join(KINDS)}")
         label = f"fault {i} ({kind})"
-        allowed = set(_PARAMS[kind]) | {"kind", "cell", "start_s", "end_s"} | ({"field"} if kind in SENSOR_KINDS
-                                                                                else set())
+        allowed = (
+            set(_PARAMS[kind]) | {"kind", "cell", "start_s", "end_s"} | ({"field"} if kind in SENSOR_KINDS else set())
+        )
         unknown = set(spec) - allowed
         if unknown:
             raise FaultError(f"{label}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")

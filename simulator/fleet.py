@@ -10,11 +10,13 @@ per-cycle summaries, discharge Qd(V) curves and cycle life.
 
 Feature extraction (ΔQ100-10 and friends) belongs to ``agent/``; this module only produces raw data.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -59,13 +61,19 @@ class ReadingChunker:
 
     def flush(self) -> None:
         if self.fill:
-            self.sink({k: v[:self.fill].copy() for k, v in self.buf.items()})
+            self.sink({k: v[: self.fill].copy() for k, v in self.buf.items()})
             self.fill = 0
 
 
-def simulate(spec: RigSpec, dt_s: float = 10.0, duration_s: float | None = None,
-             readings_every_s: float | None = None, on_readings: Callable[[dict[str, np.ndarray]], None] | None = None,
-             progress: Callable[[float], None] | None = None, chunk_rows: int = 500_000) -> FleetResult:
+def simulate(
+    spec: RigSpec,
+    dt_s: float = 10.0,
+    duration_s: float | None = None,
+    readings_every_s: float | None = None,
+    on_readings: Callable[[dict[str, np.ndarray]], None] | None = None,
+    progress: Callable[[float], None] | None = None,
+    chunk_rows: int = 500_000,
+) -> FleetResult:
     """Run ``spec`` until every cell finished its cycles (``spec.cycles``) or reached end of life
     (``spec.eol_capacity_ah``), or for ``duration_s``. Readings (sensor view + true SOC) every
     ``readings_every_s`` go to ``on_readings`` in chunks; progress(fraction 0..1) is called now and then."""
@@ -88,8 +96,11 @@ def simulate(spec: RigSpec, dt_s: float = 10.0, duration_s: float | None = None,
         if steps % 256 == 0:
             done = np.all((rig.cycle >= target) | rig.finished) if target else False
             if progress is not None:
-                frac = rig.time_s / limit_s if duration_s is not None else float(
-                    np.mean(np.where(rig.finished, 1.0, np.minimum(rig.cycle / max(target, 1), 1.0))))
+                frac = (
+                    rig.time_s / limit_s
+                    if duration_s is not None
+                    else float(np.mean(np.where(rig.finished, 1.0, np.minimum(rig.cycle / max(target, 1), 1.0))))
+                )
                 if frac - last_report >= 0.002 or done:
                     progress(frac)
                     last_report = frac
@@ -111,5 +122,13 @@ def simulate(spec: RigSpec, dt_s: float = 10.0, duration_s: float | None = None,
         for j in np.unique(cols["cell"][below]):  # once per cell at the end of the run
             life[j] = int(cols["cycle"][below & (cols["cell"] == j)].min())
     protos = spec.cell_protocols if spec.cell_protocols is not None else [spec.protocol] * rig.cells.n
-    return FleetResult(rig.cell_ids, rig.chem.name, [p if isinstance(p, str) else "custom" for p in protos], cols,
-                       qv, life, rig.time_s, [f.to_dict(rig.cell_ids) for f in rig.faultset.faults])
+    return FleetResult(
+        rig.cell_ids,
+        rig.chem.name,
+        [p if isinstance(p, str) else "custom" for p in protos],
+        cols,
+        qv,
+        life,
+        rig.time_s,
+        [f.to_dict(rig.cell_ids) for f in rig.faultset.faults],
+    )

@@ -5,24 +5,35 @@ shifting and shrinking the two electrodes' windows against each other, so the si
 potential, not just the full-cell OCV table. Functions are the published fits as carried by PyBaMM's parameter sets
 (cited per function); the simulator tabulates them once (``tabulate``) and interpolates on the hot path.
 """
+
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
+from functools import cache
 
 import numpy as np
 
 
 def graphite_chen2020(x: np.ndarray) -> np.ndarray:
     """LG M50 graphite(-SiOx), Chen et al., J. Electrochem. Soc. 167 080534 (2020), as in PyBaMM's Chen2020 set."""
-    return (1.9793 * np.exp(-39.3631 * x) + 0.2482 - 0.0909 * np.tanh(29.8538 * (x - 0.1234))
-            - 0.04478 * np.tanh(14.9159 * (x - 0.2769)) - 0.0205 * np.tanh(30.4444 * (x - 0.6103)))
+    return (
+        1.9793 * np.exp(-39.3631 * x)
+        + 0.2482
+        - 0.0909 * np.tanh(29.8538 * (x - 0.1234))
+        - 0.04478 * np.tanh(14.9159 * (x - 0.2769))
+        - 0.0205 * np.tanh(30.4444 * (x - 0.6103))
+    )
 
 
 def nmc811_chen2020(y: np.ndarray) -> np.ndarray:
     """LG M50 NMC811, Chen et al. 2020 (PyBaMM Chen2020)."""
-    return (-0.809 * y + 4.4875 - 0.0428 * np.tanh(18.5138 * (y - 0.5542))
-            - 17.7326 * np.tanh(15.789 * (y - 0.3117)) + 17.5842 * np.tanh(15.9308 * (y - 0.312)))
+    return (
+        -0.809 * y
+        + 4.4875
+        - 0.0428 * np.tanh(18.5138 * (y - 0.5542))
+        - 17.7326 * np.tanh(15.789 * (y - 0.3117))
+        + 17.5842 * np.tanh(15.9308 * (y - 0.312))
+    )
 
 
 def lfp_afshar2017(y: np.ndarray) -> np.ndarray:
@@ -33,8 +44,15 @@ def lfp_afshar2017(y: np.ndarray) -> np.ndarray:
 def graphite_ramadass2004(x: np.ndarray) -> np.ndarray:
     """MCMB graphite, Ramadass et al., J. Electrochem. Soc. 151 A196 (2004) (PyBaMM Ramadass2004, Sony 18650)."""
     x = np.maximum(x, 1e-4)
-    return (0.7222 + 0.1387 * x + 0.029 * np.sqrt(x) - 0.0172 / x + 0.0019 / x**1.5
-            + 0.2808 * np.exp(0.9 - 15.0 * x) - 0.7984 * np.exp(0.4465 * x - 0.4108))
+    return (
+        0.7222
+        + 0.1387 * x
+        + 0.029 * np.sqrt(x)
+        - 0.0172 / x
+        + 0.0019 / x**1.5
+        + 0.2808 * np.exp(0.9 - 15.0 * x)
+        - 0.7984 * np.exp(0.4465 * x - 0.4108)
+    )
 
 
 def lco_ramadass2004(y: np.ndarray) -> np.ndarray:
@@ -64,15 +82,16 @@ GRID_MARGIN = 0.25  # the walls continue past 0 and 1 (an over-lithiated negativ
 GRID_POINTS = 1501
 
 
-@lru_cache(maxsize=None)
+@cache
 def tabulate(name: str, n: int = GRID_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """(stoichiometry grid -0.25..1.25, potential) for ``np.interp``: monotonically decreasing (lithiation lowers an
     electrode's potential); ValueError names unknown functions."""
     try:
         fn = FUNCTIONS[name]
     except KeyError:
-        raise ValueError(f"unknown electrode potential function {name!r}; known: {', '.join(sorted(FUNCTIONS))}") \
-            from None
+        raise ValueError(
+            f"unknown electrode potential function {name!r}; known: {', '.join(sorted(FUNCTIONS))}"
+        ) from None
     lo, hi = VALID.get(name, (0.0, 1.0))
     grid = np.linspace(-GRID_MARGIN, 1.0 + GRID_MARGIN, n)
     inside = np.clip(grid, lo, hi)

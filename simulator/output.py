@@ -1,5 +1,6 @@
 """Writing a simulated dataset: readings, per-cycle summaries and Qd(V) as Parquet (pyarrow, [train] extra) or
 CSV, plus a PNG summary (matplotlib, [train] extra). Readings stream to disk chunk by chunk (bounded memory)."""
+
 from __future__ import annotations
 
 import csv
@@ -64,8 +65,14 @@ def write_qv(directory: Path, fmt: str, qv: dict[str, np.ndarray], cell_ids: tup
     return w.path
 
 
-def summary_png(path: Path, summaries: dict[str, np.ndarray], cell_ids: tuple[str, ...], curves: dict[str, Any],
-                temps: np.ndarray | None, title: str) -> Path:
+def summary_png(
+    path: Path,
+    summaries: dict[str, np.ndarray],
+    cell_ids: tuple[str, ...],
+    curves: dict[str, Any],
+    temps: np.ndarray | None,
+    title: str,
+) -> Path:
     """Capacity fade per cell, a discharge curve at start and end of life, temperature distribution."""
     import matplotlib
 
@@ -84,8 +91,11 @@ def summary_png(path: Path, summaries: dict[str, np.ndarray], cell_ids: tuple[st
         ax[1].legend()
     t = temps if temps is not None and temps.size else summaries["temperature_max_c"]
     ax[2].hist(t[np.isfinite(t)], bins=40)
-    ax[2].set(xlabel="temperature (°C)", ylabel="count",
-              title="temperature distribution" + ("" if temps is not None and temps.size else " (cycle max)"))
+    ax[2].set(
+        xlabel="temperature (°C)",
+        ylabel="count",
+        title="temperature distribution" + ("" if temps is not None and temps.size else " (cycle max)"),
+    )
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -14,6 +14,7 @@ fractions of nominal capacity - what a cycler does). Charge steps stop at v_max 
 of the chemistry unless until_v says otherwise. Shortcut strings: "cccv", "hppc", "severson:<policy>",
 "profile:<csv>" (see ``named``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,8 +36,23 @@ _STEP_KEYS = {
     "profile": {"csv", "s", "until_v", "until_soc", "loop"},
 }
 # Columns of the compiled table (one row per step).
-(C_KIND, C_AMPS, C_VOLT, C_WATT, C_DUR, C_VHI, C_VLO, C_ICUT, C_SOCHI, C_SOCLO, C_IMAX, C_PROF, C_NEXT,
- C_CYCLE_END, C_DIR) = range(15)
+(
+    C_KIND,
+    C_AMPS,
+    C_VOLT,
+    C_WATT,
+    C_DUR,
+    C_VHI,
+    C_VLO,
+    C_ICUT,
+    C_SOCHI,
+    C_SOCLO,
+    C_IMAX,
+    C_PROF,
+    C_NEXT,
+    C_CYCLE_END,
+    C_DIR,
+) = range(15)
 N_COLS = 15  # C_DIR: +1 a CV that charges (current 0..max), -1 one that discharges, as a cycler channel would
 
 
@@ -88,8 +104,9 @@ def load_profile(path: str | Path, loop: bool = False) -> Profile:
 _POLICY_STEP = re.compile(r"^\s*(\d+(?:\.\d+)?)C(?:\((\d+(?:\.\d+)?)%\))?\s*$")
 
 
-def severson_policy(policy: str, v_max: float = 3.6, v_min: float = 2.0, rest_s: float = 60.0,
-                    discharge_c: float = 4.0) -> list[dict[str, Any]]:
+def severson_policy(
+    policy: str, v_max: float = 3.6, v_min: float = 2.0, rest_s: float = 60.0, discharge_c: float = 4.0
+) -> list[dict[str, Any]]:
     """Steps of a Severson et al. 2019 cycle: the fast-charge policy from 0 to 80 % SOC, 1C CC-CV to v_max
     (C/20 cut-off), rest, 4C discharge to v_min, CV at v_min to C/50, rest.
 
@@ -115,15 +132,25 @@ def severson_policy(policy: str, v_max: float = 3.6, v_min: float = 2.0, rest_s:
         if not 0 < c <= 20:
             raise ProtocolError(f"charging policy {policy!r}: C-rate {c} outside 0..20")
         steps.append({"step": "cc", "c_rate": c, "until_soc": soc})
-    steps += [{"step": "cc", "c_rate": 1.0, "until_v": v_max}, {"step": "cv", "v": v_max, "until_c": 0.05},
-              {"step": "rest", "s": rest_s},
-              {"step": "cc", "c_rate": -discharge_c, "until_v": v_min}, {"step": "cv", "v": v_min, "until_c": 0.02},
-              {"step": "rest", "s": rest_s}]
+    steps += [
+        {"step": "cc", "c_rate": 1.0, "until_v": v_max},
+        {"step": "cv", "v": v_max, "until_c": 0.05},
+        {"step": "rest", "s": rest_s},
+        {"step": "cc", "c_rate": -discharge_c, "until_v": v_min},
+        {"step": "cv", "v": v_min, "until_c": 0.02},
+        {"step": "rest", "s": rest_s},
+    ]
     return steps
 
 
-def cccv(charge_c: float = 0.5, discharge_c: float = 1.0, v_max: float | None = None, v_min: float | None = None,
-         cutoff_c: float = 0.05, rest_s: float = 600.0) -> list[dict[str, Any]]:
+def cccv(
+    charge_c: float = 0.5,
+    discharge_c: float = 1.0,
+    v_max: float | None = None,
+    v_min: float | None = None,
+    cutoff_c: float = 0.05,
+    rest_s: float = 600.0,
+) -> list[dict[str, Any]]:
     """CC-CV charge, rest, CC discharge, rest: the classic capacity cycle (and the driver's default)."""
     chg: dict[str, Any] = {"step": "cc", "c_rate": charge_c}
     dis: dict[str, Any] = {"step": "cc", "c_rate": -discharge_c}
@@ -131,21 +158,43 @@ def cccv(charge_c: float = 0.5, discharge_c: float = 1.0, v_max: float | None = 
         chg["until_v"] = v_max
     if v_min is not None:
         dis["until_v"] = v_min
-    return [chg, {"step": "cv", "v": v_max if v_max is not None else "v_max", "until_c": cutoff_c},
-            {"step": "rest", "s": rest_s}, dis, {"step": "rest", "s": rest_s}]
+    return [
+        chg,
+        {"step": "cv", "v": v_max if v_max is not None else "v_max", "until_c": cutoff_c},
+        {"step": "rest", "s": rest_s},
+        dis,
+        {"step": "rest", "s": rest_s},
+    ]
 
 
-def hppc(pulse_c: float = 1.0, charge_pulse_c: float = 0.75, pulse_s: float = 10.0, soc_step: float = 0.1,
-         rest_s: float = 3600.0) -> list[dict[str, Any]]:
+def hppc(
+    pulse_c: float = 1.0,
+    charge_pulse_c: float = 0.75,
+    pulse_s: float = 10.0,
+    soc_step: float = 0.1,
+    rest_s: float = 3600.0,
+) -> list[dict[str, Any]]:
     """Hybrid pulse power characterisation: from full charge, at each 10 % of SOC a discharge pulse, 40 s rest, a
     charge pulse, 40 s rest, then a 1C discharge of ``soc_step`` of capacity and a rest."""
     n = int(round(0.9 / soc_step))
-    return [{"step": "cc", "c_rate": 1.0}, {"step": "cv", "v": "v_max", "until_c": 0.05}, {"step": "rest", "s": rest_s},
-            {"repeat": n, "steps": [
-                {"step": "cc", "c_rate": -pulse_c, "s": pulse_s}, {"step": "rest", "s": 40.0},
-                {"step": "cc", "c_rate": charge_pulse_c, "s": pulse_s}, {"step": "rest", "s": 40.0},
-                {"step": "cc", "c_rate": -1.0, "s": 3600.0 * soc_step}, {"step": "rest", "s": rest_s}]},
-            {"step": "cc", "c_rate": -1.0}, {"step": "rest", "s": rest_s}]
+    return [
+        {"step": "cc", "c_rate": 1.0},
+        {"step": "cv", "v": "v_max", "until_c": 0.05},
+        {"step": "rest", "s": rest_s},
+        {
+            "repeat": n,
+            "steps": [
+                {"step": "cc", "c_rate": -pulse_c, "s": pulse_s},
+                {"step": "rest", "s": 40.0},
+                {"step": "cc", "c_rate": charge_pulse_c, "s": pulse_s},
+                {"step": "rest", "s": 40.0},
+                {"step": "cc", "c_rate": -1.0, "s": 3600.0 * soc_step},
+                {"step": "rest", "s": rest_s},
+            ],
+        },
+        {"step": "cc", "c_rate": -1.0},
+        {"step": "rest", "s": rest_s},
+    ]
 
 
 def named(spec: str) -> list[dict[str, Any]]:
@@ -159,8 +208,10 @@ def named(spec: str) -> list[dict[str, Any]]:
         return severson_policy(s.split(":", 1)[1])
     if s.startswith("profile:"):
         return [{"step": "profile", "csv": s.split(":", 1)[1]}]
-    raise ProtocolError(f"protocol {spec!r}: unknown name; use cccv, hppc, severson:<policy> (e.g. "
-                        f"severson:5.4C(40%)-3.6C), profile:<csv> or a list of steps")
+    raise ProtocolError(
+        f"protocol {spec!r}: unknown name; use cccv, hppc, severson:<policy> (e.g. "
+        f"severson:5.4C(40%)-3.6C), profile:<csv> or a list of steps"
+    )
 
 
 def _unroll(steps: list[Any], where: str = "protocol") -> list[tuple[str, dict[str, Any]]]:
@@ -202,8 +253,14 @@ def _num(label: str, st: dict, key: str, lo: float = -math.inf, hi: float = math
     return float(v)
 
 
-def compile_protocol(spec: str | list[dict[str, Any]], nominal_ah: float, v_min: float, v_max: float,
-                     cycles: int | None = None, base_dir: Path | None = None) -> Program:
+def compile_protocol(
+    spec: str | list[dict[str, Any]],
+    nominal_ah: float,
+    v_min: float,
+    v_max: float,
+    cycles: int | None = None,
+    base_dir: Path | None = None,
+) -> Program:
     """Turn a protocol into a table; ProtocolError names the bad step or key."""
     steps = named(spec) if isinstance(spec, str) else spec
     flat = _unroll(steps)
@@ -217,8 +274,9 @@ def compile_protocol(spec: str | list[dict[str, Any]], nominal_ah: float, v_min:
             raise ProtocolError(f"{label}: step = {kind_name!r}; known: {', '.join(KINDS)}")
         unknown = set(st) - _STEP_KEYS[kind_name] - {"step"}
         if unknown:
-            raise ProtocolError(f"{label} ({kind_name}): unknown key(s) {sorted(unknown)}; allowed: "
-                                f"{sorted(_STEP_KEYS[kind_name])}")
+            raise ProtocolError(
+                f"{label} ({kind_name}): unknown key(s) {sorted(unknown)}; allowed: {sorted(_STEP_KEYS[kind_name])}"
+            )
         row = np.zeros(N_COLS)
         row[C_KIND] = KINDS[kind_name]
         row[C_DUR] = _num(label, st, "s", 0.0) if "s" in st else big
@@ -245,8 +303,7 @@ def compile_protocol(spec: str | list[dict[str, Any]], nominal_ah: float, v_min:
             row[C_ICUT] = cut_a if cut_a is not None else (cut_c or 0.0) * nominal_ah
             # A CV follows its CC on a cycler channel: same direction, current limited to the CC's current.
             after_cc = bool(rows) and rows[-1][C_KIND] == CC and rows[-1][C_AMPS] != 0
-            row[C_DIR] = np.sign(rows[-1][C_AMPS]) if after_cc else (1.0 if volts >= 0.5 * (v_min + v_max)
-                                                                      else -1.0)
+            row[C_DIR] = np.sign(rows[-1][C_AMPS]) if after_cc else (1.0 if volts >= 0.5 * (v_min + v_max) else -1.0)
             row[C_IMAX] = abs(rows[-1][C_AMPS]) if after_cc else nominal_ah
             mx_a, mx_c = _num(label, st, "max_a", 0, 1e4), _num(label, st, "max_c", 0, 100)
             if mx_a is not None or mx_c is not None:
@@ -302,8 +359,14 @@ def compile_protocol(spec: str | list[dict[str, Any]], nominal_ah: float, v_min:
     return Program(table, profiles, labels + ["finished"], cycles)
 
 
-def compile_many(specs: list[str | list[dict[str, Any]]], nominal_ah: float, v_min: float, v_max: float,
-                 cycles: int | None = None, base_dir: Path | None = None) -> tuple[Program, list[int]]:
+def compile_many(
+    specs: list[str | list[dict[str, Any]]],
+    nominal_ah: float,
+    v_min: float,
+    v_max: float,
+    cycles: int | None = None,
+    base_dir: Path | None = None,
+) -> tuple[Program, list[int]]:
     """Several protocols in one table (cells of one rig on different policies); returns the program and each
     protocol's first row. Each protocol wraps to its own start; one shared terminal rest ends the table."""
     tables, profiles, labels, starts = [], [], [], []

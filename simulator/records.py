@@ -4,6 +4,7 @@ Summaries are what training code and dashboards want per cycle (capacity, energy
 degradation modes); Qd(V) is the discharge capacity on a fixed voltage grid, the raw material of Severson-style
 ΔQ(V) features (their extraction lives in ``agent/``).
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -16,9 +17,24 @@ import numpy as np
 # capacity_ah (the cell's open-circuit capacity between v_min and v_max at the cycle's end: the truth behind the
 # measured discharge_ah), r0_ohm (series resistance at 50 % SOC, 25 degC, including ageing), lli/lam_ne/lam_pe
 # (degradation modes, fractions), efc (equivalent full cycles so far: discharged Ah / nominal).
-SUMMARY_FIELDS = ("cell", "cycle", "start_s", "end_s", "charge_ah", "discharge_ah", "charge_wh", "discharge_wh",
-                  "temperature_max_c", "temperature_mean_c", "capacity_ah", "r0_ohm", "lli", "lam_ne", "lam_pe",
-                  "efc")
+SUMMARY_FIELDS = (
+    "cell",
+    "cycle",
+    "start_s",
+    "end_s",
+    "charge_ah",
+    "discharge_ah",
+    "charge_wh",
+    "discharge_wh",
+    "temperature_max_c",
+    "temperature_mean_c",
+    "capacity_ah",
+    "r0_ohm",
+    "lli",
+    "lam_ne",
+    "lam_pe",
+    "efc",
+)
 
 
 class CycleLog:
@@ -76,8 +92,8 @@ class DischargeTrace:
         drop = int(self.start.min() - self.base)
         if drop > 0:
             keep = self.rows - drop
-            self.v[:keep] = self.v[drop:self.rows]
-            self.q[:keep] = self.q[drop:self.rows]
+            self.v[:keep] = self.v[drop : self.rows]
+            self.q[:keep] = self.q[drop : self.rows]
             self.v[keep:] = np.nan
             self.rows, self.base = keep, self.base + drop
 
@@ -86,7 +102,7 @@ class DischargeTrace:
         out = np.full((len(cells), self.grid_v.size), np.nan)
         for r, j in enumerate(cells):  # per cell once per cycle, not per step
             lo = int(self.start[j] - self.base)
-            v, q = self.v[lo:self.rows, j], self.q[lo:self.rows, j]
+            v, q = self.v[lo : self.rows, j], self.q[lo : self.rows, j]
             ok = np.isfinite(v)
             if ok.sum() >= 2:
                 vm = np.minimum.accumulate(v[ok])

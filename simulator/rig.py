@@ -5,12 +5,14 @@ cells: no per-cell Python loop per step), ``measure()`` -> voltage_v, current_a 
 the sensors report them (faults applied, NaN for dropouts). ``run`` drives it on either clock: as fast as possible
 (data generation) or paced to the wall clock with a speed factor.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -71,11 +73,25 @@ class Rig:
         unknown = set(var) - {"capacity_cv", "resistance_cv", "ageing_cv"}
         if unknown:
             raise ValueError(f"variability: unknown key(s) {sorted(unknown)}")
-        self.cells = CellArray(chem, n, rng, spec.capacity_ah, spec.initial_soc, spec.ambient_c, spec.hysteresis,
-                               var.get("capacity_cv"), var.get("resistance_cv"), spec.h_w_m2k, spec.coupling_w_k)
+        self.cells = CellArray(
+            chem,
+            n,
+            rng,
+            spec.capacity_ah,
+            spec.initial_soc,
+            spec.ambient_c,
+            spec.hysteresis,
+            var.get("capacity_cv"),
+            var.get("resistance_cv"),
+            spec.h_w_m2k,
+            spec.coupling_w_k,
+        )
         self.nominal_ah = self.cells.nominal_ah
-        self.ageing = Ageing(chem, n, rng, var.get("ageing_cv"), spec.ageing_acceleration, spec.ageing_overrides) \
-            if spec.ageing else None
+        self.ageing = (
+            Ageing(chem, n, rng, var.get("ageing_cv"), spec.ageing_acceleration, spec.ageing_overrides)
+            if spec.ageing
+            else None
+        )
         base = Path(spec.protocol_dir) if spec.protocol_dir else None
         if spec.cell_protocols is not None:
             if len(spec.cell_protocols) != n:
@@ -90,8 +106,7 @@ class Rig:
             self.program, starts = P.compile_many(specs, self.nominal_ah, chem.v_min, chem.v_max, spec.cycles, base)
             first = np.array([starts[uniq[k]] for k in keys], dtype=np.int64)
         else:
-            self.program = P.compile_protocol(spec.protocol, self.nominal_ah, chem.v_min, chem.v_max, spec.cycles,
-                                              base)
+            self.program = P.compile_protocol(spec.protocol, self.nominal_ah, chem.v_min, chem.v_max, spec.cycles, base)
             first = np.zeros(n, dtype=np.int64)
             n_steps = len(self.program.labels) - 1
             if not 0 <= spec.start_step < n_steps:
@@ -115,8 +130,9 @@ class Rig:
         self._r_contact = np.zeros(n)
         self._g_short = np.zeros(n)
         # Cumulative integrals (never reset): Ah/Wh in and out, time charging/discharging, temperature and charge.
-        self.cum = {k: np.zeros(n) for k in ("ah_chg", "ah_dis", "wh_chg", "wh_dis", "t_chg", "t_dis", "temp", "q",
-                                              "chg_cm")}
+        self.cum = {
+            k: np.zeros(n) for k in ("ah_chg", "ah_dis", "wh_chg", "wh_dis", "t_chg", "t_dis", "temp", "q", "chg_cm")
+        }
         self._chg_m = self.ageing.charge_rate_exponent() if self.ageing is not None else None
         self._cycle_mark = {k: v.copy() for k, v in self.cum.items()}
         self._cycle_start_s = np.zeros(n)
@@ -129,8 +145,11 @@ class Rig:
         self._qv_set = set() if spec.qv_cycles in (None, "all") else {int(c) for c in spec.qv_cycles}
         self.trace = None
         if spec.qv_cycles is not None:
-            grid = spec.qv_grid_v if spec.qv_grid_v is not None else (
-                SEVERSON_GRID_V if chem.name.startswith("lfp") else np.linspace(chem.v_max, chem.v_min, 500))
+            grid = (
+                spec.qv_grid_v
+                if spec.qv_grid_v is not None
+                else (SEVERSON_GRID_V if chem.name.startswith("lfp") else np.linspace(chem.v_max, chem.v_min, 500))
+            )
             self.trace = DischargeTrace(n, grid)
             self.last_qv = np.full((n, self.trace.grid_v.size), np.nan)  # latest Qd(V) per cell (end of life)
             self.last_qv_cycle = np.zeros(n, dtype=np.int64)
@@ -148,8 +167,9 @@ class Rig:
         is_cv = kind == P.CV
         if is_cv.any():
             imax, up = row[:, P.C_IMAX], row[:, P.C_DIR] > 0
-            i_cv = c.hold_voltage(row[:, P.C_VOLT], dt_s, self._r_contact, np.where(up, 0.0, -imax),
-                                  np.where(up, imax, 0.0))
+            i_cv = c.hold_voltage(
+                row[:, P.C_VOLT], dt_s, self._r_contact, np.where(up, 0.0, -imax), np.where(up, imax, 0.0)
+            )
             cur = np.where(is_cv, i_cv, cur)
         is_cp = kind == P.CP
         if is_cp.any():
@@ -190,9 +210,13 @@ class Rig:
         self._accumulate(cur, v, dt_s)
         self.t_step += dt_s
         self.soc_counter += cur * (dt_s / 3600.0 / self.nominal_ah)
-        done = (at_limit | (self.t_step >= row[:, P.C_DUR])
-                | (self.soc_counter >= row[:, P.C_SOCHI]) | (self.soc_counter <= row[:, P.C_SOCLO])
-                | (is_cv & (np.abs(cur) <= row[:, P.C_ICUT])))
+        done = (
+            at_limit
+            | (self.t_step >= row[:, P.C_DUR])
+            | (self.soc_counter >= row[:, P.C_SOCHI])
+            | (self.soc_counter <= row[:, P.C_SOCLO])
+            | (is_cv & (np.abs(cur) <= row[:, P.C_ICUT]))
+        )
         if done.any():
             self._advance_steps(done, row, cur)
         if self.trace is not None and (cur < 0).any():
@@ -208,9 +232,11 @@ class Rig:
         n = self.cells.n
         sn = self.spec.sensor_noise
         rng = self._noise_rng
-        m = {"voltage_v": self.voltage_v + rng.normal(0.0, sn.get("voltage_v", 0.0), n),
-             "current_a": self.current_a + rng.normal(0.0, sn.get("current_a", 0.0), n),
-             "temperature_c": self.cells.temp_c + rng.normal(0.0, sn.get("temperature_c", 0.0), n)}
+        m = {
+            "voltage_v": self.voltage_v + rng.normal(0.0, sn.get("voltage_v", 0.0), n),
+            "current_a": self.current_a + rng.normal(0.0, sn.get("current_a", 0.0), n),
+            "temperature_c": self.cells.temp_c + rng.normal(0.0, sn.get("temperature_c", 0.0), n),
+        }
         if self.faultset.sensor:
             m = self.faultset.apply_sensors(self.time_s, m)
         return m
@@ -232,13 +258,28 @@ class Rig:
         """True (noise-free) state per cell, for tests and datasets."""
         a = self.ageing
         z = np.zeros(self.cells.n)
-        return {"voltage_v": self.voltage_v, "current_a": self.current_a, "temperature_c": self.cells.temp_c,
-                "soc": self.cells.soc, "capacity_ah": self.cells.capacity_ah, "step": self.k.copy(),
-                "cycle": self.cycle.copy(), "lli": a.modes["lli"] if a else z,
-                "lam_ne": a.modes["lam_ne"] if a else z, "lam_pe": a.modes["lam_pe"] if a else z}
+        return {
+            "voltage_v": self.voltage_v,
+            "current_a": self.current_a,
+            "temperature_c": self.cells.temp_c,
+            "soc": self.cells.soc,
+            "capacity_ah": self.cells.capacity_ah,
+            "step": self.k.copy(),
+            "cycle": self.cycle.copy(),
+            "lli": a.modes["lli"] if a else z,
+            "lam_ne": a.modes["lam_ne"] if a else z,
+            "lam_pe": a.modes["lam_pe"] if a else z,
+        }
 
-    def run(self, duration_s: float, dt_s: float = 1.0, paced: bool = False, speed: float = 1.0,
-            every: Callable[["Rig"], Any] | None = None, until_cycles: int | None = None) -> None:
+    def run(
+        self,
+        duration_s: float,
+        dt_s: float = 1.0,
+        paced: bool = False,
+        speed: float = 1.0,
+        every: Callable[[Rig], Any] | None = None,
+        until_cycles: int | None = None,
+    ) -> None:
         """Step for duration_s simulated seconds: as fast as possible, or paced to the wall clock at ``speed``
         simulated seconds per wall second. ``until_cycles`` stops early once every cell finished that many."""
         if paced and not speed > 0:
@@ -332,18 +373,24 @@ class Rig:
         dur = np.maximum(self.time_s - self._cycle_start_s[idx], 1e-9)
         a = self.ageing
         rc = self.chem.rc_at(np.full(idx.size, 0.5))
-        ev = {"cell": idx.astype(np.int64), "cycle": self.cycle[idx].copy(), "start_s": self._cycle_start_s[idx],
-              "end_s": np.full(idx.size, self.time_s),
-              "charge_ah": cu["ah_chg"][idx] - mk["ah_chg"][idx], "discharge_ah": cu["ah_dis"][idx] - mk["ah_dis"][idx],
-              "charge_wh": cu["wh_chg"][idx] - mk["wh_chg"][idx], "discharge_wh": cu["wh_dis"][idx] - mk["wh_dis"][idx],
-              "temperature_max_c": self._cycle_tmax[idx].copy(),
-              "temperature_mean_c": (cu["temp"][idx] - mk["temp"][idx]) / dur,
-              "capacity_ah": self.cells.capacity_ah[idx],
-              "r0_ohm": rc["r0_ohm"] * self.cells.r_cell[idx] * self.cells.r_age[idx],
-              "lli": a.modes["lli"][idx].copy() if a else np.zeros(idx.size),
-              "lam_ne": a.modes["lam_ne"][idx].copy() if a else np.zeros(idx.size),
-              "lam_pe": a.modes["lam_pe"][idx].copy() if a else np.zeros(idx.size),
-              "efc": cu["ah_dis"][idx] / self.nominal_ah}
+        ev = {
+            "cell": idx.astype(np.int64),
+            "cycle": self.cycle[idx].copy(),
+            "start_s": self._cycle_start_s[idx],
+            "end_s": np.full(idx.size, self.time_s),
+            "charge_ah": cu["ah_chg"][idx] - mk["ah_chg"][idx],
+            "discharge_ah": cu["ah_dis"][idx] - mk["ah_dis"][idx],
+            "charge_wh": cu["wh_chg"][idx] - mk["wh_chg"][idx],
+            "discharge_wh": cu["wh_dis"][idx] - mk["wh_dis"][idx],
+            "temperature_max_c": self._cycle_tmax[idx].copy(),
+            "temperature_mean_c": (cu["temp"][idx] - mk["temp"][idx]) / dur,
+            "capacity_ah": self.cells.capacity_ah[idx],
+            "r0_ohm": rc["r0_ohm"] * self.cells.r_cell[idx] * self.cells.r_age[idx],
+            "lli": a.modes["lli"][idx].copy() if a else np.zeros(idx.size),
+            "lam_ne": a.modes["lam_ne"][idx].copy() if a else np.zeros(idx.size),
+            "lam_pe": a.modes["lam_pe"][idx].copy() if a else np.zeros(idx.size),
+            "efc": cu["ah_dis"][idx] / self.nominal_ah,
+        }
         self.log.add(ev)
         if self.trace is not None:
             cyc = self.cycle[idx]
@@ -366,12 +413,16 @@ class Rig:
         c = self.cells
         q_mean = d["q"] / span
         soc = np.clip((q_mean - c.q_lo) / (c.q_hi - c.q_lo), 0.0, 1.0)
-        stress = Stress(days=span / 86400.0, efc=d["ah_dis"] / self.nominal_ah, ah_dis=d["ah_dis"],
-                        t_k=d["temp"] / span + 273.15, soc=soc,
-                        c_dis=np.where(d["t_dis"] > 0, d["ah_dis"] * 3600.0 / np.maximum(d["t_dis"], 1e-9), 0.0)
-                        / self.nominal_ah,
-                        c_chg=np.where(d["t_chg"] > 0, d["ah_chg"] * 3600.0 / np.maximum(d["t_chg"], 1e-9), 0.0)
-                        / self.nominal_ah, efc_chg_cm=d["chg_cm"] / self.nominal_ah)
+        stress = Stress(
+            days=span / 86400.0,
+            efc=d["ah_dis"] / self.nominal_ah,
+            ah_dis=d["ah_dis"],
+            t_k=d["temp"] / span + 273.15,
+            soc=soc,
+            c_dis=np.where(d["t_dis"] > 0, d["ah_dis"] * 3600.0 / np.maximum(d["t_dis"], 1e-9), 0.0) / self.nominal_ah,
+            c_chg=np.where(d["t_chg"] > 0, d["ah_chg"] * 3600.0 / np.maximum(d["t_chg"], 1e-9), 0.0) / self.nominal_ah,
+            efc_chg_cm=d["chg_cm"] / self.nominal_ah,
+        )
         inc = self.ageing.update(stress, self.nominal_ah)
         c.apply_modes(inc, self.ageing.resistance_factor(), self.ageing.lithiated)
         c.update_rc()

@@ -1,4 +1,5 @@
 """Shared fixtures. Real peers on loopback: mosquitto with TLS client certificates stands in for IoT Core."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,10 @@ def data_dir() -> Path:
     """The shared real-data folder: ../shared/data beside the project root (or $BATTERY_TWIN_DATA)."""
     p = Path(os.environ.get("BATTERY_TWIN_DATA", ROOT.parent / "shared" / "data"))
     if not p.is_dir():
-        raise RuntimeError(f"real battery data not found at {p}: it lives in ../shared/data beside the project "
-                           "(or set BATTERY_TWIN_DATA)")
+        raise RuntimeError(
+            f"real battery data not found at {p}: it lives in ../shared/data beside the project "
+            "(or set BATTERY_TWIN_DATA)"
+        )
     return p
 
 
@@ -56,8 +59,9 @@ def subscriber(broker, pki):
     s.stop()
 
 
-def agent_config(tmp_path: Path, broker: Broker | None, rig_cert: tuple[Path, Path] | None, pki: Pki | None,
-                 **overrides: Any) -> dict[str, Any]:
+def agent_config(
+    tmp_path: Path, broker: Broker | None, rig_cert: tuple[Path, Path] | None, pki: Pki | None, **overrides: Any
+) -> dict[str, Any]:
     """A config dict for an agent on the simulator, publishing to the test broker (if given)."""
     cfg: dict[str, Any] = {
         "rig": RIG,
@@ -67,8 +71,15 @@ def agent_config(tmp_path: Path, broker: Broker | None, rig_cert: tuple[Path, Pa
         "log": {"level": "INFO"},
     }
     if broker is not None and rig_cert is not None and pki is not None:
-        cfg["uplink"].update({"endpoint": "localhost", "port": broker.port, "cert": str(rig_cert[0]),
-                              "key": str(rig_cert[1]), "ca": str(pki.ca_cert)})
+        cfg["uplink"].update(
+            {
+                "endpoint": "localhost",
+                "port": broker.port,
+                "cert": str(rig_cert[0]),
+                "key": str(rig_cert[1]),
+                "ca": str(pki.ca_cert),
+            }
+        )
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key] = {**cfg[key], **value}

@@ -1,4 +1,5 @@
 """Config: one TOML file, validated by pydantic; errors name the file, the key and what is expected (exit 2)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ def test_default_config_runs_simulator_with_uplink_off():
 
 def test_config_check_prints_effective_config(tmp_path):
     f = tmp_path / "rig.toml"
-    f.write_text('rig = "lab-a:rig_3"\n[store]\npath = "db/x.db"\nsynchronous = "normal"\n'
-                 '[[drivers]]\ntype = "simulator"\ncells = 3\n')
+    f.write_text(
+        'rig = "lab-a:rig_3"\n[store]\npath = "db/x.db"\nsynchronous = "normal"\n'
+        '[[drivers]]\ntype = "simulator"\ncells = 3\n'
+    )
     r = run_cli("config", "check", str(f))
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -36,18 +39,24 @@ def test_config_check_prints_effective_config(tmp_path):
     assert doc["uplink"]["max_in_flight"] == 100
 
 
-@pytest.mark.parametrize("body, expected", [
-    ('rig = "bad rig!"\n', ["rig:", "thing name"]),
-    ('rig = "r"\n[store]\nsynchronous = "SOMETIMES"\n', ["store.synchronous:", "'FULL'"]),
-    ('rig = "r"\n[[drivers]]\ntype = "simulator"\ncells = -3\n', ["drivers[0].cells:", "greater than or equal to 1"]),
-    ('rig = "r"\n[[drivers]]\ntype = "simulator"\ncellz = 3\n', ["drivers[0].cellz:", "Extra inputs"]),
-    ('rig = "r"\n[[drivers]]\ntype = "warp-drive"\n', ["drivers", "unknown driver type 'warp-drive'", "simulator"]),
-    ('rig = "r"\n[uplink]\nendpoint = "x.iot.eu-west-1.amazonaws.com"\n', ["uplink", "uplink.cert", "uplink.key"]),
-    ('rig = "r"\n[uplink]\nport = 70000\n', ["uplink.port:", "less than or equal to 65535"]),
-    ('rig = "r"\n[validate.voltage_v]\nmin = 5\nmax = 1\n', ["validate.voltage_v:", "must be below"]),
-    ('[store]\npath = 3\n', ["rig:", "Field required", "store.path:"]),
-    ('rig = "r"\nrig = "s"\n', ["not valid TOML"]),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ('rig = "bad rig!"\n', ["rig:", "thing name"]),
+        ('rig = "r"\n[store]\nsynchronous = "SOMETIMES"\n', ["store.synchronous:", "'FULL'"]),
+        (
+            'rig = "r"\n[[drivers]]\ntype = "simulator"\ncells = -3\n',
+            ["drivers[0].cells:", "greater than or equal to 1"],
+        ),
+        ('rig = "r"\n[[drivers]]\ntype = "simulator"\ncellz = 3\n', ["drivers[0].cellz:", "Extra inputs"]),
+        ('rig = "r"\n[[drivers]]\ntype = "warp-drive"\n', ["drivers", "unknown driver type 'warp-drive'", "simulator"]),
+        ('rig = "r"\n[uplink]\nendpoint = "x.iot.eu-west-1.amazonaws.com"\n', ["uplink", "uplink.cert", "uplink.key"]),
+        ('rig = "r"\n[uplink]\nport = 70000\n', ["uplink.port:", "less than or equal to 65535"]),
+        ('rig = "r"\n[validate.voltage_v]\nmin = 5\nmax = 1\n', ["validate.voltage_v:", "must be below"]),
+        ("[store]\npath = 3\n", ["rig:", "Field required", "store.path:"]),
+        ('rig = "r"\nrig = "s"\n', ["not valid TOML"]),
+    ],
+)
 def test_bad_config_exits_2_naming_file_and_key(tmp_path, body, expected):
     f = tmp_path / "bad.toml"
     f.write_text(body)
@@ -86,12 +95,21 @@ def test_relative_driver_paths_resolve_against_the_config_file(tmp_path):
 
     conf_dir = tmp_path / "etc"
     (conf_dir / "profiles").mkdir(parents=True)
-    shutil.copy(Path(__file__).resolve().parents[1] / "drivers/modbus/profiles/bms16.toml",
-                conf_dir / "profiles" / "my-bms.toml")
+    shutil.copy(
+        Path(__file__).resolve().parents[1] / "drivers/modbus/profiles/bms16.toml",
+        conf_dir / "profiles" / "my-bms.toml",
+    )
     f = conf_dir / "rig.toml"
-    f.write_text('rig = "r"\n[[drivers]]\ntype = "modbus"\n'
-                 '[[drivers.devices]]\nname = "bms1"\nprofile = "profiles/my-bms.toml"\ntcp = "127.0.0.1:5020"\n')
-    r = subprocess.run([sys.executable, "-m", "agent", "config", "check", str(f)], capture_output=True, text=True,
-                       timeout=60, cwd=tmp_path)  # cwd is not the config's folder
+    f.write_text(
+        'rig = "r"\n[[drivers]]\ntype = "modbus"\n'
+        '[[drivers.devices]]\nname = "bms1"\nprofile = "profiles/my-bms.toml"\ntcp = "127.0.0.1:5020"\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "agent", "config", "check", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )  # cwd is not the config's folder
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["drivers"][0]["devices"][0]["profile"] == "profiles/my-bms.toml"

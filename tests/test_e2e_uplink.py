@@ -1,4 +1,5 @@
 """End to end over real transports: simulator -> agent (separate process) -> mosquitto over mTLS -> subscriber."""
+
 from __future__ import annotations
 
 import json
@@ -13,15 +14,19 @@ from agent.uplink.envelope import schema_path
 from tests.conftest import RIG, agent_config
 
 SCHEMAS = {
-    ("telemetry", 1): "telemetry.v1", ("telemetry", 2): "telemetry.v2", ("events", 1): "events.v1",
-    ("health", 1): "health.v1", ("cycles", 1): "cycles.v1",
+    ("telemetry", 1): "telemetry.v1",
+    ("telemetry", 2): "telemetry.v2",
+    ("events", 1): "events.v1",
+    ("health", 1): "health.v1",
+    ("cycles", 1): "cycles.v1",
 }
 
 
 def validate_all(messages: list[tuple[str, bytes]]) -> dict[str, int]:
     """Every message the agent sent must match its JSON Schema and its topic; returns counts by type."""
-    validators = {k: jsonschema.Draft202012Validator(json.loads(schema_path(v).read_text()))
-                  for k, v in SCHEMAS.items()}
+    validators = {
+        k: jsonschema.Draft202012Validator(json.loads(schema_path(v).read_text())) for k, v in SCHEMAS.items()
+    }
     counts: dict[str, int] = {}
     for topic, payload in messages:
         doc = orjson.loads(payload)
@@ -53,12 +58,18 @@ def test_every_seq_arrives_and_matches_schema(tmp_path, broker, subscriber, rig_
     sent_max = db.execute("SELECT max(seq) FROM readings WHERE sent=1").fetchone()[0]
     assert sent_max and sent_max >= 400
     assert gaps(seqs, sent_max) == []
-    assert last_seq - sent_max == unsent or unsent == 0 or gaps(seqs, last_seq) == list(range(sent_max + 1, last_seq + 1))
+    assert (
+        last_seq - sent_max == unsent or unsent == 0 or gaps(seqs, last_seq) == list(range(sent_max + 1, last_seq + 1))
+    )
     counts = validate_all(subscriber.snapshot())
     assert counts["telemetry"] >= 2 and counts["health"] >= 1
     # The values at the broker are the values in the store (within wire resolution).
-    by_seq = {r["seq"]: r for t, p in subscriber.snapshot() if t.endswith("/telemetry")
-              for r in __import__("agent.uplink.envelope", fromlist=["x"]).decode_telemetry(p)}
+    by_seq = {
+        r["seq"]: r
+        for t, p in subscriber.snapshot()
+        if t.endswith("/telemetry")
+        for r in __import__("agent.uplink.envelope", fromlist=["x"]).decode_telemetry(p)
+    }
     rows = db.execute("SELECT seq, voltage_v, current_a, temperature_c, ts_ms FROM readings ORDER BY seq LIMIT 50")
     for seq, v, i, t, ts in rows:
         rec = by_seq[seq]
@@ -79,8 +90,9 @@ def test_broker_outage_leaves_no_gap(tmp_path, broker, subscriber, rig_cert, pki
     subscriber.client.start()
     db = sqlite3.connect(cfg["store"]["path"])
     target = db.execute("SELECT max(seq) FROM readings").fetchone()[0] + 50
-    subscriber.wait_for(lambda: not gaps(subscriber.telemetry_seqs(), target), 60,
-                        f"every seq up to {target} after the outage")
+    subscriber.wait_for(
+        lambda: not gaps(subscriber.telemetry_seqs(), target), 60, f"every seq up to {target} after the outage"
+    )
     assert "uplink disconnected" in agent.log() or "cannot connect" in agent.log()
     assert agent.stop() == 0
 
@@ -102,6 +114,7 @@ def test_sigkill_restarts_leave_no_gap_and_never_reuse_seq(tmp_path, broker, sub
     # seq never repeats for a different reading: each seq decoded at the broker has one (cell, ts) only.
     seen: dict[int, tuple] = {}
     from agent.uplink.envelope import decode_telemetry
+
     for t, p in subscriber.snapshot():
         if t.endswith("/telemetry"):
             for r in decode_telemetry(p):

@@ -1,4 +1,5 @@
 """Envelopes: both telemetry formats round-trip within wire resolution, match their schemas, fit the target size."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,15 @@ def rows(n: int, seed: int = 0, seq0: int = 1000, nan_every: int = 0) -> Reading
     flags = np.zeros(n, np.int64)
     if nan_every:
         v[::nan_every] = np.nan
-    return ReadingRows(np.arange(seq0, seq0 + n, dtype=np.int64), 1_790_000_000_000 + np.arange(n) // 64 * 100,
-                       (np.arange(n) % 64 + 1).astype(np.int64), v, i, t, flags)
+    return ReadingRows(
+        np.arange(seq0, seq0 + n, dtype=np.int64),
+        1_790_000_000_000 + np.arange(n) // 64 * 100,
+        (np.arange(n) % 64 + 1).astype(np.int64),
+        v,
+        i,
+        t,
+        flags,
+    )
 
 
 def validator(kind: str):
@@ -74,13 +82,26 @@ def test_packing_never_exceeds_target_and_covers_a_prefix(n, target, envelope):
         rest = ReadingRows(*(getattr(r, f)[taken:] for f in ReadingRows.__slots__))
         payload, used = pack_readings("rig-1", rest, CELLS, envelope, target)
         assert used >= 1 and (len(payload) <= target or used == 1)
-        assert [x["seq"] for x in decode_telemetry(payload)] == r.seq[taken:taken + used].tolist()
+        assert [x["seq"] for x in decode_telemetry(payload)] == r.seq[taken : taken + used].tolist()
         taken += used
 
 
 def test_events_envelope_matches_schema():
-    payload = encode_events("rig-1", [{"seq": 1, "ts": 5, "kind": "driver.fault", "level": "warning",
-                                       "source": "sim", "cell": None, "message": "x", "data": {"a": 1}}])
+    payload = encode_events(
+        "rig-1",
+        [
+            {
+                "seq": 1,
+                "ts": 5,
+                "kind": "driver.fault",
+                "level": "warning",
+                "source": "sim",
+                "cell": None,
+                "message": "x",
+                "data": {"a": 1},
+            }
+        ],
+    )
     validator("events.v1").validate(orjson.loads(payload))
 
 

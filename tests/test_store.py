@@ -1,4 +1,5 @@
 """SQLite store: persistent seq, one transaction per batch, byte cap policy, quarantine of a bad database."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -13,8 +14,14 @@ from drivers.base import Event, Flag, ReadingBatch
 
 def batch(n_ticks: int, cells=("a", "b", "c"), t0: int = 1_700_000_000_000, v: float = 3.7) -> ReadingBatch:
     n = len(cells)
-    return ReadingBatch.build(cells, np.tile(np.arange(n), n_ticks), np.repeat(t0 + np.arange(n_ticks) * 100, n),
-                              np.full(n * n_ticks, v), np.full(n * n_ticks, -1.5), np.full(n * n_ticks, 25.0))
+    return ReadingBatch.build(
+        cells,
+        np.tile(np.arange(n), n_ticks),
+        np.repeat(t0 + np.arange(n_ticks) * 100, n),
+        np.full(n * n_ticks, v),
+        np.full(n * n_ticks, -1.5),
+        np.full(n * n_ticks, 25.0),
+    )
 
 
 def open_store(path, **kw) -> Store:

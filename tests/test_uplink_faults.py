@@ -1,4 +1,5 @@
 """Bad uplink input: clear errors before connecting, and a dead or wrong peer never stops the field side."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -15,9 +16,19 @@ def depth(db_path: str) -> tuple[int, int]:
 
 
 def test_missing_cert_fails_fast_with_a_clear_error(tmp_path, pki, rig_cert, agent_proc):
-    cfg = agent_config(tmp_path, None, None, None, uplink={
-        "endpoint": "localhost", "port": free_port(), "cert": str(tmp_path / "nope.crt"),
-        "key": str(rig_cert[1]), "ca": str(pki.ca_cert)})
+    cfg = agent_config(
+        tmp_path,
+        None,
+        None,
+        None,
+        uplink={
+            "endpoint": "localhost",
+            "port": free_port(),
+            "cert": str(tmp_path / "nope.crt"),
+            "key": str(rig_cert[1]),
+            "ca": str(pki.ca_cert),
+        },
+    )
     agent = agent_proc(cfg).start()
     agent.proc.wait(30)
     assert agent.proc.returncode == 2
@@ -29,9 +40,19 @@ def test_key_that_is_not_pem_is_refused_before_connecting(tmp_path, pki, rig_cer
     bad_key = tmp_path / "bad.key"
     bad_key.write_text("hello")
     bad_key.chmod(0o600)
-    cfg = agent_config(tmp_path, None, None, None, uplink={
-        "endpoint": "localhost", "port": free_port(), "cert": str(rig_cert[0]), "key": str(bad_key),
-        "ca": str(pki.ca_cert)})
+    cfg = agent_config(
+        tmp_path,
+        None,
+        None,
+        None,
+        uplink={
+            "endpoint": "localhost",
+            "port": free_port(),
+            "cert": str(rig_cert[0]),
+            "key": str(bad_key),
+            "ca": str(pki.ca_cert),
+        },
+    )
     agent = agent_proc(cfg).start()
     agent.proc.wait(30)
     assert agent.proc.returncode == 2 and "uplink.key" in agent.log() and "not a PEM private key" in agent.log()
@@ -40,9 +61,19 @@ def test_key_that_is_not_pem_is_refused_before_connecting(tmp_path, pki, rig_cer
 
 def test_wrong_ca_is_a_clear_tls_error_and_the_agent_keeps_buffering(tmp_path, broker, rig_cert, agent_proc):
     other = Pki.create(tmp_path / "other-ca", name="other-ca")
-    cfg = agent_config(tmp_path, None, None, None, uplink={
-        "endpoint": "localhost", "port": broker.port, "cert": str(rig_cert[0]), "key": str(rig_cert[1]),
-        "ca": str(other.ca_cert)})
+    cfg = agent_config(
+        tmp_path,
+        None,
+        None,
+        None,
+        uplink={
+            "endpoint": "localhost",
+            "port": broker.port,
+            "cert": str(rig_cert[0]),
+            "key": str(rig_cert[1]),
+            "ca": str(other.ca_cert),
+        },
+    )
     agent = agent_proc(cfg).start()
     agent.wait_log("uplink cannot connect", timeout_s=40)
     assert "TLS" in agent.log()
@@ -54,9 +85,20 @@ def test_wrong_ca_is_a_clear_tls_error_and_the_agent_keeps_buffering(tmp_path, b
 
 def test_unreachable_broker_buffers_then_drains(tmp_path, pki, rig_cert, agent_proc):
     port = free_port()
-    cfg = agent_config(tmp_path, None, None, None, uplink={
-        "endpoint": "localhost", "port": port, "cert": str(rig_cert[0]), "key": str(rig_cert[1]),
-        "ca": str(pki.ca_cert), "health_interval_s": 1.0})
+    cfg = agent_config(
+        tmp_path,
+        None,
+        None,
+        None,
+        uplink={
+            "endpoint": "localhost",
+            "port": port,
+            "cert": str(rig_cert[0]),
+            "key": str(rig_cert[1]),
+            "ca": str(pki.ca_cert),
+            "health_interval_s": 1.0,
+        },
+    )
     agent = agent_proc(cfg).start()
     agent.wait_log("uplink cannot connect", timeout_s=30)
     assert "level=WARNING" in agent.log()

@@ -3,6 +3,7 @@
 ``server`` (HTTP, SSE, the ``Service``), ``hub`` (one store poll per tick, fanned out to browsers), ``reader``
 (read-only SQLite connection on its own thread), ``auth`` (token / loopback rule), ``static/`` (page, uPlot).
 """
+
 from agent.dashboard.server import DashboardService
 
 __all__ = ["DashboardService"]

@@ -7,18 +7,21 @@
   reach the dashboard through DNS rebinding.
 Every answer carries headers that keep the page self-contained (CSP: nothing from other origins).
 """
+
 from __future__ import annotations
 
 import hmac
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from agent.config import is_loopback_host
 
 COOKIE = "bt_token"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -32,7 +35,7 @@ def token_matches(given: str | None, token: str) -> bool:
 def _host_name(request: web.Request) -> str:
     host = request.headers.get("Host", "")
     if host.startswith("["):  # [::1]:8080
-        return host[1:host.find("]")] if "]" in host else host
+        return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
@@ -48,14 +51,22 @@ def make_guard(token: str) -> Callable:
                 resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
                 _secure(resp)
                 raise resp
-            if not (token_matches(bearer, token) or token_matches(request.cookies.get(COOKIE), token)
-                    or token_matches(query, token)):
-                raise _secure(web.HTTPUnauthorized(
-                    text="battery-twin dashboard: a valid token is required (open /?token=... once, or send "
-                         "'Authorization: Bearer <token>')\n", headers={"WWW-Authenticate": 'Bearer realm="dashboard"'}))
+            if not (
+                token_matches(bearer, token)
+                or token_matches(request.cookies.get(COOKIE), token)
+                or token_matches(query, token)
+            ):
+                raise _secure(
+                    web.HTTPUnauthorized(
+                        text="battery-twin dashboard: a valid token is required (open /?token=... once, or send "
+                        "'Authorization: Bearer <token>')\n",
+                        headers={"WWW-Authenticate": 'Bearer realm="dashboard"'},
+                    )
+                )
         elif not is_loopback_host(_host_name(request)):
-            raise _secure(web.HTTPForbidden(text="battery-twin dashboard: only loopback host names are served "
-                                            "without a token\n"))
+            raise _secure(
+                web.HTTPForbidden(text="battery-twin dashboard: only loopback host names are served without a token\n")
+            )
         resp = await handler(request)
         return _secure(resp)
 

@@ -8,6 +8,7 @@ picker), new events and cycles, and agent health. With no browser connected it d
 Subscribers have a bounded queue; one that falls ``QUEUE_TICKS`` behind is dropped (the browser's EventSource
 reconnects with ``Last-Event-ID`` and resumes from that seq), so a stalled browser never grows the agent's memory.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,8 +46,14 @@ def sse(event: str, data: bytes, id_: int | None = None) -> bytes:
 
 def columns(r: Readings) -> dict[str, Any]:
     """Readings as JSON columns; values rounded to what the sensors resolve (keeps messages small)."""
-    return {"seq": r.seq, "ts": r.ts_ms, "cell": r.cell, "v": np.round(r.voltage_v, 6),
-            "i": np.round(r.current_a, 6), "t": np.round(r.temperature_c, 4)}
+    return {
+        "seq": r.seq,
+        "ts": r.ts_ms,
+        "cell": r.cell,
+        "v": np.round(r.voltage_v, 6),
+        "i": np.round(r.current_a, 6),
+        "t": np.round(r.temperature_c, 4),
+    }
 
 
 def last_per_cell(r: Readings) -> Readings:
@@ -69,8 +76,9 @@ def cycle_json(rows: list[dict[str, Any]], newest_forecast_only: bool = True) ->
     keep = set(newest.values())
     for k, c in enumerate(rows):
         raw = c["predicted_capacity_ah"]
-        c["predicted_capacity_ah"] = orjson.loads(raw) if raw is not None and (k in keep or not newest_forecast_only) \
-            else None
+        c["predicted_capacity_ah"] = (
+            orjson.loads(raw) if raw is not None and (k in keep or not newest_forecast_only) else None
+        )
     return rows
 
 
@@ -152,11 +160,18 @@ class Hub:
         n = max(len(self.cells), 1)
         latest = last_per_cell(rd.readings_after(max(0, upto["readings"] - 4 * n), 4 * n))
         return {
-            "rig": self.agent.cfg.rig, "version": __version__, "now": now_ms, "window_s": self.cfg.window_s,
-            "interval_s": self.cfg.update_interval_s, "resumed": resumed, "seq": upto["readings"],
+            "rig": self.agent.cfg.rig,
+            "version": __version__,
+            "now": now_ms,
+            "window_s": self.cfg.window_s,
+            "interval_s": self.cfg.update_interval_s,
+            "resumed": resumed,
+            "seq": upto["readings"],
             "cells": sorted(([idx, cid] for idx, cid in self.cells.items()), key=lambda x: x[1]),
-            "selected": sub.cell_ids, "max_selected": MAX_SELECTED,
-            "readings": columns(backfill), "latest": columns(latest),
+            "selected": sub.cell_ids,
+            "max_selected": MAX_SELECTED,
+            "readings": columns(backfill),
+            "latest": columns(latest),
             "cycles": cycle_json(rd.cycles_for_cells(sub.cell_ids, CYCLES_PER_CELL, upto["cycles"])),
             "events": [_ev(e) for e in rd.recent_events(RECENT_EVENTS)],
             "alarms": [_ev(e) for e in rd.alarm_events(now_ms - int(ALARM_WINDOW_S * 1000))],
@@ -178,9 +193,11 @@ class Hub:
     def _poll(self, cursor: dict[str, int], with_health: bool, need_cells: bool) -> dict[str, Any]:
         """Runs on the reader thread: everything committed since the cursors."""
         rd = self.reader
-        out: dict[str, Any] = {"readings": rd.readings_after(cursor["readings"], TICK_LIMIT_ROWS),
-                               "events": rd.events_after(cursor["events"]),
-                               "cycles": cycle_json(rd.cycles_after(cursor["cycles"]))}
+        out: dict[str, Any] = {
+            "readings": rd.readings_after(cursor["readings"], TICK_LIMIT_ROWS),
+            "events": rd.events_after(cursor["events"]),
+            "cycles": cycle_json(rd.cycles_after(cursor["cycles"])),
+        }
         if need_cells or (len(out["readings"]) and not np.isin(out["readings"].cell, list(self.cells)).all()):
             out["cells"] = rd.cells()
         if with_health:
@@ -203,8 +220,12 @@ class Hub:
             self.cursor["events"] = max(self.cursor["events"], got["events"][-1]["seq"])
         if got["cycles"]:
             self.cursor["cycles"] = max(self.cursor["cycles"], got["cycles"][-1]["seq"])
-        shared: dict[str, Any] = {"latest": columns(last_per_cell(r)), "events": [_ev(e) for e in got["events"]],
-                                  "cycles": got["cycles"], "now": time.time_ns() // 1_000_000}
+        shared: dict[str, Any] = {
+            "latest": columns(last_per_cell(r)),
+            "events": [_ev(e) for e in got["events"]],
+            "cycles": got["cycles"],
+            "now": time.time_ns() // 1_000_000,
+        }
         if "cells" in got:
             new = {k: v for k, v in got["cells"].items() if k not in self.cells}
             self.cells = got["cells"]
@@ -224,8 +245,7 @@ class Hub:
             sub.offer(sse("tick", orjson.dumps(msg, option=OPTS), self.cursor["readings"]))
             if sub.dropped:
                 self.subs.discard(sub)
-                log.warning("dashboard client fell %d updates behind; dropped (it reconnects and resumes)",
-                            QUEUE_TICKS)
+                log.warning("dashboard client fell %d updates behind; dropped (it reconnects and resumes)", QUEUE_TICKS)
         self.ticks += 1
 
     def close(self) -> None:
@@ -248,11 +268,15 @@ class Hub:
             self._rates = (now, msgs, readings)
         link = getattr(agent, "link", None)
         return {
-            **store_part, "rig": agent.cfg.rig, "version": __version__,
+            **store_part,
+            "rig": agent.cfg.rig,
+            "version": __version__,
             "uptime_s": round(now - agent.started_monotonic, 1),
             "uplink_state": link.state if link is not None else "off",
-            "publish_rate_msgs_s": round(self._rate_values[0], 2), "readings_rate_s": round(self._rate_values[1], 1),
-            "acked_readings": readings, "publish_errors": up.stats.errors if up else 0,
+            "publish_rate_msgs_s": round(self._rate_values[0], 2),
+            "readings_rate_s": round(self._rate_values[1], 1),
+            "acked_readings": readings,
+            "publish_errors": up.stats.errors if up else 0,
             "drivers": [r.status() for r in agent.runners.values()],
         }
 

@@ -5,6 +5,7 @@ taking the writer's lock or queueing behind the store's writer thread: the dashb
 Every method here is blocking and runs on ``StoreReader.call`` (one dedicated thread), never on the event loop.
 Queries are bounded: by seq ranges (readings' primary key), by ``LIMIT``, or by the ``cycles_cell`` index.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,10 +13,11 @@ import functools
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,11 +25,20 @@ T = TypeVar("T")
 
 EVENT_COLS = "seq, ts_ms, kind, level, source, cell, message, data"
 # The fields of a cycles.v1 payload the views use; predicted_capacity_ah (a list) only for the newest cycle.
-CYCLE_FIELDS = ("discharge_ah", "soh", "temperature_mean_c", "temperature_max_c", "predicted_eol_cycle",
-                "predicted_cycle_life", "model_version")
-CYCLE_SELECT = ("SELECT seq, ts_ms, cell, cycle, " +
-                ", ".join(f"json_extract(payload, '$.{f}')" for f in CYCLE_FIELDS) +
-                ", json_extract(payload, '$.predicted_capacity_ah') FROM cycles")
+CYCLE_FIELDS = (
+    "discharge_ah",
+    "soh",
+    "temperature_mean_c",
+    "temperature_max_c",
+    "predicted_eol_cycle",
+    "predicted_cycle_life",
+    "model_version",
+)
+CYCLE_SELECT = (
+    "SELECT seq, ts_ms, cell, cycle, "
+    + ", ".join(f"json_extract(payload, '$.{f}')" for f in CYCLE_FIELDS)
+    + ", json_extract(payload, '$.predicted_capacity_ah') FROM cycles"
+)
 
 
 @dataclass(slots=True)
@@ -45,15 +56,16 @@ class Readings:
         return int(self.seq.shape[0])
 
     @classmethod
-    def from_rows(cls, rows: list[tuple]) -> "Readings":
+    def from_rows(cls, rows: list[tuple]) -> Readings:
         if not rows:
             z = np.zeros(0, np.int64)
             return cls(z, z, z, np.zeros(0), np.zeros(0), np.zeros(0))
         a = np.array(rows, dtype=np.float64)  # NULL -> NaN; seq/ts are exact below 2**53
-        return cls(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2].astype(np.int64),
-                   a[:, 3], a[:, 4], a[:, 5])
+        return cls(
+            a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), a[:, 3], a[:, 4], a[:, 5]
+        )
 
-    def take(self, mask_or_index: np.ndarray) -> "Readings":
+    def take(self, mask_or_index: np.ndarray) -> Readings:
         return Readings(*(getattr(self, f)[mask_or_index] for f in self.__slots__))  # type: ignore[attr-defined]
 
 
@@ -83,6 +95,7 @@ class StoreReader:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
         self._pool.submit(_close).result()
         self._pool.shutdown(wait=True)
 
@@ -101,8 +114,7 @@ class StoreReader:
                 self._conn.close()
                 self._conn = None
                 self.generation += 1
-            conn = sqlite3.connect(self.path.as_uri() + "?mode=ro", uri=True, check_same_thread=False,
-                                   timeout=5.0)
+            conn = sqlite3.connect(self.path.as_uri() + "?mode=ro", uri=True, check_same_thread=False, timeout=5.0)
             conn.execute("PRAGMA query_only=1")
             self._conn, self._inode = conn, inode
         return self._conn
@@ -110,8 +122,10 @@ class StoreReader:
     # ------------------------------------------------------------------ cursors and cells
     def max_seqs(self) -> dict[str, int]:
         c = self.conn
-        return {s: c.execute(f"SELECT coalesce(max(seq), 0) FROM {s}").fetchone()[0]
-                for s in ("readings", "events", "cycles")}
+        return {
+            s: c.execute(f"SELECT coalesce(max(seq), 0) FROM {s}").fetchone()[0]
+            for s in ("readings", "events", "cycles")
+        }
 
     def cells(self) -> dict[int, str]:
         return dict(self.conn.execute("SELECT idx, id FROM cells ORDER BY idx"))
@@ -139,7 +153,9 @@ class StoreReader:
     def readings_after(self, after_seq: int, limit: int) -> Readings:
         rows = self.conn.execute(
             "SELECT seq, ts_ms, cell, voltage_v, current_a, temperature_c FROM readings WHERE seq > ? "
-            "ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
+            "ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
         return Readings.from_rows(rows)
 
     def readings_for_cells(self, cells: list[int], after_seq: int, upto_seq: int, max_per_cell: int) -> Readings:
@@ -149,7 +165,9 @@ class StoreReader:
         marks = ",".join("?" * len(cells))
         rows = self.conn.execute(
             "SELECT seq, ts_ms, cell, voltage_v, current_a, temperature_c FROM readings "
-            f"WHERE seq > ? AND seq <= ? AND cell IN ({marks}) ORDER BY seq", (after_seq, upto_seq, *cells)).fetchall()
+            f"WHERE seq > ? AND seq <= ? AND cell IN ({marks}) ORDER BY seq",
+            (after_seq, upto_seq, *cells),
+        ).fetchall()
         r = Readings.from_rows(rows)
         keep = np.ones(len(r), dtype=bool)
         for idx in cells:
@@ -162,8 +180,9 @@ class StoreReader:
 
     # ------------------------------------------------------------------ events
     def events_after(self, after_seq: int, limit: int = 500) -> list[dict[str, Any]]:
-        rows = self.conn.execute(f"SELECT {EVENT_COLS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                                 (after_seq, limit)).fetchall()
+        rows = self.conn.execute(
+            f"SELECT {EVENT_COLS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        ).fetchall()
         return [_event(r) for r in rows]
 
     def recent_events(self, limit: int) -> list[dict[str, Any]]:
@@ -174,7 +193,9 @@ class StoreReader:
         """Alarm/critical events since a time, among the newest ``scan`` events (bounded: no index on ts)."""
         rows = self.conn.execute(
             f"SELECT {EVENT_COLS} FROM events WHERE seq > (SELECT coalesce(max(seq), 0) - ? FROM events) "
-            "AND ts_ms >= ? ORDER BY seq", (scan, since_ts_ms)).fetchall()
+            "AND ts_ms >= ? ORDER BY seq",
+            (scan, since_ts_ms),
+        ).fetchall()
         return [_event(r) for r in rows]
 
     # ------------------------------------------------------------------ cycles
@@ -186,25 +207,39 @@ class StoreReader:
         """The newest ``per_cell`` cycles of each cell (by the cycles_cell index), oldest first."""
         out: list[dict[str, Any]] = []
         for cell in cells:
-            rows = self.conn.execute(CYCLE_SELECT + " WHERE cell = ? AND seq <= ? ORDER BY cycle DESC LIMIT ?",
-                                     (cell, upto_seq, per_cell)).fetchall()
+            rows = self.conn.execute(
+                CYCLE_SELECT + " WHERE cell = ? AND seq <= ? ORDER BY cycle DESC LIMIT ?", (cell, upto_seq, per_cell)
+            ).fetchall()
             out.extend(_cycle_row(r) for r in reversed(rows))
         return out
 
     # ------------------------------------------------------------------ health
     def store_health(self) -> dict[str, Any]:
         c = self.conn
-        depth = {s: c.execute(f"SELECT count(*) FROM {s} WHERE sent = 0").fetchone()[0]
-                 for s in ("readings", "events", "cycles")}
+        depth = {
+            s: c.execute(f"SELECT count(*) FROM {s} WHERE sent = 0").fetchone()[0]
+            for s in ("readings", "events", "cycles")
+        }
         oldest = c.execute("SELECT ts_ms FROM readings WHERE sent = 0 ORDER BY seq LIMIT 1").fetchone()
         dropped = c.execute("SELECT value FROM meta WHERE key = 'dropped_readings'").fetchone()
         now_ms = time.time_ns() // 1_000_000
-        return {"store_depth_readings": depth["readings"], "store_depth_events": depth["events"],
-                "store_depth_cycles": depth["cycles"],
-                "oldest_unsent_age_s": round(max(0.0, (now_ms - oldest[0]) / 1000.0), 1) if oldest else 0.0,
-                "dropped_readings": int(dropped[0]) if dropped else 0}
+        return {
+            "store_depth_readings": depth["readings"],
+            "store_depth_events": depth["events"],
+            "store_depth_cycles": depth["cycles"],
+            "oldest_unsent_age_s": round(max(0.0, (now_ms - oldest[0]) / 1000.0), 1) if oldest else 0.0,
+            "dropped_readings": int(dropped[0]) if dropped else 0,
+        }
 
 
 def _event(r: tuple) -> dict[str, Any]:
-    return {"seq": r[0], "ts": r[1], "kind": r[2], "level": r[3], "source": r[4], "cell": r[5],
-            "message": r[6], "data": r[7]}
+    return {
+        "seq": r[0],
+        "ts": r[1],
+        "kind": r[2],
+        "level": r[3],
+        "source": r[4],
+        "cell": r[5],
+        "message": r[6],
+        "data": r[7],
+    }

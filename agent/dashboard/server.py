@@ -7,6 +7,7 @@ Failure policy: a configuration that would expose the dashboard without a token 
 ``StartupError``: the agent does not start). An environment problem of the dashboard itself (aiohttp missing,
 port taken) is logged and recorded as an event, and the agent goes on collecting: the view must never cost data.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,16 +40,19 @@ class DashboardService:
 
         token = self.cfg.token.get_secret_value()
         if not token and not is_loopback_host(self.cfg.host):
-            raise StartupError(f"dashboard.host = {self.cfg.host!r} is beyond loopback and dashboard.token is not "
-                               "set: refusing to start the dashboard")
+            raise StartupError(
+                f"dashboard.host = {self.cfg.host!r} is beyond loopback and dashboard.token is not "
+                "set: refusing to start the dashboard"
+            )
         try:
             from aiohttp import web
 
             from agent.dashboard.hub import Hub
             from agent.dashboard.reader import StoreReader
         except ImportError as exc:
-            self._unavailable(agent, f"the dashboard needs aiohttp ({exc}); install the extra: "
-                              "pip install 'battery-twin[dashboard]'")
+            self._unavailable(
+                agent, f"the dashboard needs aiohttp ({exc}); install the extra: pip install 'battery-twin[dashboard]'"
+            )
             return
         self._reader = StoreReader(agent.cfg.store.path)
         self.hub = Hub(agent, self._reader, self.cfg)
@@ -71,8 +75,9 @@ class DashboardService:
 
     def _unavailable(self, agent: Any, why: str) -> None:
         log.error("dashboard not started: %s", why)
-        agent.emit(Event("dashboard.unavailable", f"dashboard not started: {why}"[:2000], level="warning",
-                         source="dashboard"))
+        agent.emit(
+            Event("dashboard.unavailable", f"dashboard not started: {why}"[:2000], level="warning", source="dashboard")
+        )
 
     async def _run_hub(self, agent: Any) -> None:
         delay = 1.0
@@ -82,10 +87,17 @@ class DashboardService:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - supervision boundary: the view restarts, the agent goes on
+            except Exception as exc:
                 log.exception("dashboard hub failed; restarting in %.0f s", delay)
-                agent.emit(Event("agent.task_fault", f"dashboard hub failed: {exc!r}"[:500], level="warning",
-                                 source="dashboard", data={"task": "dashboard"}))
+                agent.emit(
+                    Event(
+                        "agent.task_fault",
+                        f"dashboard hub failed: {exc!r}"[:500],
+                        level="warning",
+                        source="dashboard",
+                        data={"task": "dashboard"},
+                    )
+                )
                 self.hub.close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
@@ -110,25 +122,32 @@ def make_app(hub: Any, cfg: DashboardConfig, token: str) -> Any:
     index = (STATIC / "index.html").read_bytes()
 
     async def page(request: web.Request) -> web.Response:
-        return web.Response(body=index, content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-store"})
+        return web.Response(
+            body=index, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-store"}
+        )
 
     async def health(request: web.Request) -> web.Response:
         store_part = await hub.reader.call(hub.reader.store_health)
         import orjson
-        return web.Response(body=orjson.dumps(hub.health(store_part)), content_type="application/json",
-                            headers={"Cache-Control": "no-store"})
+
+        return web.Response(
+            body=orjson.dumps(hub.health(store_part)),
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def stream(request: web.Request) -> web.StreamResponse:
         if len(hub.subs) >= cfg.max_clients:
-            raise web.HTTPServiceUnavailable(text=f"at most {cfg.max_clients} live views at once\n",
-                                             headers={"Retry-After": "10"})
+            raise web.HTTPServiceUnavailable(
+                text=f"at most {cfg.max_clients} live views at once\n", headers={"Retry-After": "10"}
+            )
         wanted = [c for c in request.query.get("cells", "").split(",") if c][:64]
         last = request.headers.get("Last-Event-ID") or request.query.get("after")
         last_id = int(last) if last and last.isdigit() else None
         sub, init = await hub.subscribe(wanted, last_id)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
         try:
             await resp.prepare(request)
             await resp.write(b"retry: 2000\n\n" + init)

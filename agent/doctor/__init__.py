@@ -6,14 +6,16 @@ files (readable, key mode, key matches cert, cert dates, CA bundle); the endpoin
 client certificate); each driver's device (the driver's own ``doctor()`` hook, else generic probes); the store
 (integrity, disk space); the clock. Nothing here prints key material: keys are loaded only to compare public keys.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from agent.logs import redact
 from drivers.base import Check
@@ -88,19 +90,40 @@ def run_checks(config_path: str | None, emit: Callable[[Check], None]) -> list[C
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
-        out([fail("config", f"{len(exc.problems)} problem(s) in {exc.source}: " + "; ".join(exc.problems),
-                  f"edit {exc.source}; `battery-twin config check {exc.source}` lists every problem")])
+        out(
+            [
+                fail(
+                    "config",
+                    f"{len(exc.problems)} problem(s) in {exc.source}: " + "; ".join(exc.problems),
+                    f"edit {exc.source}; `battery-twin config check {exc.source}` lists every problem",
+                )
+            ]
+        )
         out(system.check_clock(None))
         return results
     drivers = [d for d in cfg.drivers if d.enabled]
-    out([ok("config", f"{config_path or '<default>'} is valid: rig {cfg.rig}, {len(drivers)} driver(s) "
-            f"({', '.join(d.name for d in drivers) or 'none'}), uplink "
-            + (f"to {cfg.uplink.endpoint}:{cfg.uplink.port}" if cfg.uplink.enabled else "off"))])
+    out(
+        [
+            ok(
+                "config",
+                f"{config_path or '<default>'} is valid: rig {cfg.rig}, {len(drivers)} driver(s) "
+                f"({', '.join(d.name for d in drivers) or 'none'}), uplink "
+                + (f"to {cfg.uplink.endpoint}:{cfg.uplink.port}" if cfg.uplink.enabled else "off"),
+            )
+        ]
+    )
     if cfg.uplink.enabled:
         out(tls.check_uplink(cfg.uplink))
     else:
-        out([warn("uplink", "off (no uplink.endpoint): readings accumulate in the store and are not published",
-                  "set [uplink] endpoint, cert, key and ca (see the comments in the config template)")])
+        out(
+            [
+                warn(
+                    "uplink",
+                    "off (no uplink.endpoint): readings accumulate in the store and are not published",
+                    "set [uplink] endpoint, cert, key and ca (see the comments in the config template)",
+                )
+            ]
+        )
     out(devices.check_drivers(drivers))
     store_checks, store_info = system.check_store(cfg.store)
     out(store_checks)
@@ -109,10 +132,17 @@ def run_checks(config_path: str | None, emit: Callable[[Check], None]) -> list[C
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("doctor", help="check config, certificates, endpoint, devices, store and clock; "
-                       "one line per check with a fix (exit 1 if any check fails)")
-    p.add_argument("--config", "-c", help="TOML config file (default: $BATTERY_TWIN_CONFIG, else "
-                   f"{SERVICE_CONFIG} if it exists, else the embedded default)")
+    p = sub.add_parser(
+        "doctor",
+        help="check config, certificates, endpoint, devices, store and clock; "
+        "one line per check with a fix (exit 1 if any check fails)",
+    )
+    p.add_argument(
+        "--config",
+        "-c",
+        help="TOML config file (default: $BATTERY_TWIN_CONFIG, else "
+        f"{SERVICE_CONFIG} if it exists, else the embedded default)",
+    )
     p.set_defaults(func=cmd_doctor)
 
 
@@ -127,6 +157,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     results = run_checks(path, emit)
     failed = [c for c in results if c.status == "fail"]
     warned = [c for c in results if c.status == "warn"]
-    print(f"{len(results)} checks: {len(results) - len(failed) - len(warned)} ok, {len(warned)} warning(s), "
-          f"{len(failed)} failed" + (f" ({', '.join(c.name for c in failed)})" if failed else ""))
+    print(
+        f"{len(results)} checks: {len(results) - len(failed) - len(warned)} ok, {len(warned)} warning(s), "
+        f"{len(failed)} failed" + (f" ({', '.join(c.name for c in failed)})" if failed else "")
+    )
     return 1 if failed else 0

@@ -6,6 +6,7 @@ serial device (opened and closed again, non-blocking, without reading); ``channe
 ``socketcan`` is a CAN network interface; ``host`` (with an integer ``port``, default 502) or ``tcp = "host:port"``
 is a TCP peer such as a Modbus server. Every device is probed once; every probe runs with a time limit.
 """
+
 from __future__ import annotations
 
 import errno
@@ -13,8 +14,9 @@ import grp
 import os
 import socket
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from agent.doctor import fail, ok, run_with_timeout, warn
 from drivers.base import Check, DriverConfig
@@ -29,8 +31,12 @@ SERVICE_GROUPS = ("dialout",)  # the unit's SupplementaryGroups=
 def check_serial(name: str, path: str) -> Check:
     p = Path(path)
     if not p.exists():
-        return fail(name, f"{path} does not exist", "plug the adapter in and check `ls -l /dev/serial/by-id/`; "
-                    "prefer a /dev/serial/by-id/... path, which survives re-plugging")
+        return fail(
+            name,
+            f"{path} does not exist",
+            "plug the adapter in and check `ls -l /dev/serial/by-id/`; "
+            "prefer a /dev/serial/by-id/... path, which survives re-plugging",
+        )
     st = p.stat()
     if not stat.S_ISCHR(st.st_mode):
         return fail(name, f"{path} is not a character device", "point the driver at the serial device node")
@@ -44,25 +50,35 @@ def check_serial(name: str, path: str) -> Check:
         os.close(fd)
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM):
-            return fail(name, f"{path} (group {group}, mode {mode:04o}) cannot be opened by uid {os.geteuid()}",
-                        "the service opens it as group dialout: make the device group dialout with mode 0660 "
-                        "(a udev rule), or add its group to SupplementaryGroups= (systemctl edit battery-twin)")
+            return fail(
+                name,
+                f"{path} (group {group}, mode {mode:04o}) cannot be opened by uid {os.geteuid()}",
+                "the service opens it as group dialout: make the device group dialout with mode 0660 "
+                "(a udev rule), or add its group to SupplementaryGroups= (systemctl edit battery-twin)",
+            )
         if exc.errno == errno.EBUSY:
             return warn(name, f"{path} is busy (open elsewhere; the running agent?)", "stop whatever else uses it")
         return fail(name, f"{path} cannot be opened: {exc.strerror}", "check the adapter and its kernel driver")
     world_rw = (mode & 0o006) == 0o006
     if group not in SERVICE_GROUPS and not world_rw:
-        return warn(name, f"{path} opens, but it belongs to group {group} (mode {mode:04o}): the service has "
-                    "only dialout", f"add SupplementaryGroups={group} (systemctl edit battery-twin) or a udev rule "
-                    "giving the device group dialout")
+        return warn(
+            name,
+            f"{path} opens, but it belongs to group {group} (mode {mode:04o}): the service has only dialout",
+            f"add SupplementaryGroups={group} (systemctl edit battery-twin) or a udev rule "
+            "giving the device group dialout",
+        )
     return ok(name, f"{path} opens (group {group}, mode {mode:04o})")
 
 
 def check_socketcan(name: str, channel: str) -> Check:
     sysfs = Path("/sys/class/net") / channel
     if not sysfs.exists():
-        return fail(name, f"CAN interface {channel} does not exist", "load the adapter's driver and bring it up: "
-                    f"ip link set {channel} up type can bitrate 500000 (or a systemd-networkd .network file)")
+        return fail(
+            name,
+            f"CAN interface {channel} does not exist",
+            "load the adapter's driver and bring it up: "
+            f"ip link set {channel} up type can bitrate 500000 (or a systemd-networkd .network file)",
+        )
     state = (sysfs / "operstate").read_text().strip() if (sysfs / "operstate").exists() else "unknown"
     try:
         with socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW) as s:
@@ -70,8 +86,7 @@ def check_socketcan(name: str, channel: str) -> Check:
     except OSError as exc:
         return fail(name, f"cannot bind a CAN socket to {channel}: {exc.strerror}", "check the interface")
     if state not in ("up", "unknown"):
-        return fail(name, f"CAN interface {channel} is {state}",
-                    f"ip link set {channel} up type can bitrate 500000")
+        return fail(name, f"CAN interface {channel} is {state}", f"ip link set {channel} up type can bitrate 500000")
     return ok(name, f"CAN interface {channel} is {state}")
 
 
@@ -83,9 +98,12 @@ def check_tcp(name: str, host: str, port: int) -> Check:
         return fail(name, f"{host} does not resolve ({exc})", "check the driver's host setting and DNS")
     except ConnectionRefusedError:
         return fail(name, f"{host}:{port} refused the connection", "is the device's server enabled on that port?")
-    except (TimeoutError, socket.timeout):
-        return fail(name, f"no answer from {host}:{port} within {TCP_TIMEOUT_S:.0f} s",
-                    "check the device is powered and on this network (ping it), and any firewall in between")
+    except TimeoutError:
+        return fail(
+            name,
+            f"no answer from {host}:{port} within {TCP_TIMEOUT_S:.0f} s",
+            "check the device is powered and on this network (ping it), and any firewall in between",
+        )
     except OSError as exc:
         return fail(name, f"cannot reach {host}:{port}: {exc.strerror or exc}", "check the network route")
     return ok(name, f"{host}:{port} accepts TCP connections")
@@ -144,8 +162,13 @@ def generic_checks(dcfg: DriverConfig) -> list[Check]:
             elif interface == "virtual":
                 checks.append(ok(prefix + "channel", f"virtual CAN bus {channel!r}: in-process, nothing to reach"))
             else:
-                checks.append(warn(prefix + "channel", f"CAN interface {interface or '?'} channel {channel}: not "
-                                   "probed by doctor", "check the adapter with candump (can-utils)"))
+                checks.append(
+                    warn(
+                        prefix + "channel",
+                        f"CAN interface {interface or '?'} channel {channel}: not probed by doctor",
+                        "check the adapter with candump (can-utils)",
+                    )
+                )
     return checks
 
 
@@ -163,9 +186,19 @@ def check_drivers(drivers: list[DriverConfig]) -> list[Check]:
         try:
             out += run_with_timeout(lambda d=dcfg: _driver_checks(d), PROBE_TIMEOUT_S)
         except TimeoutError:
-            out.append(fail(f"driver.{dcfg.name}", f"the device check did not finish within {PROBE_TIMEOUT_S:.0f} "
-                            "s", "the device or its bus hangs: check wiring and power"))
+            out.append(
+                fail(
+                    f"driver.{dcfg.name}",
+                    f"the device check did not finish within {PROBE_TIMEOUT_S:.0f} s",
+                    "the device or its bus hangs: check wiring and power",
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - a driver's hook must not crash doctor
-            out.append(fail(f"driver.{dcfg.name}", f"the device check raised {exc!r}"[:300],
-                            "report this as a bug of the driver's doctor() hook"))
+            out.append(
+                fail(
+                    f"driver.{dcfg.name}",
+                    f"the device check raised {exc!r}"[:300],
+                    "report this as a bug of the driver's doctor() hook",
+                )
+            )
     return out

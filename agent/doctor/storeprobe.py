@@ -1,5 +1,6 @@
 """Read-only look at a store for doctor: integrity, schema version, backlog (``python -m agent.doctor.storeprobe
 PATH`` prints it as JSON)."""
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ The store is probed with the database file owner's effective uid when doctor run
 ``-wal``/``-shm`` files beside a WAL database even for readers, and root-owned ones would lock the service user out
 of its own store.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,9 @@ import datetime as dt
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from agent.config import StoreConfig
 from agent.doctor import fail, ok, warn
@@ -22,7 +24,7 @@ from agent.doctor.storeprobe import probe
 from drivers.base import Check
 
 MIN_FREE_BYTES = 100 * 1024**2  # below this the store cannot take a burst; SQLITE_FULL drops readings
-CLOCK_FLOOR = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)  # a clock before this was never set
+CLOCK_FLOOR = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)  # a clock before this was never set
 FUTURE_TOLERANCE_S = 300.0
 BACKLOG_WARN_S = 3600.0
 TIME_ERROR = 5  # adjtimex(2): the kernel's clock is not synchronised (STA_UNSYNC)
@@ -58,28 +60,57 @@ def check_store(scfg: StoreConfig) -> tuple[list[Check], dict[str, Any]]:
     info: dict[str, Any] = {}
     if not path.exists():
         anc = next((p for p in path.parents if p.exists()), Path("/"))
-        out.append(ok("store.integrity", f"{path} does not exist yet: the agent creates it at start"
-                      + ("" if anc == path.parent else f" (and {path.parent})")))
+        out.append(
+            ok(
+                "store.integrity",
+                f"{path} does not exist yet: the agent creates it at start"
+                + ("" if anc == path.parent else f" (and {path.parent})"),
+            )
+        )
     else:
         info = _probe_as_owner(path)
         if info.get("access"):
-            out.append(fail("store.integrity", f"{path}: {info['error']}", f"the store's owner (uid "
-                            f"{path.stat().st_uid}) must be able to reach and write {path.parent}: check "
-                            "`namei -l` on the path"))
+            out.append(
+                fail(
+                    "store.integrity",
+                    f"{path}: {info['error']}",
+                    f"the store's owner (uid "
+                    f"{path.stat().st_uid}) must be able to reach and write {path.parent}: check "
+                    "`namei -l` on the path",
+                )
+            )
         elif "error" in info:
-            out.append(fail("store.integrity", f"{path}: {info['error']}", "the agent moves an unusable store "
-                            "aside at start and begins a fresh one (event store.quarantined): systemctl restart "
-                            "battery-twin; or move it aside yourself"))
+            out.append(
+                fail(
+                    "store.integrity",
+                    f"{path}: {info['error']}",
+                    "the agent moves an unusable store "
+                    "aside at start and begins a fresh one (event store.quarantined): systemctl restart "
+                    "battery-twin; or move it aside yourself",
+                )
+            )
         elif info["quick_check"] != "ok":
-            out.append(fail("store.integrity", f"{path} fails PRAGMA quick_check: {info['quick_check']}",
-                            "systemctl restart battery-twin: the agent moves a corrupt store aside and starts fresh"))
+            out.append(
+                fail(
+                    "store.integrity",
+                    f"{path} fails PRAGMA quick_check: {info['quick_check']}",
+                    "systemctl restart battery-twin: the agent moves a corrupt store aside and starts fresh",
+                )
+            )
         else:
-            detail = (f"{path} passes quick_check, schema v{info['schema_version']}, {info['bytes'] / 1e6:.1f} MB, "
-                      f"{info['unsent_readings']} unsent readings")
+            detail = (
+                f"{path} passes quick_check, schema v{info['schema_version']}, {info['bytes'] / 1e6:.1f} MB, "
+                f"{info['unsent_readings']} unsent readings"
+            )
             age = info.get("oldest_unsent_age_s")
             if age is not None and age > BACKLOG_WARN_S:
-                out.append(warn("store.integrity", f"{detail}, the oldest waiting {age / 3600:.1f} h",
-                                "the uplink is not draining: see the endpoint checks and journalctl -u battery-twin"))
+                out.append(
+                    warn(
+                        "store.integrity",
+                        f"{detail}, the oldest waiting {age / 3600:.1f} h",
+                        "the uplink is not draining: see the endpoint checks and journalctl -u battery-twin",
+                    )
+                )
             else:
                 out.append(ok("store.integrity", detail))
     out.append(_check_disk(scfg, info.get("bytes", 0)))
@@ -92,11 +123,18 @@ def _check_disk(scfg: StoreConfig, db_bytes: int) -> Check:
     free, cap = usage.free, scfg.max_bytes
     detail = f"{free / 1e9:.2f} GB free on the store's file system, store.max_bytes {cap / 1e9:.2f} GB"
     if free < MIN_FREE_BYTES:
-        return fail("store.disk", detail, f"free space on {anc}: below {MIN_FREE_BYTES // 1024**2} MB the store "
-                    "drops its oldest unsent readings to take new ones")
+        return fail(
+            "store.disk",
+            detail,
+            f"free space on {anc}: below {MIN_FREE_BYTES // 1024**2} MB the store "
+            "drops its oldest unsent readings to take new ones",
+        )
     if free + db_bytes < cap:
-        return warn("store.disk", detail + ": the disk fills before the byte cap is reached",
-                    f"lower store.max_bytes below {(free + db_bytes) * 0.8 / 1e9:.2f} GB or free space")
+        return warn(
+            "store.disk",
+            detail + ": the disk fills before the byte cap is reached",
+            f"lower store.max_bytes below {(free + db_bytes) * 0.8 / 1e9:.2f} GB or free space",
+        )
     return ok("store.disk", detail)
 
 
@@ -114,26 +152,41 @@ def clock_synchronised() -> bool | None:
 
 
 def check_clock(info: dict[str, Any] | None) -> list[Check]:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     out: list[Check] = []
     if now < CLOCK_FLOOR:
-        out.append(fail("clock", f"the clock says {now:%Y-%m-%d %H:%M} UTC, before {CLOCK_FLOOR:%Y-%m-%d}: it was "
-                        "never set; timestamps and TLS certificate checks are wrong", "timedatectl set-ntp true "
-                        "(systemd-timesyncd), or add an RTC; check with timedatectl"))
+        out.append(
+            fail(
+                "clock",
+                f"the clock says {now:%Y-%m-%d %H:%M} UTC, before {CLOCK_FLOOR:%Y-%m-%d}: it was "
+                "never set; timestamps and TLS certificate checks are wrong",
+                "timedatectl set-ntp true (systemd-timesyncd), or add an RTC; check with timedatectl",
+            )
+        )
     else:
         newest = (info or {}).get("newest_ts_ms")
         ahead = (newest / 1000 - time.time()) if newest else 0.0
         if ahead > FUTURE_TOLERANCE_S:
-            out.append(warn("clock", f"the newest stored reading is {ahead:.0f} s in the future: the clock went "
-                            "backwards since it was written", "enable NTP (timedatectl set-ntp true); the agent "
-                            "flags readings whose time went backwards (CLOCK_ADJUSTED)"))
+            out.append(
+                warn(
+                    "clock",
+                    f"the newest stored reading is {ahead:.0f} s in the future: the clock went "
+                    "backwards since it was written",
+                    "enable NTP (timedatectl set-ntp true); the agent "
+                    "flags readings whose time went backwards (CLOCK_ADJUSTED)",
+                )
+            )
         else:
             out.append(ok("clock", f"{now:%Y-%m-%d %H:%M:%S} UTC"))
     synced = clock_synchronised()
     if synced is False:
-        out.append(warn("clock.sync", "the kernel reports the clock as not synchronised (no NTP)",
-                        "timedatectl set-ntp true; systemctl status systemd-timesyncd (readings and TLS need a "
-                        "right clock)"))
+        out.append(
+            warn(
+                "clock.sync",
+                "the kernel reports the clock as not synchronised (no NTP)",
+                "timedatectl set-ntp true; systemctl status systemd-timesyncd (readings and TLS need a right clock)",
+            )
+        )
     elif synced:
         out.append(ok("clock.sync", "synchronised (NTP)"))
     else:

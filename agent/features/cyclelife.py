@@ -7,6 +7,7 @@ early and a late cycle. Its log-variance alone predicts log cycle life with r = 
 A ``CycleLifeSpec`` fixes which cycles make the early and late curves; the trained model records its spec in
 its metadata, so the twin keeps exactly the curves the model needs. Everything is vectorised over cells.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -35,11 +36,26 @@ FEATURES: dict[str, str] = {
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "variance": ("log10_var_dq_ah2",),
     "variance_capacity": ("log10_var_dq_ah2", "qd_cycle2_ah", "qd_max_minus_cycle2_ah"),
-    "discharge": ("log10_var_dq_ah2", "log10_abs_min_dq_ah", "skew_dq", "kurtosis_dq", "qd_cycle2_ah",
-                  "qd_max_minus_cycle2_ah"),
-    "full": ("log10_var_dq_ah2", "log10_abs_min_dq_ah", "skew_dq", "kurtosis_dq", "qd_cycle2_ah",
-             "qd_max_minus_cycle2_ah", "qd_slope_2_100_ah_per_cycle", "qd_intercept_2_100_ah",
-             "qd_slope_91_100_ah_per_cycle", "qd_intercept_91_100_ah"),
+    "discharge": (
+        "log10_var_dq_ah2",
+        "log10_abs_min_dq_ah",
+        "skew_dq",
+        "kurtosis_dq",
+        "qd_cycle2_ah",
+        "qd_max_minus_cycle2_ah",
+    ),
+    "full": (
+        "log10_var_dq_ah2",
+        "log10_abs_min_dq_ah",
+        "skew_dq",
+        "kurtosis_dq",
+        "qd_cycle2_ah",
+        "qd_max_minus_cycle2_ah",
+        "qd_slope_2_100_ah_per_cycle",
+        "qd_intercept_2_100_ah",
+        "qd_slope_91_100_ah_per_cycle",
+        "qd_intercept_91_100_ah",
+    ),
 }
 
 
@@ -56,8 +72,10 @@ class CycleLifeSpec:
 
     def __post_init__(self) -> None:
         if not (FIRST_CYCLE + self.half_width <= self.early_cycle < self.late_cycle):
-            raise ValueError(f"early cycle {self.early_cycle} with half width {self.half_width} must lie in "
-                             f"{FIRST_CYCLE}..{self.late_cycle - 1}")
+            raise ValueError(
+                f"early cycle {self.early_cycle} with half width {self.half_width} must lie in "
+                f"{FIRST_CYCLE}..{self.late_cycle - 1}"
+            )
 
     @property
     def late_cycle(self) -> int:
@@ -70,8 +88,7 @@ class CycleLifeSpec:
         return list(range(self.late_cycle - self.half_width, self.late_cycle + self.half_width + 1))
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "late_cycle": self.late_cycle, "first_cycle": FIRST_CYCLE,
-                "last_cycle": LAST_CYCLE}
+        return {**asdict(self), "late_cycle": self.late_cycle, "first_cycle": FIRST_CYCLE, "last_cycle": LAST_CYCLE}
 
 
 def repair_capacity(capacity_ah: np.ndarray, rel_threshold: float = 0.01) -> np.ndarray:
@@ -108,8 +125,9 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return slope, y.mean(axis=1) - slope * xm
 
 
-def compute(curve_early: np.ndarray, curve_late: np.ndarray, capacity_ah: np.ndarray,
-            names: tuple[str, ...] | list[str]) -> np.ndarray:
+def compute(
+    curve_early: np.ndarray, curve_late: np.ndarray, capacity_ah: np.ndarray, names: tuple[str, ...] | list[str]
+) -> np.ndarray:
     """Feature matrix [cells, len(names)] in the order of ``names``.
 
     curve_early, curve_late: [cells, grid] Qd(V) (Ah) of the early and late windows (see ``window_curves``);
@@ -122,12 +140,15 @@ def compute(curve_early: np.ndarray, curve_late: np.ndarray, capacity_ah: np.nda
     late = np.atleast_2d(np.asarray(curve_late, dtype=float))
     cap = repair_capacity(np.atleast_2d(capacity_ah))
     if cap.shape[1] != LAST_CYCLE - FIRST_CYCLE + 1:
-        raise ValueError(f"capacity_ah needs cycles {FIRST_CYCLE}..{LAST_CYCLE} ({LAST_CYCLE - FIRST_CYCLE + 1} "
-                         f"columns), got {cap.shape[1]}")
+        raise ValueError(
+            f"capacity_ah needs cycles {FIRST_CYCLE}..{LAST_CYCLE} ({LAST_CYCLE - FIRST_CYCLE + 1} "
+            f"columns), got {cap.shape[1]}"
+        )
     dq = late - early
     cycles = np.arange(FIRST_CYCLE, LAST_CYCLE + 1, dtype=float)
-    moments = _moments if {"skew_dq", "kurtosis_dq"} & set(names) else (
-        lambda d: (np.var(d, axis=1, ddof=1), None, None))
+    moments = (
+        _moments if {"skew_dq", "kurtosis_dq"} & set(names) else (lambda d: (np.var(d, axis=1, ddof=1), None, None))
+    )
     cache: dict[str, object] = {}
 
     def get(key, fn):
@@ -135,9 +156,9 @@ def compute(curve_early: np.ndarray, curve_late: np.ndarray, capacity_ah: np.nda
             cache[key] = fn()
         return cache[key]
 
-    m = lambda: get("moments", lambda: moments(dq))  # noqa: E731
-    full = lambda: get("full", lambda: _line(cycles, cap))  # noqa: E731
-    end = lambda: get("end", lambda: _line(cycles[-10:], cap[:, -10:]))  # noqa: E731
+    m = lambda: get("moments", lambda: moments(dq))
+    full = lambda: get("full", lambda: _line(cycles, cap))
+    end = lambda: get("end", lambda: _line(cycles[-10:], cap[:, -10:]))
     with np.errstate(divide="ignore"):
         fns = {
             "log10_var_dq_ah2": lambda: np.log10(m()[0]),
@@ -165,7 +186,7 @@ def window_curves(qdlin: np.ndarray, spec: CycleLifeSpec) -> tuple[np.ndarray, n
     q = np.asarray(qdlin, dtype=float)
     if q.ndim == 2:
         q = q[None]
-    col = lambda cycles: [c - FIRST_CYCLE for c in cycles]  # noqa: E731
+    col = lambda cycles: [c - FIRST_CYCLE for c in cycles]
     early = np.median(q[:, :, col(spec.early_cycles())], axis=2)
     late = np.median(q[:, :, col(spec.late_cycles())], axis=2)
     return early, late, q[:, -1, :]

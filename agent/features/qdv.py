@@ -3,6 +3,7 @@
 A discharge is a sampled path (voltage falling, discharged Ah rising). Interpolating Ah at fixed voltages makes
 curves from different cycles comparable point by point, which is what dQ(V) = Qd_b(V) - Qd_a(V) needs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ cause) and the *level* now (the last few capacities moved along that slope to th
 bump does not set the level). Histories are [cells, T] arrays, oldest first, right-aligned: a cell with fewer
 than T cycles has NaN at the front. The twin keeps exactly such an array; training builds it from CSV files.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,5 +54,5 @@ def right_align(values: list[np.ndarray] | list[list[float]], width: int | None 
     for i, a in enumerate(arrays):
         a = a[-t:] if t else a[:0]
         if a.size:
-            out[i, t - a.size:] = a
+            out[i, t - a.size :] = a
     return out

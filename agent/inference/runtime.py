@@ -1,4 +1,5 @@
 """onnxruntime sessions for the twin's two model families, with their metadata checks."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,10 @@ class OnnxModel:
             raise ModelError(f"model metadata {meta_path} is not valid JSON: {exc}") from None
         digest = hashlib.sha256(data).hexdigest()
         if self.meta.get("onnx_sha256") != digest:
-            raise ModelError(f"{self.path.name} does not match its metadata {meta_path.name} (sha256 {digest[:12]} "
-                             f"!= {str(self.meta.get('onnx_sha256'))[:12]}): rebuild or copy both files together")
+            raise ModelError(
+                f"{self.path.name} does not match its metadata {meta_path.name} (sha256 {digest[:12]} "
+                f"!= {str(self.meta.get('onnx_sha256'))[:12]}): rebuild or copy both files together"
+            )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
@@ -112,8 +115,10 @@ class SohForecaster:
         if self.model.family != "soh":
             raise ModelError(f"{self.model.path.name} is a {self.model.family!r} model, not soh")
         if self.model.feature_names != soh_features.FEATURE_NAMES:
-            raise ModelError(f"{self.model.path.name} expects features {self.model.feature_names}, this agent "
-                             f"computes {soh_features.FEATURE_NAMES}")
+            raise ModelError(
+                f"{self.model.path.name} expects features {self.model.feature_names}, this agent "
+                f"computes {soh_features.FEATURE_NAMES}"
+            )
         hp = self.model.meta["hyperparameters"]
         self.level_window = int(hp["level_window"])
         self.history_cycles = int(hp["history_cycles"])
@@ -124,13 +129,15 @@ class SohForecaster:
         return self.model.version
 
     def features(self, history_ah: np.ndarray) -> np.ndarray:
-        return soh_features.compute(history_ah[:, -self.history_cycles:], self.level_window, self.min_cycles)
+        return soh_features.compute(history_ah[:, -self.history_cycles :], self.level_window, self.min_cycles)
 
-    def forecast(self, x: np.ndarray, horizons: np.ndarray, eol_capacity_ah: np.ndarray | float
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def forecast(
+        self, x: np.ndarray, horizons: np.ndarray, eol_capacity_ah: np.ndarray | float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(capacity [cells, H] at origin + horizons, cycles from the origin to the EOL capacity [cells])."""
         x = np.atleast_2d(x)
         eol = np.broadcast_to(np.asarray(eol_capacity_ah, dtype=float), (x.shape[0],)).reshape(-1, 1)
-        out = self.model.run({"features": x, "horizon_cycles": np.asarray(horizons, dtype=float).reshape(-1),
-                              "eol_capacity_ah": eol})
+        out = self.model.run(
+            {"features": x, "horizon_cycles": np.asarray(horizons, dtype=float).reshape(-1), "eol_capacity_ah": eol}
+        )
         return out["capacity_ah"], out["eol_cycles_ahead"][:, 0]

@@ -1,4 +1,5 @@
 """SQLite store-and-forward (see ``store.Store``) and its schema migrations."""
+
 from agent.store.schema import SCHEMA_VERSION
 from agent.store.store import ReadingRows, Store, StoreFull
 

@@ -10,6 +10,7 @@ write path (at most once a second), because a disk that fills between maintenanc
 matters. Last line of defence: a small reserve file beside the database, released on SQLITE_FULL so that SQLite
 has room to delete (a delete needs WAL space too).
 """
+
 from __future__ import annotations
 
 import logging
@@ -85,8 +86,11 @@ class CapacityMixin:
         c = self.conn
         with c:  # type: ignore[union-attr]
             c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-            rng = c.execute("SELECT min(seq), max(seq), count(*) FROM (SELECT seq FROM readings WHERE sent=0 "  # type: ignore
-                            "ORDER BY seq LIMIT ?)", (n,)).fetchone()
+            rng = c.execute(
+                "SELECT min(seq), max(seq), count(*) FROM (SELECT seq FROM readings WHERE sent=0 "  # type: ignore
+                "ORDER BY seq LIMIT ?)",
+                (n,),
+            ).fetchone()
             if not rng[2]:
                 return 0, 0, 0
             c.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND sent=0", (rng[0], rng[1]))  # type: ignore
@@ -98,16 +102,27 @@ class CapacityMixin:
         c = self.conn
         with c:  # type: ignore[union-attr]
             c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-            return c.execute("DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE sent=1 "  # type: ignore
-                             "ORDER BY seq LIMIT ?)", (n,)).rowcount
+            return c.execute(
+                "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE sent=1 "  # type: ignore
+                "ORDER BY seq LIMIT ?)",
+                (n,),
+            ).rowcount
 
     def _dropped_event(self, dropped: tuple[int, int, int], why: str) -> Event:
         count, lo, hi = dropped
-        return Event("store.dropped_readings",
-                     f"{why}: dropped {count} oldest unsent readings (seq {lo}..{hi}) to make room",
-                     level="alarm", source="store", ts_ms=self.clock_ms(),  # type: ignore[attr-defined]
-                     data={"count": count, "seq_first": lo, "seq_last": hi,
-                           "total_dropped": int(self.meta("dropped_readings", 0))})  # type: ignore[attr-defined]
+        return Event(
+            "store.dropped_readings",
+            f"{why}: dropped {count} oldest unsent readings (seq {lo}..{hi}) to make room",
+            level="alarm",
+            source="store",
+            ts_ms=self.clock_ms(),  # type: ignore[attr-defined]
+            data={
+                "count": count,
+                "seq_first": lo,
+                "seq_last": hi,
+                "total_dropped": int(self.meta("dropped_readings", 0)),
+            },
+        )  # type: ignore[attr-defined]
 
     def _shrink(self, free_needed: int, chunk: int, why: str) -> Event | None:
         """Free about ``free_needed`` bytes of pages: acknowledged readings first, then the oldest unsent."""

@@ -3,6 +3,7 @@
 ``MIGRATIONS[n]`` takes a database from version n-1 to n. A database written by a newer agent (a version above
 ``SCHEMA_VERSION``) is not touched: the store moves it aside and starts fresh, with an event, rather than guess.
 """
+
 from __future__ import annotations
 
 import sqlite3

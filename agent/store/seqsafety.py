@@ -7,6 +7,7 @@ both cases the counters jump forward past every source we have: the old database
 written beside the database at every maintenance and at close (plus a margin for the readings since), and
 ``unix_ms * 1000`` (enough on its own as long as the clock is right).
 """
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,10 @@ class SeqSafetyMixin:
         with self.conn:  # type: ignore[union-attr]
             self.conn.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
             for stream, floor in floors.items():
-                self.conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = ?",  # type: ignore[union-attr]
-                                  (floor, f"next_seq.{stream}"))
+                self.conn.execute(
+                    "UPDATE meta SET value = max(value, ?) WHERE key = ?",  # type: ignore[union-attr]
+                    (floor, f"next_seq.{stream}"),
+                )
         self._load_last_seq()
 
     def _check_rewound(self) -> Event | None:
@@ -75,12 +78,20 @@ class SeqSafetyMixin:
             hint = json.loads(self._hint_path.read_text())
         except (OSError, ValueError):
             return None
-        behind = {s: int(v) - 1 - self.last_seq[s] for s, v in hint.items()
-                  if s in self.last_seq and isinstance(v, int) and int(v) - 1 > self.last_seq[s]}
+        behind = {
+            s: int(v) - 1 - self.last_seq[s]
+            for s, v in hint.items()
+            if s in self.last_seq and isinstance(v, int) and int(v) - 1 > self.last_seq[s]
+        }
         if not behind:
             return None
         self._raise_seq_floor(self.path)
-        return Event("store.rewound", f"the store is behind its seq hint by {behind}: committed data was lost "
-                     "(torn WAL or a disk that lied about fsync); seq jumps forward so no seq is reused",
-                     level="critical", source="store", ts_ms=self.clock_ms(),  # type: ignore[attr-defined]
-                     data={"behind": behind})
+        return Event(
+            "store.rewound",
+            f"the store is behind its seq hint by {behind}: committed data was lost "
+            "(torn WAL or a disk that lied about fsync); seq jumps forward so no seq is reused",
+            level="critical",
+            source="store",
+            ts_ms=self.clock_ms(),  # type: ignore[attr-defined]
+            data={"behind": behind},
+        )

@@ -13,6 +13,7 @@ Policies:
 
 Not thread-safe by design: the agent calls a Store from one dedicated thread.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,11 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +53,7 @@ class ReadingRows:
     def __len__(self) -> int:
         return int(self.seq.shape[0])
 
-    def head(self, n: int) -> "ReadingRows":
+    def head(self, n: int) -> ReadingRows:
         return ReadingRows(*(getattr(self, f)[:n] for f in self.__slots__))  # type: ignore[attr-defined]
 
 
@@ -59,14 +61,21 @@ READING_COLS = "seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags"
 
 
 def _utc_stamp(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 class Store(SeqSafetyMixin, CapacityMixin):
-    def __init__(self, path: str | Path, synchronous: str = "FULL", max_bytes: int = 2 * 1024**3,
-                 keep_sent_s: float = 3600.0, integrity_check: bool = True, reserve_bytes: int = 4 * 1024**2,
-                 min_free_bytes: int = 32 * 1024**2,
-                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000):
+    def __init__(
+        self,
+        path: str | Path,
+        synchronous: str = "FULL",
+        max_bytes: int = 2 * 1024**3,
+        keep_sent_s: float = 3600.0,
+        integrity_check: bool = True,
+        reserve_bytes: int = 4 * 1024**2,
+        min_free_bytes: int = 32 * 1024**2,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ):
         self.path = Path(path)
         self.synchronous = synchronous
         self.max_bytes = max_bytes
@@ -94,18 +103,31 @@ class Store(SeqSafetyMixin, CapacityMixin):
                     raise sqlite3.DatabaseError(f"quick_check: {result}")
             before, after = migrate(self.conn)  # type: ignore[arg-type]
             if 0 < before < after:
-                events.append(Event("store.migrated", f"store schema migrated from v{before} to v{after}",
-                                    level="info", source="store", ts_ms=self.clock_ms()))
+                events.append(
+                    Event(
+                        "store.migrated",
+                        f"store schema migrated from v{before} to v{after}",
+                        level="info",
+                        source="store",
+                        ts_ms=self.clock_ms(),
+                    )
+                )
         except (sqlite3.DatabaseError, SchemaTooNew) as exc:
             moved = self._quarantine()
             self._connect()
             migrate(self.conn)  # type: ignore[arg-type]
             self._raise_seq_floor(moved)
-            events.append(Event("store.quarantined",
-                                f"store {self.path.name} was unusable ({exc}); moved aside to {moved.name} and a "
-                                "fresh store started. Unsent data in the moved file was not uploaded.",
-                                level="critical", source="store", ts_ms=self.clock_ms(),
-                                data={"moved_to": str(moved), "reason": str(exc)[:500]}))
+            events.append(
+                Event(
+                    "store.quarantined",
+                    f"store {self.path.name} was unusable ({exc}); moved aside to {moved.name} and a "
+                    "fresh store started. Unsent data in the moved file was not uploaded.",
+                    level="critical",
+                    source="store",
+                    ts_ms=self.clock_ms(),
+                    data={"moved_to": str(moved), "reason": str(exc)[:500]},
+                )
+            )
         self._load_cells()
         self._load_last_seq()
         rewound = self._check_rewound()
@@ -160,9 +182,14 @@ class Store(SeqSafetyMixin, CapacityMixin):
         self._connect()
         migrate(self.conn)  # type: ignore[arg-type]
         self._raise_seq_floor(moved)
-        ev = Event("store.quarantined", f"store became unusable at run time ({reason}); moved aside to "
-                   f"{moved.name} and a fresh store started", level="critical", source="store",
-                   ts_ms=self.clock_ms(), data={"moved_to": str(moved), "reason": reason[:500]})
+        ev = Event(
+            "store.quarantined",
+            f"store became unusable at run time ({reason}); moved aside to {moved.name} and a fresh store started",
+            level="critical",
+            source="store",
+            ts_ms=self.clock_ms(),
+            data={"moved_to": str(moved), "reason": reason[:500]},
+        )
         self.append_events([ev])
         return [ev]
 
@@ -242,11 +269,20 @@ class Store(SeqSafetyMixin, CapacityMixin):
                 lut = self._cell_lut(batch.cells, source)
                 first = self._next_seq("readings", n)
                 last = first + n - 1
-                rows = zip(range(first, last + 1), batch.ts_ms.tolist(), lut[batch.cell].tolist(),
-                           batch.voltage_v.tolist(), batch.current_a.tolist(), batch.temperature_c.tolist(),
-                           batch.flags.tolist())
-                c.executemany("INSERT INTO readings(seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags) "  # type: ignore
-                              "VALUES (?,?,?,?,?,?,?)", rows)
+                rows = zip(
+                    range(first, last + 1),
+                    batch.ts_ms.tolist(),
+                    lut[batch.cell].tolist(),
+                    batch.voltage_v.tolist(),
+                    batch.current_a.tolist(),
+                    batch.temperature_c.tolist(),
+                    batch.flags.tolist(),
+                )
+                c.executemany(
+                    "INSERT INTO readings(seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags) "  # type: ignore
+                    "VALUES (?,?,?,?,?,?,?)",
+                    rows,
+                )
             if events:
                 last_event = self._insert_events(events)
             c.execute("COMMIT")  # type: ignore[union-attr]
@@ -266,9 +302,21 @@ class Store(SeqSafetyMixin, CapacityMixin):
         first = self._next_seq("events", len(events))
         self.conn.executemany(  # type: ignore[union-attr]
             "INSERT INTO events(seq, ts_ms, kind, level, source, cell, message, data) VALUES (?,?,?,?,?,?,?,?)",
-            [(first + k, e.ts_ms, e.kind, e.level, e.source, e.cell, e.message,
-              json.dumps(e.data, default=str, allow_nan=False) if _finite(e.data) else json.dumps({"repr": repr(e.data)[:1000]}))
-             for k, e in enumerate(events)],
+            [
+                (
+                    first + k,
+                    e.ts_ms,
+                    e.kind,
+                    e.level,
+                    e.source,
+                    e.cell,
+                    e.message,
+                    json.dumps(e.data, default=str, allow_nan=False)
+                    if _finite(e.data)
+                    else json.dumps({"repr": repr(e.data)[:1000]}),
+                )
+                for k, e in enumerate(events)
+            ],
         )
         return first + len(events) - 1
 
@@ -290,15 +338,18 @@ class Store(SeqSafetyMixin, CapacityMixin):
             seqs = list(range(first, first + len(cycles)))
             self.conn.executemany(  # type: ignore[union-attr]
                 "INSERT INTO cycles(seq, ts_ms, cell, cycle, payload) VALUES (?,?,?,?,?)",
-                [(s, int(cy["ts"]), str(cy["cell"]), int(cy["cycle"]), json.dumps(cy, default=float))
-                 for s, cy in zip(seqs, cycles)],
+                [
+                    (s, int(cy["ts"]), str(cy["cell"]), int(cy["cycle"]), json.dumps(cy, default=float))
+                    for s, cy in zip(seqs, cycles)
+                ],
             )
         self.last_seq["cycles"] = seqs[-1]
         return seqs
 
     # ------------------------------------------------------------------ read / acknowledge
-    def read_readings(self, after_seq: int = 0, limit: int = 10_000, upto_seq: int | None = None,
-                      unsent_only: bool = True) -> ReadingRows:
+    def read_readings(
+        self, after_seq: int = 0, limit: int = 10_000, upto_seq: int | None = None, unsent_only: bool = True
+    ) -> ReadingRows:
         where = "seq > ?" + (" AND sent = 0" if unsent_only else "")
         args: list[Any] = [after_seq]
         if upto_seq is not None:
@@ -306,14 +357,22 @@ class Store(SeqSafetyMixin, CapacityMixin):
             args.append(upto_seq)
         args.append(limit)
         rows = self.conn.execute(  # type: ignore[union-attr]
-            f"SELECT {READING_COLS} FROM readings WHERE {where} ORDER BY seq LIMIT ?", args).fetchall()
+            f"SELECT {READING_COLS} FROM readings WHERE {where} ORDER BY seq LIMIT ?", args
+        ).fetchall()
         if not rows:
             z = np.zeros(0, np.int64)
             zf = np.zeros(0)
             return ReadingRows(z, z, z, zf, zf, zf, z)
         a = np.array(rows, dtype=np.float64)  # NULL -> NaN; integers here are exact below 2**53
-        return ReadingRows(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2].astype(np.int64),
-                           a[:, 3], a[:, 4], a[:, 5], a[:, 6].astype(np.int64))
+        return ReadingRows(
+            a[:, 0].astype(np.int64),
+            a[:, 1].astype(np.int64),
+            a[:, 2].astype(np.int64),
+            a[:, 3],
+            a[:, 4],
+            a[:, 5],
+            a[:, 6].astype(np.int64),
+        )
 
     def read_events(self, after_seq: int = 0, limit: int = 500, upto_seq: int | None = None) -> list[dict[str, Any]]:
         q = "SELECT seq, ts_ms, kind, level, source, cell, message, data FROM events WHERE sent=0 AND seq > ?"
@@ -322,8 +381,19 @@ class Store(SeqSafetyMixin, CapacityMixin):
             q += " AND seq <= ?"
             args.append(upto_seq)
         rows = self.conn.execute(q + " ORDER BY seq LIMIT ?", [*args, limit]).fetchall()  # type: ignore
-        return [{"seq": r[0], "ts": r[1], "kind": r[2], "level": r[3], "source": r[4], "cell": r[5],
-                 "message": r[6], "data": json.loads(r[7])} for r in rows]
+        return [
+            {
+                "seq": r[0],
+                "ts": r[1],
+                "kind": r[2],
+                "level": r[3],
+                "source": r[4],
+                "cell": r[5],
+                "message": r[6],
+                "data": json.loads(r[7]),
+            }
+            for r in rows
+        ]
 
     def read_cycles(self, after_seq: int = 0, limit: int = 200, upto_seq: int | None = None) -> list[dict[str, Any]]:
         q = "SELECT seq, payload FROM cycles WHERE sent=0 AND seq > ?"
@@ -344,7 +414,8 @@ class Store(SeqSafetyMixin, CapacityMixin):
         with self.conn:  # type: ignore[union-attr]
             self.conn.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
             self.conn.executemany(  # type: ignore[union-attr]
-                f"UPDATE {stream} SET sent=1 WHERE seq BETWEEN ? AND ? AND sent=0", ranges)
+                f"UPDATE {stream} SET sent=1 WHERE seq BETWEEN ? AND ? AND sent=0", ranges
+            )
 
     # ------------------------------------------------------------------ stats / maintenance
     def meta(self, key: str, default: Any = None) -> Any:
@@ -375,8 +446,11 @@ class Store(SeqSafetyMixin, CapacityMixin):
         cutoff = self.clock_ms() - int(self.keep_sent_s * 1000)
         with c:  # type: ignore[union-attr]
             c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-            c.execute("DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE sent=1 AND ts_ms < ? "  # type: ignore
-                      "ORDER BY seq LIMIT ?)", (cutoff, chunk))
+            c.execute(
+                "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE sent=1 AND ts_ms < ? "  # type: ignore
+                "ORDER BY seq LIMIT ?)",
+                (cutoff, chunk),
+            )
         return self.enforce_limits(chunk)
 
 

@@ -3,12 +3,14 @@
 The executor's queue is bounded by construction: each caller (one task per driver, the uplink, the health task,
 maintenance) awaits its call before making the next, so at most one call per task waits here.
 """
+
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from agent.store.store import Store
 

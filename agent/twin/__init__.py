@@ -4,6 +4,7 @@
 returns alarm events (stored in the same transaction) and completed-cycle summaries (stored and published on
 ``dt/battery-twin/{rig}/cycles``). State is arrays indexed by cell; nothing per sample is a Python object.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -9,14 +9,14 @@ began to charge: then the twin saw the whole cycle. Per cycle: charge/discharge 
 from current steps (dV/dI between consecutive samples when |dI| is a large step), and the discharge path
 (V, discharged Ah) for Qd(V), kept in a bounded per-cell buffer that halves its resolution when full.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-ACC_FIELDS = ("charge_ah", "discharge_ah", "charge_wh", "discharge_wh", "t_sum", "t_n", "t_max", "dcr_sum",
-              "dcr_n")
+ACC_FIELDS = ("charge_ah", "discharge_ah", "charge_wh", "discharge_wh", "t_sum", "t_n", "t_max", "dcr_sum", "dcr_n")
 
 
 @dataclass
@@ -31,8 +31,7 @@ class FinishedCycle:
 
 
 class CycleTracker:
-    def __init__(self, nominal_ah: np.ndarray, rest_c_rate: float, min_discharge_fraction: float,
-                 max_points: int):
+    def __init__(self, nominal_ah: np.ndarray, rest_c_rate: float, min_discharge_fraction: float, max_points: int):
         n = nominal_ah.size
         self.rest_a = rest_c_rate * nominal_ah
         self.step_a = 0.2 * nominal_ah  # a current change this large between samples is a step (DC resistance)
@@ -57,8 +56,9 @@ class CycleTracker:
         self.qv_stride = np.ones(n, dtype=np.int64)
         self.qv_seen = np.zeros(n, dtype=np.int64)
 
-    def update(self, c: np.ndarray, ts: np.ndarray, i: np.ndarray, v: np.ndarray, t: np.ndarray,
-               dt: np.ndarray) -> list[FinishedCycle]:
+    def update(
+        self, c: np.ndarray, ts: np.ndarray, i: np.ndarray, v: np.ndarray, t: np.ndarray, dt: np.ndarray
+    ) -> list[FinishedCycle]:
         """One tick: ``c`` cell indices (unique), their sample values, and dt_s (NaN across a gap/first sample)."""
         ok_i = np.isfinite(i)
         self.first_ts[c] = np.where(self.first_ts[c] > 0, self.first_ts[c], ts)
@@ -87,8 +87,9 @@ class CycleTracker:
         acc["dcr_sum"][c] += np.where(good, r, 0.0)
         acc["dcr_n"][c] += good
 
-        phase = np.where(~ok_i, self.last_phase[c],
-                         np.where(i > self.rest_a[c], 1, np.where(i < -self.rest_a[c], -1, 0))).astype(np.int8)
+        phase = np.where(
+            ~ok_i, self.last_phase[c], np.where(i > self.rest_a[c], 1, np.where(i < -self.rest_a[c], -1, 0))
+        ).astype(np.int8)
         self.seg_dis_ah[c] += np.maximum(-dq, 0.0)
         mind = self.min_discharge_ah[c]
         end_b = (self.last_phase[c] == -1) & (phase != -1) & (self.seg_dis_ah[c] >= mind)
@@ -124,8 +125,8 @@ class CycleTracker:
         self.qv_count[c] += 1
         for cell in c[self.qv_count[c] >= self.max_points]:  # rare: halve the resolution, keep the whole path
             half = self.max_points // 2
-            self.qv_v[cell, :half] = self.qv_v[cell, 0:self.max_points:2]
-            self.qv_q[cell, :half] = self.qv_q[cell, 0:self.max_points:2]
+            self.qv_v[cell, :half] = self.qv_v[cell, 0 : self.max_points : 2]
+            self.qv_q[cell, :half] = self.qv_q[cell, 0 : self.max_points : 2]
             self.qv_count[cell] = half
             self.qv_stride[cell] *= 2
 
@@ -134,8 +135,15 @@ class CycleTracker:
         n = int(self.qv_count[cell])
         out = None
         if self.complete[cell]:
-            out = FinishedCycle(cell, int(self.cycle[cell]), int(self.start_ts[cell]), ts, a,
-                                self.qv_v[cell, :n].astype(float), self.qv_q[cell, :n].astype(float))
+            out = FinishedCycle(
+                cell,
+                int(self.cycle[cell]),
+                int(self.start_ts[cell]),
+                ts,
+                a,
+                self.qv_v[cell, :n].astype(float),
+                self.qv_q[cell, :n].astype(float),
+            )
         self.cycle[cell] += 1
         self.complete[cell] = True
         self.start_ts[cell] = ts

@@ -5,6 +5,7 @@ Coulomb counting drives the prediction; the voltage corrects it. ``step`` advanc
 sample per cell) and returns the innovation (measured minus predicted voltage), which the anomaly detector
 watches: a healthy cell that behaves like its model keeps it near zero.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,14 @@ class SocEkf:
         self.P[idx] = P0
         self.ready[idx] = True
 
-    def step(self, idx: np.ndarray, current_a: np.ndarray, voltage_v: np.ndarray, dt_s: np.ndarray,
-             temperature_c: np.ndarray | None = None) -> np.ndarray:
+    def step(
+        self,
+        idx: np.ndarray,
+        current_a: np.ndarray,
+        voltage_v: np.ndarray,
+        dt_s: np.ndarray,
+        temperature_c: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Predict over dt_s and correct with the voltage; returns innovations (NaN where not computed).
 
         ``self.trust`` is set per cell to whether the model is well-conditioned there (OCV not steep), which the
@@ -60,8 +67,9 @@ class SocEkf:
         r0, r1, tau1, r2, tau2 = self.model.rc(x[:, 0], c, temp)
         a1, a2 = np.exp(-dt / tau1), np.exp(-dt / tau2)
         cap = self.capacity_ah[c]
-        x = np.column_stack([x[:, 0] + i * dt / (3600.0 * cap), a1 * x[:, 1] + r1 * (1 - a1) * i,
-                             a2 * x[:, 2] + r2 * (1 - a2) * i])
+        x = np.column_stack(
+            [x[:, 0] + i * dt / (3600.0 * cap), a1 * x[:, 1] + r1 * (1 - a1) * i, a2 * x[:, 2] + r2 * (1 - a2) * i]
+        )
         f = np.stack([np.ones_like(a1), a1, a2], axis=1)  # diagonal of the state transition
         P = P * f[:, :, None] * f[:, None, :]
         P[:, 0, 0] += (SIGMA_I * dt / (3600.0 * cap)) ** 2 + Q_SOC_PER_S * dt

@@ -4,6 +4,7 @@ A batch is split into ticks (the k-th sample of every cell in the batch), and ea
 tracker and the per-tick detectors for all its cells at once. Completed cycles become summary dicts with the
 models' predictions (SOH forecast on every cycle, cycle life when a cell completes cycle 100).
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,13 +32,21 @@ def _num(x: Any, nd: int = 6) -> float | None:
 
 
 class CellGroup:
-    def __init__(self, source: str, cell_ids: tuple[str, ...], model: GroupModel, cfg: TwinConfig,
-                 cycle_life: CycleLifePredictor | None, soh: SohForecaster | None):
+    def __init__(
+        self,
+        source: str,
+        cell_ids: tuple[str, ...],
+        model: GroupModel,
+        cfg: TwinConfig,
+        cycle_life: CycleLifePredictor | None,
+        soh: SohForecaster | None,
+    ):
         n = len(cell_ids)
         self.source, self.cell_ids, self.model, self.cfg = source, cell_ids, model, cfg
         self.ekf = SocEkf(model)
-        self.tracker = CycleTracker(model.nominal_ah, cfg.rest_c_rate, cfg.min_cycle_discharge_fraction,
-                                    cfg.qdv_max_points)
+        self.tracker = CycleTracker(
+            model.nominal_ah, cfg.rest_c_rate, cfg.min_cycle_discharge_fraction, cfg.qdv_max_points
+        )
         self.det = Detectors(n, cfg.alarms, cell_ids, source)
         self.soh_model = soh
         self.cycle_life = cycle_life if cycle_life is not None and cycle_life.chemistry == model.name else None
@@ -64,15 +73,18 @@ class CellGroup:
             self.tracker.start_ts[k] = st.last_ts
             for cyc in sorted(st.history):
                 self._record_capacity(k, cyc, st.history[cyc])
-            self.curves[k] = {c: np.asarray(q, dtype=np.float32) for c, q in st.curves.items()
-                              if len(q) == self.grid.points}
+            self.curves[k] = {
+                c: np.asarray(q, dtype=np.float32) for c, q in st.curves.items() if len(q) == self.grid.points
+            }
             self.cycle_life_done[k] = st.cycle_life_done
-            self.last_soh[k], self.last_dcr[k], self.last_ce[k] = (np.nan if v is None else v
-                                                                    for v in (st.soh, st.dcr, st.ce))
+            self.last_soh[k], self.last_dcr[k], self.last_ce[k] = (
+                np.nan if v is None else v for v in (st.soh, st.dcr, st.ce)
+            )
 
     # ------------------------------------------------------------------ per batch
-    def process(self, lut: np.ndarray, ts: np.ndarray, i: np.ndarray, v: np.ndarray, t: np.ndarray
-                ) -> tuple[list[Event], list[dict[str, Any]]]:
+    def process(
+        self, lut: np.ndarray, ts: np.ndarray, i: np.ndarray, v: np.ndarray, t: np.ndarray
+    ) -> tuple[list[Event], list[dict[str, Any]]]:
         """Samples of this group: ``lut`` = group cell index per sample; arrays in any order."""
         order = np.lexsort((ts, lut))
         lut, ts, i, v, t = lut[order], ts[order], i[order], v[order], t[order]
@@ -84,18 +96,20 @@ class CellGroup:
         by_rank = np.argsort(rank, kind="stable")
         bounds = np.r_[0, np.cumsum(np.bincount(rank))]
         for k in range(bounds.size - 1):
-            s = by_rank[bounds[k]:bounds[k + 1]]
+            s = by_rank[bounds[k] : bounds[k + 1]]
             ev, fin = self._tick(lut[s], ts[s], i[s], v[s], t[s])
             events += ev
             finished += fin
         cycles = self._finish(finished) if finished else []
         if finished:
-            events += self.det.cycle_checks([f.cell for f in finished], [f.end_ts for f in finished],
-                                            self.last_soh, self.last_dcr, self.last_ce)
+            events += self.det.cycle_checks(
+                [f.cell for f in finished], [f.end_ts for f in finished], self.last_soh, self.last_dcr, self.last_ce
+            )
         return events, cycles
 
-    def _tick(self, c: np.ndarray, ts: np.ndarray, i: np.ndarray, v: np.ndarray, t: np.ndarray
-              ) -> tuple[list[Event], list[FinishedCycle]]:
+    def _tick(
+        self, c: np.ndarray, ts: np.ndarray, i: np.ndarray, v: np.ndarray, t: np.ndarray
+    ) -> tuple[list[Event], list[FinishedCycle]]:
         last = self.tracker.last_ts[c]
         dt = (ts - last) / 1000.0
         gap = (last < 0) | (dt > self.cfg.max_gap_s) | (dt < 0)
@@ -111,9 +125,21 @@ class CellGroup:
         soc = self.ekf.soc[c]
         r0, r1, _, r2, _ = self.model.rc(soc, c, t)
         joule = np.where(np.isfinite(i), i, 0.0) ** 2 * (r0 + r1 + r2)
-        events = self.det.tick(c, ts, dt, i, v, t, innov, self.tracker.last_v[c].copy(), joule,
-                               self.model.heat_capacity_j_k[c], self.model.cooling_w_k[c], self.tracker.rest_a[c],
-                               self.cfg.ambient_c)
+        events = self.det.tick(
+            c,
+            ts,
+            dt,
+            i,
+            v,
+            t,
+            innov,
+            self.tracker.last_v[c].copy(),
+            joule,
+            self.model.heat_capacity_j_k[c],
+            self.model.cooling_w_k[c],
+            self.tracker.rest_a[c],
+            self.cfg.ambient_c,
+        )
         return events, self.tracker.update(c, ts, i, v, t, dt)
 
     # ------------------------------------------------------------------ completed cycles
@@ -153,17 +179,27 @@ class CellGroup:
             if qd is not None and f.cycle in self.curve_cycles and not self.cycle_life_done[k]:
                 self.curves[k][f.cycle] = qd.astype(np.float32)  # kept until cycle 100: 4 KB per curve
             publish_qd = qd is not None and (f.cycle in self.curve_cycles or f.cycle % self.cfg.qdv_every_cycles == 0)
-            out.append({
-                "cell": self.cell_ids[k], "cycle": f.cycle, "ts": f.end_ts, "start_ts": f.start_ts,
-                "duration_s": round((f.end_ts - f.start_ts) / 1000.0, 3),
-                "charge_ah": _num(chg), "discharge_ah": _num(dis), "charge_wh": _num(a["charge_wh"]),
-                "discharge_wh": _num(a["discharge_wh"]), "coulombic_efficiency": _num(ce),
-                "temperature_mean_c": _num(a["t_sum"] / a["t_n"] if a["t_n"] else np.nan, 3),
-                "temperature_max_c": _num(a["t_max"], 3), "dc_resistance_ohm": _num(dcr),
-                "soh": _num(soh), "soc_end": _num(self.ekf.soc[k], 4),
-                "qd_ah": [round(float(q), 5) for q in qd] if publish_qd else None,
-                "qd_grid": self.grid.as_dict() if publish_qd else None,
-            })
+            out.append(
+                {
+                    "cell": self.cell_ids[k],
+                    "cycle": f.cycle,
+                    "ts": f.end_ts,
+                    "start_ts": f.start_ts,
+                    "duration_s": round((f.end_ts - f.start_ts) / 1000.0, 3),
+                    "charge_ah": _num(chg),
+                    "discharge_ah": _num(dis),
+                    "charge_wh": _num(a["charge_wh"]),
+                    "discharge_wh": _num(a["discharge_wh"]),
+                    "coulombic_efficiency": _num(ce),
+                    "temperature_mean_c": _num(a["t_sum"] / a["t_n"] if a["t_n"] else np.nan, 3),
+                    "temperature_max_c": _num(a["t_max"], 3),
+                    "dc_resistance_ohm": _num(dcr),
+                    "soh": _num(soh),
+                    "soc_end": _num(self.ekf.soc[k], 4),
+                    "qd_ah": [round(float(q), 5) for q in qd] if publish_qd else None,
+                    "qd_grid": self.grid.as_dict() if publish_qd else None,
+                }
+            )
         self._predict_soh(finished, out)
         self._predict_cycle_life(finished, out)
         return out

@@ -6,6 +6,7 @@ read them, the simulator never imports the agent). A cell of the same chemistry 
 tables depend on temperature (Arrhenius resistances, entropic OCV) are evaluated at each cell's measured
 temperature; without one (or with a NaN reading) at the tables' 25 degC.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -22,7 +23,7 @@ class GroupModel:
     nominal_ah: np.ndarray  # [n] per-cell nominal capacity (Ah)
 
     @classmethod
-    def build(cls, chemistry: str | Chemistry, nominal_ah: np.ndarray) -> "GroupModel":
+    def build(cls, chemistry: str | Chemistry, nominal_ah: np.ndarray) -> GroupModel:
         chem = get_chemistry(chemistry) if isinstance(chemistry, str) else chemistry
         return cls(chem, np.asarray(nominal_ah, dtype=float))
 

@@ -5,6 +5,7 @@ cell), else from the driver's own config when it has ``chemistry``/``capacity_ah
 the chemistry's defaults. Models load once at start; a model that cannot load is reported as an event and the
 twin runs without that prediction.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,13 @@ log = logging.getLogger("agent.twin")
 
 
 class TwinProcessor:
-    def __init__(self, cfg: TwinConfig, drivers: list[DriverConfig] | tuple = (), store_path: Path | None = None,
-                 chemistries: dict[str, Chemistry] | None = None):
+    def __init__(
+        self,
+        cfg: TwinConfig,
+        drivers: list[DriverConfig] | tuple = (),
+        store_path: Path | None = None,
+        chemistries: dict[str, Chemistry] | None = None,
+    ):
         """``chemistries`` maps a driver name to a Chemistry object (tests and custom cells); otherwise names
         resolve through ``simulator.chemistry``."""
         self.cfg = cfg
@@ -40,8 +46,11 @@ class TwinProcessor:
         if self.cycle_life is not None:
             spec = self.cycle_life.spec
             curve_cycles = set(spec.early_cycles() + spec.late_cycles())
-        self.restored = restore.load(Path(store_path), cfg.history_cycles, curve_cycles, cl_features.LAST_CYCLE) \
-            if store_path else {}
+        self.restored = (
+            restore.load(Path(store_path), cfg.history_cycles, curve_cycles, cl_features.LAST_CYCLE)
+            if store_path
+            else {}
+        )
         self.groups: list[CellGroup] = []
         self._where: dict[tuple[str, str], tuple[CellGroup, int]] = {}
 
@@ -52,8 +61,15 @@ class TwinProcessor:
             return model
         except (ModelError, OSError, KeyError, ValueError) as exc:
             log.error("twin: %s model not loaded: %s", what, exc)
-            self.pending.append(Event("twin.model_unavailable", f"{what} model not loaded: {exc}"[:500],
-                                      level="warning", source="twin", data={"model": what}))
+            self.pending.append(
+                Event(
+                    "twin.model_unavailable",
+                    f"{what} model not loaded: {exc}"[:500],
+                    level="warning",
+                    source="twin",
+                    data={"model": what},
+                )
+            )
             return None
 
     # ------------------------------------------------------------------ cell model per driver / cell
@@ -61,13 +77,22 @@ class TwinProcessor:
         cfg = self.cfg
         dcfg = self.driver_cfgs.get(source)
         per_driver = cfg.drivers.get(source)
-        chem: Chemistry | str = self.chemistries.get(source) or (per_driver.chemistry if per_driver else None) \
-            or getattr(dcfg, "chemistry", None) or cfg.chemistry
+        chem: Chemistry | str = (
+            self.chemistries.get(source)
+            or (per_driver.chemistry if per_driver else None)
+            or getattr(dcfg, "chemistry", None)
+            or cfg.chemistry
+        )
         chem_obj = chem if isinstance(chem, Chemistry) else get_chemistry(chem)
-        default_ah = (per_driver.nominal_capacity_ah if per_driver else None) or getattr(dcfg, "capacity_ah", None) \
-            or cfg.nominal_capacity_ah or chem_obj.nominal_capacity_ah
-        nominal = np.array([(cfg.cells[c].nominal_capacity_ah if c in cfg.cells else None) or default_ah
-                            for c in cells], dtype=float)
+        default_ah = (
+            (per_driver.nominal_capacity_ah if per_driver else None)
+            or getattr(dcfg, "capacity_ah", None)
+            or cfg.nominal_capacity_ah
+            or chem_obj.nominal_capacity_ah
+        )
+        nominal = np.array(
+            [(cfg.cells[c].nominal_capacity_ah if c in cfg.cells else None) or default_ah for c in cells], dtype=float
+        )
         return GroupModel.build(chem_obj, nominal)
 
     def _group_for(self, source: str, cells: tuple[str, ...]) -> None:
@@ -79,8 +104,14 @@ class TwinProcessor:
         self.groups.append(g)
         for k, c in enumerate(new):
             self._where[(source, c)] = (g, k)
-        log.info("twin: %d cells of %s as %s, %.3g Ah nominal; cycle-life model %s", len(new), source,
-                 g.model.name, float(np.median(g.model.nominal_ah)), "on" if g.cycle_life else "off (chemistry)")
+        log.info(
+            "twin: %d cells of %s as %s, %.3g Ah nominal; cycle-life model %s",
+            len(new),
+            source,
+            g.model.name,
+            float(np.median(g.model.nominal_ah)),
+            "on" if g.cycle_life else "off (chemistry)",
+        )
 
     # ------------------------------------------------------------------ the Processor protocol
     def process(self, batch: ReadingBatch, source: str) -> tuple[list[Event], list[dict[str, Any]]]:
@@ -101,8 +132,9 @@ class TwinProcessor:
         g_of_sample = gidx[batch.cell]
         for n, g in enumerate(groups):
             m = g_of_sample == n
-            ev, cy = g.process(kidx[batch.cell[m]], batch.ts_ms[m], batch.current_a[m], batch.voltage_v[m],
-                               batch.temperature_c[m])
+            ev, cy = g.process(
+                kidx[batch.cell[m]], batch.ts_ms[m], batch.current_a[m], batch.voltage_v[m], batch.temperature_c[m]
+            )
             events += ev
             cycles += cy
         return events, cycles
@@ -113,6 +145,10 @@ class TwinProcessor:
         out = {}
         for g in self.groups:
             for k, c in enumerate(g.cell_ids):
-                out[f"{g.source}/{c}"] = {"soc": float(g.ekf.soc[k]), "cycle": int(g.tracker.cycle[k]),
-                                          "soh": float(g.last_soh[k]), "ready": bool(g.ekf.ready[k])}
+                out[f"{g.source}/{c}"] = {
+                    "soc": float(g.ekf.soc[k]),
+                    "cycle": int(g.tracker.cycle[k]),
+                    "soh": float(g.last_soh[k]),
+                    "ready": bool(g.ekf.ready[k]),
+                }
         return out

@@ -5,6 +5,7 @@ JSON payload each, never deleted), so after a restart the twin reads back what i
 queries (``json_extract`` in SQLite, only the fields and cycles needed). A missing or unreadable database gives an
 empty state; the agent's store handles corruption itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,7 @@ class CellState:
     cycle_life_done: bool = False
 
 
-def load(db_path: Path, history_cycles: int, curve_cycles: set[int], last_model_cycle: int
-         ) -> dict[str, CellState]:
+def load(db_path: Path, history_cycles: int, curve_cycles: set[int], last_model_cycle: int) -> dict[str, CellState]:
     if not Path(db_path).exists():
         return {}
     try:
@@ -48,7 +48,9 @@ def load(db_path: Path, history_cycles: int, curve_cycles: set[int], last_model_
             "json_extract(c.payload, '$.dc_resistance_ohm'), json_extract(c.payload, '$.coulombic_efficiency'), "
             "json_extract(c.payload, '$.predicted_cycle_life') "
             "FROM cycles c JOIN (SELECT cell, MAX(cycle) AS m FROM cycles GROUP BY cell) l ON c.cell = l.cell "
-            "WHERE c.cycle > l.m - ? OR c.cycle <= ? ORDER BY c.cell, c.seq", (history_cycles, last_model_cycle))
+            "WHERE c.cycle > l.m - ? OR c.cycle <= ? ORDER BY c.cell, c.seq",
+            (history_cycles, last_model_cycle),
+        )
         for cell, cycle, cap, soh, dcr, ce, life in rows:
             st = out[cell]
             if cap is not None:
@@ -60,8 +62,10 @@ def load(db_path: Path, history_cycles: int, curve_cycles: set[int], last_model_
         if curve_cycles:
             marks = ",".join("?" * len(curve_cycles))
             for cell, cycle, qd in con.execute(
-                    f"SELECT cell, cycle, json_extract(payload, '$.qd_ah') FROM cycles WHERE cycle IN ({marks}) "
-                    "AND json_type(payload, '$.qd_ah') = 'array'", sorted(curve_cycles)):
+                f"SELECT cell, cycle, json_extract(payload, '$.qd_ah') FROM cycles WHERE cycle IN ({marks}) "
+                "AND json_type(payload, '$.qd_ah') = 'array'",
+                sorted(curve_cycles),
+            ):
                 st = out.get(cell)
                 if st is not None and not st.cycle_life_done:
                     st.curves[int(cycle)] = json.loads(qd)

@@ -4,6 +4,7 @@
 per-reading Python object is made; about 30 bytes per reading. ``records`` (v1): flat JSON records, the simplest
 thing for an IoT rule to read; about 130 bytes per reading.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,9 +47,15 @@ def encode_compact(rig: str, rows: ReadingRows, cell_ids: dict[int, str]) -> byt
         m[:, k] = np.clip(q, -_INT_LIMIT, _INT_LIMIT).astype(np.int64)
     m[:, 6] = flags
     doc = {
-        "v": 2, "type": "telemetry", "rig": rig, "seq0": seq0, "ts0": ts0,
+        "v": 2,
+        "type": "telemetry",
+        "rig": rig,
+        "seq0": seq0,
+        "ts0": ts0,
         "cells": [cell_ids.get(int(u), f"cell{int(u)}") for u in uniq],
-        "fields": COMPACT_FIELDS, "scale": COMPACT_SCALE, "r": m,
+        "fields": COMPACT_FIELDS,
+        "scale": COMPACT_SCALE,
+        "r": m,
     }
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
@@ -65,8 +72,15 @@ def encode_records(rig: str, rows: ReadingRows, cell_ids: dict[int, str]) -> byt
     names = [cell_ids.get(c, f"cell{c}") for c in rows.cell.tolist()]
     records = [
         {"rig": rig, "cell": c, "seq": s, "ts": t, "voltage_v": v, "current_a": i, "temperature_c": tc, "flags": f}
-        for c, s, t, v, i, tc, f in zip(names, rows.seq.tolist(), rows.ts_ms.tolist(), cols["voltage_v"],
-                                        cols["current_a"], cols["temperature_c"], flags.tolist())
+        for c, s, t, v, i, tc, f in zip(
+            names,
+            rows.seq.tolist(),
+            rows.ts_ms.tolist(),
+            cols["voltage_v"],
+            cols["current_a"],
+            cols["temperature_c"],
+            flags.tolist(),
+        )
     ]
     return orjson.dumps({"v": 1, "type": "telemetry", "rig": rig, "records": records})
 
@@ -74,8 +88,14 @@ def encode_records(rig: str, rows: ReadingRows, cell_ids: dict[int, str]) -> byt
 ENCODERS = {"compact": encode_compact, "records": encode_records}
 
 
-def pack_readings(rig: str, rows: ReadingRows, cell_ids: dict[int, str], envelope: str,
-                  target_bytes: int, bytes_per_row_hint: float = 40.0) -> tuple[bytes, int]:
+def pack_readings(
+    rig: str,
+    rows: ReadingRows,
+    cell_ids: dict[int, str],
+    envelope: str,
+    target_bytes: int,
+    bytes_per_row_hint: float = 40.0,
+) -> tuple[bytes, int]:
     """Encode the longest prefix of ``rows`` that fits ``target_bytes``; returns (payload, rows used).
 
     Guesses the row count from the bytes-per-row hint and shrinks proportionally when over; one or two
@@ -107,14 +127,24 @@ def pack_readings(rig: str, rows: ReadingRows, cell_ids: dict[int, str], envelop
 
 
 def encode_events(rig: str, events: list[dict[str, Any]]) -> bytes:
-    return orjson.dumps({"v": 1, "type": "events", "rig": rig,
-                         "events": [{"rig": rig, **{k: e[k] for k in ("seq", "ts", "kind", "level", "source", "cell",
-                                                                       "message", "data")}} for e in events]})
+    return orjson.dumps(
+        {
+            "v": 1,
+            "type": "events",
+            "rig": rig,
+            "events": [
+                {"rig": rig, **{k: e[k] for k in ("seq", "ts", "kind", "level", "source", "cell", "message", "data")}}
+                for e in events
+            ],
+        }
+    )
 
 
 def encode_cycles(rig: str, cycles: list[dict[str, Any]]) -> bytes:
-    return orjson.dumps({"v": 1, "type": "cycles", "rig": rig, "cycles": [{**c, "rig": rig} for c in cycles]},
-                        option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(
+        {"v": 1, "type": "cycles", "rig": rig, "cycles": [{**c, "rig": rig} for c in cycles]},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
 
 
 def pack_list(encode, rig: str, items: list[dict[str, Any]], target_bytes: int) -> tuple[bytes, int]:
@@ -139,8 +169,13 @@ def decode_telemetry(payload: bytes | str) -> list[dict[str, Any]]:
             scale = doc["scale"]
             for row in doc["r"]:
                 flags = int(row[6])
-                rec = {"rig": doc["rig"], "cell": doc["cells"][row[0]], "seq": doc["seq0"] + row[1],
-                       "ts": doc["ts0"] + row[2], "flags": flags}
+                rec = {
+                    "rig": doc["rig"],
+                    "cell": doc["cells"][row[0]],
+                    "seq": doc["seq0"] + row[1],
+                    "ts": doc["ts0"] + row[2],
+                    "flags": flags,
+                }
                 for k, name in enumerate(VALUE_FIELDS, start=3):
                     rec[name] = None if flags & int(MISSING_FLAG[name]) else round(row[k] * scale[k], 6)
                 out.append(rec)

@@ -4,6 +4,7 @@ The SDK keeps the connection up by itself (reconnects with backoff); this wrappe
 connecting (a missing CA otherwise fails only after ~24 s), chooses flow control, tracks the connection state
 for the asyncio side, and turns a publish into a ``concurrent.futures.Future``. It never logs key material.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,8 +32,11 @@ def check_tls_files(cfg: UplinkConfig) -> list[str]:
     """Validate cert/key/CA files; returns warnings (e.g. key permissions) or raises TlsFilesError."""
     warnings: list[str] = []
     problems: list[str] = []
-    for key, marker in (("cert", b"-----BEGIN CERTIFICATE-----"), ("key", b"PRIVATE KEY-----"),
-                        ("ca", b"-----BEGIN CERTIFICATE-----")):
+    for key, marker in (
+        ("cert", b"-----BEGIN CERTIFICATE-----"),
+        ("key", b"PRIVATE KEY-----"),
+        ("ca", b"-----BEGIN CERTIFICATE-----"),
+    ):
         path: Path | None = getattr(cfg, key)
         if path is None:
             problems.append(f"uplink.{key}: not set")
@@ -66,9 +70,13 @@ def check_tls_files(cfg: UplinkConfig) -> list[str]:
 
 def flow_control_for(cfg: UplinkConfig) -> mqtt5.ExtendedValidationAndFlowControlOptions:
     iot_core = cfg.flow_control == "iot_core" or (
-        cfg.flow_control == "auto" and cfg.endpoint.endswith(".amazonaws.com"))
-    return (mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS if iot_core
-            else mqtt5.ExtendedValidationAndFlowControlOptions.NONE)
+        cfg.flow_control == "auto" and cfg.endpoint.endswith(".amazonaws.com")
+    )
+    return (
+        mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
+        if iot_core
+        else mqtt5.ExtendedValidationAndFlowControlOptions.NONE
+    )
 
 
 def puback_ok(result: Any) -> bool:
@@ -107,6 +115,7 @@ class MqttLink:
                 self.connected.set()
             else:
                 self.connected.clear()
+
         try:
             self.loop.call_soon_threadsafe(apply)
         except RuntimeError:  # loop closed during shutdown
@@ -114,15 +123,18 @@ class MqttLink:
 
     def _on_success(self, data: mqtt5.LifecycleConnectSuccessData) -> None:
         self.connects += 1
-        log.info("uplink connected endpoint=%s port=%d client_id=%s", self.cfg.endpoint, self.cfg.port,
-                 self.client_id)
+        log.info("uplink connected endpoint=%s port=%d client_id=%s", self.cfg.endpoint, self.cfg.port, self.client_id)
         self._set_state("connected")
 
     def _on_failure(self, data: mqtt5.LifecycleConnectFailureData) -> None:
         err = _describe(data.exception)
         if self.state != "disconnected" or err != self.last_error:
-            log.warning("uplink cannot connect endpoint=%s port=%d error=%s (readings keep accumulating in the "
-                        "store)", self.cfg.endpoint, self.cfg.port, err)
+            log.warning(
+                "uplink cannot connect endpoint=%s port=%d error=%s (readings keep accumulating in the store)",
+                self.cfg.endpoint,
+                self.cfg.port,
+                err,
+            )
         self._set_state("disconnected", err)
 
     def _on_disconnect(self, data: mqtt5.LifecycleDisconnectData) -> None:
@@ -162,16 +174,23 @@ class MqttLink:
             enable_metrics_collection=False,
         )
         self._set_state("connecting")
-        log.info("uplink starting endpoint=%s port=%d client_id=%s flow_control=%s", cfg.endpoint, cfg.port,
-                 self.client_id, flow_control_for(cfg).name)
+        log.info(
+            "uplink starting endpoint=%s port=%d client_id=%s flow_control=%s",
+            cfg.endpoint,
+            cfg.port,
+            self.client_id,
+            flow_control_for(cfg).name,
+        )
         self._client.start()
 
     def publish(self, topic: str, payload: bytes, qos1: bool = True):
         """Returns the SDK's concurrent.futures.Future; its result has ``puback`` for QoS1."""
         assert self._client is not None
-        return self._client.publish(mqtt5.PublishPacket(
-            topic=topic, payload=payload,
-            qos=mqtt5.QoS.AT_LEAST_ONCE if qos1 else mqtt5.QoS.AT_MOST_ONCE))
+        return self._client.publish(
+            mqtt5.PublishPacket(
+                topic=topic, payload=payload, qos=mqtt5.QoS.AT_LEAST_ONCE if qos1 else mqtt5.QoS.AT_MOST_ONCE
+            )
+        )
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._client is None:

@@ -5,6 +5,7 @@ list); a crash before the store learns of a PUBACK means that message is sent ag
 fine downstream (``(rig, seq)``), gaps are not. At most ``max_in_flight`` publishes are unacknowledged at once, so
 memory is bounded whatever the link does: an outage only grows the store.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -61,8 +62,14 @@ def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 class Uplink:
-    def __init__(self, cfg: UplinkConfig, rig: str, worker: StoreWorker, link: MqttLink,
-                 clock_ms=lambda: time.time_ns() // 1_000_000):
+    def __init__(
+        self,
+        cfg: UplinkConfig,
+        rig: str,
+        worker: StoreWorker,
+        link: MqttLink,
+        clock_ms=lambda: time.time_ns() // 1_000_000,
+    ):
         self.cfg = cfg
         self.rig = rig
         self.worker = worker
@@ -101,8 +108,16 @@ class Uplink:
             payload, n = pack_readings(self.rig, rows, store.cell_ids, self.cfg.envelope, target, self._bpr)
             self._bpr = 0.8 * self._bpr + 0.2 * (len(payload) / n)
             partial = partial_ok and n == len(rows) and len(payload) < target * 0.85
-            return Job("readings", int(rows.seq[0]), int(rows.seq[n - 1]), n, payload, partial,
-                       int(rows.ts_ms[:n].max()), int(rows.ts_ms[:n].min()))
+            return Job(
+                "readings",
+                int(rows.seq[0]),
+                int(rows.seq[n - 1]),
+                n,
+                payload,
+                partial,
+                int(rows.ts_ms[:n].max()),
+                int(rows.ts_ms[:n].min()),
+            )
         reader = store.read_events if stream == "events" else store.read_cycles
         items = reader(after_seq=after, upto_seq=upto, limit=200)
         if not items:
@@ -111,8 +126,9 @@ class Uplink:
         payload, n = pack_list(encode, self.rig, items, target)
         return Job(stream, items[0]["seq"], items[n - 1]["seq"], n, payload, False, int(items[n - 1]["ts"]))
 
-    def _next_job(self, retry: tuple[str, int, int] | None,
-                  cursors: dict[str, int]) -> tuple[Job | None, dict[str, int]]:
+    def _next_job(
+        self, retry: tuple[str, int, int] | None, cursors: dict[str, int]
+    ) -> tuple[Job | None, dict[str, int]]:
         """Runs on the store thread. Returns the job and the committed seq counters as of the read."""
         seen = dict(self.worker.store.last_seq)
         if retry is not None:
@@ -215,6 +231,7 @@ class Uplink:
                 loop.call_soon_threadsafe(self._on_future, job, f)
             except RuntimeError:  # the loop is closed: shutting down, the store will resend this range
                 pass
+
         fut.add_done_callback(done)
 
     def _on_future(self, job: Job, fut) -> None:
@@ -241,10 +258,18 @@ class Uplink:
             return
         self.stats.errors += 1
         self.stats.retries += 1
-        reason = exc if exc is not None else f"PUBACK reason {getattr(getattr(result, 'puback', None), 'reason_code', '?')}"
+        reason = (
+            exc if exc is not None else f"PUBACK reason {getattr(getattr(result, 'puback', None), 'reason_code', '?')}"
+        )
         if self.stats.errors <= 5 or self.stats.errors % 100 == 0:
-            log.warning("publish failed stream=%s seq=%d..%d error=%s (will publish again; errors so far %d)",
-                        job.stream, job.lo, job.hi, _short(reason), self.stats.errors)
+            log.warning(
+                "publish failed stream=%s seq=%d..%d error=%s (will publish again; errors so far %d)",
+                job.stream,
+                job.lo,
+                job.hi,
+                _short(reason),
+                self.stats.errors,
+            )
         self.retry.append((job.stream, job.lo, job.hi))
         self.wake.set()
 

@@ -3,6 +3,7 @@
 Builders: the NASA PCoE per-cell files (``../shared/data/nasa_pcoe/capacity_per_cycle/B00xx.csv``) and the
 agent's SQLite store (the ``cycles`` table the twin fills), so the SOH model trains on lab data the same way.
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,8 +37,10 @@ def read_capacity_csv(path: Path) -> list[CapacityHistory]:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; expected {','.join(COLUMNS)}"
-                             f"[,{','.join(OPTIONAL)}], got {reader.fieldnames}")
+            raise ValueError(
+                f"{path}: missing column(s) {missing}; expected {','.join(COLUMNS)}"
+                f"[,{','.join(OPTIONAL)}], got {reader.fieldnames}"
+            )
         has_t = "temperature_c" in (reader.fieldnames or [])
         rows: dict[str, list[tuple[int, float, float]]] = {}
         for line, r in enumerate(reader, start=2):
@@ -85,9 +88,15 @@ def from_nasa(folder: Path, cells: tuple[str, ...] = ("B0005", "B0006", "B0007",
         p = Path(folder) / f"{cell}.csv"
         with p.open(newline="") as f:
             rows = list(csv.DictReader(f))
-        out.append(CapacityHistory(
-            cell, np.array([int(r["discharge"]) for r in rows]), np.array([float(r["capacity"]) for r in rows]),
-            np.array([float(r["temperature"]) for r in rows]), {"source": str(p)}))
+        out.append(
+            CapacityHistory(
+                cell,
+                np.array([int(r["discharge"]) for r in rows]),
+                np.array([float(r["capacity"]) for r in rows]),
+                np.array([float(r["temperature"]) for r in rows]),
+                {"source": str(p)},
+            )
+        )
     return out
 
 
@@ -97,7 +106,8 @@ def from_store(db_path: Path) -> list[CapacityHistory]:
     try:
         rows = con.execute(
             "SELECT cell, cycle, json_extract(payload, '$.discharge_ah'), "
-            "json_extract(payload, '$.temperature_max_c') FROM cycles ORDER BY cell, cycle").fetchall()
+            "json_extract(payload, '$.temperature_max_c') FROM cycles ORDER BY cell, cycle"
+        ).fetchall()
     finally:
         con.close()
     by_cell: dict[str, list[tuple[int, float, float]]] = {}
@@ -109,8 +119,9 @@ def from_store(db_path: Path) -> list[CapacityHistory]:
     for cell, items in by_cell.items():
         dedup = dict((c, (q, t)) for c, q, t in items)  # a cycle stored twice: keep the last
         cyc = np.array(sorted(dedup))
-        out.append(CapacityHistory(cell, cyc, np.array([dedup[c][0] for c in cyc]),
-                                   np.array([dedup[c][1] for c in cyc])))
+        out.append(
+            CapacityHistory(cell, cyc, np.array([dedup[c][0] for c in cyc]), np.array([dedup[c][1] for c in cyc]))
+        )
     return out
 
 

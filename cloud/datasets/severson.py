@@ -4,6 +4,7 @@ Each ``cell<k>.csv`` (no header) is [grid points x cycles 2..100] discharge capa
 voltage grid; line k of the lives file is cell k's cycle life. This is the layout of
 ``../shared/data/severson2019/qdlin_cycles2to100`` and what ``battery-twin model evaluate cycle-life`` reads.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,10 @@ def load_qdlin(folder: Path, lives_file: Path, exclude: tuple[str, ...] = ()) ->
     lives = np.loadtxt(lives_file, dtype=float, ndmin=1)
     ks = sorted(found)
     if ks != list(range(1, len(ks) + 1)) or len(ks) != lives.size:
-        raise ValueError(f"{folder}: expected cell1.csv..cell{lives.size}.csv to match the {lives.size} lines of "
-                         f"{lives_file.name}, found cells {ks[:3]}..{ks[-3:]} ({len(ks)} files)")
+        raise ValueError(
+            f"{folder}: expected cell1.csv..cell{lives.size}.csv to match the {lives.size} lines of "
+            f"{lives_file.name}, found cells {ks[:3]}..{ks[-3:]} ({len(ks)} files)"
+        )
     unknown = set(exclude) - {found[k].name for k in ks}
     if unknown:
         raise ValueError(f"--exclude-file names no file of {folder}: {sorted(unknown)}")
@@ -63,10 +66,15 @@ def load_qdlin(folder: Path, lives_file: Path, exclude: tuple[str, ...] = ()) ->
     for k in keep:
         m = np.loadtxt(found[k], delimiter=",", dtype=float, ndmin=2)
         if m.shape[1] != n_cycles:
-            raise ValueError(f"{found[k]}: expected {n_cycles} columns (cycles {FIRST_CYCLE}..{LAST_CYCLE}), "
-                             f"got {m.shape[1]}")
+            raise ValueError(
+                f"{found[k]}: expected {n_cycles} columns (cycles {FIRST_CYCLE}..{LAST_CYCLE}), got {m.shape[1]}"
+            )
         mats.append(m)
     if len({m.shape for m in mats}) != 1:
         raise ValueError(f"{folder}: matrices differ in shape")
-    return QdlinSet([found[k].name for k in keep], np.stack(mats), lives[[k - 1 for k in keep]],
-                    [found[k] for k in ks] + [lives_file])
+    return QdlinSet(
+        [found[k].name for k in keep],
+        np.stack(mats),
+        lives[[k - 1 for k in keep]],
+        [found[k] for k in ks] + [lives_file],
+    )

@@ -5,6 +5,7 @@ cell and cycle on a voltage grid) and ``meta.json`` (cycle life per cell). These
 formats the models train and evaluate on: the capacity table (SOH) and the Severson Qdlin layout (cycle life,
 cells whose Qd(V) covers cycles 2..100 and who reached end of life).
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,10 @@ def read_table(folder: Path, name: str) -> dict[str, np.ndarray]:
             rows = list(csv.reader(f))
         head, body = rows[0], rows[1:]
         cols = list(zip(*body)) if body else [[] for _ in head]
-        return {h: (np.array(c, dtype=object).astype(str) if h == "cell" else np.array(c, dtype=float))
-                for h, c in zip(head, cols)}
+        return {
+            h: (np.array(c, dtype=object).astype(str) if h == "cell" else np.array(c, dtype=float))
+            for h, c in zip(head, cols)
+        }
     raise FileNotFoundError(f"no {name}.parquet or {name}.csv in {folder} (a `battery-twin simulate` output)")
 
 
@@ -42,9 +45,15 @@ def capacity_histories(folder: Path) -> list[CapacityHistory]:
     for cell in dict.fromkeys(t["cell"].tolist()):
         m = t["cell"] == cell
         order = np.argsort(t["cycle"][m])
-        out.append(CapacityHistory(str(cell), t["cycle"][m][order].astype(int), t["discharge_ah"][m][order],
-                                   t["temperature_max_c"][m][order] if "temperature_max_c" in t else None,
-                                   {"source": str(folder)}))
+        out.append(
+            CapacityHistory(
+                str(cell),
+                t["cycle"][m][order].astype(int),
+                t["discharge_ah"][m][order],
+                t["temperature_max_c"][m][order] if "temperature_max_c" in t else None,
+                {"source": str(folder)},
+            )
+        )
     return out
 
 

@@ -5,6 +5,7 @@ SM_CHANNEL_<NAME> and SM_OUTPUT_DATA_DIR set. Locally the same script runs with 
 those variables set by hand. The repository root is put on sys.path so ``cloud`` and ``agent`` import when the
 source dir is the repository (entry point ``cloud/sagemaker/train_*.py``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,12 +21,21 @@ if str(ROOT) not in sys.path:
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--model-dir", type=Path, default=Path(os.environ.get("SM_MODEL_DIR", "model")),
-                   help="where the model files go ($SM_MODEL_DIR; SageMaker uploads it to S3)")
-    p.add_argument("--train", type=Path, default=_env_path("SM_CHANNEL_TRAIN"),
-                   help="training channel ($SM_CHANNEL_TRAIN)")
-    p.add_argument("--output-data-dir", type=Path, default=_env_path("SM_OUTPUT_DATA_DIR"),
-                   help="evaluation JSON/PNG ($SM_OUTPUT_DATA_DIR; default: the model dir)")
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path(os.environ.get("SM_MODEL_DIR", "model")),
+        help="where the model files go ($SM_MODEL_DIR; SageMaker uploads it to S3)",
+    )
+    p.add_argument(
+        "--train", type=Path, default=_env_path("SM_CHANNEL_TRAIN"), help="training channel ($SM_CHANNEL_TRAIN)"
+    )
+    p.add_argument(
+        "--output-data-dir",
+        type=Path,
+        default=_env_path("SM_OUTPUT_DATA_DIR"),
+        help="evaluation JSON/PNG ($SM_OUTPUT_DATA_DIR; default: the model dir)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 

@@ -8,11 +8,12 @@ The train channel holds a Severson-layout folder (``<split>/cell<k>.csv`` and
 
     python cloud/sagemaker/train_cycle_life.py --train ../shared/data/severson2019/qdlin_cycles2to100 --model-dir out
 """
+
 from __future__ import annotations
 
 import sys
 
-import _env  # noqa: F401  (puts the repository root on sys.path)
+import _env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         if d.is_dir() and lives.is_file():
             te_dir, te_lives = d, lives
     exclude = tuple(x for x in args.exclude_file.split(",") if x) if te_dir else ()
-    meta = train_cycle_life(tr_dir, tr_lives, args.model_dir, args.name, args.seed, te_dir, te_lives, exclude,
-                            args.output_data_dir)
+    meta = train_cycle_life(
+        tr_dir, tr_lives, args.model_dir, args.name, args.seed, te_dir, te_lives, exclude, args.output_data_dir
+    )
     _env.print_metrics("", meta["metrics"])
     print(f"model {meta['version']} written to {args.model_dir}")
     return 0

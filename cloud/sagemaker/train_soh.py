@@ -6,11 +6,12 @@ builds them from NASA PCoE files or an agent's store). Hyperparameters: ``--capa
 *.csv in the channel), ``--nominal-ah`` (enables the leave-one-cell-out report), ``--eol-fraction`` (0.8),
 ``--from-fraction`` (0.5), ``--seed``, ``--name``.
 """
+
 from __future__ import annotations
 
 import sys
 
-import _env  # noqa: F401
+import _env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         p.error(f"no *.csv in {args.train}")
     histories = [h for f in files for h in read_capacity_csv(f)]
-    meta = train_soh(histories, args.model_dir, args.name, args.seed, files, args.nominal_ah, args.eol_fraction,
-                     args.from_fraction, args.output_data_dir)
+    meta = train_soh(
+        histories,
+        args.model_dir,
+        args.name,
+        args.seed,
+        files,
+        args.nominal_ah,
+        args.eol_fraction,
+        args.from_fraction,
+        args.output_data_dir,
+    )
     _env.print_metrics("", meta["metrics"])
     print(f"model {meta['version']} written to {args.model_dir}")
     return 0

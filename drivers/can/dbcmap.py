@@ -5,6 +5,7 @@ frame id, ``Message.decode`` from cantools (multiplexers included), and appends 
 to the ``Freshness`` arrays in bulk. Nothing in a frame can make it raise: unknown ids are counted, frames that
 cantools rejects (short, bad multiplexer index) are counted as corrupt.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,8 +53,7 @@ class Updates:
         for f, v in self.broadcast:
             fresh.update_points(np.arange(n), np.full(n, f), np.full(n, v), ts_ms)
         if self.values:
-            fresh.update_points(np.asarray(self.cells), np.asarray(self.fields), np.asarray(self.values, float),
-                                ts_ms)
+            fresh.update_points(np.asarray(self.cells), np.asarray(self.fields), np.asarray(self.values, float), ts_ms)
         for first, bits, raw in self.faults:
             if first < 0:
                 fresh.set_cell_faults(np.arange(n), np.full(n, raw != 0), ts_ms)
@@ -85,8 +85,9 @@ class FrameDecoder:
                     used[k] = True
                     targets[sig.name] = t
                     if t.kind < FAULT:
-                        s_ms = m.stale_after_ms or (prof.stale_cycles * period if period else
-                                                    prof.default_stale_after_ms)
+                        s_ms = m.stale_after_ms or (
+                            prof.stale_cycles * period if period else prof.default_stale_after_ms
+                        )
                         rows = slice(None) if t.cell < 0 else t.cell
                         stale[rows, t.kind] = np.maximum(stale[rows, t.kind], s_ms)
                     break
@@ -112,11 +113,13 @@ class FrameDecoder:
             try:
                 cell = int(hit.group("cell")) + m.cell_offset - 1
             except (TypeError, ValueError):
-                raise ProfileError(f"{loaded.path}: pattern {m.pattern!r} matched {sig.name!r} but its 'cell' "
-                                   "group is not a number") from None
+                raise ProfileError(
+                    f"{loaded.path}: pattern {m.pattern!r} matched {sig.name!r} but its 'cell' group is not a number"
+                ) from None
         if cell >= n_cells or cell < -1:
-            raise ProfileError(f"{loaded.path}: signal {sig.name} maps to cell {cell + 1}, the profile has "
-                               f"1..{n_cells}")
+            raise ProfileError(
+                f"{loaded.path}: signal {sig.name} maps to cell {cell + 1}, the profile has 1..{n_cells}"
+            )
         if m.field in ("fault", "fault_bitmap"):
             kind = FAULT if m.field == "fault" else FAULT_BITMAP
             return Target(kind, cell, 1.0, 0.0, m.count if kind == FAULT_BITMAP else 0)

@@ -6,6 +6,7 @@ every (cell, field) with its arrival time; nothing queues up, however fast the b
 STALE, values older than ``down_after_s`` dropped (NaN). Error frames and bus-off are reported as events; a dead
 interface (adapter unplugged) ends the thread and ``read`` raises, so the supervisor reopens the bus.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,12 +34,14 @@ EVENT_GAP_S = 10.0
 
 class CanConfig(DriverConfig):
     type: Literal["can"] = "can"
-    interface: str = Field("socketcan", description="python-can interface: socketcan, slcan, pcan, kvaser, "
-                           "virtual, ...")
+    interface: str = Field(
+        "socketcan", description="python-can interface: socketcan, slcan, pcan, kvaser, virtual, ..."
+    )
     channel: str = Field(description="e.g. can0, /dev/ttyACM0 (slcan), PCAN_USBBUS1")
     bitrate: int | None = Field(500_000, ge=5_000, le=8_000_000, description="None: leave the interface's")
     bus_options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="more can.Bus arguments, e.g. {tty_baudrate = 115200}")
+        default_factory=dict, description="more can.Bus arguments, e.g. {tty_baudrate = 115200}"
+    )
     profile: str = Field(description="built-in profile (e.g. 'bms16') or path to a mapping TOML naming a DBC")
     dbc: str | None = Field(None, description="use this DBC file instead of the profile's")
     device: str = Field("", description="the BMS's name in events (default: the profile name)")
@@ -51,7 +54,7 @@ class CanConfig(DriverConfig):
     _cell_ids: tuple[str, ...] = PrivateAttr()
 
     @model_validator(mode="after")
-    def _resolve(self) -> "CanConfig":
+    def _resolve(self) -> CanConfig:
         self._loaded = load_profile(self.profile, self.dbc)
         FrameDecoder(self._loaded)  # mapping errors surface at config check, not at run time
         prefix = self.cell_prefix if self.cell_prefix is not None else f"{self.name or self.type}-c"
@@ -95,8 +98,9 @@ class CanDriver(Driver):
             self.bus = await asyncio.to_thread(can.Bus, interface=cfg.interface, channel=cfg.channel, **kwargs)
         except (can.CanError, OSError, ValueError, ImportError) as exc:
             raise DriverError(f"cannot open CAN interface {cfg.interface} channel {cfg.channel}: {exc}") from exc
-        self.health = DeviceHealth(cfg.device or cfg._loaded.profile.name, self.emit, cfg.down_after_s * 1000,
-                                   self.ctx.clock_ms())
+        self.health = DeviceHealth(
+            cfg.device or cfg._loaded.profile.name, self.emit, cfg.down_after_s * 1000, self.ctx.clock_ms()
+        )
         self._thread = threading.Thread(target=self._reader, name=f"can:{self.name}", daemon=True)
         self._thread.start()
         self._next_sample = time.monotonic()
@@ -131,8 +135,10 @@ class CanDriver(Driver):
                         pending += 1
                     elif rc == CORRUPT:
                         self.corrupt += 1
-                        self.last_corrupt = f"frame 0x{msg.arbitration_id:X} [{msg.dlc}] {bytes(msg.data).hex()} " \
-                                            "does not decode with the DBC"
+                        self.last_corrupt = (
+                            f"frame 0x{msg.arbitration_id:X} [{msg.dlc}] {bytes(msg.data).hex()} "
+                            "does not decode with the DBC"
+                        )
                     else:
                         self.unknown += 1
             now = time.monotonic()
@@ -189,17 +195,27 @@ class CanDriver(Driver):
         self.health.report(now_ms, d["decoded"] > 0, faults)
         if d["bus_off"] and not self._bus_off_state:
             self._bus_off_state = True
-            self.emit("driver.bus_off", f"CAN bus off on {self.config.channel}: the controller stopped "  # type: ignore[attr-defined]
-                      "transmitting after too many errors", level="alarm", count=self.bus_off)
+            self.emit(
+                "driver.bus_off",
+                f"CAN bus off on {self.config.channel}: the controller stopped "  # type: ignore[attr-defined]
+                "transmitting after too many errors",
+                level="alarm",
+                count=self.bus_off,
+            )
         elif self._bus_off_state and d["frames"] > d["error_frames"] and not d["bus_off"]:
             self._bus_off_state = False
             self.emit("driver.bus_recovered", "CAN bus carries frames again after bus off", level="info")
         mono = time.monotonic()
         if (d["error_frames"] or d["passive"]) and mono - self._last_error_event >= EVENT_GAP_S:
             self._last_error_event = mono
-            self.emit("driver.bus_error", f"{d['error_frames']} CAN error frame(s) since the last report"
-                      + (" (controller error passive)" if d["passive"] else ""), level="warning",
-                      error_frames=self.error_frames, passive=self.passive)
+            self.emit(
+                "driver.bus_error",
+                f"{d['error_frames']} CAN error frame(s) since the last report"
+                + (" (controller error passive)" if d["passive"] else ""),
+                level="warning",
+                error_frames=self.error_frames,
+                passive=self.passive,
+            )
 
     async def close(self) -> None:
         self._stop.set()
@@ -215,5 +231,12 @@ class CanDriver(Driver):
 
     def status(self) -> dict[str, Any]:
         h = self.health.status(self.ctx.clock_ms()) if self.health else {}
-        return {"device": h, "frames": self.frames, "decoded": self.decoded, "unknown_ids": self.unknown,
-                "corrupt": self.corrupt, "error_frames": self.error_frames, "bus_off": self.bus_off}
+        return {
+            "device": h,
+            "frames": self.frames,
+            "decoded": self.decoded,
+            "unknown_ids": self.unknown,
+            "corrupt": self.corrupt,
+            "error_frames": self.error_frames,
+            "bus_off": self.bus_off,
+        }

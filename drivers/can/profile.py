@@ -5,6 +5,7 @@ numbers mean for the agent: which signal is which cell's voltage, current, tempe
 names one signal, or a regular expression whose ``cell`` group is the cell position, so one line covers the
 multiplexed ``Cell01_Voltage`` .. ``Cell96_Voltage`` of a real BMS.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,7 +49,7 @@ class SignalMap(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _one_selector(self) -> "SignalMap":
+    def _one_selector(self) -> SignalMap:
         if (self.signal is None) == (self.pattern is None):
             raise ValueError("set exactly one of signal = 'Name' or pattern = 'regex'")
         return self
@@ -82,8 +83,10 @@ def _load(path: str, mtime_ns: int, dbc_override: str | None) -> LoadedProfile:
     try:
         prof = CanProfile.model_validate(load_toml(p))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in exc.errors(include_url=False))
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False)
+        )
         raise ProfileError(f"{p}: {problems}") from None
     dbc = Path(dbc_override) if dbc_override else (p.parent / prof.dbc)
     try:

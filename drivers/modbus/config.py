@@ -1,4 +1,5 @@
 """Configuration of the ``modbus`` driver: devices, each with a profile and a transport (TCP or RTU)."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -24,8 +25,9 @@ class ModbusDevice(BaseModel):
     cells: list[str] | None = Field(None, description="cell ids in profile order (default: cell_prefix + 01..)")
     cell_prefix: str | None = Field(None, description="default: '<name>-c'")
     poll_interval_s: float | None = Field(None, gt=0, le=3600, description="default: the driver's")
-    timeout_s: float | None = Field(None, gt=0, le=60, description="default: the driver's (RTU: the longest of "
-                                    "the devices on the port)")
+    timeout_s: float | None = Field(
+        None, gt=0, le=60, description="default: the driver's (RTU: the longest of the devices on the port)"
+    )
     retries: int | None = Field(None, ge=0, le=5, description="default: the driver's")
 
     _profile: ModbusProfile = PrivateAttr()
@@ -34,7 +36,7 @@ class ModbusDevice(BaseModel):
     _port: int = PrivateAttr(0)
 
     @model_validator(mode="after")
-    def _resolve(self) -> "ModbusDevice":
+    def _resolve(self) -> ModbusDevice:
         if (self.tcp is None) == (self.rtu is None):
             raise ValueError(f"device {self.name}: set exactly one of tcp = 'host:port' or rtu = '/dev/tty...'")
         if self.tcp is not None:
@@ -61,12 +63,13 @@ class ModbusConfig(DriverConfig):
     retries: int = Field(1, ge=0, le=5, description="extra attempts per request while a device is healthy")
     backoff_max_s: float = Field(30.0, gt=0, le=3600, description="longest gap between probes of a failing device")
     down_after_s: float = Field(5.0, gt=0, le=86400, description="silent this long: device reported down")
-    stale_after_polls: float = Field(2.5, ge=1, le=100, description="a value older than this many poll intervals "
-                                     "is flagged STALE")
+    stale_after_polls: float = Field(
+        2.5, ge=1, le=100, description="a value older than this many poll intervals is flagged STALE"
+    )
     max_pending_batches: int = Field(1000, ge=1, le=100_000, description="polls waiting for the agent, at most")
 
     @model_validator(mode="after")
-    def _check_devices(self) -> "ModbusConfig":
+    def _check_devices(self) -> ModbusConfig:
         names = [d.name for d in self.devices]
         dup = {n for n in names if names.count(n) > 1}
         if dup:

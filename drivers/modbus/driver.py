@@ -6,6 +6,7 @@ timeout per probe; once it fails, it is probed with exponential backoff (single 
 at the poll rate. Faults are handled per device: reported as events, never raised; ``read`` only raises when
 the driver itself is broken.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,9 +26,17 @@ from drivers.stale import DeviceHealth, Freshness
 
 log = logging.getLogger("drivers.modbus")
 
-EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value", 4: "device failure",
-                   5: "acknowledge", 6: "device busy", 8: "memory parity error", 10: "gateway path unavailable",
-                   11: "gateway target failed to respond"}
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "device failure",
+    5: "acknowledge",
+    6: "device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target failed to respond",
+}
 
 
 def _quiet_pymodbus() -> None:
@@ -44,11 +53,20 @@ class _Line:
         self.timeout_s = timeout_s
         if dev.rtu:
             self.client: Any = AsyncModbusSerialClient(
-                dev.rtu, framer=FramerType.RTU, baudrate=dev.baudrate, parity=dev.parity, stopbits=dev.stopbits,
-                bytesize=8, timeout=timeout_s, retries=0, reconnect_delay=0)
+                dev.rtu,
+                framer=FramerType.RTU,
+                baudrate=dev.baudrate,
+                parity=dev.parity,
+                stopbits=dev.stopbits,
+                bytesize=8,
+                timeout=timeout_s,
+                retries=0,
+                reconnect_delay=0,
+            )
         else:
-            self.client = AsyncModbusTcpClient(dev._host, port=dev._port, timeout=timeout_s, retries=0,
-                                               reconnect_delay=0)
+            self.client = AsyncModbusTcpClient(
+                dev._host, port=dev._port, timeout=timeout_s, retries=0, reconnect_delay=0
+            )
         self.connect_lock = asyncio.Lock()
 
     async def ensure_connected(self) -> bool:
@@ -65,17 +83,24 @@ class _Line:
 
 
 class _Device:
-    def __init__(self, cfg: ModbusDevice, drv: "ModbusDriver", line: _Line, now_ms: int):
+    def __init__(self, cfg: ModbusDevice, drv: ModbusDriver, line: _Line, now_ms: int):
         dcfg = drv.config
         self.cfg = cfg
         self.map = RegisterMap(cfg._profile)
         self.cells = cfg._cell_ids
         self.line = line
         self.interval_s = cfg.poll_interval_s or dcfg.poll_interval_s
-        self.health = DeviceHealth(cfg.name, drv.emit, dcfg.down_after_s * 1000, now_ms,
-                                   retry_initial_s=self.interval_s, retry_max_s=dcfg.backoff_max_s)
-        self.fresh = Freshness(len(self.cells), dcfg.stale_after_polls * self.interval_s * 1000,
-                               dcfg.down_after_s * 1000)
+        self.health = DeviceHealth(
+            cfg.name,
+            drv.emit,
+            dcfg.down_after_s * 1000,
+            now_ms,
+            retry_initial_s=self.interval_s,
+            retry_max_s=dcfg.backoff_max_s,
+        )
+        self.fresh = Freshness(
+            len(self.cells), dcfg.stale_after_polls * self.interval_s * 1000, dcfg.down_after_s * 1000
+        )
         self.polls = 0
         self.requests = 0
 
@@ -150,9 +175,9 @@ class ModbusDriver(Driver):
                     faults.setdefault(kind, msg)
                     if kind in ("timeout", "unreachable", "exception_10", "exception_11"):
                         break  # the device is silent: do not spend more of the line's time on it
-        except (ModbusException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ModbusException, OSError) as exc:
             faults["io"] = f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # noqa: BLE001 - whatever one device's frames do to the client stays with it
+        except Exception as exc:
             log.exception("device %s: unexpected error while polling", dev.cfg.name)
             faults["error"] = f"unexpected {exc!r}"[:300]
         now = self.ctx.clock_ms()
@@ -166,8 +191,9 @@ class ModbusDriver(Driver):
             self._push(dev.fresh.batch(dev.cells, now))
         dev.health.report(now, alive, faults)
 
-    async def _read_block(self, dev: _Device, block, regs: np.ndarray, base: int,
-                          attempts: int) -> tuple[str | None, str]:
+    async def _read_block(
+        self, dev: _Device, block, regs: np.ndarray, base: int, attempts: int
+    ) -> tuple[str | None, str]:
         client = dev.line.client
         fn = client.read_holding_registers if block.function_code == 3 else client.read_input_registers
         kind, msg = "timeout", ""
@@ -178,21 +204,27 @@ class ModbusDriver(Driver):
             except ConnectionException as exc:
                 return "unreachable", f"connection lost: {exc}"
             except ModbusIOException:
-                kind, msg = "timeout", (f"no valid answer to a read of {block.count} registers at {block.address} "
-                                        f"within {dev.line.timeout_s:g} s (silent, or a "
-                                        "corrupt/truncated frame)")
+                kind, msg = (
+                    "timeout",
+                    (
+                        f"no valid answer to a read of {block.count} registers at {block.address} "
+                        f"within {dev.line.timeout_s:g} s (silent, or a "
+                        "corrupt/truncated frame)"
+                    ),
+                )
                 continue
             if rr.isError():
                 code = int(getattr(rr, "exception_code", 0) or 0)
-                return f"exception_{code}", (f"Modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')}) "
-                                             f"reading {block.count} registers at {block.address} "
-                                             f"(function {block.function_code})")
+                return f"exception_{code}", (
+                    f"Modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')}) "
+                    f"reading {block.count} registers at {block.address} "
+                    f"(function {block.function_code})"
+                )
             values = getattr(rr, "registers", None) or []
             if len(values) < block.count:
-                kind, msg = "short_response", f"asked for {block.count} registers at {block.address}, got " \
-                                              f"{len(values)}"
+                kind, msg = "short_response", f"asked for {block.count} registers at {block.address}, got {len(values)}"
                 continue
-            regs[base:base + block.count] = np.asarray(values[:block.count], dtype=np.int64) & 0xFFFF
+            regs[base : base + block.count] = np.asarray(values[: block.count], dtype=np.int64) & 0xFFFF
             return None, ""
         return kind, msg
 
@@ -204,9 +236,13 @@ class ModbusDriver(Driver):
             self._pending.popleft()
             self._dropped_batches += 1
             if self._dropped_batches == 1 or self._dropped_batches % 1000 == 0:
-                self.emit("driver.overflow", f"{self._dropped_batches} polls dropped: the agent is not keeping up "
-                          f"(more than {cfg.max_pending_batches} waiting)", level="alarm",
-                          count=self._dropped_batches)
+                self.emit(
+                    "driver.overflow",
+                    f"{self._dropped_batches} polls dropped: the agent is not keeping up "
+                    f"(more than {cfg.max_pending_batches} waiting)",
+                    level="alarm",
+                    count=self._dropped_batches,
+                )
         self._pending.append(batch)
         assert self._wake is not None
         self._wake.set()
@@ -250,6 +286,9 @@ class ModbusDriver(Driver):
 
     def status(self) -> dict[str, Any]:
         now = self.ctx.clock_ms()
-        return {"devices": {d.cfg.name: {**d.health.status(now), "polls": d.polls, "requests": d.requests}
-                            for d in self._devices},
-                "dropped_batches": self._dropped_batches}
+        return {
+            "devices": {
+                d.cfg.name: {**d.health.status(now), "polls": d.polls, "requests": d.requests} for d in self._devices
+            },
+            "dropped_batches": self._dropped_batches,
+        }

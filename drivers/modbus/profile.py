@@ -5,6 +5,7 @@ run of ``count`` like values (one per cell, ``stride`` registers apart): address
 type, word and byte order, scale, offset and unit, and the cell and field it feeds. The value a device sends
 becomes ``raw * scale + offset`` in ``unit``, then the field's unit (``mV`` -> V, ``K`` -> degC).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,11 @@ from drivers.profiles import load_model_profile, unit_conversion
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
 TYPES: dict[str, tuple[str, int]] = {  # name -> (numpy big-endian dtype, registers)
-    "u16": (">u2", 1), "i16": (">i2", 1), "u32": (">u4", 2), "i32": (">i4", 2), "f32": (">f4", 2),
+    "u16": (">u2", 1),
+    "i16": (">i2", 1),
+    "u32": (">u4", 2),
+    "i32": (">i4", 2),
+    "f32": (">f4", 2),
     "f64": (">f8", 4),
 }
 FUNCTION_CODES = {"holding": 3, "input": 4}
@@ -44,7 +49,7 @@ class RegisterEntry(BaseModel):
     description: str = ""
 
     @model_validator(mode="after")
-    def _check(self) -> "RegisterEntry":
+    def _check(self) -> RegisterEntry:
         width = TYPES[self.type][1]
         if self.field in FIELDS:
             unit_conversion(self.unit, self.field)
@@ -75,12 +80,17 @@ class ModbusProfile(BaseModel):
     word_order: Literal["big", "little"] = "big"
     byte_order: Literal["big", "little"] = "big"
     max_registers_per_read: int = Field(MAX_READ_REGISTERS, ge=1, le=MAX_READ_REGISTERS)
-    max_gap: int = Field(0, ge=0, le=100, description="unmapped registers a single read may span (0: none; "
-                         "many devices answer a read that touches an unmapped register with an exception)")
+    max_gap: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="unmapped registers a single read may span (0: none; "
+        "many devices answer a read that touches an unmapped register with an exception)",
+    )
     registers: list[RegisterEntry] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _cells_in_range(self) -> "ModbusProfile":
+    def _cells_in_range(self) -> ModbusProfile:
         for k, e in enumerate(self.registers):
             if e.cell == "all":
                 continue

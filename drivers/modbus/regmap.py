@@ -5,6 +5,7 @@ indices into it, grouped by (type, word order, byte order), so decoding a device
 operations whatever its size. pymodbus frames the requests; its ``convert_from_registers`` knows word order but
 not byte order (the "BADC" devices), hence numpy here - the tests cross-check both on every type.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -89,17 +90,48 @@ class RegisterMap:
             width = TYPES[e.type][1]
             cell0 = -1 if e.cell == "all" else e.cell - 1
             if e.field == "fault_bitmap":
-                rows.append((fc, e.address, _UNSIGNED.get(e.type, e.type), wl, bl, 1.0, 0.0, 1.0, 0.0,
-                             FAULT_BITMAP, max(cell0, 0), e.count, e.na))
+                rows.append(
+                    (
+                        fc,
+                        e.address,
+                        _UNSIGNED.get(e.type, e.type),
+                        wl,
+                        bl,
+                        1.0,
+                        0.0,
+                        1.0,
+                        0.0,
+                        FAULT_BITMAP,
+                        max(cell0, 0),
+                        e.count,
+                        e.na,
+                    )
+                )
                 continue
             kind = FAULT if e.field == "fault" else FIELD_INDEX[e.field]
             factor, uoff = unit_conversion(e.unit, e.field) if kind != FAULT else (1.0, 0.0)
             for k in range(e.count):
                 addr = e.address + k * (e.stride or width)
-                rows.append((fc, addr, e.type, wl, bl, e.scale, e.offset, factor, uoff, kind,
-                             cell0 if cell0 < 0 else cell0 + k, 0, e.na))
-        self.blocks = plan_blocks([(r[0], r[1], TYPES[r[2]][1]) for r in rows], profile.max_registers_per_read,
-                                  profile.max_gap)
+                rows.append(
+                    (
+                        fc,
+                        addr,
+                        e.type,
+                        wl,
+                        bl,
+                        e.scale,
+                        e.offset,
+                        factor,
+                        uoff,
+                        kind,
+                        cell0 if cell0 < 0 else cell0 + k,
+                        0,
+                        e.na,
+                    )
+                )
+        self.blocks = plan_blocks(
+            [(r[0], r[1], TYPES[r[2]][1]) for r in rows], profile.max_registers_per_read, profile.max_gap
+        )
         self.block_base = np.cumsum([0] + [b.count for b in self.blocks])[:-1]
         self.n_registers = int(sum(b.count for b in self.blocks))
         self.n_values = len(rows)
@@ -113,17 +145,21 @@ class RegisterMap:
             blk = np.empty(len(members), dtype=np.int64)
             for j, i in enumerate(members):
                 fc, addr = rows[i][0], rows[i][1]
-                b = next(k for k, bl_ in enumerate(self.blocks) if bl_.function_code == fc and
-                         bl_.address <= addr and addr + width <= bl_.address + bl_.count)
+                b = next(
+                    k
+                    for k, bl_ in enumerate(self.blocks)
+                    if bl_.function_code == fc and bl_.address <= addr and addr + width <= bl_.address + bl_.count
+                )
                 blk[j] = b
                 words = self.block_base[b] + (addr - self.blocks[b].address) + np.arange(width)
                 idx[j] = words[::-1] if wl else words  # put the most significant word first
             n_na = max((len(rows[i][12]) for i in members), default=0)
             na = np.full((len(members), max(n_na, 1)), np.nan)
             for j, i in enumerate(members):
-                na[j, :len(rows[i][12])] = rows[i][12]
-            cols = [np.array([rows[i][k] for i in members], dtype=np.int64 if k >= 9 else np.float64)
-                    for k in range(5, 12)]
+                na[j, : len(rows[i][12])] = rows[i][12]
+            cols = [
+                np.array([rows[i][k] for i in members], dtype=np.int64 if k >= 9 else np.float64) for k in range(5, 12)
+            ]
             self.groups.append(_Group(dtype, bl, idx, blk, *cols, na))
 
     def decode(self, regs: np.ndarray, ok: np.ndarray | None = None) -> Decoded:
@@ -132,8 +168,13 @@ class RegisterMap:
         Never raises on any register content: invalid numbers become NaN with a fault mark.
         """
         n = self.n_cells
-        out = Decoded(np.full((n, len(FIELDS)), np.nan), np.zeros((n, len(FIELDS)), bool),
-                      np.zeros((n, len(FIELDS)), bool), np.zeros(n, bool), np.zeros(n, bool))
+        out = Decoded(
+            np.full((n, len(FIELDS)), np.nan),
+            np.zeros((n, len(FIELDS)), bool),
+            np.zeros((n, len(FIELDS)), bool),
+            np.zeros(n, bool),
+            np.zeros(n, bool),
+        )
         regs = np.asarray(regs, dtype=np.uint16).reshape(-1)
         if regs.shape[0] < self.n_registers:
             regs = np.concatenate([regs, np.zeros(self.n_registers - regs.shape[0], np.uint16)])
@@ -158,8 +199,9 @@ class RegisterMap:
                 is_val = kind < FAULT
                 pack.append((cell[is_val], kind[is_val], value[is_val], bad[is_val]))
                 is_fault = kind == FAULT
-                cells.append((cell[is_fault], np.zeros(int(is_fault.sum()), np.int64),
-                              (raw[is_fault] != 0) | na[is_fault]))
+                cells.append(
+                    (cell[is_fault], np.zeros(int(is_fault.sum()), np.int64), (raw[is_fault] != 0) | na[is_fault])
+                )
                 for j in np.flatnonzero(kind == FAULT_BITMAP):
                     nbits = int(g.bits[use][j])
                     if na[j]:

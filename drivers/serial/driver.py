@@ -7,6 +7,7 @@ backoff and reported on its own; the whole poll stops early only when the instru
 Stream mode (a logger): a reader thread parses lines as they come and ``read`` samples at ``sample_hz``.
 The blocking I/O runs in a worker thread; a port that fails (unplugged) makes ``read`` raise for a restart.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,15 +35,20 @@ class SerialConfig(DriverConfig):
     stopbits: Literal[1, 2] = 1
     profile: str = Field(description="built-in profile (e.g. 'scpi_cycler') or path to a profile TOML file")
     device: str = Field("", description="the instrument's name in events (default: the driver name)")
-    channels: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=4096,
-                                description="instrument channels, one cell each, in cell order")
+    channels: list[int] = Field(
+        default_factory=lambda: [1],
+        min_length=1,
+        max_length=4096,
+        description="instrument channels, one cell each, in cell order",
+    )
     cells: list[str] | None = None
     cell_prefix: str | None = Field(None, description="default: '<driver name or type>-c'")
     poll_interval_s: float = Field(1.0, gt=0, le=3600, description="query mode: time between polls")
     sample_hz: float = Field(1.0, gt=0, le=1000, description="stream mode: rows per cell per second")
     timeout_s: float = Field(0.5, gt=0, le=60, description="wait this long for one answer")
-    stale_after_s: float | None = Field(None, gt=0, description="default: 2.5 poll intervals (query mode), "
-                                        "3 s (stream mode)")
+    stale_after_s: float | None = Field(
+        None, gt=0, description="default: 2.5 poll intervals (query mode), 3 s (stream mode)"
+    )
     down_after_s: float = Field(5.0, gt=0, le=86400)
     backoff_max_s: float = Field(30.0, gt=0, le=3600, description="longest gap between probes of a dead channel")
 
@@ -50,7 +56,7 @@ class SerialConfig(DriverConfig):
     _cell_ids: tuple[str, ...] = PrivateAttr()
 
     @model_validator(mode="after")
-    def _resolve(self) -> "SerialConfig":
+    def _resolve(self) -> SerialConfig:
         self._profile = load_profile(self.profile)
         if len(set(self.channels)) != len(self.channels):
             raise ValueError("channels must be unique")
@@ -99,20 +105,43 @@ class SerialDriver(Driver):
         cfg: SerialConfig = self.config  # type: ignore[assignment]
         try:
             self.port = await asyncio.to_thread(
-                serial.Serial, cfg.port, baudrate=cfg.baudrate, bytesize=cfg.bytesize, parity=cfg.parity,
-                stopbits=cfg.stopbits, timeout=0.05, write_timeout=1.0, exclusive=True)
+                serial.Serial,
+                cfg.port,
+                baudrate=cfg.baudrate,
+                bytesize=cfg.bytesize,
+                parity=cfg.parity,
+                stopbits=cfg.stopbits,
+                timeout=0.05,
+                write_timeout=1.0,
+                exclusive=True,
+            )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise DriverError(f"cannot open serial port {cfg.port}: {exc}") from exc
         prof = self.profile
-        self.reader = LineReader(self.port, LineSplitter(prof.terminator.encode(prof.encoding),
-                                                         prof.max_line_bytes, prof.encoding))
+        self.reader = LineReader(
+            self.port, LineSplitter(prof.terminator.encode(prof.encoding), prof.max_line_bytes, prof.encoding)
+        )
         now = self.ctx.clock_ms()
         name = cfg.device or self.name
-        self.health = DeviceHealth(name, self.emit, cfg.down_after_s * 1000, now,
-                                   retry_initial_s=cfg.poll_interval_s, retry_max_s=cfg.backoff_max_s)
-        self.channel_health = [DeviceHealth(f"{name}:ch{ch}", self.emit, cfg.down_after_s * 1000, now,
-                                            retry_initial_s=cfg.poll_interval_s, retry_max_s=cfg.backoff_max_s)
-                               for ch in cfg.channels]
+        self.health = DeviceHealth(
+            name,
+            self.emit,
+            cfg.down_after_s * 1000,
+            now,
+            retry_initial_s=cfg.poll_interval_s,
+            retry_max_s=cfg.backoff_max_s,
+        )
+        self.channel_health = [
+            DeviceHealth(
+                f"{name}:ch{ch}",
+                self.emit,
+                cfg.down_after_s * 1000,
+                now,
+                retry_initial_s=cfg.poll_interval_s,
+                retry_max_s=cfg.backoff_max_s,
+            )
+            for ch in cfg.channels
+        ]
         if prof.init:
             await asyncio.to_thread(self._send_init)
         self._next = time.monotonic()
@@ -183,7 +212,7 @@ class SerialDriver(Driver):
             self._next = time.monotonic()
         try:
             values, mask, faults = await asyncio.to_thread(self._poll)
-        except Exception as exc:  # noqa: BLE001 - SerialException, OSError, termios.error: the port is gone
+        except Exception as exc:
             raise DriverError(f"serial port {cfg.port} failed: {exc!r}") from exc
         now = self.ctx.clock_ms()
         answered = mask.any(axis=1)
@@ -197,8 +226,9 @@ class SerialDriver(Driver):
                 self._next_try[k] = 0.0 if answered[k] else mono + h.retry_delay_s(cfg.poll_interval_s)
             else:
                 h.check(now)
-        self.health.report(now, bool(answered.any()),
-                           {} if answered.any() or not faults else {faults[0][1]: faults[0][2]})
+        self.health.report(
+            now, bool(answered.any()), {} if answered.any() or not faults else {faults[0][1]: faults[0][2]}
+        )
         if not answered.any():
             return ReadingBatch.empty(self._cells)
         self.lines_ok += int(mask.sum())
@@ -229,8 +259,12 @@ class SerialDriver(Driver):
                 continue
             fields = np.fromiter(vals.keys(), np.int64, len(vals))
             with self.lock:
-                self.fresh.update_points(np.full(len(vals), k), fields, np.fromiter(vals.values(), float, len(vals)),
-                                         time.time_ns() // 1_000_000)
+                self.fresh.update_points(
+                    np.full(len(vals), k),
+                    fields,
+                    np.fromiter(vals.values(), float, len(vals)),
+                    time.time_ns() // 1_000_000,
+                )
             self.lines_ok += 1
             self._chan_lines[k] += 1
 
@@ -276,6 +310,10 @@ class SerialDriver(Driver):
 
     def status(self) -> dict[str, Any]:
         now = self.ctx.clock_ms()
-        return {"device": self.health.status(now) if self.health else {},
-                "channels": {h.name: h.state for h in self.channel_health},
-                "lines_ok": self.lines_ok, "garbage_lines": self.garbage, "unknown_channel": self.unknown_channel}
+        return {
+            "device": self.health.status(now) if self.health else {},
+            "channels": {h.name: h.state for h in self.channel_health},
+            "lines_ok": self.lines_ok,
+            "garbage_lines": self.garbage,
+            "unknown_channel": self.unknown_channel,
+        }

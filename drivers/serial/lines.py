@@ -4,6 +4,7 @@ A line longer than ``max_line_bytes`` without a terminator is garbage: the split
 everything up to the next terminator, then carries on with the line after it. Bytes that do not decode in the
 profile's encoding make the line garbage too. Nothing here raises on any input.
 """
+
 from __future__ import annotations
 
 import time
@@ -32,7 +33,7 @@ class LineSplitter:
             if k < 0:
                 break
             raw = bytes(self.buf[:k])
-            del self.buf[:k + len(self.term)]
+            del self.buf[: k + len(self.term)]
             if self.discarding:
                 self.discarding = False
                 continue

@@ -6,6 +6,7 @@ channel). Either way a line is parsed by a regex with named groups (``voltage_v`
 ``temperature_c``, ``channel``) or by CSV columns with those names. ``reply`` is the format an answer has; the
 emulator uses it to answer, and it documents the instrument.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,7 @@ class LineFormat(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "LineFormat":
+    def _check(self) -> LineFormat:
         if (self.regex is None) == (self.csv is None):
             raise ValueError("set exactly one of regex or csv")
         if self.csv is not None:
@@ -97,7 +98,7 @@ class SerialProfile(BaseModel):
     stream: LineFormat | None = None
 
     @model_validator(mode="after")
-    def _mode(self) -> "SerialProfile":
+    def _mode(self) -> SerialProfile:
         if bool(self.queries) == (self.stream is not None):
             raise ValueError("set either [[queries]] (the instrument answers) or [stream] (it sends by itself)")
         if self.stream is not None and not self.stream.has_channel:

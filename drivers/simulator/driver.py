@@ -6,6 +6,7 @@ coulomb counting needs. If the agent falls behind, the simulated clock falls beh
 Faults from the config are injected at their simulated time and announced as ``simulator.fault`` events, so a
 test of anomaly detection knows the ground truth.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,9 @@ class SimulatorConfig(DriverConfig):
     type: Literal["simulator"] = "simulator"
     cells: int = Field(8, ge=1, le=4096, description="number of simulated cells")
     chemistry: str = Field("nmc811", description="cell chemistry: nmc811 (LG M50), lfp (A123 26650), lco")
-    capacity_ah: float | None = Field(None, gt=0, le=2000, description="nominal capacity of each cell (Ah); "
-                                      "default: the chemistry's")
+    capacity_ah: float | None = Field(
+        None, gt=0, le=2000, description="nominal capacity of each cell (Ah); default: the chemistry's"
+    )
     sample_hz: float = Field(1.0, gt=0, le=1000, description="samples per cell per simulated second")
     speed: float = Field(1.0, gt=0, le=1e6, description="simulated seconds per wall-clock second")
     paced: bool = Field(True, description="false: produce as fast as the agent consumes (benchmarks)")
@@ -37,29 +39,48 @@ class SimulatorConfig(DriverConfig):
     seed: int = 0
     cell_prefix: str = Field("c", pattern=r"^[A-Za-z0-9_.:-]{0,32}$")
     protocol: str | list[dict[str, Any]] | None = Field(
-        None, description="steps, or cccv | hppc | severson:<policy> | profile:<csv>; default: CC-CV charge at "
-        "charge_c_rate, rest, CC discharge at discharge_c_rate, rest")
+        None,
+        description="steps, or cccv | hppc | severson:<policy> | profile:<csv>; default: CC-CV charge at "
+        "charge_c_rate, rest, CC discharge at discharge_c_rate, rest",
+    )
     cycles: int | None = Field(None, ge=1, description="repeat the protocol N times then rest (default: forever)")
     initial_soc: float | None = Field(None, ge=0, le=1, description="start SOC (default: random 0.3..0.7)")
     ageing: bool = True
     ageing_acceleration: float = Field(1.0, ge=0, le=1e6, description="ageing runs this many times faster")
     hysteresis: bool = Field(False, description="OCV hysteresis (LFP)")
     coupling_w_k: float = Field(0.0, ge=0, le=100, description="thermal conductance between neighbour cells (W/K)")
-    faults: list[dict[str, Any]] = Field(default_factory=list, description="injected faults (drivers/simulator/"
-                                         "README.md)")
+    faults: list[dict[str, Any]] = Field(
+        default_factory=list, description="injected faults (drivers/simulator/README.md)"
+    )
 
     def rig_spec(self) -> RigSpec:
-        proto = self.protocol if self.protocol is not None else cccv(self.charge_c_rate, self.discharge_c_rate,
-                                                                      rest_s=self.rest_s)
+        proto = (
+            self.protocol
+            if self.protocol is not None
+            else cccv(self.charge_c_rate, self.discharge_c_rate, rest_s=self.rest_s)
+        )
         start = 3 if self.protocol is None else 0  # the default schedule starts in the discharge, as it always did
-        return RigSpec(cells=self.cells, chemistry=self.chemistry, capacity_ah=self.capacity_ah, protocol=proto,
-                       cycles=self.cycles, start_step=start, ambient_c=self.ambient_c, seed=self.seed,
-                       cell_prefix=self.cell_prefix, initial_soc=self.initial_soc, hysteresis=self.hysteresis,
-                       coupling_w_k=self.coupling_w_k, ageing=self.ageing,
-                       ageing_acceleration=self.ageing_acceleration, faults=self.faults, max_cycle_events=1000)
+        return RigSpec(
+            cells=self.cells,
+            chemistry=self.chemistry,
+            capacity_ah=self.capacity_ah,
+            protocol=proto,
+            cycles=self.cycles,
+            start_step=start,
+            ambient_c=self.ambient_c,
+            seed=self.seed,
+            cell_prefix=self.cell_prefix,
+            initial_soc=self.initial_soc,
+            hysteresis=self.hysteresis,
+            coupling_w_k=self.coupling_w_k,
+            ageing=self.ageing,
+            ageing_acceleration=self.ageing_acceleration,
+            faults=self.faults,
+            max_cycle_events=1000,
+        )
 
     @model_validator(mode="after")
-    def _buildable(self) -> "SimulatorConfig":
+    def _buildable(self) -> SimulatorConfig:
         """Build the rig once at load, so a bad chemistry, protocol or fault is refused by ``config check``."""
         Rig(self.rig_spec())
         return self
@@ -111,7 +132,9 @@ class SimulatorDriver(Driver):
             self.rig.cell_ids,
             np.tile(np.arange(n_cells, dtype=np.int32), n_ticks),
             np.repeat(ts, n_cells),
-            v.reshape(-1), i.reshape(-1), t.reshape(-1),
+            v.reshape(-1),
+            i.reshape(-1),
+            t.reshape(-1),
         )
 
     def _announce_faults(self) -> None:
@@ -120,10 +143,18 @@ class SimulatorDriver(Driver):
                 self._announced.add(n)
                 d = f.to_dict(self.rig.cell_ids)
                 cells = d["cells"]
-                self.emit("simulator.fault", f"injected {f.kind} on {', '.join(cells[:8])}"
-                          f"{' ...' if len(cells) > 8 else ''} at simulated {f.start_s:.0f} s", level="info",
-                          cell=cells[0] if len(cells) == 1 else None, fault=d)
+                self.emit(
+                    "simulator.fault",
+                    f"injected {f.kind} on {', '.join(cells[:8])}"
+                    f"{' ...' if len(cells) > 8 else ''} at simulated {f.start_s:.0f} s",
+                    level="info",
+                    cell=cells[0] if len(cells) == 1 else None,
+                    fault=d,
+                )
 
     def status(self) -> dict:
-        return {"simulated_s": round(self.rig.time_s, 1), "cycles_completed": int(self.rig.cycle.max(initial=0)),
-                "chemistry": self.rig.chem.name}
+        return {
+            "simulated_s": round(self.rig.time_s, 1),
+            "cycles_completed": int(self.rig.cycle.max(initial=0)),
+            "chemistry": self.rig.chem.name,
+        }

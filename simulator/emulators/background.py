@@ -3,11 +3,13 @@
 The emulator keeps serving while the caller's thread blocks on a driver, an agent or a subprocess; faults are
 switched from the caller's thread by plain attribute writes (``emu.faults[2] = "silent"``).
 """
+
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 class Background:
@@ -32,7 +34,7 @@ class Background:
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(timeout_s)
 
-    def start(self, timeout_s: float = 10.0) -> "Background":
+    def start(self, timeout_s: float = 10.0) -> Background:
         self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self._thread.start()
         self._ready.wait(timeout_s)

@@ -10,6 +10,7 @@ Fault modes (``fault = mode``): ``silent`` (send nothing), ``error_frames`` (err
 multiplexer values), ``garbage`` (slcan only: junk ASCII lines on the serial link). Out-of-range values come from
 ``RigFeed.set_override``; fault bits from ``cell_faults``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,15 @@ class _Frame:
 
 
 class CanEmulator:
-    def __init__(self, feed: RigFeed, profile: LoadedProfile | str, interface: str, channel: str,
-                 bitrate: int | None = 500_000, bus_options: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        feed: RigFeed,
+        profile: LoadedProfile | str,
+        interface: str,
+        channel: str,
+        bitrate: int | None = 500_000,
+        bus_options: dict[str, Any] | None = None,
+    ):
         self.feed = feed
         self.loaded = load_profile(profile) if isinstance(profile, str) else profile
         prof = self.loaded.profile
@@ -99,8 +107,11 @@ class CanEmulator:
     def _payload(self, fr: _Frame, values: np.ndarray) -> bytes:
         data: dict[str, float] = dict(fr.mux)
         for sig in fr.msg.signals:
-            if sig.name not in data and not sig.is_multiplexer and \
-                    (not sig.multiplexer_ids or set(sig.multiplexer_ids) & set(fr.mux.values())):
+            if (
+                sig.name not in data
+                and not sig.is_multiplexer
+                and (not sig.multiplexer_ids or set(sig.multiplexer_ids) & set(fr.mux.values()))
+            ):
                 data[sig.name] = 0 if sig.minimum is None else max(0, sig.minimum)
         for sig, field, cells, a, b in fr.signals:
             if field == "fault_bitmap":
@@ -127,8 +138,9 @@ class CanEmulator:
         return out
 
     def resolution(self, field: str) -> float:
-        return max((abs(sig.scale * a) for _, fr in self.frames for sig, f, _, a, _ in fr.signals if f == field),
-                   default=0.0)
+        return max(
+            (abs(sig.scale * a) for _, fr in self.frames for sig, f, _, a, _ in fr.signals if f == field), default=0.0
+        )
 
     # ------------------------------------------------------------------ sending
     def _send(self, msg: can.Message) -> None:
@@ -157,14 +169,23 @@ class CanEmulator:
         for fr in due:
             if mode == "corrupt":
                 bad = bytes([0xFF] * fr.msg.length) if fr.mux else self._payload(fr, values)[:3]
-                self._send(can.Message(arbitration_id=fr.msg.frame_id, data=bad,
-                                       is_extended_id=fr.msg.is_extended_frame))
+                self._send(
+                    can.Message(arbitration_id=fr.msg.frame_id, data=bad, is_extended_id=fr.msg.is_extended_frame)
+                )
                 continue
-            self._send(can.Message(arbitration_id=fr.msg.frame_id, data=self._payload(fr, values),
-                                   is_extended_id=fr.msg.is_extended_frame))
+            self._send(
+                can.Message(
+                    arbitration_id=fr.msg.frame_id,
+                    data=self._payload(fr, values),
+                    is_extended_id=fr.msg.is_extended_frame,
+                )
+            )
             if mode == "error_frames":
-                self._send(can.Message(arbitration_id=CAN_ERR_CRTL, is_error_frame=True, dlc=8,
-                                       data=bytes([0, 0x10, 0, 0, 0, 0, 0, 0])))
+                self._send(
+                    can.Message(
+                        arbitration_id=CAN_ERR_CRTL, is_error_frame=True, dlc=8, data=bytes([0, 0x10, 0, 0, 0, 0, 0, 0])
+                    )
+                )
             elif mode == "garbage":
                 self._garbage()
 

@@ -9,6 +9,7 @@ users without hardware. Each uses the same profiles (and DBC) as the drivers.
 Pty pairs for the serial transports: ``socat pty,raw,echo=0,link=/tmp/ttyEMU pty,raw,echo=0,link=/tmp/ttyAGENT``
 (the emulator takes one end, the agent's driver the other).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("emulate", help="serve a simulated rig over Modbus, CAN or serial (a peer for drivers)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "emulate",
+        help="serve a simulated rig over Modbus, CAN or serial (a peer for drivers)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     esub = p.add_subparsers(dest="emulate_protocol", metavar="PROTOCOL")
     esub.required = True
 
@@ -54,8 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--profile", default="bms16", help="register map (built-in name or TOML path)")
     m.add_argument("--devices", type=_ints, default=[1], help="device ids, one module each (default 1)")
     m.add_argument("--baudrate", type=int, default=19200)
-    m.add_argument("--allow-remote", action="store_true", help="allow a non-loopback TCP address (Modbus has "
-                   "no authentication: anyone who reaches the port can read it)")
+    m.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback TCP address (Modbus has no authentication: anyone who reaches the port can read it)",
+    )
     m.add_argument("--fault", choices=["silent", "exception", "truncate", "corrupt"], help="misbehave from start")
     _common(m)
     m.set_defaults(func=cmd_modbus)
@@ -103,8 +111,7 @@ def _run(emulator, banner: str) -> int:
 
 
 def _feed(args: argparse.Namespace, cells: int) -> RigFeed:
-    return RigFeed(basic_rig(cells, seed=args.seed, capacity_ah=args.capacity_ah), tick_s=args.tick_s,
-                   speed=args.speed)
+    return RigFeed(basic_rig(cells, seed=args.seed, capacity_ah=args.capacity_ah), tick_s=args.tick_s, speed=args.speed)
 
 
 def cmd_modbus(args: argparse.Namespace) -> int:
@@ -117,18 +124,30 @@ def cmd_modbus(args: argparse.Namespace) -> int:
         except ValueError:
             loopback = args.tcp[0] == "localhost"
         if not loopback:
-            print(f"battery-twin emulate: refusing to serve Modbus on {args.tcp[0]} (not loopback) without "
-                  "--allow-remote", file=sys.stderr)
+            print(
+                f"battery-twin emulate: refusing to serve Modbus on {args.tcp[0]} (not loopback) without "
+                "--allow-remote",
+                file=sys.stderr,
+            )
             return 2
     profile = load_profile(args.profile)
-    emu = ModbusEmulator(_feed(args, profile.cells * len(args.devices)), profile, args.devices, tcp=args.tcp,
-                         rtu=args.rtu, baudrate=args.baudrate)
+    emu = ModbusEmulator(
+        _feed(args, profile.cells * len(args.devices)),
+        profile,
+        args.devices,
+        tcp=args.tcp,
+        rtu=args.rtu,
+        baudrate=args.baudrate,
+    )
     for d in args.devices:
         if args.fault:
             emu.faults[d] = args.fault
     where = f"tcp {args.tcp[0]}:{args.tcp[1]}" if args.tcp else f"rtu {args.rtu}"
-    return _run(emu, f"emulating {len(args.devices)} x {profile.name} ({profile.cells} cells each) on {where}, "
-                     f"device ids {','.join(map(str, args.devices))}")
+    return _run(
+        emu,
+        f"emulating {len(args.devices)} x {profile.name} ({profile.cells} cells each) on {where}, "
+        f"device ids {','.join(map(str, args.devices))}",
+    )
 
 
 def cmd_can(args: argparse.Namespace) -> int:
@@ -140,8 +159,11 @@ def cmd_can(args: argparse.Namespace) -> int:
     emu = CanEmulator(_feed(args, loaded.profile.cells), loaded, args.interface, args.channel, args.bitrate, opts)
     emu.fault = args.fault
     note = " (virtual buses reach peers in this process only)" if args.interface == "virtual" else ""
-    return _run(emu, f"emulating {loaded.profile.name} ({loaded.profile.cells} cells, {loaded.dbc_path.name}) on "
-                     f"{args.interface} {args.channel}{note}")
+    return _run(
+        emu,
+        f"emulating {loaded.profile.name} ({loaded.profile.cells} cells, {loaded.dbc_path.name}) on "
+        f"{args.interface} {args.channel}{note}",
+    )
 
 
 def cmd_serial(args: argparse.Namespace) -> int:

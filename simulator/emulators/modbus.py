@@ -11,6 +11,7 @@ exception; ``exception_input`` / ``exception_holding`` for one function only), `
 "gateway target failed to respond" on TCP and silence on RTU, as real gateways and lines do. Out-of-range values
 come from ``RigFeed.set_override``; fault bits from ``cell_faults``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,9 +33,15 @@ from simulator.emulators.rigfeed import RigFeed
 log = logging.getLogger("simulator.emulators.modbus")
 
 DT = ModbusClientMixin.DATATYPE
-PYMODBUS_TYPES = {"u16": DT.UINT16, "i16": DT.INT16, "u32": DT.UINT32, "i32": DT.INT32, "f32": DT.FLOAT32,
-                  "f64": DT.FLOAT64}
-INT_RANGE = {"u16": (0, 2**16 - 1), "i16": (-2**15, 2**15 - 1), "u32": (0, 2**32 - 1), "i32": (-2**31, 2**31 - 1)}
+PYMODBUS_TYPES = {
+    "u16": DT.UINT16,
+    "i16": DT.INT16,
+    "u32": DT.UINT32,
+    "i32": DT.INT32,
+    "f32": DT.FLOAT32,
+    "f64": DT.FLOAT64,
+}
+INT_RANGE = {"u16": (0, 2**16 - 1), "i16": (-(2**15), 2**15 - 1), "u32": (0, 2**32 - 1), "i32": (-(2**31), 2**31 - 1)}
 MODES = ("silent", "exception", "exception_input", "exception_holding", "truncate", "corrupt")
 
 
@@ -73,23 +80,48 @@ def _slots(profile: ModbusProfile) -> list[_Slot]:
         factor, uoff = unit_conversion(e.unit, e.field)
         for k in range(e.count):
             cells = allc if e.cell == "all" else [e.cell - 1 + k]
-            out.append(_Slot(fc, e.address + k * (e.stride or width), e.type, wo, bo, e.scale, e.offset, factor,
-                             uoff, e.field, cells, 0))
+            out.append(
+                _Slot(
+                    fc,
+                    e.address + k * (e.stride or width),
+                    e.type,
+                    wo,
+                    bo,
+                    e.scale,
+                    e.offset,
+                    factor,
+                    uoff,
+                    e.field,
+                    cells,
+                    0,
+                )
+            )
     return out
 
 
 class ModbusEmulator:
-    def __init__(self, feed: RigFeed, profile: ModbusProfile | str, device_ids: list[int], *,
-                 tcp: tuple[str, int] | None = None, rtu: str | None = None, baudrate: int = 19200,
-                 parity: str = "N", stopbits: int = 1):
+    def __init__(
+        self,
+        feed: RigFeed,
+        profile: ModbusProfile | str,
+        device_ids: list[int],
+        *,
+        tcp: tuple[str, int] | None = None,
+        rtu: str | None = None,
+        baudrate: int = 19200,
+        parity: str = "N",
+        stopbits: int = 1,
+    ):
         if (tcp is None) == (rtu is None):
             raise ValueError("give exactly one of tcp=(host, port) or rtu=PORT")
         self.feed = feed
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.per_device = self.profile.cells
         if len(device_ids) * self.per_device > feed.n:
-            raise ValueError(f"{len(device_ids)} devices of {self.per_device} cells need "
-                             f"{len(device_ids) * self.per_device} rig cells, the rig has {feed.n}")
+            raise ValueError(
+                f"{len(device_ids)} devices of {self.per_device} cells need "
+                f"{len(device_ids) * self.per_device} rig cells, the rig has {feed.n}"
+            )
         self.device_ids = list(device_ids)
         self.tcp, self.rtu = tcp, rtu
         self.serial = dict(baudrate=baudrate, parity=parity, stopbits=stopbits)
@@ -103,8 +135,11 @@ class ModbusEmulator:
         for s in self.slots:
             spans[s.fc].extend(range(s.address, s.address + TYPES[s.typ][1]))
         self.layout = {fc: sorted(set(a)) for fc, a in spans.items()}
-        self.images = {(d, fc): np.zeros(max(a) - min(a) + 1 if a else 1, np.int64)
-                       for d in self.device_ids for fc, a in self.layout.items()}
+        self.images = {
+            (d, fc): np.zeros(max(a) - min(a) + 1 if a else 1, np.int64)
+            for d in self.device_ids
+            for fc, a in self.layout.items()
+        }
         self._encode()
 
     # ------------------------------------------------------------------ values
@@ -124,7 +159,7 @@ class ModbusEmulator:
                     raw = ((v - s.uoff) / s.factor - s.offset) / s.scale
                 regs = encode_value(raw, s.typ, s.wo, s.bo)
                 img = self.images[(dev, s.fc)]
-                img[s.address - start:s.address - start + len(regs)] = regs
+                img[s.address - start : s.address - start + len(regs)] = regs
 
     def cell_view(self, values: np.ndarray) -> np.ndarray:
         """What a perfect reader gets per rig cell from ``values`` (pack-level slots serve the device mean)."""
@@ -135,7 +170,8 @@ class ModbusEmulator:
                 if s.field in FIELD_INDEX and len(s.cells) > 1:
                     cells = [base + c for c in s.cells]
                     out[..., cells, FIELD_INDEX[s.field]] = values[..., cells, FIELD_INDEX[s.field]].mean(
-                        axis=-1, keepdims=True)
+                        axis=-1, keepdims=True
+                    )
         return out
 
     def resolution(self, field: str) -> float:
@@ -144,8 +180,9 @@ class ModbusEmulator:
         return max(steps, default=0.0)
 
     # ------------------------------------------------------------------ pymodbus hooks
-    async def _action(self, dev: int, fc: int, start: int, address: int, count: int, regs: list[int],
-                      values) -> ExcCodes | None:
+    async def _action(
+        self, dev: int, fc: int, start: int, address: int, count: int, regs: list[int], values
+    ) -> ExcCodes | None:
         if dev not in self.device_ids:
             return ExcCodes.GATEWAY_NO_RESPONSE
         self.requests[(dev, fc, address, count)] += 1
@@ -154,7 +191,7 @@ class ModbusEmulator:
             return ExcCodes.DEVICE_FAILURE
         img = self.images[(dev, fc)]
         lo = address - self.layout[fc][0]
-        regs[address - start:address - start + count] = img[lo:lo + count].tolist()
+        regs[address - start : address - start + count] = img[lo : lo + count].tolist()
         return None
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
@@ -168,7 +205,7 @@ class ModbusEmulator:
         if mode == "silent" or (rtu and dev not in self.device_ids):
             return b""
         if mode == "truncate":
-            return data[:max(1, len(data) // 2)]
+            return data[: max(1, len(data) // 2)]
         if mode == "corrupt":
             b = bytearray(data)
             pos = len(b) // 2 if rtu else 7  # RTU: a data byte (the CRC catches it); TCP: the function code
@@ -192,9 +229,10 @@ class ModbusEmulator:
         def bits() -> list[SimData]:
             return [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
 
-        return [SimDevice(dev, simdata=(bits(), bits(), block(3), block(4)),
-                          action=functools.partial(self._action, dev))
-                for dev in [*self.device_ids, 0]]  # 0: every other id (answered as "no such device")
+        return [
+            SimDevice(dev, simdata=(bits(), bits(), block(3), block(4)), action=functools.partial(self._action, dev))
+            for dev in [*self.device_ids, 0]
+        ]  # 0: every other id (answered as "no such device")
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -203,8 +241,9 @@ class ModbusEmulator:
         if self.tcp is not None:
             self.server = ModbusTcpServer(self._devices(), address=self.tcp, trace_packet=self._trace_packet)
         else:
-            self.server = ModbusSerialServer(self._devices(), port=self.rtu, framer=FramerType.RTU,
-                                             trace_packet=self._trace_packet, **self.serial)
+            self.server = ModbusSerialServer(
+                self._devices(), port=self.rtu, framer=FramerType.RTU, trace_packet=self._trace_packet, **self.serial
+            )
         await self.server.serve_forever(background=True)
 
     async def stop(self) -> None:

@@ -4,6 +4,7 @@ Any rig with the seam ``cell_ids``, ``step(dt_s)``, ``measure()`` (voltage_v, cu
 works; by default a ``simulator.BasicRig``. The feed also keeps a bounded history of what it served, so tests can
 check that what the agent stored is what the emulator put on the wire.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -8,6 +8,7 @@ Fault modes (``fault = mode``): ``silent`` (no answers, no lines), ``garbage`` (
 every answer or line), ``truncate`` (answers without their terminator), ``error`` (a SCPI error string instead of
 the answer). Out-of-range values come from ``RigFeed.set_override``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,8 +28,14 @@ _SPEC = re.compile(r"\{(\w+):([^}]*)\}")
 
 
 class SerialEmulator:
-    def __init__(self, feed: RigFeed, profile: SerialProfile | str, port: str, channels: list[int] | None = None,
-                 baudrate: int = 115200):
+    def __init__(
+        self,
+        feed: RigFeed,
+        profile: SerialProfile | str,
+        port: str,
+        channels: list[int] | None = None,
+        baudrate: int = 115200,
+    ):
         self.feed = feed
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.port_name, self.baudrate = port, baudrate
@@ -70,7 +77,7 @@ class SerialEmulator:
                     continue
                 p = re.search(r"\.(\d+)", spec)
                 digits = int(p.group(1)) if p else 6
-                step = 10.0 ** (3 - digits) if spec[-1:] in "eEgG" else 10.0 ** -digits
+                step = 10.0 ** (3 - digits) if spec[-1:] in "eEgG" else 10.0**-digits
                 worst = max(worst, step / 2 * abs(fmt.scale.get(field, 1.0)))
         return worst
 
@@ -125,8 +132,9 @@ class SerialEmulator:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        self.port = await asyncio.to_thread(serial.Serial, self.port_name, baudrate=self.baudrate, timeout=0.05,
-                                            write_timeout=0.5)
+        self.port = await asyncio.to_thread(
+            serial.Serial, self.port_name, baudrate=self.baudrate, timeout=0.05, write_timeout=0.5
+        )
         self._stop.clear()
         if self.profile.queries:
             self._thread = threading.Thread(target=self._serve, name="serial-emulator", daemon=True)

@@ -1,4 +1,5 @@
 """Session fixtures for the cloud tests: one terraform setup, one moto server, one plan per example."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,14 +14,23 @@ from tests.cloud import tf
 # with CSRs, no Basic Ingest, AUTO REFRESH.
 PLAN_VARS = {
     "complete": {
-        "rigs": ["rig-01", "rig-02"], "csr_rigs": ["rig-01"], "quicksight": True, "ec2_rig": True,
-        "ec2_ami_id": "ami-0123456789abcdef0", "alarm_emails": ["ops@example.com"],
-        "agent_repo_url": "https://git.example.invalid/battery-twin.git", "agent_ref": "v1.2.3",
+        "rigs": ["rig-01", "rig-02"],
+        "csr_rigs": ["rig-01"],
+        "quicksight": True,
+        "ec2_rig": True,
+        "ec2_ami_id": "ami-0123456789abcdef0",
+        "alarm_emails": ["ops@example.com"],
+        "agent_repo_url": "https://git.example.invalid/battery-twin.git",
+        "agent_ref": "v1.2.3",
         "quicksight_principal_arns": ["arn:aws:quicksight:eu-west-1:123456789012:user/default/analyst"],
     },
     "fleet": {
-        "rigs": ["lab-a", "lab-b"], "csr_rigs": ["lab-a", "lab-b"], "basic_ingest": False,
-        "vpc_id": "vpc-0a1b2c3d4e5f60718", "vpc_cidr": "10.20.0.0/16", "redshift_refresh_minutes": 0,
+        "rigs": ["lab-a", "lab-b"],
+        "csr_rigs": ["lab-a", "lab-b"],
+        "basic_ingest": False,
+        "vpc_id": "vpc-0a1b2c3d4e5f60718",
+        "vpc_cidr": "10.20.0.0/16",
+        "redshift_refresh_minutes": 0,
         "private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2", "subnet-0aaaaaaaaaaaaaaa3"],
     },
 }

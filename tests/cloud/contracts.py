@@ -1,4 +1,5 @@
 """Readers for the contract tests: Redshift views (sqlglot), IoT rule SQL, IoT policies, MQTT topic filters."""
+
 from __future__ import annotations
 
 import json
@@ -95,8 +96,9 @@ def views(statements: list[str]) -> dict[str, View]:
                 v.columns[p.alias_or_name.lower()] = Column(p.alias_or_name.lower(), None, p)
     for v in found.values():
         for name, col in v.columns.items():
-            col.type = _resolve(col.expr.unalias() if isinstance(col.expr, exp.Alias) else col.expr,
-                                v.selects[0], found, depth=0)
+            col.type = _resolve(
+                col.expr.unalias() if isinstance(col.expr, exp.Alias) else col.expr, v.selects[0], found, depth=0
+            )
     return found
 
 
@@ -112,8 +114,12 @@ def branch_types(view: View, found: dict[str, View]) -> list[dict[str, exp.DataT
     """Column types of every UNION branch (each must carry the contract on its own)."""
     out = []
     for sel in view.selects:
-        out.append({p.alias_or_name.lower(): _resolve(p.unalias() if isinstance(p, exp.Alias) else p, sel, found, 0)
-                    for p in sel.expressions})
+        out.append(
+            {
+                p.alias_or_name.lower(): _resolve(p.unalias() if isinstance(p, exp.Alias) else p, sel, found, 0)
+                for p in sel.expressions
+            }
+        )
     return out
 
 
@@ -145,8 +151,13 @@ def _resolve(e: exp.Expression, scope: exp.Select, found: dict[str, View], depth
     if isinstance(e, exp.Interval):
         return _dtype(exp.DataType.Type.INTERVAL)
     if isinstance(e, exp.Literal):
-        return _dtype(exp.DataType.Type.VARCHAR if e.is_string else
-                      exp.DataType.Type.DOUBLE if "." in e.this else exp.DataType.Type.BIGINT)
+        return _dtype(
+            exp.DataType.Type.VARCHAR
+            if e.is_string
+            else exp.DataType.Type.DOUBLE
+            if "." in e.this
+            else exp.DataType.Type.BIGINT
+        )
     if isinstance(e, exp.Column):
         return _resolve_column(e, scope, found, depth)
     return None
@@ -182,8 +193,12 @@ def _resolve_column(col: exp.Column, scope: exp.Select, found: dict[str, View], 
             c = found[src.name.lower()].columns.get(col.name.lower())
             if c is not None:
                 if c.type is None:
-                    c.type = _resolve(c.expr.unalias() if isinstance(c.expr, exp.Alias) else c.expr,
-                                      found[src.name.lower()].selects[0], found, depth + 1)
+                    c.type = _resolve(
+                        c.expr.unalias() if isinstance(c.expr, exp.Alias) else c.expr,
+                        found[src.name.lower()].selects[0],
+                        found,
+                        depth + 1,
+                    )
                 return c.type
     return None
 
@@ -228,17 +243,40 @@ def bitmasks(e: exp.Expression) -> set[int]:
 
 
 def window_partitions(view: View) -> list[set[str]]:
-    return [{c.name.lower() for c in w.args.get("partition_by") or []}
-            for sel in view.selects for w in sel.find_all(exp.Window)]
+    return [
+        {c.name.lower() for c in w.args.get("partition_by") or []}
+        for sel in view.selects
+        for w in sel.find_all(exp.Window)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- IoT SQL
-IOT_KEYWORDS = {"select", "value", "from", "where", "as", "and", "or", "not", "case", "when", "then", "else", "end",
-                "is", "null", "true", "false", "in", "like", "set"}
+IOT_KEYWORDS = {
+    "select",
+    "value",
+    "from",
+    "where",
+    "as",
+    "and",
+    "or",
+    "not",
+    "case",
+    "when",
+    "then",
+    "else",
+    "end",
+    "is",
+    "null",
+    "true",
+    "false",
+    "in",
+    "like",
+    "set",
+}
 
 
 def rule_from(sql: str) -> str:
-    m = re.search(r"\bFROM\s+'([^']+)'", sql, re.I)
+    m = re.search(r"\bFROM\s+'([^']+)'", sql, re.IGNORECASE)
     assert m, f"rule SQL without a FROM topic filter: {sql}"
     return m.group(1)
 
@@ -251,8 +289,8 @@ def rule_fields(sql: str) -> set[str]:
         word = m.group(1)
         if m.group(3) or word.lower() in IOT_KEYWORDS:
             continue
-        before = s[:m.start()].rstrip()
-        if re.search(r"\bAS$", before, re.I):
+        before = s[: m.start()].rstrip()
+        if re.search(r"\bAS$", before, re.IGNORECASE):
             continue
         out.add(word)
     return out

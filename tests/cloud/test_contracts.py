@@ -1,6 +1,7 @@
 """Contracts no scanner checks, judged on the rendered plan of each example (terraform show -json against moto):
 the agent's topics against the rules, rule SQL against the JSON Schemas, the Redshift views against the
 schemas and the envelope, the IoT policy against least privilege, QuickSight data sets against the views."""
+
 from __future__ import annotations
 
 import base64
@@ -18,8 +19,12 @@ from tests.cloud import contracts as c
 from tests.cloud.conftest import PLAN_VARS, after, resources
 from tests.cloud.tf import EXAMPLES
 
-ROW_VIEWS = {"telemetry.v1": "readings_all", "telemetry.v2": "readings_all", "cycles.v1": "cycles_all",
-             "events.v1": "events_all"}
+ROW_VIEWS = {
+    "telemetry.v1": "readings_all",
+    "telemetry.v2": "readings_all",
+    "cycles.v1": "cycles_all",
+    "events.v1": "events_all",
+}
 
 
 @pytest.fixture(params=EXAMPLES)
@@ -39,8 +44,7 @@ def statements(plan) -> list[str]:
 
 
 def telemetry_rule_name(plan) -> str:
-    return next(n for n, r in rules(plan).items() if c.rule_from(r["sql"]).endswith("/telemetry")
-                and r.get("kinesis"))
+    return next(n for n, r in rules(plan).items() if c.rule_from(r["sql"]).endswith("/telemetry") and r.get("kinesis"))
 
 
 def policy(plan) -> dict:
@@ -76,10 +80,15 @@ def test_every_topic_the_agent_publishes_is_matched_by_a_rule(plan):
     for stream in TOPIC_NAMES.values():
         for name in rules_for_topic(plan, f"dt/battery-twin/{rig}/{stream}"):
             r = rules(plan)[name]
-            kinds.setdefault(stream, set()).update(k for k in ("kinesis", "cloudwatch_logs", "cloudwatch_metric")
-                                                   if r.get(k))
-    assert kinds == {"telemetry": {"kinesis"}, "cycles": {"kinesis"}, "events": {"kinesis", "cloudwatch_logs"},
-                     "health": {"cloudwatch_metric"}}
+            kinds.setdefault(stream, set()).update(
+                k for k in ("kinesis", "cloudwatch_logs", "cloudwatch_metric") if r.get(k)
+            )
+    assert kinds == {
+        "telemetry": {"kinesis"},
+        "cycles": {"kinesis"},
+        "events": {"kinesis", "cloudwatch_logs"},
+        "health": {"cloudwatch_metric"},
+    }
     # A Basic Ingest topic for a rule that does not exist is not taken by anything.
     assert not rules_for_topic(plan, f"$aws/rules/no_such_rule/dt/battery-twin/{rig}/telemetry")
 
@@ -96,9 +105,13 @@ def test_rules_use_sql_2016_and_every_rule_has_an_error_action_into_the_error_bu
 
 
 def test_rule_sql_reads_only_schema_fields_and_takes_the_rig_from_the_topic(plan):
-    schemas = {"telemetry": ["telemetry.v1", "telemetry.v2"], "cycles": ["cycles.v1"], "events": ["events.v1"],
-               "health": ["health.v1"]}
-    rig_level = len("dt/battery-twin".split("/")) + 1
+    schemas = {
+        "telemetry": ["telemetry.v1", "telemetry.v2"],
+        "cycles": ["cycles.v1"],
+        "events": ["events.v1"],
+        "health": ["health.v1"],
+    }
+    rig_level = len(["dt", "battery-twin"]) + 1
     for name, r in rules(plan).items():
         stream = c.rule_from(r["sql"]).rsplit("/", 1)[1]
         allowed = set().union(*(c.load_schema(k)["properties"] for k in schemas[stream]))
@@ -134,7 +147,11 @@ def test_event_alarms_read_fields_the_events_schema_has(plan):
     data_fields = {"field", "value", "min", "max"}  # what agent/validate.py puts in data of out-of-range events
     filters = resources(plan, "aws_cloudwatch_log_metric_filter")
     assert {after(f)["metric_transformation"][0]["name"] for f in filters} >= {
-        "over_temperature", "over_voltage", "under_voltage", "anomaly"}
+        "over_temperature",
+        "over_voltage",
+        "under_voltage",
+        "anomaly",
+    }
     for f in filters:
         for path in re.findall(r"\$\.([\w.]+)", after(f)["pattern"]):
             top, *rest = path.split(".")
@@ -163,14 +180,20 @@ def test_policy_allows_nothing_outside_the_things_own_topics_and_client_id(plan)
     me, other = "rig-01", "rig-02"
     arn = "arn:aws:iot:eu-west-1:123456789012"
     streams = list(TOPIC_NAMES.values())
-    expected = {f"dt/battery-twin/{me}/{s}" for s in streams} | ({f"$aws/rules/{bi}/dt/battery-twin/{me}/telemetry"}
-                                                                  if bi else set())
+    expected = {f"dt/battery-twin/{me}/{s}" for s in streams} | (
+        {f"$aws/rules/{bi}/dt/battery-twin/{me}/telemetry"} if bi else set()
+    )
     candidates = set(expected)
     for who in (me, other, "+", "#", "*", me + "x", me[:-1]):
         for s in streams + ["other", "telemetry/extra", ""]:
-            candidates |= {f"dt/battery-twin/{who}/{s}", f"dt/battery-twin/{who}/{s}".rstrip("/"),
-                           f"$aws/rules/{bi or 'x'}/dt/battery-twin/{who}/{s}", f"$aws/rules/other/dt/battery-twin/{who}/{s}",
-                           f"cmd/battery-twin/{who}/{s}", f"$aws/things/{who}/shadow/update"}
+            candidates |= {
+                f"dt/battery-twin/{who}/{s}",
+                f"dt/battery-twin/{who}/{s}".rstrip("/"),
+                f"$aws/rules/{bi or 'x'}/dt/battery-twin/{who}/{s}",
+                f"$aws/rules/other/dt/battery-twin/{who}/{s}",
+                f"cmd/battery-twin/{who}/{s}",
+                f"$aws/things/{who}/shadow/update",
+            }
     granted = {t for t in candidates if c.policy_allows(pol, "iot:Publish", f"{arn}:topic/{t}", me)}
     assert granted == expected
     # Connect: only with its own client id, and only with a certificate attached to that thing.
@@ -198,7 +221,11 @@ def test_certificates_come_from_csrs_and_no_private_key_is_planned(plan, plans):
         a = after(rc)
         assert a["csr"].startswith("-----BEGIN CERTIFICATE REQUEST-----") and a["active"] is True
     attached = {rc["index"] for rc in resources(plan, "aws_iot_thing_principal_attachment")}
-    assert attached == {rc["index"] for rc in certs} == {rc["index"] for rc in resources(plan, "aws_iot_policy_attachment")}
+    assert (
+        attached
+        == {rc["index"] for rc in certs}
+        == {rc["index"] for rc in resources(plan, "aws_iot_policy_attachment")}
+    )
     text = json.dumps(plan)
     assert "PRIVATE KEY" not in text, "a private key would end up in the Terraform state"
     assert not [r for r in plan["resource_changes"] if r["type"].startswith("tls_")]
@@ -235,8 +262,15 @@ def test_compact_rows_are_unnested_with_the_envelopes_subscripts_scales_and_miss
     assert "x[0]" in where.replace(" ", "") or "X[0]" in where, "the cell index x[0] is matched to the AT position"
 
 
-@pytest.mark.parametrize("view,key", [("readings", {"rig", "seq"}), ("cycles", {"rig", "seq"}),
-                                      ("events", {"rig", "seq"}), ("qs_live_readings", {"rig", "seq"})])
+@pytest.mark.parametrize(
+    "view,key",
+    [
+        ("readings", {"rig", "seq"}),
+        ("cycles", {"rig", "seq"}),
+        ("events", {"rig", "seq"}),
+        ("qs_live_readings", {"rig", "seq"}),
+    ],
+)
 def test_dedup_views_keep_one_row_per_rig_and_seq(plan, view, key):
     found = c.views(statements(plan))
     assert key in c.window_partitions(found[view]), f"{view} does not deduplicate on {key}"
@@ -246,13 +280,21 @@ def test_dedup_views_keep_one_row_per_rig_and_seq(plan, view, key):
 def test_sql_is_split_into_the_statements_sqlglot_sees(plan, repo_root):
     """The module splits cloud/sql on ';' at line ends; that must agree with a real SQL parser."""
     import sqlglot
+
     rendered = statements(plan)
     total = 0
     for f in sorted((repo_root / "cloud" / "sql").glob("*.sql")):
-        text = re.sub(r"\$\{(\w+)\}", lambda m: {"schema": "battery_twin", "kinesis_schema": "bt_kinesis",
-                                                 "stream_name": "s", "streaming_role_arn": "arn:r",
-                                                 "auto_refresh": "NO"}[m.group(1)],
-                      f.read_text())
+        text = re.sub(
+            r"\$\{(\w+)\}",
+            lambda m: {
+                "schema": "battery_twin",
+                "kinesis_schema": "bt_kinesis",
+                "stream_name": "s",
+                "streaming_role_arn": "arn:r",
+                "auto_refresh": "NO",
+            }[m.group(1)],
+            f.read_text(),
+        )
         total += len([s for s in sqlglot.parse(text, read="redshift") if s is not None])
     assert len(rendered) == total
     landing = [s for s in rendered if "MATERIALIZED VIEW" in s]
@@ -304,8 +346,9 @@ def test_quicksight_data_sets_read_view_columns_of_compatible_types(plans):
         for col in table["input_columns"]:
             assert col["name"] in view.columns, f"data set {ds['index']}: {table['name']} has no column {col['name']}"
             t = view.columns[col["name"]].type
-            assert t is not None and t.this in qs_types[col["type"]], \
+            assert t is not None and t.this in qs_types[col["type"]], (
                 f"{table['name']}.{col['name']}: {t and t.this.name} for QuickSight {col['type']}"
+            )
 
 
 def test_ec2_rig_is_hardened_and_installs_with_the_projects_installer(plans):
@@ -314,9 +357,12 @@ def test_ec2_rig_is_hardened_and_installs_with_the_projects_installer(plans):
     a = after(inst)
     assert a["metadata_options"][0]["http_tokens"] == "required"
     assert a["root_block_device"][0]["encrypted"] is True
-    assert not [r for r in plan["resource_changes"] if r["address"].startswith("module.ec2_rig")
-                and r["type"] == "aws_vpc_security_group_ingress_rule"], "no inbound rule: SSM only"
+    assert not [
+        r
+        for r in plan["resource_changes"]
+        if r["address"].startswith("module.ec2_rig") and r["type"] == "aws_vpc_security_group_ingress_rule"
+    ], "no inbound rule: SSM only"
     ud = base64.b64decode(a["user_data_base64"]).decode()
     assert "[sh, /opt/battery-twin-src/systemd/install.sh, --no-start]" in ud and "battery-twin-bootstrap, csr" in ud
     assert '"v1.2.3", "https://git.example.invalid/battery-twin.git"' in ud
-    assert 'RIG="sim-rig-ec2"' in ud and "KMS_KEY_ID=\"alias/" in ud
+    assert 'RIG="sim-rig-ec2"' in ud and 'KMS_KEY_ID="alias/' in ud

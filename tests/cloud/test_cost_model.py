@@ -1,5 +1,6 @@
 """The cost model behind docs/cost-per-cell-month.md: measured with the agent's encoder, and the page says what
 the script computes (so neither drifts alone)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -33,7 +34,7 @@ def test_batching_basic_ingest_and_envelope_move_the_cost_the_way_the_page_says(
 def test_the_page_quotes_the_models_figures(rate, linger):
     page = (ROOT / "docs" / "cost-per-cell-month.md").read_text()
     c = cost.per_cell_month(8, float(rate), "compact", 14_848, linger, basic_ingest=True)
-    row = re.search(rf"^\| {rate} Hz \| {linger:,}[^|]*\| (\d+) \| ([\d.]+) \| \**([\d.]+)\** \|$", page, re.M)
+    row = re.search(rf"^\| {rate} Hz \| {linger:,}[^|]*\| (\d+) \| ([\d.]+) \| \**([\d.]+)\** \|$", page, re.MULTILINE)
     assert row, f"no row for {rate} Hz / {linger} ms in the page"
     assert int(row.group(1)) == c["readings_per_msg"]
     assert float(row.group(2)) == pytest.approx(c["bytes_per_reading"], abs=0.06)

@@ -1,6 +1,7 @@
 """`battery-twin provision`: the device key and CSR, the config from Terraform's outputs, and the EC2 bootstrap
 that drives both. A test CA signs the CSRs where IoT Core would; the provisioned config then connects to
 mosquitto over mTLS like any rig."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,31 +28,54 @@ BOOTSTRAP = ROOT / "terraform" / "modules" / "ec2_rig" / "bootstrap.sh"
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent", "provision", *args], capture_output=True, text=True,
-                          timeout=120, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "provision", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
 
 
 def sign_csr(pki, csr_pem: bytes, days: int = 30) -> bytes:
     """What IoT Core does with a CSR: a client certificate for its public key (here from the test CA)."""
     csr = x509.load_pem_x509_csr(csr_pem)
     assert csr.is_signature_valid
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(pki.ca_obj.subject)
-            .public_key(csr.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(pki.ca_key_obj, hashes.SHA256()))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(pki.ca_obj.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(pki.ca_key_obj, hashes.SHA256())
+    )
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def tf_outputs(rig: str, cert_pem: bytes | None, endpoint: str = "abc123-ats.iot.eu-west-1.amazonaws.com",
-               basic_ingest_rule: str = "battery_twin_telemetry") -> dict:
+def tf_outputs(
+    rig: str,
+    cert_pem: bytes | None,
+    endpoint: str = "abc123-ats.iot.eu-west-1.amazonaws.com",
+    basic_ingest_rule: str = "battery_twin_telemetry",
+) -> dict:
     """What `terraform output -json` prints for the examples' outputs."""
     return {
-        "battery_twin_agent": {"sensitive": False, "value": {
-            "endpoint": endpoint, "topic_prefix": "dt/battery-twin", "basic_ingest_rule": basic_ingest_rule,
-            "rigs": [rig, "other-rig"], "with_certificate": [rig] if cert_pem else []}},
+        "battery_twin_agent": {
+            "sensitive": False,
+            "value": {
+                "endpoint": endpoint,
+                "topic_prefix": "dt/battery-twin",
+                "basic_ingest_rule": basic_ingest_rule,
+                "rigs": [rig, "other-rig"],
+                "with_certificate": [rig] if cert_pem else [],
+            },
+        },
         "certificate_pems": {"sensitive": True, "value": {rig: cert_pem.decode()} if cert_pem else {}},
     }
 
@@ -73,8 +97,9 @@ def test_csr_makes_a_private_key_0600_and_a_csr_for_the_rig(tmp_path):
     assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == RIG
     priv = serialization.load_pem_private_key(key.read_bytes(), None)
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    assert csr.public_key().public_bytes(serialization.Encoding.DER, spki) == \
-        priv.public_key().public_bytes(serialization.Encoding.DER, spki)
+    assert csr.public_key().public_bytes(serialization.Encoding.DER, spki) == priv.public_key().public_bytes(
+        serialization.Encoding.DER, spki
+    )
     no_secret_in(p.stdout + p.stderr, key)
 
     # Again: the key is reused (a device keeps its identity), the CSR is for the same key.
@@ -126,8 +151,10 @@ def test_config_from_terraform_outputs(tmp_path, device):
 def test_config_updates_an_existing_file_and_keeps_its_other_sections(tmp_path, device):
     d, cert = device
     cfg_file = tmp_path / "agent.toml"
-    cfg_file.write_text('rig = "old"\n[store]\npath = "/var/lib/bt/x.db"\nmax_bytes = 5000000\n\n'
-                        '[[drivers]]\ntype = "simulator"\nname = "bench"\ncells = 3\n\n[uplink]\nlinger_ms = 250\n')
+    cfg_file.write_text(
+        'rig = "old"\n[store]\npath = "/var/lib/bt/x.db"\nmax_bytes = 5000000\n\n'
+        '[[drivers]]\ntype = "simulator"\nname = "bench"\ncells = 3\n\n[uplink]\nlinger_ms = 250\n'
+    )
     out_json = tmp_path / "outputs.json"
     out_json.write_text(json.dumps(tf_outputs(RIG, cert, basic_ingest_rule="")))
     p = cli("config", "--rig", RIG, "--tf-output", str(out_json), "--dir", str(d), "--out", str(cfg_file))
@@ -164,14 +191,29 @@ def test_config_reads_terraform_output_from_a_terraform_dir(tmp_path, device, te
     outputs = tf_outputs(RIG, cert)
     (tmp_path / "tfdir" / "main.tf").write_text(
         f'output "battery_twin_agent" {{\n  value = jsondecode({json.dumps(json.dumps(outputs["battery_twin_agent"]["value"]))})\n}}\n'
-        f'output "certificate_pems" {{\n  value     = {{ "{RIG}" = {json.dumps(cert.decode())} }}\n  sensitive = true\n}}\n')
+        f'output "certificate_pems" {{\n  value     = {{ "{RIG}" = {json.dumps(cert.decode())} }}\n  sensitive = true\n}}\n'
+    )
     terraform.run(tmp_path / "tfdir", "init", "-backend=false", "-input=false", "-no-color")
     terraform.run(tmp_path / "tfdir", "apply", "-auto-approve", "-input=false", "-no-color")
-    env = {**os.environ, "PATH": f"{Path(terraform.exe).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "TF_CLI_CONFIG_FILE": terraform.env["TF_CLI_CONFIG_FILE"], "CHECKPOINT_DISABLE": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(terraform.exe).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TF_CLI_CONFIG_FILE": terraform.env["TF_CLI_CONFIG_FILE"],
+        "CHECKPOINT_DISABLE": "1",
+    }
     cfg_file = tmp_path / "agent.toml"
-    p = cli("config", "--rig", RIG, "--terraform-dir", str(tmp_path / "tfdir"), "--dir", str(d), "--out",
-            str(cfg_file), env=env)
+    p = cli(
+        "config",
+        "--rig",
+        RIG,
+        "--terraform-dir",
+        str(tmp_path / "tfdir"),
+        "--dir",
+        str(d),
+        "--out",
+        str(cfg_file),
+        env=env,
+    )
     assert p.returncode == 0, p.stderr
     assert load_config(cfg_file).uplink.cert.read_bytes() == cert
 
@@ -183,8 +225,23 @@ def test_provisioned_config_connects_over_mtls_and_publishes(tmp_path, pki, brok
     assert cli("csr", "--rig", rig, "--dir", str(d)).returncode == 0
     (d / f"{rig}.cert.pem").write_bytes(sign_csr(pki, (d / f"{rig}.csr.pem").read_bytes()))
     cfg_file = tmp_path / "agent.toml"
-    p = cli("config", "--rig", rig, "--endpoint", "localhost", "--port", str(broker.port), "--ca", str(pki.ca_cert),
-            "--dir", str(d), "--out", str(cfg_file), "--store", str(tmp_path / "store" / "agent.db"))
+    p = cli(
+        "config",
+        "--rig",
+        rig,
+        "--endpoint",
+        "localhost",
+        "--port",
+        str(broker.port),
+        "--ca",
+        str(pki.ca_cert),
+        "--dir",
+        str(d),
+        "--out",
+        str(cfg_file),
+        "--store",
+        str(tmp_path / "store" / "agent.db"),
+    )
     assert p.returncode == 0, p.stderr
     cfg = tomllib.loads(cfg_file.read_text())
     cfg["uplink"].update({"flow_control": "none", "linger_ms": 200, "health_interval_s": 2.0})
@@ -233,14 +290,31 @@ def test_ec2_bootstrap_posts_the_csr_then_installs_the_certificate_and_starts_th
         f.chmod(0o755)
     certs, config = tmp_path / "etc" / "certs", tmp_path / "etc" / "battery-twin.toml"
     env_file = tmp_path / "bootstrap.env"
-    env_file.write_text("\n".join(f"{k}={json.dumps(v)}" for k, v in {
-        "RIG": "sim-rig-ec2", "REGION": "eu-west-1", "CSR_PARAM": "/bt/rigs/sim-rig-ec2/csr",
-        "CERT_PARAM": "/bt/rigs/sim-rig-ec2/certificate", "KMS_KEY_ID": "alias/bt",
-        "ENDPOINT": "abc-ats.iot.eu-west-1.amazonaws.com", "TOPIC_PREFIX": "dt/battery-twin",
-        "BASIC_INGEST_RULE": "bt_telemetry", "CERT_DIR": str(certs), "CONFIG": str(config),
-        "SERVICE_USER": "no-such-user-bt"}.items()) + "\n")
-    env = {"PATH": f"{shims}:{Path(sys.executable).parent}:/usr/bin:/bin", "FAKE_SSM_DIR": str(ssm),
-           "BOOTSTRAP_ENV": str(env_file), "HOME": str(tmp_path)}
+    env_file.write_text(
+        "\n".join(
+            f"{k}={json.dumps(v)}"
+            for k, v in {
+                "RIG": "sim-rig-ec2",
+                "REGION": "eu-west-1",
+                "CSR_PARAM": "/bt/rigs/sim-rig-ec2/csr",
+                "CERT_PARAM": "/bt/rigs/sim-rig-ec2/certificate",
+                "KMS_KEY_ID": "alias/bt",
+                "ENDPOINT": "abc-ats.iot.eu-west-1.amazonaws.com",
+                "TOPIC_PREFIX": "dt/battery-twin",
+                "BASIC_INGEST_RULE": "bt_telemetry",
+                "CERT_DIR": str(certs),
+                "CONFIG": str(config),
+                "SERVICE_USER": "no-such-user-bt",
+            }.items()
+        )
+        + "\n"
+    )
+    env = {
+        "PATH": f"{shims}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "FAKE_SSM_DIR": str(ssm),
+        "BOOTSTRAP_ENV": str(env_file),
+        "HOME": str(tmp_path),
+    }
 
     def run(step: str) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", str(BOOTSTRAP), step], env=env, capture_output=True, text=True, timeout=120)
@@ -264,5 +338,8 @@ def test_ec2_bootstrap_posts_the_csr_then_installs_the_certificate_and_starts_th
     assert cfg.uplink.basic_ingest_rule == "bt_telemetry" and cfg.uplink.key == key.resolve()
     assert cfg.drivers[0].type == "simulator"
     calls = (tmp_path / "systemctl.log").read_text().splitlines()
-    assert calls == ["enable battery-twin.service", "restart battery-twin.service",
-                     "disable --now battery-twin-cert.timer"]
+    assert calls == [
+        "enable battery-twin.service",
+        "restart battery-twin.service",
+        "disable --now battery-twin-cert.timer",
+    ]

@@ -1,4 +1,5 @@
 """terraform fmt and validate on every module and example, and checkov with zero failed checks (offline)."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,9 @@ from tests.cloud import tf
 
 def test_fmt_is_clean(terraform):
     proc = terraform.run(tf.TF_DIR, "fmt", "-check", "-recursive", "-diff", "-no-color", check=False)
-    assert proc.returncode == 0, f"terraform fmt would change these files (run terraform fmt -recursive):\n{proc.stdout}"
+    assert proc.returncode == 0, (
+        f"terraform fmt would change these files (run terraform fmt -recursive):\n{proc.stdout}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +50,33 @@ def test_every_module_is_used_by_an_example():
 
 def test_checkov_zero_failed_checks(tmp_path):
     exe = tf.checkov_bin()
-    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "TRUE",
-           "BC_API_KEY": "", "PRISMA_API_URL": ""}
-    proc = subprocess.run([str(exe), "-d", str(tf.TF_DIR), "--compact", "--skip-download", "-o", "json",
-                           "--framework", "terraform"], capture_output=True, text=True, env=env, timeout=600,
-                          check=False)
+    env = {
+        **os.environ,
+        "BC_SKIP_MAPPING": "TRUE",
+        "CKV_SKIP_PACKAGE_UPDATE_CHECK": "TRUE",
+        "BC_API_KEY": "",
+        "PRISMA_API_URL": "",
+    }
+    proc = subprocess.run(
+        [str(exe), "-d", str(tf.TF_DIR), "--compact", "--skip-download", "-o", "json", "--framework", "terraform"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     try:
         report = json.loads(proc.stdout)
     except ValueError:
-        pytest.fail(f"checkov printed no JSON report (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n"
-                    f"{proc.stderr[-2000:]}")
+        pytest.fail(
+            f"checkov printed no JSON report (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
     reports = report if isinstance(report, list) else [report]
-    failed = [f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}"
-              for r in reports for c in r.get("results", {}).get("failed_checks", [])]
+    failed = [
+        f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}"
+        for r in reports
+        for c in r.get("results", {}).get("failed_checks", [])
+    ]
     assert not failed, "checkov failed checks:\n" + "\n".join(failed)
     summary = reports[0]["summary"]
     assert summary["passed"] > 100 and summary["parsing_errors"] == 0, summary

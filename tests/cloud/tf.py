@@ -6,6 +6,7 @@ plugin cache so every module and example links one copy of the 700 MB provider. 
 to the registry (a machine with network access). Work happens in temporary copies of ``terraform/`` and
 ``cloud/sql/``, so the repository stays clean.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,12 +23,31 @@ TF_DIR = ROOT / "terraform"
 MODULES = sorted(p.name for p in (TF_DIR / "modules").iterdir() if p.is_dir())
 EXAMPLES = sorted(p.name for p in (TF_DIR / "examples").iterdir() if p.is_dir())
 MIRROR_CANDIDATES = [
-    "/opt/tf-plugins", "~/.terraform.d/plugins", "~/.local/share/terraform/plugins",
-    "/usr/local/share/terraform/plugins", "/usr/share/terraform/plugins",
+    "/opt/tf-plugins",
+    "~/.terraform.d/plugins",
+    "~/.local/share/terraform/plugins",
+    "/usr/local/share/terraform/plugins",
+    "/usr/share/terraform/plugins",
 ]
 # Every service the modules use, pointed at moto (the provider's endpoint names).
-MOTO_SERVICES = ["cloudwatch", "ec2", "events", "iam", "iot", "kinesis", "kms", "logs", "quicksight",
-                 "redshiftdata", "redshiftserverless", "s3", "secretsmanager", "sns", "ssm", "sts"]
+MOTO_SERVICES = [
+    "cloudwatch",
+    "ec2",
+    "events",
+    "iam",
+    "iot",
+    "kinesis",
+    "kms",
+    "logs",
+    "quicksight",
+    "redshiftdata",
+    "redshiftserverless",
+    "s3",
+    "secretsmanager",
+    "sns",
+    "ssm",
+    "sts",
+]
 
 
 class ToolMissing(Exception):
@@ -37,8 +57,10 @@ class ToolMissing(Exception):
 def terraform_bin() -> str:
     exe = os.environ.get("TERRAFORM") or shutil.which("terraform")
     if not exe:
-        raise ToolMissing("terraform is not installed (not on PATH, and $TERRAFORM is not set): the Terraform "
-                          "checks need terraform >= 1.6 (https://developer.hashicorp.com/terraform/install)")
+        raise ToolMissing(
+            "terraform is not installed (not on PATH, and $TERRAFORM is not set): the Terraform "
+            "checks need terraform >= 1.6 (https://developer.hashicorp.com/terraform/install)"
+        )
     return exe
 
 
@@ -59,9 +81,11 @@ def write_cli_config(workdir: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     mirror = provider_mirror()
     if mirror is not None:
-        install = (f'  filesystem_mirror {{\n    path    = "{mirror}"\n'
-                   f'    include = ["registry.terraform.io/hashicorp/aws"]\n  }}\n'
-                   f'  direct {{\n    exclude = ["registry.terraform.io/hashicorp/aws"]\n  }}\n')
+        install = (
+            f'  filesystem_mirror {{\n    path    = "{mirror}"\n'
+            f'    include = ["registry.terraform.io/hashicorp/aws"]\n  }}\n'
+            f'  direct {{\n    exclude = ["registry.terraform.io/hashicorp/aws"]\n  }}\n'
+        )
     else:
         install = "  direct {}\n"
     cfg = workdir / "terraformrc"
@@ -75,30 +99,49 @@ class Terraform:
     def __init__(self, workdir: Path):
         self.exe = terraform_bin()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TF_"))}
-        self.env.update({"TF_CLI_CONFIG_FILE": str(write_cli_config(workdir)), "TF_IN_AUTOMATION": "1",
-                         "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1", "AWS_EC2_METADATA_DISABLED": "true"})
+        self.env.update(
+            {
+                "TF_CLI_CONFIG_FILE": str(write_cli_config(workdir)),
+                "TF_IN_AUTOMATION": "1",
+                "TF_INPUT": "0",
+                "CHECKPOINT_DISABLE": "1",
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }
+        )
 
     def run(self, cwd: Path, *args: str, timeout_s: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([self.exe, *args], cwd=cwd, env=self.env, capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
+        proc = subprocess.run(
+            [self.exe, *args], cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"terraform {' '.join(args)} failed in {cwd} (exit {proc.returncode}):\n"
-                                 f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+            raise AssertionError(
+                f"terraform {' '.join(args)} failed in {cwd} (exit {proc.returncode}):\n"
+                f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            )
         return proc
 
     def init(self, cwd: Path) -> None:
         proc = self.run(cwd, "init", "-backend=false", "-input=false", "-no-color", check=False, timeout_s=300)
         if proc.returncode != 0:
-            hint = "" if provider_mirror() else (" (no local provider mirror was found: set BATTERY_TWIN_TF_PLUGIN_DIR "
-                                                 "to a folder holding registry.terraform.io/hashicorp/aws, or allow "
-                                                 "network access to the Terraform registry)")
+            hint = (
+                ""
+                if provider_mirror()
+                else (
+                    " (no local provider mirror was found: set BATTERY_TWIN_TF_PLUGIN_DIR "
+                    "to a folder holding registry.terraform.io/hashicorp/aws, or allow "
+                    "network access to the Terraform registry)"
+                )
+            )
             raise AssertionError(f"terraform init failed in {cwd}{hint}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
 def copy_tree(dest: Path) -> Path:
     """terraform/ and cloud/sql/ under dest, in the repository's layout (modules read ../../../cloud/sql)."""
-    shutil.copytree(TF_DIR, dest / "terraform", ignore=shutil.ignore_patterns(".terraform", "*.tfstate*",
-                                                                              ".terraform.lock.hcl", "*.tfplan"))
+    shutil.copytree(
+        TF_DIR,
+        dest / "terraform",
+        ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", ".terraform.lock.hcl", "*.tfplan"),
+    )
     shutil.copytree(ROOT / "cloud" / "sql", dest / "cloud" / "sql")
     return dest / "terraform"
 
@@ -106,7 +149,7 @@ def copy_tree(dest: Path) -> Path:
 def moto_override(endpoint: str) -> str:
     """A provider override for a temporary copy of an example: fake credentials, every service at moto."""
     endpoints = "\n".join(f'    {s} = "{endpoint}"' for s in MOTO_SERVICES)
-    return f'''provider "aws" {{
+    return f"""provider "aws" {{
   access_key                  = "testing"
   secret_key                  = "testing"
   skip_credentials_validation = true
@@ -118,7 +161,7 @@ def moto_override(endpoint: str) -> str:
 {endpoints}
   }}
 }}
-'''
+"""
 
 
 def free_port() -> int:
@@ -136,14 +179,17 @@ class MotoServer:
         self.log = logdir / "moto.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 30.0) -> "MotoServer":
+    def start(self, timeout_s: float = 30.0) -> MotoServer:
         try:
             import moto.server  # noqa: F401
         except ImportError:
             raise ToolMissing("moto[server] is not installed: pip install -e '.[dev]' (make test does)") from None
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                                          str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -177,6 +223,8 @@ def checkov_bin() -> Path:
     env = os.environ.get("BATTERY_TWIN_CHECKOV")
     exe = Path(env) if env else ROOT / ".venv-checkov" / "bin" / "checkov"
     if not exe.exists():
-        raise ToolMissing(f"checkov not found at {exe}: it lives in its own virtual environment; make it with "
-                          "`make checkov-venv` (make test does), or point $BATTERY_TWIN_CHECKOV at a checkov")
+        raise ToolMissing(
+            f"checkov not found at {exe}: it lives in its own virtual environment; make it with "
+            "`make checkov-venv` (make test does), or point $BATTERY_TWIN_CHECKOV at a checkov"
+        )
     return exe

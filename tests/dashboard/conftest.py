@@ -3,6 +3,7 @@
 Browser tests FAIL (never skip) when chromium or playwright is missing: ``make test`` installs both (chromium from
 apt when root; playwright from the [dev] extra). Playwright's own browser download is never used.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,15 +23,26 @@ from drivers.base import Event
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
 
 
 def chromium_path() -> str:
     path = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
     if not path:
-        pytest.fail("the dashboard browser tests need Debian's chromium at /usr/bin/chromium: "
-                    "`sudo apt-get install -y chromium` (make test installs it when run as root)", pytrace=False)
+        pytest.fail(
+            "the dashboard browser tests need Debian's chromium at /usr/bin/chromium: "
+            "`sudo apt-get install -y chromium` (make test installs it when run as root)",
+            pytrace=False,
+        )
     return path
 
 
@@ -62,9 +74,11 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("the dashboard browser tests need the Python package playwright: "
-                    "`.venv/bin/pip install -e '.[dev]'` (never `playwright install`: chromium comes from apt)",
-                    pytrace=False)
+        pytest.fail(
+            "the dashboard browser tests need the Python package playwright: "
+            "`.venv/bin/pip install -e '.[dev]'` (never `playwright install`: chromium comes from apt)",
+            pytrace=False,
+        )
     with sync_playwright() as pw:
         try:
             b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
@@ -88,8 +102,9 @@ def dashboard_port(agent: Any, timeout_s: float = 30.0) -> int:
     return int(m.group(1))
 
 
-def seed_cycles(store_path: Path, cells: list[str], n_cycles: int, seed: int = 7,
-                model_version: str = "soh-test-1") -> list[dict[str, Any]]:
+def seed_cycles(
+    store_path: Path, cells: list[str], n_cycles: int, seed: int = 7, model_version: str = "soh-test-1"
+) -> list[dict[str, Any]]:
     """Per-cycle summaries shaped like cycles.v1 (capacity fade with noise, temperatures, forecasts on the newest
     cycle), written through the store's own API; plus one active alarm. Stands in for the twin's output."""
     rng = np.random.default_rng(seed)
@@ -101,11 +116,20 @@ def seed_cycles(store_path: Path, cells: list[str], n_cycles: int, seed: int = 7
         for c in range(1, n_cycles + 1):
             cap = cap0 * (1 - fade * c - 2e-7 * c * c) + 0.004 * rng.standard_normal()
             t_mean = 27 + 1.5 * rng.standard_normal() + 0.01 * c
-            row = {"rig": "test-rig-01", "cell": cell, "cycle": c, "ts": now_ms - (n_cycles - c) * 3_600_000,
-                   "start_ts": now_ms - (n_cycles - c + 1) * 3_600_000, "duration_s": 3600.0,
-                   "discharge_ah": round(cap, 5), "charge_ah": round(cap * 1.002, 5), "soh": round(cap / 5.0, 5),
-                   "temperature_mean_c": round(t_mean, 3), "temperature_max_c": round(t_mean + 4 + rng.random(), 3),
-                   "model_version": model_version}
+            row = {
+                "rig": "test-rig-01",
+                "cell": cell,
+                "cycle": c,
+                "ts": now_ms - (n_cycles - c) * 3_600_000,
+                "start_ts": now_ms - (n_cycles - c + 1) * 3_600_000,
+                "duration_s": 3600.0,
+                "discharge_ah": round(cap, 5),
+                "charge_ah": round(cap * 1.002, 5),
+                "soh": round(cap / 5.0, 5),
+                "temperature_mean_c": round(t_mean, 3),
+                "temperature_max_c": round(t_mean + 4 + rng.random(), 3),
+                "model_version": model_version,
+            }
             if c == n_cycles:
                 horizon = np.arange(1, 41)
                 row["predicted_capacity_ah"] = [round(cap0 * (1 - fade * (c + h)), 5) for h in horizon]
@@ -115,7 +139,18 @@ def seed_cycles(store_path: Path, cells: list[str], n_cycles: int, seed: int = 7
     store = Store(store_path)
     store.open()
     store.append_cycles(rows)
-    store.append_events([Event("alarm.over_temperature", f"{cells[1]} above 45 °C", level="alarm", source="twin",
-                               cell=cells[1], data={"temperature_c": 46.2}, ts_ms=now_ms)])
+    store.append_events(
+        [
+            Event(
+                "alarm.over_temperature",
+                f"{cells[1]} above 45 °C",
+                level="alarm",
+                source="twin",
+                cell=cells[1],
+                data={"temperature_c": 46.2},
+                ts_ms=now_ms,
+            )
+        ]
+    )
     store.close()
     return rows

@@ -3,6 +3,7 @@
 Each view is checked against the store, read independently here (read-only sqlite3): what the charts plot and
 the tables show must be what the agent committed. Screenshots land in test-artifacts/dashboard/.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -36,10 +37,15 @@ def check_live(snap: dict[str, Any], db: sqlite3.Connection) -> int:
     assert ch["current"][0] == xs and ch["temperature"][0] == xs
     checked = 0
     for j, cell in enumerate(snap["selected"], start=1):
-        rows = db.execute("SELECT ts_ms, voltage_v, current_a, temperature_c FROM readings WHERE cell = ? AND seq <= ? "
-                          "ORDER BY seq", (idx[cell], snap["seq"])).fetchall()
-        plotted = {round(x * 1000): (v, i, t) for x, v, i, t in zip(xs, ch["voltage"][j], ch["current"][j],
-                                                                     ch["temperature"][j]) if v is not None}
+        rows = db.execute(
+            "SELECT ts_ms, voltage_v, current_a, temperature_c FROM readings WHERE cell = ? AND seq <= ? ORDER BY seq",
+            (idx[cell], snap["seq"]),
+        ).fetchall()
+        plotted = {
+            round(x * 1000): (v, i, t)
+            for x, v, i, t in zip(xs, ch["voltage"][j], ch["current"][j], ch["temperature"][j])
+            if v is not None
+        }
         assert len(rows) >= 2, f"no readings stored for {cell}"
         assert sorted(plotted) == [r[0] for r in rows], f"{cell}: plotted times differ from the store's"
         for ts, v, i, t in rows:
@@ -59,7 +65,9 @@ def check_cycles(snap: dict[str, Any], db: sqlite3.Connection, page) -> None:
     hist_mean: Counter = Counter()
     hist_max: Counter = Counter()
     for j, cell in enumerate(snap["selected"], start=1):
-        rows = [json.loads(p) for (p,) in db.execute("SELECT payload FROM cycles WHERE cell = ? ORDER BY cycle", (cell,))]
+        rows = [
+            json.loads(p) for (p,) in db.execute("SELECT payload FROM cycles WHERE cell = ? ORDER BY cycle", (cell,))
+        ]
         assert rows, f"the store has no cycles for {cell}"
         # (2) capacity over cycle number and over time
         assert series_pairs(ch["cap-cycle"], j) == [(r["cycle"], r["discharge_ah"]) for r in rows]
@@ -109,16 +117,25 @@ def wait(page, expr: str, what: str, errors: list[str], agent, timeout_ms: int =
     try:
         page.wait_for_function(expr, timeout=timeout_ms)
     except Exception as exc:  # noqa: BLE001 - say what the page and the agent were doing
-        state = page.evaluate("() => window.btDash ? {ticks: btDash.S.ticks, sel: btDash.S.selected, "
-                              "status: document.getElementById('status').textContent} : 'no btDash'")
-        raise AssertionError(f"dashboard never showed {what}: {exc}\npage: {state}\npage errors: {errors}\n"
-                             f"agent log:\n{agent.log()[-2000:]}") from None
+        state = page.evaluate(
+            "() => window.btDash ? {ticks: btDash.S.ticks, sel: btDash.S.selected, "
+            "status: document.getElementById('status').textContent} : 'no btDash'"
+        )
+        raise AssertionError(
+            f"dashboard never showed {what}: {exc}\npage: {state}\npage errors: {errors}\n"
+            f"agent log:\n{agent.log()[-2000:]}"
+        ) from None
 
 
 def test_dashboard_views_match_store(tmp_path, agent_proc, browser, artifacts):
-    cfg = agent_config(tmp_path, None, None, None,
-                       drivers=[{"type": "simulator", "name": "sim", "cells": CELLS, "sample_hz": 1.0}],
-                       dashboard={"enabled": True, "port": 0})
+    cfg = agent_config(
+        tmp_path,
+        None,
+        None,
+        None,
+        drivers=[{"type": "simulator", "name": "sim", "cells": CELLS, "sample_hz": 1.0}],
+        dashboard={"enabled": True, "port": 0},
+    )
     seed_cycles(Path(cfg["store"]["path"]), [*SHOWN, PICKED], N_CYCLES)
     agent = agent_proc(cfg).start()
     port = dashboard_port(agent)
@@ -137,8 +154,13 @@ def test_dashboard_views_match_store(tmp_path, agent_proc, browser, artifacts):
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         page.goto(f"{base}/#cells={','.join(SHOWN)}")
-        wait(page, "() => window.btDash && btDash.S.ticks >= 4 && btDash.charts.voltage.data[0].length >= 4",
-             "live data", errors, agent)
+        wait(
+            page,
+            "() => window.btDash && btDash.S.ticks >= 4 && btDash.charts.voltage.data[0].length >= 4",
+            "live data",
+            errors,
+            agent,
+        )
         assert page.locator("#status").inner_text() == "live"
         db = ro(cfg["store"]["path"])
         snap = page.evaluate("btDash.snapshot()")
@@ -150,8 +172,10 @@ def test_dashboard_views_match_store(tmp_path, agent_proc, browser, artifacts):
         for cell in SHOWN:
             tr = page.locator(f'#live-table tr[data-cell="{cell}"]')
             v, i, t = (float(x) for x in tr.locator("td").all_inner_texts()[1:4])
-            row = db.execute("SELECT voltage_v, current_a, temperature_c FROM readings WHERE seq = ?",
-                             (int(tr.get_attribute("data-seq")),)).fetchone()
+            row = db.execute(
+                "SELECT voltage_v, current_a, temperature_c FROM readings WHERE seq = ?",
+                (int(tr.get_attribute("data-seq")),),
+            ).fetchone()
             assert (v, i, t) == pytest.approx(row, abs=1e-2)
         page.screenshot(path=str(artifacts / "dashboard-initial.png"), full_page=True)
 
@@ -170,9 +194,14 @@ def test_dashboard_views_match_store(tmp_path, agent_proc, browser, artifacts):
         visible = page.locator("#cells .tile:visible")
         assert visible.count() == 1
         visible.first.click()
-        wait(page, f"() => btDash.S.selected.includes('{PICKED}') && btDash.S.ticks > {later['ticks']} "
-             f"&& btDash.S.series.get('{PICKED}') && btDash.S.series.get('{PICKED}').ts.length >= 3",
-             f"the picked cell {PICKED}", errors, agent)
+        wait(
+            page,
+            f"() => btDash.S.selected.includes('{PICKED}') && btDash.S.ticks > {later['ticks']} "
+            f"&& btDash.S.series.get('{PICKED}') && btDash.S.series.get('{PICKED}').ts.length >= 3",
+            f"the picked cell {PICKED}",
+            errors,
+            agent,
+        )
         picked = page.evaluate("btDash.snapshot()")
         assert picked["selected"] == [*SHOWN, PICKED]
         assert page.locator(f'#cells .tile[data-cell="{PICKED}"]').get_attribute("aria-selected") == "true"

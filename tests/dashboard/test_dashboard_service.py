@@ -1,4 +1,5 @@
 """The dashboard as a service of the agent: its failures never cost data, and it never holds up a shutdown."""
+
 from __future__ import annotations
 
 import http.client

@@ -2,6 +2,7 @@
 
 A real Store (SQLite in WAL mode) is written here while the dashboard's reader reads it, as in the agent.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -52,8 +53,10 @@ def test_seq_at_and_thinning(agent):
         db = sqlite3.connect(agent.cfg.store.path)
         for back_s in (0, 1, 59, 300, 599, 600, 10_000):
             cutoff = now - back_s * 1000
-            want = db.execute("SELECT coalesce(min(seq), (SELECT max(seq) + 1 FROM readings)) - 1 FROM readings "
-                              "WHERE ts_ms >= ?", (cutoff,)).fetchone()[0]
+            want = db.execute(
+                "SELECT coalesce(min(seq), (SELECT max(seq) + 1 FROM readings)) - 1 FROM readings WHERE ts_ms >= ?",
+                (cutoff,),
+            ).fetchone()[0]
             assert rd.seq_at(cutoff) == want, back_s
         r = rd.readings_for_cells([1, 3], 0, 10**9, max_per_cell=100)
         for idx in (1, 3):

@@ -2,6 +2,7 @@
 
 The agent runs as a process bound to 0.0.0.0 (every interface); the test talks to it on 127.0.0.1 only.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -64,7 +65,9 @@ def test_token_compare():
 
 
 def test_agent_exits_without_token_beyond_loopback(tmp_path, agent_proc):
-    cfg = agent_config(tmp_path, None, None, None, drivers=SIM, dashboard={"enabled": True, "host": "0.0.0.0", "port": 0})
+    cfg = agent_config(
+        tmp_path, None, None, None, drivers=SIM, dashboard={"enabled": True, "host": "0.0.0.0", "port": 0}
+    )
     agent = agent_proc(cfg).start()
     assert agent.proc.wait(30) == 2
     assert "dashboard.token must be set" in agent.log()
@@ -73,8 +76,14 @@ def test_agent_exits_without_token_beyond_loopback(tmp_path, agent_proc):
 
 def test_token_required_beyond_loopback(tmp_path, agent_proc, browser):
     token = secrets.token_urlsafe(24)
-    cfg = agent_config(tmp_path, None, None, None, drivers=SIM,
-                       dashboard={"enabled": True, "host": "0.0.0.0", "port": 0, "token": token})
+    cfg = agent_config(
+        tmp_path,
+        None,
+        None,
+        None,
+        drivers=SIM,
+        dashboard={"enabled": True, "host": "0.0.0.0", "port": 0, "token": token},
+    )
     agent = agent_proc(cfg).start()
     port = dashboard_port(agent)
     assert token not in agent.log()

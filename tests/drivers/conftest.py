@@ -1,4 +1,5 @@
 """Fixtures for the driver tests: socat pty pairs and emulators in a background thread, cleaned up after."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Helpers for the driver tests: pty pairs from socat, TOML configs, the agent in-process, store read-back, and
 the check that what the agent stored is what the emulator served."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,9 +11,10 @@ import socket
 import sqlite3
 import subprocess
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 
@@ -37,16 +39,21 @@ class PtyPair:
         self.b = folder / f"{name}-agent"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 5.0) -> "PtyPair":
+    def start(self, timeout_s: float = 5.0) -> PtyPair:
         socat = shutil.which("socat")
         if socat is None:
-            raise AssertionError("socat is not installed: the serial, RTU and slcan tests need it "
-                                 "(apt-get install socat; `make test` installs it when run as root)")
+            raise AssertionError(
+                "socat is not installed: the serial, RTU and slcan tests need it "
+                "(apt-get install socat; `make test` installs it when run as root)"
+            )
         for p in (self.a, self.b):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-        self.proc = subprocess.Popen([socat, f"pty,raw,echo=0,link={self.a}", f"pty,raw,echo=0,link={self.b}"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [socat, f"pty,raw,echo=0,link={self.a}", f"pty,raw,echo=0,link={self.b}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout_s
         while not (self.a.exists() and self.b.exists()):
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -97,10 +104,13 @@ def to_toml(cfg: dict[str, Any], prefix: str = "") -> str:
 
 
 def agent_config(tmp_path: Path, drivers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {"rig": "drivers-test-rig", "store": {"path": str(tmp_path / "store" / "agent.db"),
-                                                                "synchronous": "NORMAL"},
-                           "drivers": drivers, "log": {"level": "INFO"},
-                           "supervisor": {"backoff_initial_s": 0.5, "backoff_max_s": 2.0}}
+    cfg: dict[str, Any] = {
+        "rig": "drivers-test-rig",
+        "store": {"path": str(tmp_path / "store" / "agent.db"), "synchronous": "NORMAL"},
+        "drivers": drivers,
+        "log": {"level": "INFO"},
+        "supervisor": {"backoff_initial_s": 0.5, "backoff_max_s": 2.0},
+    }
     cfg.update(extra)
     return cfg
 
@@ -126,12 +136,15 @@ class Rows:
 def stored_rows(db_path: str | Path) -> dict[str, Rows]:
     db = sqlite3.connect(str(db_path))
     try:
-        cur = db.execute("SELECT c.id, r.ts_ms, r.voltage_v, r.current_a, r.temperature_c, r.flags FROM readings r "
-                         "JOIN cells c ON c.idx = r.cell ORDER BY r.seq")
+        cur = db.execute(
+            "SELECT c.id, r.ts_ms, r.voltage_v, r.current_a, r.temperature_c, r.flags FROM readings r "
+            "JOIN cells c ON c.idx = r.cell ORDER BY r.seq"
+        )
         by: dict[str, list] = {}
         for cid, ts, v, i, t, fl in cur:
-            by.setdefault(cid, []).append((ts, np.nan if v is None else v, np.nan if i is None else i,
-                                           np.nan if t is None else t, fl))
+            by.setdefault(cid, []).append(
+                (ts, np.nan if v is None else v, np.nan if i is None else i, np.nan if t is None else t, fl)
+            )
     finally:
         db.close()
     out = {}
@@ -144,14 +157,24 @@ def stored_rows(db_path: str | Path) -> dict[str, Rows]:
 def stored_events(db_path: str | Path) -> list[dict[str, Any]]:
     db = sqlite3.connect(str(db_path))
     try:
-        return [dict(zip(("kind", "level", "source", "cell", "message", "data"), r)) for r in
-                db.execute("SELECT kind, level, source, cell, message, data FROM events ORDER BY seq")]
+        return [
+            dict(zip(("kind", "level", "source", "cell", "message", "data"), r))
+            for r in db.execute("SELECT kind, level, source, cell, message, data FROM events ORDER BY seq")
+        ]
     finally:
         db.close()
 
 
-def match_served(ts_ms: np.ndarray, values: np.ndarray, served_ts: np.ndarray, served: np.ndarray, rig_cell: int,
-                 tol: dict[str, float], window_ms: float, fields=FIELDS) -> list[str]:
+def match_served(
+    ts_ms: np.ndarray,
+    values: np.ndarray,
+    served_ts: np.ndarray,
+    served: np.ndarray,
+    rig_cell: int,
+    tol: dict[str, float],
+    window_ms: float,
+    fields=FIELDS,
+) -> list[str]:
     """Every stored value must equal (within ``tol``) a value the emulator served for that cell in the
     ``window_ms`` before the row's time stamp. Returns the mismatches (empty = all good)."""
     bad = []

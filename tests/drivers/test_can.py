@@ -1,6 +1,7 @@
 """CAN: DBC decoding (golden frames made without cantools, property tests), then the agent on python-can's
 virtual bus and on slcan over a socat pty pair against the emulated BMS, with bus errors, bus-off, corrupt and
 garbled frames, silence and out-of-range values."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,18 @@ from drivers.profiles import FIELD_INDEX, ProfileError
 from drivers.stale import Freshness
 from simulator.emulators.can import CanEmulator
 from simulator.emulators.rigfeed import RigFeed, basic_rig
-from tests.drivers.support import (FIELDS, EventLog, agent_config, collect, match_served, running_agent,
-                                   stored_events, stored_rows, to_toml, wait_for)
+from tests.drivers.support import (
+    FIELDS,
+    EventLog,
+    agent_config,
+    collect,
+    match_served,
+    running_agent,
+    stored_events,
+    stored_rows,
+    to_toml,
+    wait_for,
+)
 from tests.support.agentproc import AgentProcess
 
 GOLDEN = Path(__file__).resolve().parents[2] / "drivers" / "can" / "golden" / "bms16.json"
@@ -35,8 +46,11 @@ def test_golden_frames(case):
     fresh = Freshness(16, dec.stale_after_ms, 5000)
     upd = Updates()
     codes = [dec.decode(int(i, 16), False, bytes.fromhex(d), upd) for i, d in case["frames"]]
-    assert (codes.count(OK), codes.count(CORRUPT), codes.count(UNKNOWN)) == (case["ok"], case["corrupt"],
-                                                                          case["unknown"])
+    assert (codes.count(OK), codes.count(CORRUPT), codes.count(UNKNOWN)) == (
+        case["ok"],
+        case["corrupt"],
+        case["unknown"],
+    )
     upd.apply(fresh, 1000)
     for field, cells in case["expect"].items():
         for cell, want in cells.items():
@@ -57,20 +71,26 @@ def test_cycle_times_from_the_dbc_set_the_stale_periods():
 def test_mapping_errors_are_profile_errors(tmp_path):
     src = Path(load_profile("bms16").path).parent
     bad = tmp_path / "bad.toml"
-    bad.write_text(f'name = "bad"\ndbc = "{src / "bms16.dbc"}"\ncells = 16\n[[signals]]\nsignal = "Pack_Curent"\n'
-                   'field = "current_a"\ncell = "all"\n')
+    bad.write_text(
+        f'name = "bad"\ndbc = "{src / "bms16.dbc"}"\ncells = 16\n[[signals]]\nsignal = "Pack_Curent"\n'
+        'field = "current_a"\ncell = "all"\n'
+    )
     with pytest.raises(ProfileError, match="match no signal of bms16.dbc: \\['Pack_Curent'\\]"):
         FrameDecoder(load_profile(str(bad)))
     nocell = tmp_path / "nocell.toml"
-    nocell.write_text(f'name = "p"\ndbc = "{src / "bms16.dbc"}"\ncells = 16\n[[signals]]\npattern = "Cell"\n'
-                      'field = "voltage_v"\n')
+    nocell.write_text(
+        f'name = "p"\ndbc = "{src / "bms16.dbc"}"\ncells = 16\n[[signals]]\npattern = "Cell"\nfield = "voltage_v"\n'
+    )
     with pytest.raises(ProfileError, match="named group 'cell'"):
         load_profile(str(nocell))
 
 
 @settings(max_examples=300, deadline=None)
-@given(frame_id=st.one_of(st.sampled_from([0x300, 0x301, 0x302]), st.integers(0, 0x1FFFFFFF)),
-       extended=st.booleans(), data=st.binary(max_size=64))
+@given(
+    frame_id=st.one_of(st.sampled_from([0x300, 0x301, 0x302]), st.integers(0, 0x1FFFFFFF)),
+    extended=st.booleans(),
+    data=st.binary(max_size=64),
+)
 def test_random_frames_never_raise(frame_id, extended, data):
     dec = FrameDecoder(load_profile("bms16"))
     fresh = Freshness(16, dec.stale_after_ms, 5000)
@@ -80,8 +100,9 @@ def test_random_frames_never_raise(frame_id, extended, data):
     fresh.snapshot(2)
 
 
-def _check_served(rows, emu: CanEmulator, feed: RigFeed, prefix: str, cells=(1, 4, 5, 12, 16), min_rows=8,
-                  window_ms=3500):
+def _check_served(
+    rows, emu: CanEmulator, feed: RigFeed, prefix: str, cells=(1, 4, 5, 12, 16), min_rows=8, window_ms=3500
+):
     ts, vals = feed.served()
     view = emu.cell_view(vals)
     tol = {f: emu.resolution(f) / 2 for f in FIELDS}
@@ -97,9 +118,21 @@ def test_virtual_bus_agent_stores_served_values_and_reports_bus_trouble(tmp_path
     feed = RigFeed(basic_rig(16, seed=4), tick_s=0.1, history=1500)
     emu = CanEmulator(feed, "bms16", "virtual", f"vbus-{time.monotonic_ns()}")
     serve(emu)
-    cfg = agent_config(tmp_path, [{"type": "can", "name": "bms", "interface": "virtual", "channel": emu.channel,
-                                   "profile": "bms16", "sample_hz": 10, "down_after_s": 1.0,
-                                   "cell_prefix": "b-c"}])
+    cfg = agent_config(
+        tmp_path,
+        [
+            {
+                "type": "can",
+                "name": "bms",
+                "interface": "virtual",
+                "channel": emu.channel,
+                "profile": "bms16",
+                "sample_hz": 10,
+                "down_after_s": 1.0,
+                "cell_prefix": "b-c",
+            }
+        ],
+    )
     db = cfg["store"]["path"]
 
     def events():
@@ -116,8 +149,11 @@ def test_virtual_bus_agent_stores_served_values_and_reports_bus_trouble(tmp_path
             emu.go_bus_off()
             await wait_for(lambda: "driver.device_down" in events(), 5, "the BMS reported down")
             emu.fault = None
-            await wait_for(lambda: "driver.bus_recovered" in events() and "driver.device_up" in events(), 5,
-                           "recovery after bus off")
+            await wait_for(
+                lambda: "driver.bus_recovered" in events() and "driver.device_up" in events(),
+                5,
+                "recovery after bus off",
+            )
             feed.set_override(4, "voltage_v", 9.9)
             await wait_for(lambda: "validate.out_of_range" in events(), 5, "the out-of-range event")
             feed.set_override(4, "voltage_v", None)
@@ -146,9 +182,21 @@ def test_slcan_over_a_pty_with_the_agent_process(tmp_path, serve, pty_pair):
     feed = RigFeed(basic_rig(16, seed=8), tick_s=0.1, history=1500)
     emu = CanEmulator(feed, "bms16", "slcan", str(pair.a), bus_options={"tty_baudrate": 115200})
     serve(emu)
-    cfg = agent_config(tmp_path, [{"type": "can", "name": "bms", "interface": "slcan", "channel": str(pair.b),
-                                   "profile": "bms16", "sample_hz": 5, "cell_prefix": "s-c",
-                                   "bus_options": {"tty_baudrate": 115200, "sleep_after_open": 0.1}}])
+    cfg = agent_config(
+        tmp_path,
+        [
+            {
+                "type": "can",
+                "name": "bms",
+                "interface": "slcan",
+                "channel": str(pair.b),
+                "profile": "bms16",
+                "sample_hz": 5,
+                "cell_prefix": "s-c",
+                "bus_options": {"tty_baudrate": 115200, "sleep_after_open": 0.1},
+            }
+        ],
+    )
     proc = AgentProcess(tmp_path / "agent", {"rig": cfg["rig"]})
     proc.config_path.write_text(to_toml(cfg))
     proc.start()
@@ -178,8 +226,16 @@ def test_can_driver_recovers_from_silence_without_restart(serve):
     feed = RigFeed(basic_rig(16, seed=2), tick_s=0.1, history=800)
     emu = CanEmulator(feed, "bms16", "virtual", f"vbus-{time.monotonic_ns()}")
     serve(emu)
-    cfg = CanConfig.model_validate({"type": "can", "interface": "virtual", "channel": emu.channel,
-                                    "profile": "bms16", "sample_hz": 10, "down_after_s": 0.8})
+    cfg = CanConfig.model_validate(
+        {
+            "type": "can",
+            "interface": "virtual",
+            "channel": emu.channel,
+            "profile": "bms16",
+            "sample_hz": 10,
+            "down_after_s": 0.8,
+        }
+    )
     log = EventLog()
 
     async def scenario():
@@ -200,8 +256,10 @@ def test_can_driver_recovers_from_silence_without_restart(serve):
     flags = np.concatenate([b.flags for b in during])
     assert (flags & Flag.STALE).any(), "values stop being fresh: flagged stale first"
     assert sum(map(len, during)) < sum(map(len, before)), "then they expire: a silent BMS yields no rows"
-    assert [e.kind for e in log.events if e.kind.startswith("driver.device")] == ["driver.device_down",
-                                                                                 "driver.device_up"]
+    assert [e.kind for e in log.events if e.kind.startswith("driver.device")] == [
+        "driver.device_down",
+        "driver.device_up",
+    ]
     assert len(after[-1]) == 16 and np.isfinite(after[-1].voltage_v).all()
 
 

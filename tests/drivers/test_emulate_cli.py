@@ -1,6 +1,7 @@
 """``battery-twin emulate ...`` as a user runs it (a separate process), read by the drivers over the real
 transport: the command serves the rig it says it serves, stops on SIGTERM, and refuses to expose Modbus beyond
 loopback unless told to."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,12 @@ from tests.drivers.support import EventLog, collect, free_port
 
 class Emulate:
     def __init__(self, *args: str):
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "emulate", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "emulate", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def wait_banner(self, timeout_s: float = 20.0) -> str:
         deadline = time.monotonic() + timeout_s
@@ -92,8 +97,15 @@ def test_emulate_modbus_tcp(emulate):
     port = free_port()
     e = emulate("modbus", "--tcp", f"127.0.0.1:{port}", "--devices", "1,2", "--seed", "3")
     assert "2 x bms16 (16 cells each)" in e.wait_banner()
-    cfg = ModbusConfig.model_validate({"type": "modbus", "poll_interval_s": 0.2, "devices": [
-        {"name": f"m{i}", "profile": "bms16", "tcp": f"127.0.0.1:{port}", "device_id": i} for i in (1, 2)]})
+    cfg = ModbusConfig.model_validate(
+        {
+            "type": "modbus",
+            "poll_interval_s": 0.2,
+            "devices": [
+                {"name": f"m{i}", "profile": "bms16", "tcp": f"127.0.0.1:{port}", "device_id": i} for i in (1, 2)
+            ],
+        }
+    )
     log = EventLog()
     _plausible(_read(ModbusDriver(cfg, DriverContext(emit=log)), 1.0), 32)
     assert not log.events
@@ -105,16 +117,28 @@ def test_emulate_serial_and_can_over_ptys(emulate, pty_pair):
     s = emulate("serial", "--port", str(scpi.a), "--channels", "1,2,3")
     c = emulate("can", "--interface", "slcan", "--channel", str(slcan.a))
     assert "scpi_cycler" in s.wait_banner() and "bms16 (16 cells, bms16.dbc)" in c.wait_banner()
-    scfg = SerialConfig.model_validate({"type": "serial", "port": str(scpi.b), "profile": "scpi_cycler",
-                                        "channels": [1, 2, 3], "poll_interval_s": 0.2})
+    scfg = SerialConfig.model_validate(
+        {"type": "serial", "port": str(scpi.b), "profile": "scpi_cycler", "channels": [1, 2, 3], "poll_interval_s": 0.2}
+    )
     _plausible(_read(SerialDriver(scfg, DriverContext(emit=EventLog())), 1.0), 3)
-    ccfg = CanConfig.model_validate({"type": "can", "interface": "slcan", "channel": str(slcan.b),
-                                     "profile": "bms16", "bus_options": {"sleep_after_open": 0.05}})
+    ccfg = CanConfig.model_validate(
+        {
+            "type": "can",
+            "interface": "slcan",
+            "channel": str(slcan.b),
+            "profile": "bms16",
+            "bus_options": {"sleep_after_open": 0.05},
+        }
+    )
     _plausible(_read(CanDriver(ccfg, DriverContext(emit=EventLog())), 1.5), 16)
     assert s.stop() == 0 and c.stop() == 0
 
 
 def test_emulate_modbus_refuses_a_non_loopback_address_by_default():
-    out = subprocess.run([sys.executable, "-m", "agent", "emulate", "modbus", "--tcp", "0.0.0.0:5020"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "emulate", "modbus", "--tcp", "0.0.0.0:5020"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "without --allow-remote" in out.stderr

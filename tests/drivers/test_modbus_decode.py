@@ -1,5 +1,6 @@
 """Modbus register decoding: golden cases, a cross-check against pymodbus's own converter, request grouping, and
 property tests (no register content and no profile layout makes the decoder raise)."""
+
 from __future__ import annotations
 
 import json
@@ -67,20 +68,34 @@ def test_golden_cases(golden, case):
         assert faulted == case["sensor_fault_cells"]
 
 
-TYPES = {"u16": ModbusClientMixin.DATATYPE.UINT16, "i16": ModbusClientMixin.DATATYPE.INT16,
-         "u32": ModbusClientMixin.DATATYPE.UINT32, "i32": ModbusClientMixin.DATATYPE.INT32,
-         "f32": ModbusClientMixin.DATATYPE.FLOAT32, "f64": ModbusClientMixin.DATATYPE.FLOAT64}
+TYPES = {
+    "u16": ModbusClientMixin.DATATYPE.UINT16,
+    "i16": ModbusClientMixin.DATATYPE.INT16,
+    "u32": ModbusClientMixin.DATATYPE.UINT32,
+    "i32": ModbusClientMixin.DATATYPE.INT32,
+    "f32": ModbusClientMixin.DATATYPE.FLOAT32,
+    "f64": ModbusClientMixin.DATATYPE.FLOAT64,
+}
 
 
 @settings(max_examples=60, deadline=None)
-@given(typ=st.sampled_from(sorted(TYPES)), word=st.sampled_from(["big", "little"]),
-       byte=st.sampled_from(["big", "little"]), data=st.data())
+@given(
+    typ=st.sampled_from(sorted(TYPES)),
+    word=st.sampled_from(["big", "little"]),
+    byte=st.sampled_from(["big", "little"]),
+    data=st.data(),
+)
 def test_decoder_agrees_with_pymodbus(typ, word, byte, data):
     """pymodbus's convert_from_registers is the reference for word order; byte order is a swap inside words."""
     width = {"u16": 1, "i16": 1, "u32": 2, "i32": 2, "f32": 2, "f64": 4}[typ]
     words = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=width, max_size=width))
-    prof = ModbusProfile.model_validate({"name": "x", "cells": 1, "registers": [
-        {"address": 7, "type": typ, "word_order": word, "byte_order": byte, "field": "voltage_v"}]})
+    prof = ModbusProfile.model_validate(
+        {
+            "name": "x",
+            "cells": 1,
+            "registers": [{"address": 7, "type": typ, "word_order": word, "byte_order": byte, "field": "voltage_v"}],
+        }
+    )
     got = RegisterMap(prof).decode(np.array(words, np.uint16)).values[0, 0]
     swapped = [((w >> 8) | (w << 8)) & 0xFFFF for w in words] if byte == "little" else words
     want = float(ModbusClientMixin.convert_from_registers(swapped, TYPES[typ], word_order=word))
@@ -93,22 +108,25 @@ def test_decoder_agrees_with_pymodbus(typ, word, byte, data):
 def test_requests_are_grouped_within_limits():
     spans = [(3, 0, 2), (3, 2, 1), (3, 10, 2), (4, 0, 1), (4, 200, 4), (3, 3, 4)]
     blocks = plan_blocks(spans, 125, 0)
-    assert [(b.function_code, b.address, b.count) for b in blocks] == [(3, 0, 7), (3, 10, 2), (4, 0, 1),
-                                                                         (4, 200, 4)]
+    assert [(b.function_code, b.address, b.count) for b in blocks] == [(3, 0, 7), (3, 10, 2), (4, 0, 1), (4, 200, 4)]
     assert [(b.address, b.count) for b in plan_blocks(spans, 125, 3) if b.function_code == 3] == [(0, 12)]
-    assert [(b.address, b.count) for b in plan_blocks(spans, 4, 0) if b.function_code == 3] == \
-        [(0, 3), (3, 4), (10, 2)]
+    assert [(b.address, b.count) for b in plan_blocks(spans, 4, 0) if b.function_code == 3] == [(0, 3), (3, 4), (10, 2)]
 
 
 @settings(max_examples=80, deadline=None)
-@given(spans=st.lists(st.tuples(st.sampled_from([3, 4]), st.integers(0, 400), st.sampled_from([1, 2, 4])),
-                      min_size=1, max_size=40),
-       max_count=st.integers(4, 125), max_gap=st.integers(0, 10))
+@given(
+    spans=st.lists(
+        st.tuples(st.sampled_from([3, 4]), st.integers(0, 400), st.sampled_from([1, 2, 4])), min_size=1, max_size=40
+    ),
+    max_count=st.integers(4, 125),
+    max_gap=st.integers(0, 10),
+)
 def test_block_plan_covers_every_value_once_within_limits(spans, max_count, max_gap):
     blocks = plan_blocks(spans, max_count, max_gap)
     for fc, addr, width in spans:
-        inside = [b for b in blocks if b.function_code == fc and b.address <= addr and
-                  addr + width <= b.address + b.count]
+        inside = [
+            b for b in blocks if b.function_code == fc and b.address <= addr and addr + width <= b.address + b.count
+        ]
         assert inside, f"value at {addr} ({width} registers) is split or not read"
     assert all(b.count <= max_count for b in blocks)
 
@@ -128,12 +146,25 @@ def test_random_registers_never_raise(data, name):
 
 
 @settings(max_examples=40, deadline=None)
-@given(entries=st.lists(st.fixed_dictionaries({
-    "address": st.integers(0, 300), "type": st.sampled_from(sorted(TYPES)),
-    "word_order": st.sampled_from(["big", "little"]), "byte_order": st.sampled_from(["big", "little"]),
-    "field": st.sampled_from(["voltage_v", "current_a", "temperature_c", "fault"]),
-    "function": st.sampled_from(["holding", "input"]), "cell": st.integers(1, 4),
-    "scale": st.floats(-1e6, 1e6, allow_nan=False)}), min_size=1, max_size=12), seed=st.binary(min_size=8))
+@given(
+    entries=st.lists(
+        st.fixed_dictionaries(
+            {
+                "address": st.integers(0, 300),
+                "type": st.sampled_from(sorted(TYPES)),
+                "word_order": st.sampled_from(["big", "little"]),
+                "byte_order": st.sampled_from(["big", "little"]),
+                "field": st.sampled_from(["voltage_v", "current_a", "temperature_c", "fault"]),
+                "function": st.sampled_from(["holding", "input"]),
+                "cell": st.integers(1, 4),
+                "scale": st.floats(-1e6, 1e6, allow_nan=False),
+            }
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    seed=st.binary(min_size=8),
+)
 def test_random_profiles_decode_random_registers(entries, seed):
     prof = ModbusProfile.model_validate({"name": "r", "cells": 4, "registers": entries, "max_gap": 5})
     rmap = RegisterMap(prof)
@@ -144,8 +175,10 @@ def test_random_profiles_decode_random_registers(entries, seed):
 
 def test_profile_errors_name_the_problem(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('name = "bad"\ncells = 2\n[[registers]]\naddress = 0\nunit = "mA"\nfield = "voltage_v"\n'
-                   '[[registers]]\naddress = 1\nfield = "temperature_c"\ncell = 3\n')
+    bad.write_text(
+        'name = "bad"\ncells = 2\n[[registers]]\naddress = 0\nunit = "mA"\nfield = "voltage_v"\n'
+        '[[registers]]\naddress = 1\nfield = "temperature_c"\ncell = 3\n'
+    )
     with pytest.raises(ProfileError) as exc:
         load_profile(str(bad))
     text = str(exc.value)
@@ -155,13 +188,19 @@ def test_profile_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="set exactly one of tcp"):
         ModbusConfig.model_validate({"type": "modbus", "devices": [{"name": "a", "profile": "bms16"}]})
     with pytest.raises(ValueError, match="cell id 'x-c01' is used by devices 'a' and 'b'"):
-        ModbusConfig.model_validate({"type": "modbus", "devices": [
-            {"name": "a", "profile": "bms16", "tcp": "127.0.0.1:1", "cell_prefix": "x-c"},
-            {"name": "b", "profile": "bms16", "tcp": "127.0.0.1:1", "device_id": 2, "cell_prefix": "x-c"}]})
+        ModbusConfig.model_validate(
+            {
+                "type": "modbus",
+                "devices": [
+                    {"name": "a", "profile": "bms16", "tcp": "127.0.0.1:1", "cell_prefix": "x-c"},
+                    {"name": "b", "profile": "bms16", "tcp": "127.0.0.1:1", "device_id": 2, "cell_prefix": "x-c"},
+                ],
+            }
+        )
 
 
 def test_struct_reference_for_golden_floats():
     """The golden file's f32/f64 registers were made with struct, not with either implementation under test."""
-    words = [struct.unpack(">H", struct.pack(">f", 298.5)[i:i + 2])[0] for i in (0, 2)]
+    words = [struct.unpack(">H", struct.pack(">f", 298.5)[i : i + 2])[0] for i in (0, 2)]
     golden = json.loads((GOLDEN / "all_types.json").read_text())["cases"][0]["registers"]["input"]
     assert [golden["0"], golden["1"]] == words

@@ -3,6 +3,7 @@
 The agent (a real process, or the in-process pipeline where the test needs to reach into it) stores what the
 emulator served; faults in one device never stall or corrupt the others; devices come back by themselves.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,8 +17,19 @@ from drivers.base import DriverContext, Flag
 from drivers.modbus import ModbusConfig, ModbusDriver
 from simulator.emulators.modbus import ModbusEmulator
 from simulator.emulators.rigfeed import RigFeed, basic_rig
-from tests.drivers.support import (FIELDS, EventLog, agent_config, collect, free_port, match_served, running_agent,
-                                   stored_events, stored_rows, to_toml, wait_for)
+from tests.drivers.support import (
+    FIELDS,
+    EventLog,
+    agent_config,
+    collect,
+    free_port,
+    match_served,
+    running_agent,
+    stored_events,
+    stored_rows,
+    to_toml,
+    wait_for,
+)
 from tests.support.agentproc import AgentProcess
 
 
@@ -29,16 +41,18 @@ def _count(db_path, cell: str) -> int:
     try:
         db = sqlite3.connect(str(db_path))
         try:
-            return db.execute("SELECT count(*) FROM readings r JOIN cells c ON c.idx = r.cell WHERE c.id = ?",
-                              (cell,)).fetchone()[0]
+            return db.execute(
+                "SELECT count(*) FROM readings r JOIN cells c ON c.idx = r.cell WHERE c.id = ?", (cell,)
+            ).fetchone()[0]
         finally:
             db.close()
     except sqlite3.Error:
         return 0
 
 
-def _check_served(db_path, emu: ModbusEmulator, feed: RigFeed, devices: list[str], positions=(1, 6, 11, 16),
-                  min_rows: int = 8) -> None:
+def _check_served(
+    db_path, emu: ModbusEmulator, feed: RigFeed, devices: list[str], positions=(1, 6, 11, 16), min_rows: int = 8
+) -> None:
     rows = stored_rows(db_path)
     ts, vals = feed.served()
     view = emu.cell_view(vals)
@@ -74,8 +88,17 @@ def test_tcp_agent_stores_what_the_emulator_served(tmp_path, serve):
     feed = RigFeed(basic_rig(32, seed=3), tick_s=0.1, history=1200)
     emu = ModbusEmulator(feed, "bms16", [1, 2], tcp=("127.0.0.1", port))
     serve(emu)
-    cfg = agent_config(tmp_path, [{"type": "modbus", "name": "bms", "poll_interval_s": 0.2, "devices": [
-        _device("m1", 1, tcp=f"127.0.0.1:{port}"), _device("m2", 2, tcp=f"127.0.0.1:{port}")]}])
+    cfg = agent_config(
+        tmp_path,
+        [
+            {
+                "type": "modbus",
+                "name": "bms",
+                "poll_interval_s": 0.2,
+                "devices": [_device("m1", 1, tcp=f"127.0.0.1:{port}"), _device("m2", 2, tcp=f"127.0.0.1:{port}")],
+            }
+        ],
+    )
     _run_agent_process(tmp_path, cfg, "m2c16", 12)
     _check_served(cfg["store"]["path"], emu, feed, ["m1", "m2"])
     # The map needs three reads per poll (0..15, 100..115, 200..203) and the driver sends exactly those.
@@ -94,10 +117,18 @@ def test_tcp_faults_stay_with_their_device(serve):
     emu = ModbusEmulator(feed, "bms16", [1, 2], tcp=("127.0.0.1", port))
     serve(emu)
     where = {"tcp": f"127.0.0.1:{port}"}
-    cfg = ModbusConfig.model_validate({
-        "type": "modbus", "name": "bms", "poll_interval_s": 0.1, "timeout_s": 0.2, "retries": 1,
-        "down_after_s": 1.0, "backoff_max_s": 0.4,
-        "devices": [_device("m1", 1, **where), _device("m2", 2, **where), _device("m9", 9, **where)]})
+    cfg = ModbusConfig.model_validate(
+        {
+            "type": "modbus",
+            "name": "bms",
+            "poll_interval_s": 0.1,
+            "timeout_s": 0.2,
+            "retries": 1,
+            "down_after_s": 1.0,
+            "backoff_max_s": 0.4,
+            "devices": [_device("m1", 1, **where), _device("m2", 2, **where), _device("m9", 9, **where)],
+        }
+    )
     log = EventLog()
 
     async def scenario():
@@ -110,8 +141,11 @@ def test_tcp_faults_stay_with_their_device(serve):
                 emu.faults[2] = mode
                 phases[mode] = await collect(drv, 1.5)
                 emu.faults.pop(2)
-                await wait_for(lambda: log.of("driver.device_up", "m2") or drv.status()["devices"]["m2"]["state"]
-                               == "up", 5, f"m2 back after {mode}")
+                await wait_for(
+                    lambda: log.of("driver.device_up", "m2") or drv.status()["devices"]["m2"]["state"] == "up",
+                    5,
+                    f"m2 back after {mode}",
+                )
                 phases[mode] += await collect(drv, 0.6)
             return base, phases, drv.status()
         finally:
@@ -136,8 +170,18 @@ def test_tcp_faults_stay_with_their_device(serve):
         for b in batches:
             for r in range(0, len(b), 5):
                 rig_cell = (16 if b.cells[b.cell[r]].startswith("m2") else 0) + int(b.cells[b.cell[r]][-2:]) - 1
-                assert match_served(b.ts_ms[r:r + 1], np.column_stack([b.voltage_v, b.current_a,
-                                    b.temperature_c])[r:r + 1], ts, view, rig_cell, tol, 1500) == []
+                assert (
+                    match_served(
+                        b.ts_ms[r : r + 1],
+                        np.column_stack([b.voltage_v, b.current_a, b.temperature_c])[r : r + 1],
+                        ts,
+                        view,
+                        rig_cell,
+                        tol,
+                        1500,
+                    )
+                    == []
+                )
 
 
 def test_out_of_range_and_a_vanished_server_reach_the_store(tmp_path, serve):
@@ -145,17 +189,31 @@ def test_out_of_range_and_a_vanished_server_reach_the_store(tmp_path, serve):
     feed = RigFeed(basic_rig(16, seed=7), tick_s=0.1, history=1200)
     emu = ModbusEmulator(feed, "bms16", [1], tcp=("127.0.0.1", port))
     bg = serve(emu)
-    cfg = agent_config(tmp_path, [{"type": "modbus", "name": "bms", "poll_interval_s": 0.1, "timeout_s": 0.2,
-                                   "down_after_s": 1.0, "backoff_max_s": 0.5,
-                                   "devices": [_device("m1", 1, tcp=f"127.0.0.1:{port}")]}])
+    cfg = agent_config(
+        tmp_path,
+        [
+            {
+                "type": "modbus",
+                "name": "bms",
+                "poll_interval_s": 0.1,
+                "timeout_s": 0.2,
+                "down_after_s": 1.0,
+                "backoff_max_s": 0.5,
+                "devices": [_device("m1", 1, tcp=f"127.0.0.1:{port}")],
+            }
+        ],
+    )
     db = cfg["store"]["path"]
 
     async def scenario():
         async with running_agent(cfg) as agent:
             await wait_for(lambda: _count(db, "m1c03") >= 5, 10, "first rows")
             feed.set_override(2, "voltage_v", 9.5)  # a broken sense wire: 9.5 V on cell 3
-            await wait_for(lambda: any(e["kind"] == "validate.out_of_range" for e in stored_events(db)), 10,
-                           "the out-of-range event")
+            await wait_for(
+                lambda: any(e["kind"] == "validate.out_of_range" for e in stored_events(db)),
+                10,
+                "the out-of-range event",
+            )
             feed.set_override(2, "voltage_v", None)
             await asyncio.to_thread(bg.restart_server, 2.0)  # the device vanishes for 2 s, then returns
             n = _count(db, "m1c03")
@@ -203,9 +261,15 @@ def test_a_failing_block_goes_stale_then_missing_while_the_rest_stays_fresh(tmp_
     feed = RigFeed(basic_rig(4, seed=1), tick_s=0.1)
     emu = ModbusEmulator(feed, str(prof_path), [1], tcp=("127.0.0.1", port))
     serve(emu)
-    cfg = ModbusConfig.model_validate({"type": "modbus", "poll_interval_s": 0.1, "down_after_s": 1.5,
-                                       "stale_after_polls": 3, "devices": [
-                                           {"name": "s", "profile": str(prof_path), "tcp": f"127.0.0.1:{port}"}]})
+    cfg = ModbusConfig.model_validate(
+        {
+            "type": "modbus",
+            "poll_interval_s": 0.1,
+            "down_after_s": 1.5,
+            "stale_after_polls": 3,
+            "devices": [{"name": "s", "profile": str(prof_path), "tcp": f"127.0.0.1:{port}"}],
+        }
+    )
     log = EventLog()
 
     async def scenario():
@@ -228,8 +292,9 @@ def test_a_failing_block_goes_stale_then_missing_while_the_rest_stays_fresh(tmp_
     stale = (flags & Flag.STALE) != 0
     assert stale.any(), "temperatures not refreshed must be flagged STALE"
     assert np.isfinite(temps[stale]).all(), "a stale value is the last one seen"
-    assert np.isnan(temps[-4:]).all() and (flags[-4:] & Flag.TEMPERATURE_MISSING).all(), \
+    assert np.isnan(temps[-4:]).all() and (flags[-4:] & Flag.TEMPERATURE_MISSING).all(), (
         "past down_after a value is no longer reported"
+    )
     assert np.isfinite(volts).all(), "the voltage block kept answering"
     assert [e.data["fault"] for e in log.of("driver.device_fault")] == ["exception_4"]
     assert not log.of("driver.device_down"), "a device that answers part of its map is not down"
@@ -243,8 +308,18 @@ def test_rtu_over_a_pty_pair(tmp_path, serve, pty_pair):
     emu = ModbusEmulator(feed, "bms16", [3, 4], rtu=str(pair.a), baudrate=115200)
     serve(emu)
     line = {"rtu": str(pair.b), "baudrate": 115200}
-    cfg = agent_config(tmp_path, [{"type": "modbus", "name": "line", "poll_interval_s": 0.2, "timeout_s": 0.3,
-                                   "devices": [_device("r3", 3, **line), _device("r4", 4, **line)]}])
+    cfg = agent_config(
+        tmp_path,
+        [
+            {
+                "type": "modbus",
+                "name": "line",
+                "poll_interval_s": 0.2,
+                "timeout_s": 0.3,
+                "devices": [_device("r3", 3, **line), _device("r4", 4, **line)],
+            }
+        ],
+    )
     _run_agent_process(tmp_path, cfg, "r4c16", 10)
     _check_served(cfg["store"]["path"], emu, feed, ["r3", "r4"])
 
@@ -255,9 +330,16 @@ def test_rtu_faults_on_a_shared_line(serve, pty_pair):
     emu = ModbusEmulator(feed, "bms16", [1, 2], rtu=str(pair.a), baudrate=115200)
     serve(emu)
     line = {"rtu": str(pair.b), "baudrate": 115200}
-    cfg = ModbusConfig.model_validate({
-        "type": "modbus", "poll_interval_s": 0.15, "timeout_s": 0.15, "down_after_s": 1.0, "backoff_max_s": 1.0,
-        "devices": [_device("a", 1, **line), _device("b", 2, **line), _device("ghost", 7, **line)]})
+    cfg = ModbusConfig.model_validate(
+        {
+            "type": "modbus",
+            "poll_interval_s": 0.15,
+            "timeout_s": 0.15,
+            "down_after_s": 1.0,
+            "backoff_max_s": 1.0,
+            "devices": [_device("a", 1, **line), _device("b", 2, **line), _device("ghost", 7, **line)],
+        }
+    )
     log = EventLog()
 
     async def scenario():

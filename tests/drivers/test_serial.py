@@ -1,6 +1,7 @@
 """Serial instruments: line parsing (golden cases, property tests on random bytes), then a SCPI cycler and a
 streaming logger emulated on one end of a socat pty pair and read by the agent on the other, with garbage on the
 line, silence, unknown channels, error replies, and the port vanishing under the agent."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,19 @@ from drivers.serial.lines import LineSplitter
 from drivers.serial.profile import LineParser, load_profile
 from simulator.emulators.rigfeed import RigFeed, basic_rig
 from simulator.emulators.serial import SerialEmulator
-from tests.drivers.support import (FIELDS, EventLog, agent_config, collect, match_served, read_until, running_agent,
-                                   stored_events, stored_rows, to_toml, wait_for)
+from tests.drivers.support import (
+    FIELDS,
+    EventLog,
+    agent_config,
+    collect,
+    match_served,
+    read_until,
+    running_agent,
+    stored_events,
+    stored_rows,
+    to_toml,
+    wait_for,
+)
 from tests.support.agentproc import AgentProcess
 
 GOLDEN = Path(__file__).resolve().parents[2] / "drivers" / "serial" / "golden"
@@ -33,8 +45,11 @@ def _golden(name):
     return [(doc["profile"], c) for c in doc["cases"]]
 
 
-@pytest.mark.parametrize("profile,case", _golden("scpi_cycler") + _golden("stream_logger"),
-                         ids=lambda x: x if isinstance(x, str) else x["line"][:24])
+@pytest.mark.parametrize(
+    "profile,case",
+    _golden("scpi_cycler") + _golden("stream_logger"),
+    ids=lambda x: x if isinstance(x, str) else x["line"][:24],
+)
 def test_golden_lines(profile, case):
     prof = load_profile(profile)
     fmt = prof.queries[case["query"]] if prof.queries else prof.stream
@@ -48,7 +63,7 @@ def test_golden_lines(profile, case):
     want = {FIELD_INDEX[f]: v for f, v in case["expect"].items()}
     assert set(values) == set(want)
     for k, v in want.items():
-        assert (math.isnan(values[k]) if v is None else values[k] == pytest.approx(v, rel=1e-12)), (k, values)
+        assert math.isnan(values[k]) if v is None else values[k] == pytest.approx(v, rel=1e-12), (k, values)
 
 
 def test_splitter_resynchronises_after_garbage():
@@ -61,8 +76,7 @@ def test_splitter_resynchronises_after_garbage():
 
 
 @settings(max_examples=300, deadline=None)
-@given(chunks=st.lists(st.binary(max_size=80), max_size=12), which=st.sampled_from(["scpi_cycler",
-                                                                                     "stream_logger"]))
+@given(chunks=st.lists(st.binary(max_size=80), max_size=12), which=st.sampled_from(["scpi_cycler", "stream_logger"]))
 def test_random_bytes_never_raise(chunks, which):
     prof = load_profile(which)
     parsers = [LineParser(q) for q in prof.queries] or [LineParser(prof.stream)]
@@ -84,8 +98,9 @@ def test_random_text_lines_never_raise(text):
             LineParser(fmt).parse(text)
 
 
-def _check_served(rows, emu: SerialEmulator, feed: RigFeed, prefix: str, n: int, min_rows: int,
-                  window_ms: float = 2000) -> None:
+def _check_served(
+    rows, emu: SerialEmulator, feed: RigFeed, prefix: str, n: int, min_rows: int, window_ms: float = 2000
+) -> None:
     ts, vals = feed.served()
     tol = {f: emu.tolerance(f) + 1e-7 for f in FIELDS}
     for k in range(n):
@@ -100,9 +115,21 @@ def test_scpi_cycler_agent_process_stores_served_values_through_garbage(tmp_path
     feed = RigFeed(basic_rig(4, seed=6), tick_s=0.1, history=1500)
     emu = SerialEmulator(feed, "scpi_cycler", str(pair.a), channels=[1, 2, 3, 4])
     serve(emu)
-    cfg = agent_config(tmp_path, [{"type": "serial", "name": "cyc", "port": str(pair.b), "profile": "scpi_cycler",
-                                   "channels": [1, 2, 3, 4], "poll_interval_s": 0.25, "timeout_s": 0.3,
-                                   "cell_prefix": "cyc-c"}])
+    cfg = agent_config(
+        tmp_path,
+        [
+            {
+                "type": "serial",
+                "name": "cyc",
+                "port": str(pair.b),
+                "profile": "scpi_cycler",
+                "channels": [1, 2, 3, 4],
+                "poll_interval_s": 0.25,
+                "timeout_s": 0.3,
+                "cell_prefix": "cyc-c",
+            }
+        ],
+    )
     proc = AgentProcess(tmp_path / "agent", {"rig": cfg["rig"]})
     proc.config_path.write_text(to_toml(cfg))
     proc.start()
@@ -128,9 +155,19 @@ def test_scpi_faults_per_channel_and_instrument(serve, pty_pair):
     feed = RigFeed(basic_rig(3, seed=2), tick_s=0.1, history=1500)
     emu = SerialEmulator(feed, "scpi_cycler", str(pair.a), channels=[1, 2, 3])
     serve(emu)
-    cfg = SerialConfig.model_validate({
-        "type": "serial", "name": "cyc", "port": str(pair.b), "profile": "scpi_cycler", "channels": [1, 2, 3, 9],
-        "poll_interval_s": 0.15, "timeout_s": 0.15, "down_after_s": 0.8, "backoff_max_s": 0.6})
+    cfg = SerialConfig.model_validate(
+        {
+            "type": "serial",
+            "name": "cyc",
+            "port": str(pair.b),
+            "profile": "scpi_cycler",
+            "channels": [1, 2, 3, 9],
+            "poll_interval_s": 0.15,
+            "timeout_s": 0.15,
+            "down_after_s": 0.8,
+            "backoff_max_s": 0.6,
+        }
+    )
     log = EventLog()
 
     async def scenario():
@@ -154,8 +191,10 @@ def test_scpi_faults_per_channel_and_instrument(serve, pty_pair):
             cells = {b.cells[i] for b in batches for i in np.unique(b.cell)}
             assert cells == {"cyc-c01", "cyc-c02", "cyc-c03"}, (name, cells)
     assert status["channels"]["cyc:ch9"] == "down" and status["channels"]["cyc:ch1"] == "up"
-    assert [e.kind for e in log.events if e.data.get("device") == "cyc:ch9"][:2] == ["driver.device_fault",
-                                                                                       "driver.device_down"]
+    assert [e.kind for e in log.events if e.data.get("device") == "cyc:ch9"][:2] == [
+        "driver.device_fault",
+        "driver.device_down",
+    ]
     inst = [e.kind for e in log.events if e.data.get("device") == "cyc"]
     assert inst.count("driver.device_down") == 3 and inst.count("driver.device_up") == 3
     faults = {e.data["fault"] for e in log.events if e.kind == "driver.device_fault"}
@@ -167,8 +206,12 @@ def test_scpi_faults_per_channel_and_instrument(serve, pty_pair):
             v = np.column_stack([b.voltage_v, b.current_a, b.temperature_c])
             for r in range(len(b)):
                 if not b.flags[r] & (Flag.STALE | 7):
-                    assert match_served(b.ts_ms[r:r + 1], v[r:r + 1], ts, vals, int(b.cells[b.cell[r]][-2:]) - 1,
-                                        tol, 2000) == []
+                    assert (
+                        match_served(
+                            b.ts_ms[r : r + 1], v[r : r + 1], ts, vals, int(b.cells[b.cell[r]][-2:]) - 1, tol, 2000
+                        )
+                        == []
+                    )
 
 
 def test_stream_logger_through_garbage(tmp_path, serve, pty_pair):
@@ -176,8 +219,20 @@ def test_stream_logger_through_garbage(tmp_path, serve, pty_pair):
     feed = RigFeed(basic_rig(3, seed=12), tick_s=0.2, history=800)
     emu = SerialEmulator(feed, "stream_logger", str(pair.a), channels=[4, 5, 6])
     serve(emu)
-    cfg = agent_config(tmp_path, [{"type": "serial", "name": "log", "port": str(pair.b), "profile": "stream_logger",
-                                   "channels": [4, 5, 6], "sample_hz": 4, "cell_prefix": "l-c"}])
+    cfg = agent_config(
+        tmp_path,
+        [
+            {
+                "type": "serial",
+                "name": "log",
+                "port": str(pair.b),
+                "profile": "stream_logger",
+                "channels": [4, 5, 6],
+                "sample_hz": 4,
+                "cell_prefix": "l-c",
+            }
+        ],
+    )
     db = cfg["store"]["path"]
 
     async def scenario():
@@ -202,8 +257,20 @@ def test_port_vanishing_restarts_the_driver_which_recovers(tmp_path, serve, pty_
     feed = RigFeed(basic_rig(2, seed=1), tick_s=0.1)
     emu = SerialEmulator(feed, "scpi_cycler", str(pair.a), channels=[1, 2])
     bg = serve(emu)
-    cfg = agent_config(tmp_path, [{"type": "serial", "name": "cyc", "port": str(pair.b), "profile": "scpi_cycler",
-                                   "channels": [1, 2], "poll_interval_s": 0.2, "timeout_s": 0.2}])
+    cfg = agent_config(
+        tmp_path,
+        [
+            {
+                "type": "serial",
+                "name": "cyc",
+                "port": str(pair.b),
+                "profile": "scpi_cycler",
+                "channels": [1, 2],
+                "poll_interval_s": 0.2,
+                "timeout_s": 0.2,
+            }
+        ],
+    )
     db = cfg["store"]["path"]
 
     def count():

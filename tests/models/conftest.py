@@ -1,4 +1,5 @@
 """Shared fixtures for model tests: the real data sets, loaded once per session."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Early cycle-life model on the Severson data: baseline reproduced, goal, ONNX parity, the evaluate command."""
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,10 @@ def test_model_beats_goal_on_primary_test_and_selection_used_train_only(trained,
     # The selection table is computed from the training cells only and its winner is what was fitted.
     best = min(trained.candidates, key=lambda r: (round(r["loo_rmse_cycles"], 6), r["n_features"]))
     assert (best["early_cycle"], best["half_width"], best["feature_set"]) == (
-        trained.spec.early_cycle, trained.spec.half_width, trained.feature_set)
+        trained.spec.early_cycle,
+        trained.spec.half_width,
+        trained.feature_set,
+    )
     assert trained.metrics["n_train_cells"] == train.cycle_life.size == 41
 
 
@@ -60,9 +64,23 @@ def test_onnx_matches_scikit_learn(trained, severson, tmp_path):
 
 def test_evaluate_command_json(tmp_path):
     root = severson_dir()
-    cmd = [sys.executable, "-m", "agent.cli", "model", "evaluate", "cycle-life",
-           "--qdlin-dir", str(root / "test1"), "--lives", str(root / "cycle_lives" / "test1_cycle_lives.csv"),
-           "--exclude-file", "cell22.csv", "--json", "--out-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agent.cli",
+        "model",
+        "evaluate",
+        "cycle-life",
+        "--qdlin-dir",
+        str(root / "test1"),
+        "--lives",
+        str(root / "cycle_lives" / "test1_cycle_lives.csv"),
+        "--exclude-file",
+        "cell22.csv",
+        "--json",
+        "--out-dir",
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)

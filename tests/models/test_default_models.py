@@ -1,4 +1,5 @@
 """The models shipped in agent/models are what the pipeline builds: rebuild with fixed seeds and compare."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The feature home (agent/features): numpy-only code checked against scipy and exact synthetic cases."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """SageMaker script mode, minus AWS: the entry points run as SageMaker starts them (env vars, hyperparameters as
 arguments, another working directory). The AWS side itself cannot run here and is not mocked."""
+
 from __future__ import annotations
 
 import json
@@ -16,13 +17,22 @@ ROOT = Path(__file__).resolve().parents[2]
 def _run(script: str, env: dict, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
     e.pop("PYTHONPATH", None)
-    return subprocess.run([sys.executable, str(ROOT / "cloud" / "sagemaker" / script), *args], env={**e, **env},
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cloud" / "sagemaker" / script), *args],
+        env={**e, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cycle_life_entry_point(tmp_path):
-    env = {"SM_MODEL_DIR": str(tmp_path / "model"), "SM_CHANNEL_TRAIN": str(severson_dir()),
-           "SM_OUTPUT_DATA_DIR": str(tmp_path / "output")}
+    env = {
+        "SM_MODEL_DIR": str(tmp_path / "model"),
+        "SM_CHANNEL_TRAIN": str(severson_dir()),
+        "SM_OUTPUT_DATA_DIR": str(tmp_path / "output"),
+    }
     p = _run("train_cycle_life.py", env, ["--seed", "0", "--exclude-file", "cell22.csv"], tmp_path)
     assert p.returncode == 0, p.stderr
     meta = json.loads((tmp_path / "model" / "cycle_life.json").read_text())

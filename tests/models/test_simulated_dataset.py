@@ -1,4 +1,5 @@
 """Simulated fleets as model data: `battery-twin simulate` -> capacity CSV / Qdlin layout -> the model commands."""
+
 from __future__ import annotations
 
 import json
@@ -15,15 +16,34 @@ from cloud.datasets.severson import load_qdlin
 
 
 def cli(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_simulated_fleet_to_capacity_csv_and_soh_evaluation(tmp_path):
     sim = tmp_path / "sim"
-    p = cli("simulate", "--out", str(sim), "--cells", "3", "--cycles", "10", "--chemistry", "lfp",
-            "--capacity-ah", "1.1", "--format", "csv", "--quiet", "--no-png", "--ageing-acceleration", "50",
-            "--dt-s", "10", "--readings-every-s", "0")
+    p = cli(
+        "simulate",
+        "--out",
+        str(sim),
+        "--cells",
+        "3",
+        "--cycles",
+        "10",
+        "--chemistry",
+        "lfp",
+        "--capacity-ah",
+        "1.1",
+        "--format",
+        "csv",
+        "--quiet",
+        "--no-png",
+        "--ageing-acceleration",
+        "50",
+        "--dt-s",
+        "10",
+        "--readings-every-s",
+        "0",
+    )
     assert p.returncode == 0, p.stderr
     out = tmp_path / "cap.csv"
     d = cli("model", "dataset", "simulated", "--sim-dir", str(sim), "--out", str(out))
@@ -31,8 +51,22 @@ def test_simulated_fleet_to_capacity_csv_and_soh_evaluation(tmp_path):
     cells = read_capacity_csv(out)
     assert [c.cell for c in cells] == ["c01", "c02", "c03"] and all(len(c) == 10 for c in cells)
     assert all(np.all(np.diff(c.capacity_ah[2:]) < 0.01) for c in cells)  # ageing, no jumps
-    e = cli("model", "evaluate", "soh", "--capacity-csv", str(out), "--nominal-ah", "1.1", "--eol-fraction",
-            "0.8", "--from-fraction", "0.5", "--model", str(default_model_path("soh")), "--json")
+    e = cli(
+        "model",
+        "evaluate",
+        "soh",
+        "--capacity-csv",
+        str(out),
+        "--nominal-ah",
+        "1.1",
+        "--eol-fraction",
+        "0.8",
+        "--from-fraction",
+        "0.5",
+        "--model",
+        str(default_model_path("soh")),
+        "--json",
+    )
     assert e.returncode == 0, e.stderr
     r = json.loads(e.stdout)
     assert r["mode"] == "fixed model" and r["n_cells"] == 3 and r["rmse_ah"] < 0.05

@@ -1,4 +1,5 @@
 """SOH forecaster on NASA PCoE: baseline reproduced, leave-one-cell-out results, ONNX parity, the command."""
+
 from __future__ import annotations
 
 import json
@@ -65,9 +66,25 @@ def test_evaluate_soh_command(nasa, tmp_path):
     csv_path = tmp_path / "nasa.csv"
     write_capacity_csv(csv_path, nasa)
     assert [len(h) for h in read_capacity_csv(csv_path)] == [168, 168, 168, 132]
-    cmd = [sys.executable, "-m", "agent.cli", "model", "evaluate", "soh", "--capacity-csv", str(csv_path),
-           "--nominal-ah", "2.0", "--eol-fraction", "0.7", "--from-fraction", "0.5", "--json",
-           "--out-dir", str(tmp_path / "rep")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agent.cli",
+        "model",
+        "evaluate",
+        "soh",
+        "--capacity-csv",
+        str(csv_path),
+        "--nominal-ah",
+        "2.0",
+        "--eol-fraction",
+        "0.7",
+        "--from-fraction",
+        "0.5",
+        "--json",
+        "--out-dir",
+        str(tmp_path / "rep"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)

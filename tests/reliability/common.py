@@ -1,4 +1,5 @@
 """Helpers for the reliability suite: what the store committed, what the broker received, and the verdict."""
+
 from __future__ import annotations
 
 import json

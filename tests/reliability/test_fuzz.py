@@ -5,6 +5,7 @@ validate -> store -> both envelopes), a store file of random bytes, and the tele
 hundred cases per target (30 for the store file, which makes a database per case); `make soak`
 (BATTERY_TWIN_SOAK=1) runs 100,000 per target.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,20 +27,46 @@ from drivers.base import ReadingBatch
 from tests.reliability.common import soak_factor
 
 CASES = 100_000 if soak_factor() else 300
-FUZZ = settings(max_examples=CASES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=not soak_factor())
+FUZZ = settings(
+    max_examples=CASES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=not soak_factor()
+)
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
-                    st.text(max_size=30))
-toml_values = st.recursive(scalars.filter(lambda v: v is not None),
-                           lambda kids: st.one_of(st.lists(kids, max_size=4),
-                                                  st.dictionaries(st.text(max_size=12), kids, max_size=4)),
-                           max_leaves=12)
-KEYS = ["rig", "store", "uplink", "drivers", "validate", "log", "supervisor", "dashboard", "path", "type", "cells",
-        "endpoint", "port", "synchronous", "max_bytes", "simulator", "sample_hz", "name", "level", "min", "max"]
-config_docs = st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=10)),
-                              st.one_of(toml_values, st.lists(st.dictionaries(st.sampled_from(KEYS), toml_values,
-                                                                              max_size=5), max_size=3)),
-                              max_size=8)
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=30)
+)
+toml_values = st.recursive(
+    scalars.filter(lambda v: v is not None),
+    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=12), kids, max_size=4)),
+    max_leaves=12,
+)
+KEYS = [
+    "rig",
+    "store",
+    "uplink",
+    "drivers",
+    "validate",
+    "log",
+    "supervisor",
+    "dashboard",
+    "path",
+    "type",
+    "cells",
+    "endpoint",
+    "port",
+    "synchronous",
+    "max_bytes",
+    "simulator",
+    "sample_hz",
+    "name",
+    "level",
+    "min",
+    "max",
+]
+config_docs = st.dictionaries(
+    st.one_of(st.sampled_from(KEYS), st.text(max_size=10)),
+    st.one_of(toml_values, st.lists(st.dictionaries(st.sampled_from(KEYS), toml_values, max_size=5), max_size=3)),
+    max_size=8,
+)
 
 
 @FUZZ
@@ -106,8 +133,12 @@ def test_any_values_flow_through_validate_store_and_both_envelopes(fuzz_store, d
 
 
 @FUZZ
-@given(cells=st.lists(st.text(max_size=5), max_size=4), cell=st.lists(st.integers(-3, 6), max_size=8),
-       ts=st.lists(st.integers(-2**63, 2**63 - 1), max_size=8), v=st.lists(floats, max_size=8))
+@given(
+    cells=st.lists(st.text(max_size=5), max_size=4),
+    cell=st.lists(st.integers(-3, 6), max_size=8),
+    ts=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=8),
+    v=st.lists(floats, max_size=8),
+)
 def test_batch_build_rejects_bad_shapes_with_value_error(cells, cell, ts, v):
     try:
         ReadingBatch.build(tuple(cells), cell, ts or 0, v or None)
@@ -115,8 +146,12 @@ def test_batch_build_rejects_bad_shapes_with_value_error(cells, cell, ts, v):
         pass
 
 
-@settings(max_examples=CASES if soak_factor() else 30, deadline=None, suppress_health_check=list(HealthCheck),
-          derandomize=not soak_factor())
+@settings(
+    max_examples=CASES if soak_factor() else 30,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=not soak_factor(),
+)
 @given(blob=st.binary(max_size=20_000), header=st.booleans())
 def test_store_file_of_random_bytes_is_quarantined_or_opened(blob, header):
     with tempfile.TemporaryDirectory(prefix="fuzz-store-") as d:  # one directory per case, removed after it
@@ -130,10 +165,21 @@ def test_store_file_of_random_bytes_is_quarantined_or_opened(blob, header):
 
 
 @FUZZ
-@given(payload=st.one_of(st.binary(max_size=300), toml_values.map(lambda v: json.dumps(v, default=str).encode()),
-                         st.fixed_dictionaries({"v": st.sampled_from([1, 2]), "r": toml_values,
-                                                "records": toml_values, "cells": toml_values,
-                                                "scale": toml_values}).map(lambda d: json.dumps(d, default=str).encode())))
+@given(
+    payload=st.one_of(
+        st.binary(max_size=300),
+        toml_values.map(lambda v: json.dumps(v, default=str).encode()),
+        st.fixed_dictionaries(
+            {
+                "v": st.sampled_from([1, 2]),
+                "r": toml_values,
+                "records": toml_values,
+                "cells": toml_values,
+                "scale": toml_values,
+            }
+        ).map(lambda d: json.dumps(d, default=str).encode()),
+    )
+)
 def test_telemetry_decoder_raises_only_value_error(payload):
     try:
         decode_telemetry(payload)

@@ -1,4 +1,5 @@
 """Broker outages and restart loops, a black-holed link and a slow link: no gap, bounded memory."""
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,11 @@ from tests.support.proxy import Proxy
 
 def wait_all(subscriber, cfg, timeout_s: float = 90) -> int:
     upto = committed_max_seq(cfg["store"]["path"])
-    subscriber.wait_for(lambda: not missing(subscriber.telemetry_seqs(), upto), timeout_s,
-                        f"every committed seq up to {upto} at the broker")
+    subscriber.wait_for(
+        lambda: not missing(subscriber.telemetry_seqs(), upto),
+        timeout_s,
+        f"every committed seq up to {upto} at the broker",
+    )
     return upto
 
 
@@ -49,7 +53,9 @@ def test_broker_restart_loop(tmp_path, broker, subscriber, rig_cert, pki, agent_
         broker.start()
     upto = wait_all(subscriber, cfg)
     assert agent.alive() and agent.stop() == 0
-    assert agent.log().count("uplink connected") >= 2  # it really went through reconnects (quick restarts may be missed)
+    assert (
+        agent.log().count("uplink connected") >= 2
+    )  # it really went through reconnects (quick restarts may be missed)
     report("broker_restart_loop", restarts=6, committed_upto=upto, duplicates=duplicates(subscriber.telemetry_seqs()))
 
 
@@ -57,12 +63,18 @@ def log_time(line: str) -> float:
     return datetime.strptime(re.search(r"ts=(\S+)Z", line).group(1), "%Y-%m-%dT%H:%M:%S").timestamp()
 
 
-def test_black_holed_link_is_noticed_by_keepalive_and_heals_without_gap(tmp_path, broker, subscriber, rig_cert, pki,
-                                                                       agent_proc):
+def test_black_holed_link_is_noticed_by_keepalive_and_heals_without_gap(
+    tmp_path, broker, subscriber, rig_cert, pki, agent_proc
+):
     proxy = Proxy(broker.port).start()
     try:
-        cfg = agent_config(tmp_path, broker, rig_cert, pki, uplink={"port": proxy.port, "keep_alive_s": 5,
-                                                                    "ping_timeout_ms": 2000, "ack_timeout_s": 10})
+        cfg = agent_config(
+            tmp_path,
+            broker,
+            rig_cert,
+            pki,
+            uplink={"port": proxy.port, "keep_alive_s": 5, "ping_timeout_ms": 2000, "ack_timeout_s": 10},
+        )
         agent = agent_proc(cfg).start()
         agent.wait_log("uplink connected")
         subscriber.wait_for(lambda: len(subscriber.telemetry_seqs()) > 50, 30, "first readings")
@@ -78,8 +90,12 @@ def test_black_holed_link_is_noticed_by_keepalive_and_heals_without_gap(tmp_path
         agent.wait_log("uplink connected endpoint", timeout_s=60)
         upto = wait_all(subscriber, cfg)
         assert agent.stop() == 0
-        report("black_holed_link", noticed_after_s=noticed_s, committed_upto=upto,
-               duplicates=duplicates(subscriber.telemetry_seqs()))
+        report(
+            "black_holed_link",
+            noticed_after_s=noticed_s,
+            committed_upto=upto,
+            duplicates=duplicates(subscriber.telemetry_seqs()),
+        )
     finally:
         proxy.stop()
 
@@ -87,8 +103,14 @@ def test_black_holed_link_is_noticed_by_keepalive_and_heals_without_gap(tmp_path
 def test_slow_link_grows_the_store_not_the_memory(tmp_path, broker, subscriber, rig_cert, pki, agent_proc):
     proxy = Proxy(broker.port).start()
     try:
-        cfg = agent_config(tmp_path, broker, rig_cert, pki, uplink={"port": proxy.port, "ack_timeout_s": 60},
-                           drivers=[{"type": "simulator", "name": "sim", "cells": 64, "sample_hz": 20.0}])
+        cfg = agent_config(
+            tmp_path,
+            broker,
+            rig_cert,
+            pki,
+            uplink={"port": proxy.port, "ack_timeout_s": 60},
+            drivers=[{"type": "simulator", "name": "sim", "cells": 64, "sample_hz": 20.0}],
+        )
         agent = agent_proc(cfg).start()
         agent.wait_log("uplink connected")
         time.sleep(3)
@@ -107,7 +129,12 @@ def test_slow_link_grows_the_store_not_the_memory(tmp_path, broker, subscriber, 
         proxy.heal()
         upto = wait_all(subscriber, cfg, timeout_s=120)
         assert agent.stop() == 0
-        report("slow_link", rss_start_mb=round(rss0 / 1024, 1), rss_max_mb=round(max(samples) / 1024, 1),
-               backlog_growth=depth1 - depth0, committed_upto=upto)
+        report(
+            "slow_link",
+            rss_start_mb=round(rss0 / 1024, 1),
+            rss_max_mb=round(max(samples) / 1024, 1),
+            backlog_growth=depth1 - depth0,
+            committed_upto=upto,
+        )
     finally:
         proxy.stop()

@@ -1,4 +1,5 @@
 """Torn and corrupt stores, a full disk, and power loss at every step between commit and acknowledgement."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 
 from agent.faultpoints import POINTS
@@ -35,8 +35,9 @@ def dead_uplink(cfg: dict) -> dict:
 
 
 @pytest.mark.parametrize("damage", ["flip_bytes", "garbage"])
-def test_corrupt_store_is_quarantined_and_the_agent_keeps_ingesting(tmp_path, broker, subscriber, rig_cert, pki,
-                                                                   agent_proc, damage):
+def test_corrupt_store_is_quarantined_and_the_agent_keeps_ingesting(
+    tmp_path, broker, subscriber, rig_cert, pki, agent_proc, damage
+):
     cfg = agent_config(tmp_path, broker, rig_cert, pki)
     db = Path(cfg["store"]["path"])
     old_max = buffer_then_kill(agent_proc(dead_uplink(cfg), "first"), cfg)
@@ -50,8 +51,11 @@ def test_corrupt_store_is_quarantined_and_the_agent_keeps_ingesting(tmp_path, br
         data = bytearray(os.urandom(len(data)))
     db.write_bytes(bytes(data))
     agent = agent_proc(cfg).start()
-    subscriber.wait_for(lambda: any(e["kind"] == "store.quarantined" for e in events_at_broker(subscriber)), 60,
-                        "the store.quarantined event at the broker")
+    subscriber.wait_for(
+        lambda: any(e["kind"] == "store.quarantined" for e in events_at_broker(subscriber)),
+        60,
+        "the store.quarantined event at the broker",
+    )
     subscriber.wait_for(lambda: len(subscriber.telemetry_seqs()) > 100, 60, "fresh readings after the quarantine")
     assert agent.stop() == 0
     assert list(db.parent.glob(f"{db.name}.corrupt-*")), "the damaged file is kept for forensics"
@@ -88,12 +92,28 @@ def test_disk_full_applies_the_drop_policy_and_never_crashes(tmp_path, rig_cert,
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], check=True)
     try:
-        cfg = agent_config(tmp_path, None, None, None, store={"path": str(mnt / "agent.db"), "max_bytes": 2**30,
-                                                              "maintenance_interval_s": 2.0,
-                                                              "min_free_bytes": 4 * 2**20},
-                           drivers=[{"type": "simulator", "name": "sim", "cells": 512, "sample_hz": 50.0}])
-        cfg["uplink"].update({"endpoint": "localhost", "port": free_port(), "cert": str(rig_cert[0]),
-                              "key": str(rig_cert[1]), "ca": str(pki.ca_cert)})
+        cfg = agent_config(
+            tmp_path,
+            None,
+            None,
+            None,
+            store={
+                "path": str(mnt / "agent.db"),
+                "max_bytes": 2**30,
+                "maintenance_interval_s": 2.0,
+                "min_free_bytes": 4 * 2**20,
+            },
+            drivers=[{"type": "simulator", "name": "sim", "cells": 512, "sample_hz": 50.0}],
+        )
+        cfg["uplink"].update(
+            {
+                "endpoint": "localhost",
+                "port": free_port(),
+                "cert": str(rig_cert[0]),
+                "key": str(rig_cert[1]),
+                "ca": str(pki.ca_cert),
+            }
+        )
         agent = agent_proc(cfg).start()
         agent.wait_log("agent started")
         agent.wait_log("oldest unsent readings", timeout_s=120)  # the disk filled and the policy kicked in
@@ -109,8 +129,15 @@ def test_disk_full_applies_the_drop_policy_and_never_crashes(tmp_path, rig_cert,
         assert dropped > 0 and "store.dropped_readings" in kinds
         lost = [r for r in kinds if r == "store.batch_lost"]
         assert "Traceback" not in agent.log()
-        report("disk_full", dropped_readings=dropped, kept=depth, oldest_kept_seq=lo, committed_upto=after,
-               batches_lost=len(lost), events=len(kinds))
+        report(
+            "disk_full",
+            dropped_readings=dropped,
+            kept=depth,
+            oldest_kept_seq=lo,
+            committed_upto=after,
+            batches_lost=len(lost),
+            events=len(kinds),
+        )
         assert dropped + depth + len(lost) * 512 >= after * 0.99  # nearly every reading is kept or counted
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
@@ -138,6 +165,7 @@ def test_power_loss_at_every_step_leaves_no_gap(tmp_path, broker, subscriber, ri
     report(f"power_loss_{point}", committed_at_kill=died_at, committed_upto=upto, duplicates=duplicates(seqs))
     by_seq: dict[int, tuple] = {}
     from agent.uplink.envelope import decode_telemetry
+
     for t, p in subscriber.snapshot():
         if t.endswith("/telemetry"):
             for r in decode_telemetry(p):

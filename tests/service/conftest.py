@@ -1,5 +1,6 @@
 """Helpers for the service tests: a real AF_UNIX datagram socket standing in for systemd's notify socket, and the
 unit file's settings."""
+
 from __future__ import annotations
 
 import re
@@ -53,7 +54,7 @@ class NotifySocket:
         self.sock.settimeout(max(timeout_s, 0.001))
         try:
             data = self.sock.recv(65536)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return None
         fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
         self.messages.append((time.monotonic(), fields))
@@ -65,8 +66,10 @@ class NotifySocket:
             msg = self.receive(deadline - time.monotonic())
             if msg is not None and key in msg and (value is None or msg[key] == value):
                 return msg
-        raise AssertionError(f"no {key}{'=' + value if value else ''} notification within {timeout_s} s; got "
-                             f"{[m for _, m in self.messages][-10:]}")
+        raise AssertionError(
+            f"no {key}{'=' + value if value else ''} notification within {timeout_s} s; got "
+            f"{[m for _, m in self.messages][-10:]}"
+        )
 
     def collect(self, duration_s: float) -> list[dict[str, str]]:
         out = []

@@ -1,6 +1,7 @@
 """Driver classes whose *config shapes* match real field drivers (serial port path, CAN channel, Modbus TCP host),
 so doctor's generic probes can be tested against real peers (a socat pty, a listening socket, python-can's virtual
 bus) while the real drivers are built elsewhere. They never read: doctor does not open drivers."""
+
 from __future__ import annotations
 
 from typing import Literal

@@ -9,6 +9,7 @@ stays uid 0, without capabilities), DeviceAllow=, ProtectKernel*=, RestrictNames
 
     python -m tests.service.sandbox UNIT -- COMMAND...
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -36,13 +37,17 @@ SCMP_ACT_ALLOW = 0x7FFF0000
 SCMP_CMP_EQ = 4
 
 
-def SCMP_ACT_ERRNO(e: int) -> int:  # noqa: N802 - the libseccomp macro's name
+def SCMP_ACT_ERRNO(e: int) -> int:
     return 0x00050000 | (e & 0xFFFF)
 
 
 class ScmpArgCmp(ctypes.Structure):
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
-                ("datum_b", ctypes.c_uint64)]
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
 
 
 def proc_options(unit: Path) -> str:
@@ -54,8 +59,9 @@ def proc_options(unit: Path) -> str:
             opts["hidepid"] = value
         elif key == "ProcSubset" and value == "pid":
             opts["subset"] = "pid"
-    opts["hidepid"] = {"default": "off", "noaccess": "noaccess", "invisible": "invisible",
-                       "ptraceable": "ptraceable"}[opts["hidepid"]]
+    opts["hidepid"] = {"default": "off", "noaccess": "noaccess", "invisible": "invisible", "ptraceable": "ptraceable"}[
+        opts["hidepid"]
+    ]
     return ",".join(f"{k}={v}" for k, v in opts.items())
 
 
@@ -63,16 +69,30 @@ def command(state: Path, unit: Path, argv: list[str]) -> tuple[list[str], dict[s
     """The command line (mount namespace, this launcher, ``argv``) and the environment it needs."""
     unshare = shutil.which("unshare")
     assert unshare, "unshare is not installed (util-linux): the sandbox test needs it"
-    cmd = [unshare, "--mount", "--", "sh", "-c", MOUNTS, "sandbox",
-           sys.executable, "-m", "tests.service.sandbox", str(unit), "--", *argv]
+    cmd = [
+        unshare,
+        "--mount",
+        "--",
+        "sh",
+        "-c",
+        MOUNTS,
+        "sandbox",
+        sys.executable,
+        "-m",
+        "tests.service.sandbox",
+        str(unit),
+        "--",
+        *argv,
+    ]
     return cmd, {"STATE": str(state), "PROC_OPTIONS": proc_options(unit)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def expand(group: str) -> frozenset[str]:
     """Syscall names of a systemd group, nested groups included."""
-    out = subprocess.run(["systemd-analyze", "syscall-filter", group], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["systemd-analyze", "syscall-filter", group], capture_output=True, text=True, check=True
+    ).stdout
     names: set[str] = set()
     for line in out.splitlines()[1:]:
         item = line.strip()
@@ -125,8 +145,13 @@ def enter(unit: Path) -> None:
     seccomp = ctypes.CDLL(ctypes.util.find_library("seccomp") or "libseccomp.so.2", use_errno=True)
     seccomp.seccomp_init.restype = ctypes.c_void_p
     seccomp.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
-    seccomp.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-                                               ctypes.POINTER(ScmpArgCmp)]
+    seccomp.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(ScmpArgCmp),
+    ]
     ctx = ctypes.c_void_p(seccomp.seccomp_init(SCMP_ACT_ERRNO(errno.EPERM)))  # SystemCallErrorNumber=EPERM
     for name in sorted(allowed):
         nr = seccomp.seccomp_syscall_resolve_name(name.encode())
@@ -143,7 +168,7 @@ def enter(unit: Path) -> None:
 
 if __name__ == "__main__":
     sep = sys.argv.index("--")
-    unit_path, argv = Path(sys.argv[1]), sys.argv[sep + 1:]
+    unit_path, argv = Path(sys.argv[1]), sys.argv[sep + 1 :]
     unit_filter(unit_path)  # runs systemd-analyze (cached) before the filter would forbid starting it
     enter(unit_path)
     os.execv(argv[0], argv)

@@ -1,5 +1,6 @@
 """`battery-twin doctor` against real peers: mosquitto with TLS client certificates, socat pty pairs, a listening
 TCP socket, python-can's virtual bus, real SQLite files."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -7,7 +8,6 @@ import os
 import re
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -43,8 +43,9 @@ def checks(path: Path) -> dict[str, object]:
 
 
 def cli(path: Path) -> tuple[int, str]:
-    p = subprocess.run([sys.executable, "-m", "agent", "doctor", "--config", str(path)], capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "agent", "doctor", "--config", str(path)], capture_output=True, text=True, timeout=120
+    )
     return p.returncode, p.stdout + p.stderr
 
 
@@ -58,8 +59,9 @@ def good_cert(tmp_path_factory) -> tuple[Pki, Path, Path]:
 
 def uplink_cfg(tmp_path, broker, cert: Path, key: Path, ca: Path, **uplink) -> dict:
     cfg = agent_config(tmp_path, None, None, None)
-    cfg["uplink"].update({"endpoint": "localhost", "port": broker.port, "cert": str(cert), "key": str(key),
-                          "ca": str(ca), **uplink})
+    cfg["uplink"].update(
+        {"endpoint": "localhost", "port": broker.port, "cert": str(cert), "key": str(key), "ca": str(ca), **uplink}
+    )
     return cfg
 
 
@@ -85,8 +87,19 @@ def test_healthy_installation_passes_one_line_per_check(tmp_path, trusting_broke
     body = [ln for ln in lines[1:-1]]
     parsed = {m.group(2): (m.group(1).strip(), m.group(3)) for m in map(LINE.match, body) if m}
     assert len(parsed) == len(body), f"every check is one line: {body}"
-    for name in ("config", "tls.cert", "tls.key.mode", "tls.key.match", "tls.ca", "endpoint.dns", "endpoint.tls",
-                 "driver.sim", "store.integrity", "store.disk", "clock"):
+    for name in (
+        "config",
+        "tls.cert",
+        "tls.key.mode",
+        "tls.key.match",
+        "tls.ca",
+        "endpoint.dns",
+        "endpoint.tls",
+        "driver.sim",
+        "store.integrity",
+        "store.disk",
+        "clock",
+    ):
         assert parsed[name][0] == "OK", (name, out)
     assert "accepted" in parsed["endpoint.tls"][1] and "days left" in parsed["tls.cert"][1]
     assert all("-> fix:" in ln for ln in body if not ln.startswith("OK"))
@@ -105,11 +118,17 @@ def test_wrong_ca_fails_the_handshake(tmp_path, trusting_broker, good_cert):
 
 def _expired_cert(pki: Pki, key_path: Path, out: Path) -> Path:
     key = serialization.load_pem_private_key(key_path.read_bytes(), None)
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")]))
-            .issuer_name(pki.ca_obj.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=400)).not_valid_after(now - dt.timedelta(days=35))
-            .sign(pki.ca_key_obj, hashes.SHA256()))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")]))
+        .issuer_name(pki.ca_obj.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=400))
+        .not_valid_after(now - dt.timedelta(days=35))
+        .sign(pki.ca_key_obj, hashes.SHA256())
+    )
     out.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return out
 
@@ -119,7 +138,9 @@ def test_expired_cert_fails_and_the_broker_rejects_it(tmp_path, trusting_broker,
     expired = _expired_cert(pki, key, tmp_path / "expired.crt")
     cfg = uplink_cfg(tmp_path, trusting_broker, expired, key, pki.ca_cert)
     c = checks(write(tmp_path, cfg))
-    assert c["tls.cert"].status == "fail" and "expired" in c["tls.cert"].detail and "35 days ago" in c["tls.cert"].detail
+    assert (
+        c["tls.cert"].status == "fail" and "expired" in c["tls.cert"].detail and "35 days ago" in c["tls.cert"].detail
+    )
     assert c["tls.key.match"].status == "ok"
     assert c["endpoint.tls"].status == "fail" and "rejected the client certificate" in c["endpoint.tls"].detail
     rc, out = cli(write(tmp_path, cfg))
@@ -211,9 +232,11 @@ def test_device_probes_against_real_peers(tmp_path, probe_registry, monkeypatch)
         monkeypatch.setattr("agent.doctor.devices.PROBE_TIMEOUT_S", 1.0)
         conf = write(tmp_path, agent_config(tmp_path, None, None, None, drivers=drivers))
         with conf.open("a") as f:  # the shape of a Modbus driver: devices over TCP or RTU (one line shared)
-            f.write(f'\n[[drivers]]\ntype = "modbus-like"\nname = "mb"\ndevices = [{{tcp = "127.0.0.1:'
-                    f'{listener.getsockname()[1]}"}}, {{rtu = "{a}"}}, {{rtu = "{a}"}}, {{tcp = "127.0.0.1:'
-                    f'{free_port()}"}}]\n')
+            f.write(
+                f'\n[[drivers]]\ntype = "modbus-like"\nname = "mb"\ndevices = [{{tcp = "127.0.0.1:'
+                f'{listener.getsockname()[1]}"}}, {{rtu = "{a}"}}, {{rtu = "{a}"}}, {{tcp = "127.0.0.1:'
+                f'{free_port()}"}}]\n'
+            )
         c = checks(conf)
     finally:
         listener.close()
@@ -275,7 +298,7 @@ def test_store_integrity_disk_and_clock(tmp_path, open_dir, monkeypatch):
     assert c["store.disk"].status == "warn" and "lower store.max_bytes" in c["store.disk"].fix
     assert c["clock"].status == "warn" and "in the future" in c["clock"].detail
 
-    monkeypatch.setattr("agent.doctor.system.CLOCK_FLOOR", dt.datetime(2999, 1, 1, tzinfo=dt.timezone.utc))
+    monkeypatch.setattr("agent.doctor.system.CLOCK_FLOOR", dt.datetime(2999, 1, 1, tzinfo=dt.UTC))
     c = checks(write(tmp_path, cfg))
     assert c["clock"].status == "fail" and "timedatectl set-ntp true" in c["clock"].fix
 

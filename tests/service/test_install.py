@@ -2,6 +2,7 @@
 machine's own /etc is never touched. The root starts as a copy of this Debian system's account databases and
 os-release, so the script meets what it meets on a real Debian/Ubuntu/Raspberry Pi OS install (group dialout
 exists, systemd-sysusers and systemctl work offline)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,9 @@ def make_root(root: Path) -> Path:
 
 
 def sh(*args, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+    )
 
 
 def account(root: Path, db: str, name: str) -> list[str] | None:
@@ -62,8 +64,9 @@ def host_untouched():
 
 
 def test_install_upgrade_uninstall_in_a_throwaway_root(tmp_path, rig_cert, pki, host_untouched):
-    assert shutil.which("systemd-sysusers") and shutil.which("systemctl"), \
+    assert shutil.which("systemd-sysusers") and shutil.which("systemctl"), (
         "systemd-sysusers and systemctl are needed (apt-get install systemd)"
+    )
     root = make_root(tmp_path / "root")
     cert, key = rig_cert
     loose_key = tmp_path / "device.key"
@@ -71,8 +74,20 @@ def test_install_upgrade_uninstall_in_a_throwaway_root(tmp_path, rig_cert, pki, 
     os.chmod(loose_key, 0o644)  # as it often arrives from a download: the installer must fix it
 
     # --no-compile: the .pyc files are the slow part of pip here, and not what this test is about.
-    p = sh(INSTALL, "--root", root, "--no-start", "--pip-args", "--no-compile", "--cert", cert, "--key", loose_key,
-           "--ca", pki.ca_cert)
+    p = sh(
+        INSTALL,
+        "--root",
+        root,
+        "--no-start",
+        "--pip-args",
+        "--no-compile",
+        "--cert",
+        cert,
+        "--key",
+        loose_key,
+        "--ca",
+        pki.ca_cert,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     user = account(root, "passwd", "battery-twin")
     assert user and user[5] == "/var/lib/battery-twin" and user[6] == "/usr/sbin/nologin"
@@ -91,8 +106,9 @@ def test_install_upgrade_uninstall_in_a_throwaway_root(tmp_path, rig_cert, pki, 
     assert (etc / "config.toml").read_text() == template and mode_owner(etc / "config.toml") == ("0640", 0, gid)
     wants = root / "etc/systemd/system/multi-user.target.wants/battery-twin.service"
     assert os.readlink(wants) == "/etc/systemd/system/battery-twin.service"
-    assert (root / "etc/systemd/system/battery-twin.service").read_text() == \
-        (ROOT / "systemd/battery-twin.service").read_text()
+    assert (root / "etc/systemd/system/battery-twin.service").read_text() == (
+        ROOT / "systemd/battery-twin.service"
+    ).read_text()
 
     # The installed package runs: its own config check and doctor on the template config.
     exe = root / "opt/battery-twin/venv/bin/battery-twin"
@@ -102,13 +118,16 @@ def test_install_upgrade_uninstall_in_a_throwaway_root(tmp_path, rig_cert, pki, 
 
     # verify against the installed tree (ExecStart exists there now).
     make_verify_root(root)
-    v = subprocess.run([systemd_analyze(), "verify", f"--root={root}", "battery-twin.service"],
-                       capture_output=True, text=True, timeout=60)
+    v = subprocess.run(
+        [systemd_analyze(), "verify", f"--root={root}", "battery-twin.service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert v.returncode == 0 and not (v.stdout + v.stderr).strip(), v.stdout + v.stderr
 
     # Second run (upgrade/repair): the edited config stays, a loosened key is tightened again, nothing duplicates.
-    edited = template.replace('rig = "rig-01"', 'rig = "lab-a-rig-07"') + \
-        '\n# edited by the operator\n'
+    edited = template.replace('rig = "rig-01"', 'rig = "lab-a-rig-07"') + "\n# edited by the operator\n"
     (etc / "config.toml").write_text(edited)
     os.chmod(etc / "certs/private.pem.key", 0o644)
     accounts = digest(root / "etc" / f for f in ("passwd", "group", "shadow", "gshadow"))
@@ -133,11 +152,14 @@ def test_install_upgrade_uninstall_in_a_throwaway_root(tmp_path, rig_cert, pki, 
     assert "battery-twin" not in account(root, "group", "dialout")[3].split(",")
 
 
-@pytest.mark.parametrize("os_id,arch,message", [
-    ("fedora", "x86_64", "is not Debian, Ubuntu or Raspberry Pi OS"),
-    ("debian", "armv7l", "32-bit ARM (armv7l) is not supported"),
-    ("raspbian", "riscv64", "architecture riscv64 is not supported"),
-])
+@pytest.mark.parametrize(
+    "os_id,arch,message",
+    [
+        ("fedora", "x86_64", "is not Debian, Ubuntu or Raspberry Pi OS"),
+        ("debian", "armv7l", "32-bit ARM (armv7l) is not supported"),
+        ("raspbian", "riscv64", "architecture riscv64 is not supported"),
+    ],
+)
 def test_refuses_unsupported_platforms_before_changing_anything(tmp_path, os_id, arch, message, host_untouched):
     root = make_root(tmp_path / "root")
     (root / "etc/os-release").write_text(f'ID={os_id}\nPRETTY_NAME="{os_id} test"\n')

@@ -1,6 +1,7 @@
 """The agent process's lifecycle against mosquitto over mTLS: SIGTERM drains and closes cleanly within the unit's
 TimeoutStopSec; SIGHUP restarts only the drivers whose config changed and never touches the store or the MQTT
 session."""
+
 from __future__ import annotations
 
 import os
@@ -113,19 +114,35 @@ def test_sighup_restarts_only_changed_drivers(tmp_path, broker, subscriber, rig_
     before = _sim_s(_last_health(subscriber))
 
     # b changes, c is added, a stays; an uplink change cannot apply without a restart and must be kept.
-    new = {**cfg, "drivers": [drivers[0], {**drivers[1], "sample_hz": 5.0},
-                              {**sim, "name": "c", "cell_prefix": "c"}],
-           "uplink": {**cfg["uplink"], "linger_ms": 300}}
+    new = {
+        **cfg,
+        "drivers": [drivers[0], {**drivers[1], "sample_hz": 5.0}, {**sim, "name": "c", "cell_prefix": "c"}],
+        "uplink": {**cfg["uplink"], "linger_ms": 300},
+    }
     agent.config_path.write_text(to_toml(new))
     reload_ms = time.time_ns() // 1_000_000
     agent.proc.send_signal(signal.SIGHUP)
     agent.wait_log("config reloaded")
     line = next(ln for ln in agent.log().splitlines() if "config reloaded" in ln)
     assert "added=c" in line and "restarted=b" in line and "kept=a" in line and "needs_restart=uplink" in line
-    subscriber.wait_for(lambda: any(r["cell"].startswith("c") for _, p in subscriber.snapshot()
-                                    if _.endswith("/telemetry") for r in decode_telemetry(p)), 20, "cells of c")
-    subscriber.wait_for(lambda: (h := _last_health(subscriber, reload_ms + 1500)) is not None and
-                        {d["name"] for d in h["drivers"]} == {"a", "b", "c"}, 20, "health after the reload")
+    subscriber.wait_for(
+        lambda: any(
+            r["cell"].startswith("c")
+            for _, p in subscriber.snapshot()
+            if _.endswith("/telemetry")
+            for r in decode_telemetry(p)
+        ),
+        20,
+        "cells of c",
+    )
+    subscriber.wait_for(
+        lambda: (
+            (h := _last_health(subscriber, reload_ms + 1500)) is not None
+            and {d["name"] for d in h["drivers"]} == {"a", "b", "c"}
+        ),
+        20,
+        "health after the reload",
+    )
     after = _sim_s(_last_health(subscriber, reload_ms + 1500))
     assert after["a"] >= before["a"], "driver a was restarted: its simulated time went back"
     assert after["a"] - after["b"] >= 2.0, f"driver b was not restarted: {before} -> {after}"
@@ -143,14 +160,18 @@ def test_sighup_restarts_only_changed_drivers(tmp_path, broker, subscriber, rig_
     assert "drivers[2].cells: Input should be greater than or equal to 1 (got 0)" in agent.log()
     n = len(subscriber.telemetry_seqs())
     subscriber.wait_for(lambda: len(subscriber.telemetry_seqs()) > n + 50, 20, "readings after the rejection")
-    assert {d["name"]: d["state"] for d in _last_health(subscriber)["drivers"]} == \
-        {"a": "running", "b": "running", "c": "running"}
+    assert {d["name"]: d["state"] for d in _last_health(subscriber)["drivers"]} == {
+        "a": "running",
+        "b": "running",
+        "c": "running",
+    }
 
     assert stop_within_timeout(agent) == 0, agent.log()[-2000:]
     st = store_counts(db)
     assert st["rows"] == st["max_seq"] == st["next_seq"] - 1
-    subscriber.wait_for(lambda: not gaps(subscriber.telemetry_seqs(), st["max_seq"]), 15,
-                        "every seq, across the reload, without a gap")
+    subscriber.wait_for(
+        lambda: not gaps(subscriber.telemetry_seqs(), st["max_seq"]), 15, "every seq, across the reload, without a gap"
+    )
     # Driver a's cells were sampled without interruption: every 100 ms, across the reload.
     recs = [r for t, p in subscriber.snapshot() if t.endswith("/telemetry") for r in decode_telemetry(p)]
     for cell in ("a01", "a02"):

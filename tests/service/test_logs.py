@@ -1,5 +1,6 @@
 """Logs: journald priorities, and no key material in anything the agent or doctor writes, even when an operator
 pastes a key into the wrong config field."""
+
 from __future__ import annotations
 
 import os
@@ -39,11 +40,14 @@ def test_redact_removes_whole_and_truncated_pem_keys(rig_cert):
 
 
 def _log_lines(env_extra: dict[str, str], fmt: str) -> list[str]:
-    code = ("import logging; from agent.logs import setup_logging; setup_logging('DEBUG', %r); "
-            "log = logging.getLogger('t'); log.debug('d'); log.info('i'); log.warning('w'); log.error('e')" % fmt)
+    code = (
+        "import logging; from agent.logs import setup_logging; setup_logging('DEBUG', %r); "
+        "log = logging.getLogger('t'); log.debug('d'); log.info('i'); log.warning('w'); log.error('e')" % fmt
+    )
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, **env_extra},
-                       timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**env, **env_extra}, timeout=60
+    )
     return p.stderr.strip().splitlines()
 
 
@@ -80,8 +84,9 @@ def test_agent_and_doctor_output_never_contain_the_key(tmp_path, broker, rig_cer
     # The same bad file at start: the error goes to stderr (the journal under systemd).
     bad = tmp_path / "pasted.toml"
     bad.write_text(pasted)
-    p = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(bad)], capture_output=True,
-                       text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(bad)], capture_output=True, text=True, timeout=60
+    )
     assert p.returncode == 2 and "rig:" in p.stderr
     assert_no_key_material(p.stdout + p.stderr, key)
 
@@ -89,7 +94,11 @@ def test_agent_and_doctor_output_never_contain_the_key(tmp_path, broker, rig_cer
     good = tmp_path / "good.toml"
     good.write_text(to_toml(cfg))
     for conf in (good, bad):
-        p = subprocess.run([sys.executable, "-m", "agent", "doctor", "--config", str(conf)], capture_output=True,
-                           text=True, timeout=120)
+        p = subprocess.run(
+            [sys.executable, "-m", "agent", "doctor", "--config", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert p.returncode == 1  # the 0644 key, or the pasted key
         assert_no_key_material(p.stdout + p.stderr, key)

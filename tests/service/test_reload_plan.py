@@ -1,5 +1,6 @@
 """What a SIGHUP reload does, decided from the old and new config alone (the process-level proof is in
 test_lifecycle.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,13 +20,26 @@ def cfg(tmp_path, drivers, **over):
 
 
 def test_plan_names_added_removed_changed_kept_and_restart_only_keys(tmp_path):
-    old = cfg(tmp_path, [{**SIM, "name": "a", "cell_prefix": "a"}, {**SIM, "name": "b", "cell_prefix": "b"},
-                         {**SIM, "name": "d", "cell_prefix": "d"}])
-    new = cfg(tmp_path, [{**SIM, "name": "a", "cell_prefix": "a"}, {**SIM, "name": "b", "cell_prefix": "b",
-                                                                     "sample_hz": 2.0},
-                         {**SIM, "name": "c", "cell_prefix": "c"}, {**SIM, "name": "d", "cell_prefix": "d",
-                                                                     "enabled": False}],
-              rig="other-rig", log={"level": "DEBUG"}, store={"keep_sent_s": 10.0})
+    old = cfg(
+        tmp_path,
+        [
+            {**SIM, "name": "a", "cell_prefix": "a"},
+            {**SIM, "name": "b", "cell_prefix": "b"},
+            {**SIM, "name": "d", "cell_prefix": "d"},
+        ],
+    )
+    new = cfg(
+        tmp_path,
+        [
+            {**SIM, "name": "a", "cell_prefix": "a"},
+            {**SIM, "name": "b", "cell_prefix": "b", "sample_hz": 2.0},
+            {**SIM, "name": "c", "cell_prefix": "c"},
+            {**SIM, "name": "d", "cell_prefix": "d", "enabled": False},
+        ],
+        rig="other-rig",
+        log={"level": "DEBUG"},
+        store={"keep_sent_s": 10.0},
+    )
     plan = plan_reload(old, new)
     assert (plan.added, plan.removed, plan.changed, plan.kept) == (["c"], ["d"], ["b"], ["a"])
     assert sorted(plan.needs_restart) == ["rig", "store"]  # log applies in place

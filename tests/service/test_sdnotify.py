@@ -1,5 +1,6 @@
 """sd_notify against a real AF_UNIX datagram socket as $NOTIFY_SOCKET: READY after the store is open, WATCHDOG
 pings only while the pipeline is healthy, RELOADING/READY around SIGHUP, STOPPING on SIGTERM."""
+
 from __future__ import annotations
 
 import asyncio
@@ -53,8 +54,10 @@ def test_ready_after_store_open_pings_only_while_healthy(tmp_path, notify_socket
         try:
             ready = await asyncio.to_thread(notify_socket.wait_for, "READY", "1", 20)
             # READY came after the store was opened and the driver's first open attempt.
-            assert db.exists() and sqlite3.connect(db).execute("SELECT value FROM meta WHERE "
-                                                              "key='schema_version'").fetchone()[0] >= 1
+            assert (
+                db.exists()
+                and sqlite3.connect(db).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] >= 1
+            )
             assert all(r.state == "running" for r in agent.runners.values())
             assert "sim:running" in ready["STATUS"] and ready["MAINPID"] == str(os.getpid())
             pings = [m for m in await asyncio.to_thread(notify_socket.collect, 1.5) if m.get("WATCHDOG") == "1"]
@@ -96,8 +99,9 @@ def test_agent_process_notifies_ready_reload_and_stopping(tmp_path, notify_socke
     conf.write_text(to_toml(cfg))
     env = {**os.environ, **notify_socket.env(watchdog_usec=1_500_000), "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "agent.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(conf)], stdout=log,
-                            stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(conf)], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
     try:
         ready = notify_socket.wait_for("READY", "1", 30)
         db = tmp_path / "store" / "agent.db"

@@ -3,6 +3,7 @@ still lets the agent do its job. No systemd runs here, so the parts of the sandb
 libraries (MemoryDenyWriteExecute, SystemCallFilter, RestrictAddressFamilies, ProtectSystem=strict, PrivateTmp,
 ProtectProc) are rebuilt with the kernel's
 PR_SET_MDWE and a mount namespace, and the agent runs inside them."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,19 @@ def systemd_analyze() -> str:
 
 def security(unit: Path) -> tuple[int, float, str]:
     """(exit code with --threshold at MAX_EXPOSURE, exposure, output); the threshold is in tenths."""
-    p = subprocess.run([systemd_analyze(), "security", "--offline=yes", f"--threshold={int(MAX_EXPOSURE * 10)}",
-                        "--no-pager", str(unit)], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            systemd_analyze(),
+            "security",
+            "--offline=yes",
+            f"--threshold={int(MAX_EXPOSURE * 10)}",
+            "--no-pager",
+            str(unit),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", p.stdout)
     assert m, p.stdout + p.stderr
     return p.returncode, float(m.group(1)), p.stdout
@@ -64,8 +76,12 @@ def test_verify_is_clean(tmp_path):
     make_verify_root(root)
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, root / "etc/systemd/system/battery-twin.service")
-    p = subprocess.run([systemd_analyze(), "verify", f"--root={root}", "battery-twin.service"],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [systemd_analyze(), "verify", f"--root={root}", "battery-twin.service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(), p.stdout + p.stderr
 
 
@@ -155,8 +171,7 @@ def test_runs_inside_the_units_sandbox(broker, subscriber, rig_cert, pki):
         state = base / "state"
         state.mkdir()
         cmd, extra = sandbox.command(state, UNIT, [sys.executable, "-c", PROBE])
-        env = {**os.environ, **extra, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **extra, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=state)
         assert p.returncode == 0 and p.stdout.strip() == "6.0", p.stdout + p.stderr
         assert "cpuinfo" not in p.stderr, p.stderr  # onnxruntime found its CPU features (ProcSubset=pid hid them)
@@ -174,8 +189,11 @@ def test_runs_inside_the_units_sandbox(broker, subscriber, rig_cert, pki):
             cmd, _ = sandbox.command(state, UNIT, [sys.executable, "-m", "agent", "run", "--config", str(conf)])
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=state)
             try:
-                subscriber.wait_for(lambda: len(subscriber.telemetry_seqs()) >= 50 or proc.poll() is not None, 30,
-                                    "readings from the sandboxed agent")
+                subscriber.wait_for(
+                    lambda: len(subscriber.telemetry_seqs()) >= 50 or proc.poll() is not None,
+                    30,
+                    "readings from the sandboxed agent",
+                )
                 assert proc.poll() is None, (base / "agent.log").read_text()[-2000:]
                 proc.send_signal(signal.SIGTERM)  # unshare and sh exec: the agent is this very pid
                 assert proc.wait(30) == 0, (base / "agent.log").read_text()[-2000:]

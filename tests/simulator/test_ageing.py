@@ -1,5 +1,6 @@
 """Ageing as degradation modes: capacity fade, resistance growth and the *shape* of Q(V) / dQ/dV change; calendar
 ageing follows temperature; cell-to-cell variability is seeded."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,9 +58,18 @@ def test_lam_ne_past_the_negative_excess_makes_a_knee():
 
 
 def test_cycling_fades_capacity_grows_resistance_and_reshapes_q_v():
-    r = Rig(RigSpec(cells=2, chemistry="nmc811", initial_soc=0.0, cycles=30, ageing_acceleration=30.0,
-                    variability={"capacity_cv": 0.0, "resistance_cv": 0.0, "ageing_cv": 0.0}, qv_cycles={1, 30},
-                    sensor_noise={}))
+    r = Rig(
+        RigSpec(
+            cells=2,
+            chemistry="nmc811",
+            initial_soc=0.0,
+            cycles=30,
+            ageing_acceleration=30.0,
+            variability={"capacity_cv": 0.0, "resistance_cv": 0.0, "ageing_cv": 0.0},
+            qv_cycles={1, 30},
+            sensor_noise={},
+        )
+    )
     r.run(30 * 20_000, 20.0, until_cycles=30)
     c = r.log.columns()
     first, last = c["cycle"] == 1, c["cycle"] == 30
@@ -79,8 +89,18 @@ def test_calendar_ageing_is_faster_hot():
     a = Ageing(chem, n, np.random.default_rng(0), ageing_cv=0.0)
     z = np.zeros(n)
     for _ in range(365):
-        a.update(Stress(days=1.0, efc=z, ah_dis=z, t_k=np.array([298.15, 318.15, 298.15]),
-                        soc=np.array([0.5, 0.5, 1.0]), c_dis=z, c_chg=z), 5.0)
+        a.update(
+            Stress(
+                days=1.0,
+                efc=z,
+                ah_dis=z,
+                t_k=np.array([298.15, 318.15, 298.15]),
+                soc=np.array([0.5, 0.5, 1.0]),
+                c_dis=z,
+                c_chg=z,
+            ),
+            5.0,
+        )
     lli = a.modes["lli"]
     assert 0.005 < lli[0] < 0.08  # BLAST-Lite LG M50: a few % per year at 25 degC, 50 % SOC
     assert lli[1] > 1.5 * lli[0]
@@ -90,6 +110,7 @@ def test_calendar_ageing_is_faster_hot():
 def test_variability_is_seeded():
     def caps(seed: int) -> np.ndarray:
         return Rig(RigSpec(cells=6, chemistry="lfp", seed=seed)).capacity_ah
+
     assert np.array_equal(caps(4), caps(4))
     assert not np.allclose(caps(4), caps(5))
     assert np.std(caps(4)) > 0
@@ -97,11 +118,20 @@ def test_variability_is_seeded():
 
 def test_acceleration_scales_ageing():
     def lli(acc: float) -> float:
-        r = Rig(RigSpec(cells=1, chemistry="nmc811", initial_soc=0.5, protocol=[{"step": "rest"}],
-                        ageing_acceleration=acc, variability={"ageing_cv": 0.0}))
+        r = Rig(
+            RigSpec(
+                cells=1,
+                chemistry="nmc811",
+                initial_soc=0.5,
+                protocol=[{"step": "rest"}],
+                ageing_acceleration=acc,
+                variability={"ageing_cv": 0.0},
+            )
+        )
         r.run(30 * 86400, 3600.0)
         return float(r.ageing.modes["lli"][0])
-    assert lli(10.0) == pytest.approx(lli(1.0) * 10 ** 0.6517, rel=0.05)  # t**p_cal with t ten times longer
+
+    assert lli(10.0) == pytest.approx(lli(1.0) * 10**0.6517, rel=0.05)  # t**p_cal with t ten times longer
 
 
 def test_bad_ageing_settings_are_refused():

@@ -1,4 +1,5 @@
 """Chemistries: the published OCV tables, the electrode model behind them, temperature and refusal of bad params."""
+
 from __future__ import annotations
 
 import json
@@ -58,15 +59,29 @@ def _raw(name: str) -> dict:
     return json.loads(resources.files("simulator.params").joinpath(f"{name}.json").read_text())
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"nominal_capacity_ah": -1.0}, "nominal_capacity_ah"),
-    ({"ocv_soc": [-0.1] + [0.05 * i for i in range(1, 21)]}, "ocv_soc"),
-    ({"rc_soc": [0.2, 0.5, 1.3]}, "rc_soc"),
-    ({"r0_ohm": [0.02, -0.01, 0.02]}, "r0_ohm"),
-    ({"v_min": 4.5}, "v_min"),
-    ({"electrodes": {"negative": "graphite_chen2020", "positive": "nmc811_chen2020", "x0": 0.9, "x100": 0.1,
-                     "y0": 0.85, "y100": 0.26}}, "stoichiometr"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"nominal_capacity_ah": -1.0}, "nominal_capacity_ah"),
+        ({"ocv_soc": [-0.1] + [0.05 * i for i in range(1, 21)]}, "ocv_soc"),
+        ({"rc_soc": [0.2, 0.5, 1.3]}, "rc_soc"),
+        ({"r0_ohm": [0.02, -0.01, 0.02]}, "r0_ohm"),
+        ({"v_min": 4.5}, "v_min"),
+        (
+            {
+                "electrodes": {
+                    "negative": "graphite_chen2020",
+                    "positive": "nmc811_chen2020",
+                    "x0": 0.9,
+                    "x100": 0.1,
+                    "y0": 0.85,
+                    "y100": 0.26,
+                }
+            },
+            "stoichiometr",
+        ),
+    ],
+)
 def test_impossible_parameters_are_refused_naming_them(change, words):
     raw = {**_raw("nmc811"), **change}
     with pytest.raises(ValueError, match=words):

@@ -1,5 +1,6 @@
 """``battery-twin simulate`` as a user runs it: a subprocess writing Parquet or CSV, a PNG, and refusing bad input
 with a message that names it."""
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,37 @@ import pytest
 
 
 def run(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent", "simulate", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "simulate", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_simulate_parquet_dataset_with_png(tmp_path):
     out = tmp_path / "ds"
-    p = run("--out", str(out), "--cells", "4", "--cycles", "6", "--chemistry", "lfp", "--capacity-ah", "1.1",
-            "--policies", "3.6C(80%)-3.6C,8C(15%)-3.6C", "--ambient-c", "30", "--ageing-acceleration", "20",
-            "--qv-cycles", "1,6", "--dt-s", "10", "--readings-every-s", "30")
+    p = run(
+        "--out",
+        str(out),
+        "--cells",
+        "4",
+        "--cycles",
+        "6",
+        "--chemistry",
+        "lfp",
+        "--capacity-ah",
+        "1.1",
+        "--policies",
+        "3.6C(80%)-3.6C,8C(15%)-3.6C",
+        "--ambient-c",
+        "30",
+        "--ageing-acceleration",
+        "20",
+        "--qv-cycles",
+        "1,6",
+        "--dt-s",
+        "10",
+        "--readings-every-s",
+        "30",
+    )
     assert p.returncode == 0, p.stderr
     assert "simulating 4 cells x 6 cycles" in p.stderr and "100%" in p.stderr  # the progress bar
     summary = json.loads(p.stdout.strip().splitlines()[-1])
@@ -45,8 +68,22 @@ def test_simulate_csv_with_faults(tmp_path):
     faults = tmp_path / "faults.json"
     faults.write_text(json.dumps([{"kind": "capacity_outlier", "cell": "c02", "factor": 0.8}]))
     out = tmp_path / "csv"
-    p = run("--out", str(out), "--cells", "3", "--cycles", "2", "--format", "csv", "--no-png", "--quiet",
-            "--faults", f"@{faults}", "--readings-every-s", "0")
+    p = run(
+        "--out",
+        str(out),
+        "--cells",
+        "3",
+        "--cycles",
+        "2",
+        "--format",
+        "csv",
+        "--no-png",
+        "--quiet",
+        "--faults",
+        f"@{faults}",
+        "--readings-every-s",
+        "0",
+    )
     assert p.returncode == 0, p.stderr
     lines = (out / "cycles.csv").read_text().splitlines()
     head = lines[0].split(",")
@@ -58,13 +95,16 @@ def test_simulate_csv_with_faults(tmp_path):
     assert c2[-1] == pytest.approx(0.8 * c1[-1], rel=0.05)
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--protocol", "severson:4C(40%)-zz"], "cannot parse 'zz'"),
-    (["--chemistry", "unobtainium"], "unknown chemistry 'unobtainium'"),
-    (["--protocol", "@/nonexistent/steps.json"], "steps.json"),
-    (["--cells", "0"], "--cells"),
-    (["--qv-cycles", "ten"], "--qv-cycles 'ten'"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--protocol", "severson:4C(40%)-zz"], "cannot parse 'zz'"),
+        (["--chemistry", "unobtainium"], "unknown chemistry 'unobtainium'"),
+        (["--protocol", "@/nonexistent/steps.json"], "steps.json"),
+        (["--cells", "0"], "--cells"),
+        (["--qv-cycles", "ten"], "--qv-cycles 'ten'"),
+    ],
+)
 def test_simulate_bad_input_exits_2_naming_it(tmp_path, args, words):
     p = run("--out", str(tmp_path / "x"), "--quiet", *args)
     assert p.returncode == 2

@@ -3,6 +3,7 @@
 1. The model fitted to the cycle-1 2 A discharge reproduces it within 25 mV RMSE.
 2. Ageing fitted on the first half of B0005's cycles predicts the second half within 50 mAh RMSE.
 Both figures are printed (run with -s to see them)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,9 +29,11 @@ def discharge_fit(b0005):
 def test_cycle1_discharge_fit_rmse_under_25_mv(discharge_fit, b0005):
     fit = discharge_fit
     data = b0005[0]
-    print(f"\nNASA B0005 cycle 1 (2 A CC to 2.7 V): voltage RMSE {fit.rmse_v * 1000:.1f} mV over "
-          f"{int(fit.mask.sum())} samples under load; capacity (OCV 2.5-4.2 V) "
-          f"{fit.chemistry.nominal_capacity_ah:.3f} Ah, R0 {fit.params['r0_ohm'] * 1000:.1f} mOhm")
+    print(
+        f"\nNASA B0005 cycle 1 (2 A CC to 2.7 V): voltage RMSE {fit.rmse_v * 1000:.1f} mV over "
+        f"{int(fit.mask.sum())} samples under load; capacity (OCV 2.5-4.2 V) "
+        f"{fit.chemistry.nominal_capacity_ah:.3f} Ah, R0 {fit.params['r0_ohm'] * 1000:.1f} mOhm"
+    )
     assert fit.rmse_v < 0.025
     # the fit is not a trivial one: the measured curve spans > 1 V under load
     assert np.ptp(data["voltage_v"][fit.mask]) > 1.0
@@ -44,9 +47,11 @@ def test_ageing_fitted_on_first_half_predicts_second_half_within_50_mah(discharg
     half = cap.size // 2
     age = fit_ageing(discharge_fit.chemistry, cap, half, nasa_protocol(discharge_a=2.0, v_cut=2.7), dt_s=30.0)
     second = np.sqrt(np.mean((age.capacity_ah[half:] - cap[half:]) ** 2))
-    print(f"\nNASA B0005 ageing: fitted on cycles 1-{half} (RMSE {age.rmse_fit_ah * 1000:.1f} mAh, k={age.k:.5f}, "
-          f"p={age.p:.2f}); predicted cycles {half + 1}-{cap.size}: capacity RMSE {second * 1000:.1f} mAh; "
-          f"end of life simulated {age.capacity_ah[-1]:.3f} Ah vs measured {cap[-1]:.3f} Ah")
+    print(
+        f"\nNASA B0005 ageing: fitted on cycles 1-{half} (RMSE {age.rmse_fit_ah * 1000:.1f} mAh, k={age.k:.5f}, "
+        f"p={age.p:.2f}); predicted cycles {half + 1}-{cap.size}: capacity RMSE {second * 1000:.1f} mAh; "
+        f"end of life simulated {age.capacity_ah[-1]:.3f} Ah vs measured {cap[-1]:.3f} Ah"
+    )
     assert np.all(np.isfinite(age.capacity_ah))
     assert second < 0.050
     # the prediction fades like the cell, rather than staying flat near the fitted level

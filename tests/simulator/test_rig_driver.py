@@ -1,5 +1,6 @@
 """The rig seam (BasicRig/Rig) the driver and emulators use, the two clocks, the simulator driver's config, and the
 agent running on a faulty simulated rig (a real agent process, its SQLite store checked afterwards)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -55,9 +56,21 @@ def _ctx(events):
 
 
 def test_driver_old_keys_still_work_and_timestamps_follow_simulated_clock():
-    cfg = SimulatorConfig(type="simulator", cells=3, capacity_ah=5.0, sample_hz=2.0, speed=1.0, paced=False,
-                          max_batch_samples=10, charge_c_rate=0.5, discharge_c_rate=1.0, rest_s=600, ambient_c=20,
-                          seed=1, cell_prefix="k")
+    cfg = SimulatorConfig(
+        type="simulator",
+        cells=3,
+        capacity_ah=5.0,
+        sample_hz=2.0,
+        speed=1.0,
+        paced=False,
+        max_batch_samples=10,
+        charge_c_rate=0.5,
+        discharge_c_rate=1.0,
+        rest_s=600,
+        ambient_c=20,
+        seed=1,
+        cell_prefix="k",
+    )
     events: list = []
     d = SimulatorDriver(cfg, _ctx(events))
     asyncio.run(d.open())
@@ -70,10 +83,19 @@ def test_driver_old_keys_still_work_and_timestamps_follow_simulated_clock():
 
 
 def test_driver_faults_reach_the_batch_and_are_announced():
-    cfg = SimulatorConfig(type="simulator", cells=4, chemistry="lfp", paced=False, max_batch_samples=100,
-                          protocol="severson:5.4C(40%)-3.6C", initial_soc=0.0, faults=[
-                              {"kind": "sensor_dropout", "cell": "c02", "field": "temperature_c", "start_s": 50},
-                              {"kind": "contact_resistance", "cell": "c04", "start_s": 0, "ohm": 0.05}])
+    cfg = SimulatorConfig(
+        type="simulator",
+        cells=4,
+        chemistry="lfp",
+        paced=False,
+        max_batch_samples=100,
+        protocol="severson:5.4C(40%)-3.6C",
+        initial_soc=0.0,
+        faults=[
+            {"kind": "sensor_dropout", "cell": "c02", "field": "temperature_c", "start_s": 50},
+            {"kind": "contact_resistance", "cell": "c04", "start_s": 0, "ohm": 0.05},
+        ],
+    )
     events: list = []
     d = SimulatorDriver(cfg, _ctx(events))
     asyncio.run(d.open())
@@ -90,13 +112,16 @@ def test_driver_faults_reach_the_batch_and_are_announced():
     assert ("simulator.fault", "c02") in kinds and ("simulator.fault", "c04") in kinds
 
 
-@pytest.mark.parametrize("bad, words", [
-    ({"chemistry": "nca"}, "unknown chemistry 'nca'"),
-    ({"protocol": "severson:9C(x)-1C"}, "cannot parse '9C\\(x\\)'"),
-    ({"faults": [{"kind": "internal_short", "cell": "c01"}]}, "ohm is required"),
-    ({"initial_soc": 1.5}, "initial_soc"),
-    ({"capacity_ah": -2}, "capacity_ah"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"chemistry": "nca"}, "unknown chemistry 'nca'"),
+        ({"protocol": "severson:9C(x)-1C"}, "cannot parse '9C\\(x\\)'"),
+        ({"faults": [{"kind": "internal_short", "cell": "c01"}]}, "ohm is required"),
+        ({"initial_soc": 1.5}, "initial_soc"),
+        ({"capacity_ah": -2}, "capacity_ah"),
+    ],
+)
 def test_driver_config_refuses_bad_input_naming_it(bad, words):
     with pytest.raises(ValueError, match=words):
         SimulatorConfig(type="simulator", **bad)
@@ -105,11 +130,26 @@ def test_driver_config_refuses_bad_input_naming_it(bad, words):
 def test_agent_on_a_faulty_simulated_rig(tmp_path, agent_proc):
     """The agent process reads a faulty simulated rig from a TOML config (faults as inline tables) and stores the
     faulty sensor view and the fault announcements."""
-    cfg = agent_config(tmp_path, None, None, None, drivers=[{
-        "type": "simulator", "name": "sim", "cells": 3, "chemistry": "lfp", "sample_hz": 10.0, "speed": 20.0,
-        "faults": [{"kind": "sensor_dropout", "cell": "c03", "field": "voltage_v", "start_s": 2.0},
-                   {"kind": "sensor_offset", "cell": "c01", "field": "temperature_c", "offset": 40.0,
-                    "start_s": 0.0}]}])
+    cfg = agent_config(
+        tmp_path,
+        None,
+        None,
+        None,
+        drivers=[
+            {
+                "type": "simulator",
+                "name": "sim",
+                "cells": 3,
+                "chemistry": "lfp",
+                "sample_hz": 10.0,
+                "speed": 20.0,
+                "faults": [
+                    {"kind": "sensor_dropout", "cell": "c03", "field": "voltage_v", "start_s": 2.0},
+                    {"kind": "sensor_offset", "cell": "c01", "field": "temperature_c", "offset": 40.0, "start_s": 0.0},
+                ],
+            }
+        ],
+    )
     agent = agent_proc(cfg).start()
     db_path = cfg["store"]["path"]
     deadline = time.monotonic() + 60
@@ -117,8 +157,10 @@ def test_agent_on_a_faulty_simulated_rig(tmp_path, agent_proc):
     while time.monotonic() < deadline:
         try:
             with sqlite3.connect(db_path) as db:
-                n = db.execute("SELECT count(*) FROM readings r JOIN cells c ON c.idx = r.cell "
-                               "WHERE c.id = 'c03' AND r.voltage_v IS NULL").fetchone()[0]
+                n = db.execute(
+                    "SELECT count(*) FROM readings r JOIN cells c ON c.idx = r.cell "
+                    "WHERE c.id = 'c03' AND r.voltage_v IS NULL"
+                ).fetchone()[0]
         except sqlite3.Error:
             n = 0
         if n >= 50:
@@ -127,8 +169,10 @@ def test_agent_on_a_faulty_simulated_rig(tmp_path, agent_proc):
     assert agent.stop() == 0, agent.log()[-3000:]
     assert n >= 50, agent.log()[-3000:]
     with sqlite3.connect(db_path) as db:
-        rows = db.execute("SELECT c.id, r.voltage_v, r.temperature_c, r.flags FROM readings r JOIN cells c "
-                          "ON c.idx = r.cell ORDER BY r.seq").fetchall()
+        rows = db.execute(
+            "SELECT c.id, r.voltage_v, r.temperature_c, r.flags FROM readings r JOIN cells c "
+            "ON c.idx = r.cell ORDER BY r.seq"
+        ).fetchall()
         events = db.execute("SELECT kind, cell, data FROM events WHERE kind = 'simulator.fault'").fetchall()
     c3 = [r for r in rows if r[0] == "c03"]
     assert c3[0][1] is not None and c3[-1][1] is None and c3[-1][3] & Flag.VOLTAGE_MISSING

@@ -4,6 +4,7 @@
 
 Ageing runs 8x accelerated to keep the test fast, so the paper's cycles 10 and 100 become cycles 2 and 13 (cycle 1
 starts from an empty cell); cycle life is cycles to 80 % of nominal (0.88 Ah), as in the paper."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,9 +18,19 @@ ACCEL, EARLY, LATE = 8.0, 2, 13
 
 def test_dq_variance_correlates_negatively_with_cycle_life():
     cells = len(POLICIES) * 2
-    spec = RigSpec(cells=cells, chemistry="lfp", capacity_ah=1.1, ambient_c=30.0, seed=3, initial_soc=0.0,
-                   cell_protocols=[f"severson:{POLICIES[j % len(POLICIES)]}" for j in range(cells)],
-                   cycles=1000, eol_capacity_ah=0.88, ageing_acceleration=ACCEL, qv_cycles={EARLY, LATE})
+    spec = RigSpec(
+        cells=cells,
+        chemistry="lfp",
+        capacity_ah=1.1,
+        ambient_c=30.0,
+        seed=3,
+        initial_soc=0.0,
+        cell_protocols=[f"severson:{POLICIES[j % len(POLICIES)]}" for j in range(cells)],
+        cycles=1000,
+        eol_capacity_ah=0.88,
+        ageing_acceleration=ACCEL,
+        qv_cycles={EARLY, LATE},
+    )
     res = simulate(spec, dt_s=20.0)
     life = res.cycle_life
     assert np.all(life > LATE), life  # every cell lived past the late cycle, and reached end of life
@@ -31,9 +42,11 @@ def test_dq_variance_correlates_negatively_with_cycle_life():
         late = qv["q_ah"][(qv["cell"] == j) & (qv["cycle"] == LATE)][0]
         log_var[j] = np.log10(np.var(late - early))
     r = np.corrcoef(log_var, np.log10(life))[0, 1]
-    print(f"\nSeverson-style fleet ({cells} LFP cells, {ACCEL:g}x ageing): cycle life {life.min()}..{life.max()} "
-          f"(x{ACCEL:g} = {life.min() * ACCEL:.0f}..{life.max() * ACCEL:.0f} real), "
-          f"log10 var ΔQ(V) {log_var.min():.2f}..{log_var.max():.2f}, r = {r:.2f}")
+    print(
+        f"\nSeverson-style fleet ({cells} LFP cells, {ACCEL:g}x ageing): cycle life {life.min()}..{life.max()} "
+        f"(x{ACCEL:g} = {life.min() * ACCEL:.0f}..{life.max() * ACCEL:.0f} real), "
+        f"log10 var ΔQ(V) {log_var.min():.2f}..{log_var.max():.2f}, r = {r:.2f}"
+    )
     assert r < -0.5
     # faster charging, shorter life (the policy effect the models must learn)
     by_policy = {p: life[[j for j in range(cells) if j % len(POLICIES) == i]].mean() for i, p in enumerate(POLICIES)}

@@ -1,4 +1,5 @@
 """Run the agent as a separate process with a config written by the test (as a user or systemd would)."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,11 @@ def toml_value(v: Any) -> str:
 def to_toml(cfg: dict[str, Any]) -> str:
     """Enough TOML for agent configs: scalars, tables, arrays of tables (``drivers``), inline lists and inline
     tables (lists of dicts inside an array-of-tables item, such as a simulator driver's ``faults``)."""
-    lines = [f"{k} = {toml_value(v)}" for k, v in cfg.items() if not isinstance(v, (dict, list)) or
-             (isinstance(v, list) and not (v and isinstance(v[0], dict)))]
+    lines = [
+        f"{k} = {toml_value(v)}"
+        for k, v in cfg.items()
+        if not isinstance(v, (dict, list)) or (isinstance(v, list) and not (v and isinstance(v[0], dict)))
+    ]
 
     def table(prefix: str, d: dict[str, Any]) -> None:
         lines.append(f"\n[{prefix}]")
@@ -64,14 +68,19 @@ class AgentProcess:
         self.proc: subprocess.Popen | None = None
         self.runs = 0
 
-    def start(self) -> "AgentProcess":
+    def start(self) -> AgentProcess:
         self.runs += 1
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("JOURNAL_STREAM", None)
         with open(self.log_path, "ab") as log:
             log.write(f"--- start #{self.runs}\n".encode())
-            self.proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
-                                         cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
+                cwd=self.dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         return self
 
     def wait_log(self, text: str, timeout_s: float = 20.0) -> None:
@@ -80,8 +89,9 @@ class AgentProcess:
             if text in self.log():
                 return
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"agent exited with {self.proc.returncode} before logging {text!r}:\n"
-                                     f"{self.log()[-3000:]}")
+                raise AssertionError(
+                    f"agent exited with {self.proc.returncode} before logging {text!r}:\n{self.log()[-3000:]}"
+                )
             time.sleep(0.1)
         raise AssertionError(f"agent did not log {text!r} within {timeout_s} s:\n{self.log()[-3000:]}")
 

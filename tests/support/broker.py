@@ -3,6 +3,7 @@
 ``require_certificate true`` + ``use_identity_as_username true`` is how IoT Core authenticates a device: by its
 certificate. Persistence is on so a subscriber's queued QoS1 messages survive a clean broker restart.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -24,11 +25,14 @@ def free_port() -> int:
 
 
 def find_mosquitto() -> str:
-    path = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto")
-                                              if os.path.exists(p)), None)
+    path = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.path.exists(p)), None
+    )
     if path is None:
-        raise RuntimeError("mosquitto is not installed: the MQTT tests need it as the stand-in for AWS IoT Core "
-                           "(apt-get install mosquitto mosquitto-clients; `make test` does this when root)")
+        raise RuntimeError(
+            "mosquitto is not installed: the MQTT tests need it as the stand-in for AWS IoT Core "
+            "(apt-get install mosquitto mosquitto-clients; `make test` does this when root)"
+        )
     return path
 
 
@@ -53,14 +57,17 @@ class Broker:
             f"log_dest file {self.log}\nlog_type error\nlog_type warning\nlog_type notice\n"
         )
 
-    def start(self, timeout_s: float = 10.0) -> "Broker":
-        self.proc = subprocess.Popen([find_mosquitto(), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+    def start(self, timeout_s: float = 10.0) -> Broker:
+        self.proc = subprocess.Popen(
+            [find_mosquitto(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.proc.stderr.read().decode()} "
-                                   f"{self.log.read_text() if self.log.exists() else ''}")
+                raise RuntimeError(
+                    f"mosquitto exited: {self.proc.stderr.read().decode()} "
+                    f"{self.log.read_text() if self.log.exists() else ''}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self

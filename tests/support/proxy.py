@@ -4,6 +4,7 @@
 upstream): only keep-alive can notice. ``set_delay_s`` / ``set_rate_bps``: latency and a bandwidth cap. ``heal()``.
 It runs its own asyncio loop in a thread so tests can drive it synchronously.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +27,7 @@ class Proxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="proxy")
 
-    def start(self) -> "Proxy":
+    def start(self) -> Proxy:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
@@ -82,6 +83,7 @@ class Proxy:
                 self._server.close()
             for w in list(self._writers):
                 w.close()
+
         try:
             asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(5)
         finally:

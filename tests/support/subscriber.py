@@ -3,13 +3,14 @@
 It uses the same awsiotsdk MQTT5 client as the agent, with a persistent session so that messages published while
 it reconnects (broker restarts) are queued by the broker and still delivered.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Callable
 
 import orjson
 from awscrt import mqtt5
@@ -19,21 +20,32 @@ from agent.uplink.envelope import decode_telemetry
 
 
 class Subscriber:
-    def __init__(self, port: int, ca: Path, cert: Path, key: Path, topic: str = "dt/#",
-                 client_id: str = "test-subscriber"):
+    def __init__(
+        self, port: int, ca: Path, cert: Path, key: Path, topic: str = "dt/#", client_id: str = "test-subscriber"
+    ):
         self.messages: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._stopped = threading.Event()
         self.topic = topic
         self.client = mqtt5_client_builder.mtls_from_path(
-            endpoint="localhost", port=port, cert_filepath=str(cert), pri_key_filepath=str(key),
-            ca_filepath=str(ca), client_id=client_id, session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
-            session_expiry_interval_sec=3600, keep_alive_interval_sec=30, min_reconnect_delay_ms=200,
-            max_reconnect_delay_ms=1000, on_publish_received=self._on_publish,
-            on_lifecycle_connection_success=self._on_connect, on_lifecycle_stopped=lambda d: self._stopped.set(),
+            endpoint="localhost",
+            port=port,
+            cert_filepath=str(cert),
+            pri_key_filepath=str(key),
+            ca_filepath=str(ca),
+            client_id=client_id,
+            session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
+            session_expiry_interval_sec=3600,
+            keep_alive_interval_sec=30,
+            min_reconnect_delay_ms=200,
+            max_reconnect_delay_ms=1000,
+            on_publish_received=self._on_publish,
+            on_lifecycle_connection_success=self._on_connect,
+            on_lifecycle_stopped=lambda d: self._stopped.set(),
             extended_validation_and_flow_control_options=mqtt5.ExtendedValidationAndFlowControlOptions.NONE,
-            enable_metrics_collection=False, receive_maximum=1000,
+            enable_metrics_collection=False,
+            receive_maximum=1000,
         )
 
     def _on_publish(self, data: mqtt5.PublishReceivedData) -> None:
@@ -44,11 +56,14 @@ class Subscriber:
     def _on_connect(self, data) -> None:
         self._connected.set()
         if not getattr(self, "_subscribed", False):
-            fut: Future = self.client.subscribe(mqtt5.SubscribePacket(
-                subscriptions=[mqtt5.Subscription(topic_filter=self.topic, qos=mqtt5.QoS.AT_LEAST_ONCE)]))
+            fut: Future = self.client.subscribe(
+                mqtt5.SubscribePacket(
+                    subscriptions=[mqtt5.Subscription(topic_filter=self.topic, qos=mqtt5.QoS.AT_LEAST_ONCE)]
+                )
+            )
             fut.add_done_callback(lambda f: setattr(self, "_subscribed", True))
 
-    def start(self, timeout_s: float = 15.0) -> "Subscriber":
+    def start(self, timeout_s: float = 15.0) -> Subscriber:
         self.client.start()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -1,4 +1,5 @@
 """Twin test fixtures: simulated runs computed once per session (they are the expensive part)."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,8 +42,14 @@ def fault_rig(faulty: bool, cells: int = 12, seed: int = 0):
     from simulator.protocol import cccv
     from simulator.rig import Rig, RigSpec
 
-    spec = RigSpec(cells=cells, chemistry="nmc811", protocol=cccv(0.5, 1.0, 4.2, 2.5, 0.05, 600.0),
-                   start_step=DISCHARGE_STEP, seed=seed, faults=FAULT_SPECS if faulty else None)
+    spec = RigSpec(
+        cells=cells,
+        chemistry="nmc811",
+        protocol=cccv(0.5, 1.0, 4.2, 2.5, 0.05, 600.0),
+        start_step=DISCHARGE_STEP,
+        seed=seed,
+        faults=FAULT_SPECS if faulty else None,
+    )
     return Rig(spec)
 
 

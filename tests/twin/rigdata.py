@@ -1,7 +1,8 @@
 """Batches for twin tests from the simulator's rig (``simulator.BasicRig`` or a ``simulator.Rig`` with faults)."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -21,8 +22,17 @@ Fault = Callable[[object, float, dict[str, np.ndarray]], None]
 """A test-made disturbance: called after each rig step with (rig, simulated time s, measured arrays)."""
 
 
-def run(cells: int = 8, seconds: float = 4 * 3600, dt_s: float = 1.0, batch_ticks: int = 256, seed: int = 0,
-        faults: list[Fault] = (), spec_kw: dict | None = None, rig: BasicRig | None = None, t0_ms: int = T0_MS):
+def run(
+    cells: int = 8,
+    seconds: float = 4 * 3600,
+    dt_s: float = 1.0,
+    batch_ticks: int = 256,
+    seed: int = 0,
+    faults: list[Fault] = (),
+    spec_kw: dict | None = None,
+    rig: BasicRig | None = None,
+    t0_ms: int = T0_MS,
+):
     """Yield ReadingBatch objects of ``batch_ticks`` samples per cell from a BasicRig (``rig`` to continue one)."""
     rig = rig or BasicRig(BasicRigSpec(cells=cells, seed=seed, **(spec_kw or {})))
     cells = len(rig.cell_ids)
@@ -40,5 +50,6 @@ def run(cells: int = 8, seconds: float = 4 * 3600, dt_s: float = 1.0, batch_tick
             v[j], i[j], t[j] = m["voltage_v"], m["current_a"], m["temperature_c"]
         ts = t0_ms + np.round((np.arange(tick, tick + k) + 1) * dt_s * 1000).astype(np.int64)
         tick += k
-        yield ReadingBatch.build(rig.cell_ids, np.tile(np.arange(n), k), np.repeat(ts, n), v.ravel(), i.ravel(),
-                                 t.ravel())
+        yield ReadingBatch.build(
+            rig.cell_ids, np.tile(np.arange(n), k), np.repeat(ts, n), v.ravel(), i.ravel(), t.ravel()
+        )

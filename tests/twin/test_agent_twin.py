@@ -3,6 +3,7 @@
 Cycle summaries with predictions arrive on the cycles topic, every message matches its JSON Schema, and the store
 holds what was published.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,14 @@ from tests.test_e2e_uplink import validate_all
 
 
 def test_agent_publishes_cycles_with_predictions(tmp_path, broker, subscriber, rig_cert, pki, agent_proc):
-    cfg = agent_config(tmp_path, broker, rig_cert, pki,
-                       drivers=[{"type": "simulator", "name": "sim", "cells": 4, "sample_hz": 0.2, "speed": 4000.0}],
-                       twin={"forecast_cycles": 20, "alarms": {"repeat_s": 36000.0}})
+    cfg = agent_config(
+        tmp_path,
+        broker,
+        rig_cert,
+        pki,
+        drivers=[{"type": "simulator", "name": "sim", "cells": 4, "sample_hz": 0.2, "speed": 4000.0}],
+        twin={"forecast_cycles": 20, "alarms": {"repeat_s": 36000.0}},
+    )
     agent = agent_proc(cfg).start()
     agent.wait_log("uplink connected", 30)
 

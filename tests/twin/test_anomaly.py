@@ -1,4 +1,5 @@
 """Anomaly detection: a healthy run raises no alarm; each injected fault is detected on its cell, rate-limited."""
+
 from __future__ import annotations
 
 import collections

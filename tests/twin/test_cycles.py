@@ -1,4 +1,5 @@
 """Cycle detection and per-cycle summaries on a simulated rig."""
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """Predictions on the edge: a cell replayed from real Severson data gets the same cycle-life prediction from the
 twin (Qd(V) from sampled discharges, features from agent/features, ONNX) as the offline evaluation of that cell;
 SOH forecasts appear on every cycle with the model version; state survives a restart through the store."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,9 +60,14 @@ def replay_batches(qdlin: np.ndarray, stride: int = 5):
             t_ms[k] = t + 120_000
             rows.append((np.full(len(seg_t), k), seg_t, seg_i, seg_v))
         cell = np.concatenate([r[0] for r in rows])
-        yield ReadingBatch.build(cells, cell, np.concatenate([r[1] for r in rows]),
-                                 np.concatenate([r[3] for r in rows]), np.concatenate([r[2] for r in rows]),
-                                 np.full(cell.size, 30.0))
+        yield ReadingBatch.build(
+            cells,
+            cell,
+            np.concatenate([r[1] for r in rows]),
+            np.concatenate([r[3] for r in rows]),
+            np.concatenate([r[2] for r in rows]),
+            np.full(cell.size, 30.0),
+        )
 
 
 @pytest.fixture(scope="module")
