@@ -58,7 +58,7 @@ def bms_frames(n: int) -> list[can.Message]:
     _, values = emu.feed.snapshot()
     cycle = []
     for period, fr in emu.frames:
-        reps = int(round(1.0 / period))
+        reps = round(1.0 / period)
         cycle += [
             can.Message(arbitration_id=fr.msg.frame_id, data=emu._payload(fr, values), is_extended_id=False)
             for _ in range(reps)

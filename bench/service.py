@@ -66,7 +66,7 @@ class Run:
         self.sock_path = Path(tempfile.mkdtemp(prefix="btb-")) / "n.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.sock_path))
-        self.log = open(tmp / "agent.log", "wb")
+        self.log = open(tmp / "agent.log", "wb")  # noqa: SIM115 - lives as long as the agent process
         env = {**os.environ, "NOTIFY_SOCKET": str(self.sock_path), "PYTHONUNBUFFERED": "1"}
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(

@@ -183,9 +183,10 @@ def _check(c: Chemistry) -> None:
     if c.hysteresis_v < 0 or c.hysteresis_rate < 0:
         bad("hysteresis_v and hysteresis_rate must not be negative")
     e = c.electrodes
-    if e is not None:
-        if not all(0 <= v <= 1 for v in (e.x0, e.x100, e.y0, e.y100)) or not (e.x100 > e.x0 and e.y0 > e.y100):
-            bad("electrode stoichiometries must lie in 0..1 with x100 > x0 and y0 > y100")
+    if e is not None and (
+        not all(0 <= v <= 1 for v in (e.x0, e.x100, e.y0, e.y100)) or not (e.x100 > e.x0 and e.y0 > e.y100)
+    ):
+        bad("electrode stoichiometries must lie in 0..1 with x100 > x0 and y0 > y100")
 
 
 @cache

@@ -204,7 +204,7 @@ def _capacity_runs(
     """Discharge capacity per cycle (rows: candidate (k, p) pairs, columns: cycles), all in one vectorised rig."""
     from simulator.rig import Rig, RigSpec
 
-    mech = [m for m in chem.ageing["mechanisms"] if m["name"] == "cycling"][0]
+    mech = next(m for m in chem.ageing["mechanisms"] if m["name"] == "cycling")
     rig = Rig(
         RigSpec(
             cells=len(ks),

@@ -82,7 +82,7 @@ def simulate(
     if duration_s is None and spec.cycles is None:
         raise ValueError("give cycles (in the spec) or duration_s, or the run never ends")
     rig = Rig(spec)
-    every = 0 if not readings_every_s else max(int(round(readings_every_s / dt_s)), 1)
+    every = 0 if not readings_every_s else max(round(readings_every_s / dt_s), 1)
     chunker = ReadingChunker(rig.cells.n, on_readings, chunk_rows) if every and on_readings else None
     limit_s = duration_s if duration_s is not None else math.inf
     target = spec.cycles or 0

@@ -41,7 +41,7 @@ class TableWriter:
             self._writer.write_table(table)
         else:
             if self._csv is None:
-                self._file = open(self.path, "w", newline="")
+                self._file = open(self.path, "w", newline="")  # noqa: SIM115 - closed by close()
                 self._csv = csv.writer(self._file)
                 self._csv.writerow(list(cols))
             self._csv.writerows(zip(*[np.asarray(v).tolist() for v in cols.values()]))

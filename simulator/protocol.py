@@ -176,7 +176,7 @@ def hppc(
 ) -> list[dict[str, Any]]:
     """Hybrid pulse power characterisation: from full charge, at each 10 % of SOC a discharge pulse, 40 s rest, a
     charge pulse, 40 s rest, then a 1C discharge of ``soc_step`` of capacity and a rest."""
-    n = int(round(0.9 / soc_step))
+    n = round(0.9 / soc_step)
     return [
         {"step": "cc", "c_rate": 1.0},
         {"step": "cv", "v": "v_max", "until_c": 0.05},

@@ -285,7 +285,7 @@ class Rig:
         if paced and not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
         t0_wall, t0_sim = time.monotonic(), self.time_s
-        steps = int(round(duration_s / dt_s))
+        steps = round(duration_s / dt_s)
         for _ in range(steps):
             self.step(dt_s)
             if every is not None:

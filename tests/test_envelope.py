@@ -61,7 +61,7 @@ def test_compact_round_trip_within_resolution_and_schema():
 
 def test_records_round_trip_and_schema():
     r = rows(50, nan_every=5)
-    payload, n = pack_readings("rig-1", r, CELLS, "records", 126 * 1024)
+    payload, _n = pack_readings("rig-1", r, CELLS, "records", 126 * 1024)
     validator("telemetry.v1").validate(orjson.loads(payload))
     back = decode_telemetry(payload)
     assert [x["seq"] for x in back] == r.seq.tolist()

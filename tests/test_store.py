@@ -61,7 +61,7 @@ def test_batch_is_one_transaction(tmp_path):
     v = bad.voltage_v.astype(object)
     v[4] = {"not": "a number"}  # the 5th row cannot be bound: the insert fails after four rows went in
     object.__setattr__(bad, "voltage_v", v)
-    with pytest.raises(Exception):
+    with pytest.raises((TypeError, ValueError, sqlite3.Error)):
         s.append(bad)
     assert s.conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 6
     assert s.append(batch(1)) == (7, 9)  # the failed batch consumed no seq

@@ -25,7 +25,7 @@ def compute(history_ah: np.ndarray, level_window: int, min_cycles: int = 3) -> n
     capacity, are skipped). The x axis is the column index, so columns must be consecutive cycles.
     """
     h = np.atleast_2d(np.asarray(history_ah, dtype=float))
-    cells, t = h.shape
+    _cells, t = h.shape
     ok = np.isfinite(h)
     n = ok.sum(axis=1)
     x = np.broadcast_to(np.arange(t, dtype=float), h.shape)

@@ -117,7 +117,7 @@ def from_store(db_path: Path) -> list[CapacityHistory]:
         by_cell.setdefault(cell, []).append((int(cycle), float(cap), np.nan if temp is None else float(temp)))
     out = []
     for cell, items in by_cell.items():
-        dedup = dict((c, (q, t)) for c, q, t in items)  # a cycle stored twice: keep the last
+        dedup = {c: (q, t) for c, q, t in items}  # a cycle stored twice: keep the last
         cyc = np.array(sorted(dedup))
         out.append(
             CapacityHistory(cell, cyc, np.array([dedup[c][0] for c in cyc]), np.array([dedup[c][1] for c in cyc]))

@@ -8,6 +8,7 @@ cantools rejects (short, bad multiplexer index) are counted as corrupt.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -157,7 +158,7 @@ class FrameDecoder:
                     out.fields.append(t.kind)
                     out.values.append(v)
             else:
-                raw = int(v) if v == v and abs(v) < 2**63 else 1  # NaN/huge: treat as "fault"
+                raw = int(v) if math.isfinite(v) and abs(v) < 2**63 else 1  # NaN/huge: treat as "fault"
                 if t.kind == FAULT_BITMAP:
                     out.faults.append((max(t.cell, 0), t.bits, raw))
                 else:

@@ -79,7 +79,7 @@ class CanDriver(Driver):
         self.frames = self.decoded = self.unknown = self.corrupt = 0
         self.error_frames = self.bus_off = self.passive = 0
         self.last_corrupt = ""
-        self._seen = dict(frames=0, decoded=0, corrupt=0, error_frames=0, bus_off=0, passive=0)
+        self._seen = {"frames": 0, "decoded": 0, "corrupt": 0, "error_frames": 0, "bus_off": 0, "passive": 0}
         self._bus_off_state = False
         self._last_error_event = 0.0
         self.health: DeviceHealth | None = None

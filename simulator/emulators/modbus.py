@@ -124,7 +124,7 @@ class ModbusEmulator:
             )
         self.device_ids = list(device_ids)
         self.tcp, self.rtu = tcp, rtu
-        self.serial = dict(baudrate=baudrate, parity=parity, stopbits=stopbits)
+        self.serial = {"baudrate": baudrate, "parity": parity, "stopbits": stopbits}
         self.slots = _slots(self.profile)
         self.faults: dict[int, str] = {}
         self.cell_faults: set[int] = set()  # rig cell indices whose fault bit is set

@@ -95,7 +95,7 @@ def views(statements: list[str]) -> dict[str, View]:
             for p in sel.expressions:
                 v.columns[p.alias_or_name.lower()] = Column(p.alias_or_name.lower(), None, p)
     for v in found.values():
-        for name, col in v.columns.items():
+        for col in v.columns.values():
             col.type = _resolve(
                 col.expr.unalias() if isinstance(col.expr, exp.Alias) else col.expr, v.selects[0], found, depth=0
             )

@@ -134,7 +134,7 @@ def test_rule_sql_reads_only_schema_fields_and_takes_the_rig_from_the_topic(plan
 
 def test_landing_rules_write_one_record_per_message_partitioned_by_rig(plan):
     (stream,) = resources(plan, "aws_kinesis_stream")
-    for name, r in rules(plan).items():
+    for r in rules(plan).values():
         for k in r.get("kinesis") or []:
             assert k["stream_name"] == after(stream)["name"]
             assert k["partition_key"] == "${topic(3)}"

@@ -127,7 +127,7 @@ def test_store_replaced_by_quarantine_restarts_the_views(agent):
             first, last = agent.store.append(batch(now - 5_000, 4))  # 12 readings in the new file
             await hub.tick()
             assert sub.queue.get_nowait() is None and not hub.subs  # the browser is told to start over
-            again, init = await hub.subscribe(["a1"], 30)  # EventSource reconnects with its old Last-Event-ID
+            _again, init = await hub.subscribe(["a1"], 30)  # EventSource reconnects with its old Last-Event-ID
             d = parse(init)[2]
             assert not d["resumed"] and d["readings"]["seq"] == list(range(first, last + 1, 3))
             assert any(e["kind"] == "store.quarantined" for e in d["events"])

@@ -107,7 +107,7 @@ def test_healthy_installation_passes_one_line_per_check(tmp_path, trusting_broke
 
 
 def test_wrong_ca_fails_the_handshake(tmp_path, trusting_broker, good_cert):
-    pki, cert, key = good_cert
+    _pki, cert, key = good_cert
     other = Pki.create(tmp_path / "other-ca", name="other-ca")
     c = checks(write(tmp_path, uplink_cfg(tmp_path, trusting_broker, cert, key, other.ca_cert)))
     assert c["tls.ca"].status == "ok"  # a fine CA bundle, just not the endpoint's

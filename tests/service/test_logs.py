@@ -41,8 +41,8 @@ def test_redact_removes_whole_and_truncated_pem_keys(rig_cert):
 
 def _log_lines(env_extra: dict[str, str], fmt: str) -> list[str]:
     code = (
-        "import logging; from agent.logs import setup_logging; setup_logging('DEBUG', %r); "
-        "log = logging.getLogger('t'); log.debug('d'); log.info('i'); log.warning('w'); log.error('e')" % fmt
+        f"import logging; from agent.logs import setup_logging; setup_logging('DEBUG', {fmt!r}); "
+        "log = logging.getLogger('t'); log.debug('d'); log.info('i'); log.warning('w'); log.error('e')"
     )
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
     p = subprocess.run(

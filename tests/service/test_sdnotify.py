@@ -98,7 +98,7 @@ def test_agent_process_notifies_ready_reload_and_stopping(tmp_path, notify_socke
     conf = tmp_path / "agent.toml"
     conf.write_text(to_toml(cfg))
     env = {**os.environ, **notify_socket.env(watchdog_usec=1_500_000), "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "agent.log", "wb")
+    log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent", "run", "--config", str(conf)], stdout=log, stderr=subprocess.STDOUT, env=env
     )

@@ -53,7 +53,7 @@ def to_toml(cfg: dict[str, Any]) -> str:
                 lines.append(f"\n[[{k}]]")
                 for ik, iv in item.items():
                     if isinstance(iv, dict):
-                        raise ValueError("nested tables inside arrays of tables are not supported here")
+                        raise ValueError("nested tables inside arrays of tables are not supported here")  # noqa: TRY004
                     lines.append(f"{ik} = {toml_value(iv)}")
     return "\n".join(lines) + "\n"
 

@@ -9,7 +9,7 @@ from tests.twin.rigdata import T0_MS
 
 
 def test_healthy_run_raises_no_alarm(healthy_run):
-    tp, events, cycles = healthy_run
+    _tp, events, cycles = healthy_run
     assert events == [], [(e.kind, e.cell, e.message) for e in events[:5]]
     assert len(cycles) >= 20  # the run did cycle: ~2 complete cycles per cell
 
