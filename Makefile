@@ -13,7 +13,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 TEST_SYSTEM_PACKAGES := mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium \
                         systemd-analyze:systemd systemd-sysusers:systemd shellcheck:shellcheck
 
-.PHONY: run test bench soak system-deps checkov-venv clean
+.PHONY: run test lint bench soak system-deps checkov-venv clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,12 @@ system-deps:
 	  fi; \
 	fi
 
-test: system-deps $(VENV)/.installed-test $(CHECKOV_VENV)/.installed
+# Lint runs first in `make test`: ruff (lint and format), and the static checks the architecture relies on.
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: system-deps $(VENV)/.installed-test $(CHECKOV_VENV)/.installed lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: system-deps $(VENV)/.installed-test
