@@ -97,7 +97,9 @@ class UplinkConfig(Strict):
     ping_timeout_ms: int = Field(15_000, ge=1000, le=120_000)
     ack_timeout_s: int = Field(45, ge=1, le=3600, description="a PUBACK not seen by then: publish again")
     health_interval_s: float = Field(30.0, ge=1, le=86400, description="health computed, logged, checked for change")
-    health_heartbeat_s: float = Field(150.0, ge=1, le=86400, description="health published at least this often")
+    health_heartbeat_s: float = Field(
+        150.0, ge=1, le=86400, description="health published at least this often (or each interval)"
+    )
     basic_ingest_health_rule: str = Field(
         "", pattern=r"^[A-Za-z0-9_]*$", description="IoT rule name: publish health to $aws/rules/<rule>/... "
     )

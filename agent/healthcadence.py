@@ -27,18 +27,20 @@ if TYPE_CHECKING:
 Signature = tuple[Any, ...]
 
 
+def effective_heartbeat_s(interval_s: float, heartbeat_s: float) -> float:
+    """Health is checked once per interval, so a heartbeat below it means one message per check."""
+    return max(interval_s, heartbeat_s)
+
+
 def cadence_problem(linger_ms: int, interval_s: float, heartbeat_s: float) -> str | None:
     """Why these settings cannot work together (for the config's validation), or None."""
-    if heartbeat_s < interval_s:
+    beat_s = effective_heartbeat_s(interval_s, heartbeat_s)
+    if linger_ms / 1000 >= beat_s:
         return (
-            f"uplink.health_heartbeat_s ({heartbeat_s:g}) must be at least uplink.health_interval_s ({interval_s:g}):"
-            " health is checked once per interval"
-        )
-    if linger_ms / 1000 >= heartbeat_s:
-        return (
-            f"uplink.linger_ms ({linger_ms / 1000:g} s) must be shorter than uplink.health_heartbeat_s "
-            f"({heartbeat_s:g} s): a heartbeat reports the readings rate over one heartbeat period, and a rig that "
-            "lingers longer would report 0 readings/s (and trip the cloud's rigs-silent alarm)"
+            f"uplink.linger_ms ({linger_ms / 1000:g} s) must be shorter than the health heartbeat ({beat_s:g} s, "
+            "uplink.health_heartbeat_s or health_interval_s if longer): a heartbeat reports the readings rate over "
+            "one heartbeat period, and a rig that lingers longer would report 0 readings/s (and trip the cloud's "
+            "rigs-silent alarm)"
         )
     return None
 
@@ -77,7 +79,7 @@ class HealthCadence:
 
     @classmethod
     def from_config(cls, cfg: UplinkConfig) -> HealthCadence:
-        return cls(cfg.health_interval_s, cfg.health_heartbeat_s)
+        return cls(cfg.health_interval_s, effective_heartbeat_s(cfg.health_interval_s, cfg.health_heartbeat_s))
 
     def sleep_s(self, now_s: float) -> float:
         """How long the health loop sleeps: one interval, or less when the heartbeat falls due sooner."""

@@ -105,7 +105,9 @@ class Workload:
 
 
 UPLINK = UplinkConfig()
-BEFORE_AGENT = Agent(1000, 14_848, full_fraction=0.85, heartbeat_s=30.0, health_on_change=False, health_basic_ingest=False)
+BEFORE_AGENT = Agent(
+    1000, 14_848, full_fraction=0.85, heartbeat_s=30.0, health_on_change=False, health_basic_ingest=False
+)
 AFTER_AGENT = Agent(
     linger_ms=UPLINK.linger_ms,
     target_bytes=UPLINK.message_target_bytes,
@@ -356,8 +358,10 @@ def _table(title: str, cols: dict[str, dict[str, float]], fmt: str = "{:>10.4f}"
     names = list(cols)
     keys = list(dict.fromkeys(k for c in cols.values() for k in c))
     width = max(len(k) for k in keys) + 2
+    col = max(12, *(len(n) + 2 for n in names))
+    fmt = fmt.replace("{:>10", "{:>" + str(col - 2))
     print(f"\n{title}")
-    print(" " * width + "".join(f"{n:>12}" for n in names))
+    print(" " * width + "".join(f"{n:>{col}}" for n in names))
     for k in keys:
         print(f"{k:<{width}}" + "".join("  " + fmt.format(cols[n].get(k, 0.0)) for n in names))
     print(f"{'TOTAL':<{width}}" + "".join("  " + fmt.format(sum(cols[n].values())) for n in names))
@@ -403,8 +407,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         n, size = message(w.cells, w.rate_hz, "compact", a.target_bytes, a.linger_ms, a.full_fraction)
         print(
             f"  {label}: linger {a.linger_ms / 1000:g} s, full at {a.full_fraction:.0%} of {a.target_bytes} B -> "
-            f"{n} readings per message, {size} B ({size / n:.1f} B/reading, {units(size + 62)} units of 5 KB at "
-            f"{(size + 62) / (units(size + 62) * KB5):.0%}); health every {a.heartbeat_s:g} s"
+            f"{n} readings per message, {size} B ({size / n:.1f} B/reading, {units(size + 62)} x 5 KB units, "
+            f"{(size + 62) / (units(size + 62) * KB5):.0%} full); health every {a.heartbeat_s:g} s"
             + (" through Basic Ingest" if a.health_basic_ingest else "")
         )
     before = variable_per_cell_month(BEFORE_AGENT, BEFORE_CLOUD, w)

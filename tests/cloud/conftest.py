@@ -10,8 +10,9 @@ from agent.provision import make_key_and_csr
 from tests.cloud import tf
 
 # What each example is planned with. complete: two physical rigs (only rig-01 has posted its CSR), the EC2
-# simulated rig, QuickSight, Basic Ingest, a scheduled warehouse refresh. fleet: an existing VPC, both rigs
-# with CSRs, no Basic Ingest, AUTO REFRESH.
+# simulated rig, QuickSight, Basic Ingest, a scheduled warehouse refresh, the fleet rigs-silent alarm only.
+# fleet: an existing VPC, both rigs with CSRs, no Basic Ingest, AUTO REFRESH, per-rig silent alarms as well.
+# small-lab: its defaults (4 RPU, two-hourly refresh, no endpoint), three rigs.
 PLAN_VARS = {
     "complete": {
         "rigs": ["rig-01", "rig-02"],
@@ -32,6 +33,13 @@ PLAN_VARS = {
         "vpc_cidr": "10.20.0.0/16",
         "redshift_refresh_minutes": 0,
         "private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2", "subnet-0aaaaaaaaaaaaaaa3"],
+        "per_rig_silent_alarms": True,
+    },
+    "small-lab": {
+        "rigs": ["lab-01", "lab-02", "lab-03"],
+        "csr_rigs": ["lab-01"],
+        "alarm_emails": ["lab@example.com"],
+        "quicksight_principal_arns": ["arn:aws:quicksight:eu-west-1:123456789012:user/default/analyst"],
     },
 }
 

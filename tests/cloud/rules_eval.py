@@ -27,7 +27,9 @@ class Unsupported(Exception):
 
 
 # ---------------------------------------------------------------------------------------------- IoT SQL
-_TOKEN = re.compile(r"\s*(?:(?P<str>'[^']*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<id>[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*)|(?P<p>[(),*]))")
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'[^']*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<id>[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*)|(?P<p>[(),*]))"
+)
 _KEYWORDS = {"select", "value", "from", "as", "where"}
 
 
@@ -279,9 +281,7 @@ def log_filter_matches(pattern: str, event: dict[str, Any]) -> bool:
             want = raw[1:-1]
             if op not in ("=", "!="):
                 raise Unsupported(f"{op} on a string")
-            hit = isinstance(actual, str) and (
-                actual.startswith(want[:-1]) if want.endswith("*") else actual == want
-            )
+            hit = isinstance(actual, str) and (actual.startswith(want[:-1]) if want.endswith("*") else actual == want)
             return hit if op == "=" else (actual is not UNDEFINED and not hit)
         if vkind != "num":
             raise Unsupported(f"expected a value, found {raw!r}")
