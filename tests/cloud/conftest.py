@@ -63,11 +63,24 @@ def moto(tmp_path_factory):
     server.stop()
 
 
+class Plans(dict):
+    """Plans made when a test first asks for them, so that no single test's setup plans every example (each
+    plan takes a minute or more on a busy machine, and pytest-timeout counts a fixture's time to its test)."""
+
+    def __init__(self, make):
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, example: str) -> dict:
+        self[example] = plan = self._make(example)
+        return plan
+
+
 @pytest.fixture(scope="session")
 def plans(terraform, moto, tmp_path_factory) -> dict[str, dict]:
-    """`terraform show -json` of a plan of every example against moto, with CSRs made by `provision csr`."""
-    out: dict[str, dict] = {}
-    for example in tf.EXAMPLES:
+    """`terraform show -json` of a plan of each example against moto, with CSRs made by `provision csr`."""
+
+    def make(example: str) -> dict:
         work = tmp_path_factory.mktemp(f"plan-{example}")
         tree = tf.copy_tree(work)
         example_dir = tree / "examples" / example
@@ -79,8 +92,9 @@ def plans(terraform, moto, tmp_path_factory) -> dict[str, dict]:
             csr_dir.mkdir(exist_ok=True)
             (csr_dir / csr.name).write_bytes(csr.read_bytes())
         tfvars["csr_dir"] = str(csr_dir)
-        out[example] = tf.plan_json(terraform, example_dir, tfvars)
-    return out
+        return tf.plan_json(terraform, example_dir, tfvars)
+
+    return Plans(make)
 
 
 def resources(plan: dict, rtype: str) -> list[dict]:
