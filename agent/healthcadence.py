@@ -71,7 +71,7 @@ class HealthCadence:
         self.heartbeat_s = heartbeat_s
         # (monotonic s, acked readings, acked messages) per check, enough to span one heartbeat period
         self._samples: collections.deque[tuple[float, int, int]] = collections.deque(
-            maxlen=math.ceil(heartbeat_s / interval_s) + 2
+            maxlen=math.ceil(heartbeat_s / interval_s) + 3  # + the start, a shortened sleep, the newest
         )
         self._last_sent_s: float | None = None
         self._last_signature: Signature | None = None
