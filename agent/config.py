@@ -86,8 +86,8 @@ class UplinkConfig(Strict):
         le=126 * 1024,
         description="message size while draining a backlog: larger messages get closer to IoT Core's 512 KB/s",
     )
-    linger_ms: int = Field(
-        1000, ge=0, le=600_000, description="wait up to this long for a message to fill before sending it part-full"
+    linger_ms: int = Field(  # events, cycles and health never wait; the local dashboard reads the store
+        120_000, ge=0, le=600_000, description="wait up to this long for a message to fill before sending it part-full"
     )
     max_in_flight: int = Field(100, ge=1, le=100, description="unacknowledged QoS1 publishes (IoT Core: 100)")
     flow_control: Literal["auto", "iot_core", "none"] = Field(
@@ -96,8 +96,23 @@ class UplinkConfig(Strict):
     keep_alive_s: int = Field(30, ge=5, le=1200, description="MQTT keep-alive (IoT Core accepts 30..1200)")
     ping_timeout_ms: int = Field(15_000, ge=1000, le=120_000)
     ack_timeout_s: int = Field(45, ge=1, le=3600, description="a PUBACK not seen by then: publish again")
-    health_interval_s: float = Field(30.0, ge=1, le=86400)
+    health_interval_s: float = Field(30.0, ge=1, le=86400, description="health computed, logged, checked for change")
+    health_heartbeat_s: float = Field(
+        150.0, ge=1, le=86400, description="health published at least this often (or each interval)"
+    )
+    basic_ingest_health_rule: str = Field(
+        "", pattern=r"^[A-Za-z0-9_]*$", description="IoT rule name: publish health to $aws/rules/<rule>/... "
+    )
     connect_timeout_s: float = Field(30.0, ge=1, le=600)
+
+    @model_validator(mode="after")
+    def _health_cadence(self) -> UplinkConfig:
+        from agent.healthcadence import cadence_problem
+
+        problem = cadence_problem(self.linger_ms, self.health_interval_s, self.health_heartbeat_s)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _files_when_enabled(self) -> UplinkConfig:

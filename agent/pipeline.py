@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from agent import __version__
 from agent.config import AgentConfig
+from agent.healthcadence import HealthCadence, health_topic
 from agent.store import Store, StoreFull
 from agent.store.worker import StoreWorker
 from agent.supervise import DriverRunner
@@ -299,8 +300,9 @@ class Agent:
     async def _health_loop(self) -> None:
         import orjson
 
+        cadence = HealthCadence.from_config(self.cfg.uplink)  # on change plus a heartbeat (agent/healthcadence.py)
         while True:
-            await asyncio.sleep(self.cfg.uplink.health_interval_s)
+            await asyncio.sleep(cadence.sleep_s(time.monotonic()))
             h = await self.health()
             self._last_health = h
             log.info(
@@ -315,9 +317,11 @@ class Agent:
                 h["publish_errors"],
                 ",".join(f"{d['name']}:{d['state']}" for d in h["drivers"]),
             )
-            if self.link is not None and self.link.connected.is_set() and self.uplink is not None:
+            msg = cadence.observe(h, time.monotonic(), self.uplink.stats.acked_msgs if self.uplink else 0)
+            if msg is not None and self.link is not None and self.link.connected.is_set() and self.uplink is not None:
                 try:
-                    self.link.publish(self.uplink.topic("health"), orjson.dumps(h))
+                    self.link.publish(health_topic(self.cfg.uplink, self.cfg.rig), orjson.dumps(msg))
+                    cadence.published(time.monotonic())
                 except Exception as exc:  # noqa: BLE001 - health is best effort; the next one replaces it
                     log.debug("health publish failed: %r", exc)
 

@@ -181,6 +181,7 @@ def uplink_from_outputs(outputs: dict[str, Any], rig: str) -> tuple[dict[str, An
         "endpoint": agent["endpoint"],
         "topic_prefix": agent.get("topic_prefix") or "dt/battery-twin",
         "basic_ingest_rule": agent.get("basic_ingest_rule") or "",
+        "basic_ingest_health_rule": agent.get("basic_ingest_health_rule") or "",
     }
     return uplink, pem.encode() if pem else None
 
@@ -292,6 +293,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--port", type=int, help="broker port (default: the config's, 8883)")
     g.add_argument("--topic-prefix", help="with --endpoint: topic prefix (default dt/battery-twin)")
     g.add_argument("--basic-ingest-rule", help="with --endpoint: the telemetry rule for Basic Ingest")
+    g.add_argument("--basic-ingest-health-rule", help="with --endpoint: the health rule for Basic Ingest")
     g.add_argument("--store", help="store.path to set (e.g. /var/lib/battery-twin/battery-twin.db)")
     g.add_argument(
         "--force",
@@ -330,6 +332,7 @@ def cmd_config(args: argparse.Namespace) -> int:
                 "endpoint": args.endpoint,
                 "topic_prefix": args.topic_prefix or "dt/battery-twin",
                 "basic_ingest_rule": args.basic_ingest_rule or "",
+                "basic_ingest_health_rule": args.basic_ingest_health_rule or "",
             }
             pem = None
         else:

@@ -66,7 +66,7 @@ def agent_config(
     cfg: dict[str, Any] = {
         "rig": RIG,
         "store": {"path": str(tmp_path / "store" / "agent.db"), "maintenance_interval_s": 1.0},
-        "uplink": {"health_interval_s": 2.0, "linger_ms": 200, "flow_control": "none"},
+        "uplink": {"health_interval_s": 2.0, "health_heartbeat_s": 2.0, "linger_ms": 200, "flow_control": "none"},
         "drivers": [{"type": "simulator", "name": "sim", "cells": 4, "sample_hz": 10.0, "speed": 1.0}],
         "log": {"level": "INFO"},
     }

@@ -10,8 +10,9 @@ from agent.provision import make_key_and_csr
 from tests.cloud import tf
 
 # What each example is planned with. complete: two physical rigs (only rig-01 has posted its CSR), the EC2
-# simulated rig, QuickSight, Basic Ingest, a scheduled warehouse refresh. fleet: an existing VPC, both rigs
-# with CSRs, no Basic Ingest, AUTO REFRESH.
+# simulated rig, QuickSight, Basic Ingest, a scheduled warehouse refresh, the fleet rigs-silent alarm only.
+# fleet: an existing VPC, both rigs with CSRs, no Basic Ingest, AUTO REFRESH, per-rig silent alarms as well.
+# small-lab: its defaults (4 RPU, two-hourly refresh, no endpoint), three rigs.
 PLAN_VARS = {
     "complete": {
         "rigs": ["rig-01", "rig-02"],
@@ -32,6 +33,13 @@ PLAN_VARS = {
         "vpc_cidr": "10.20.0.0/16",
         "redshift_refresh_minutes": 0,
         "private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2", "subnet-0aaaaaaaaaaaaaaa3"],
+        "per_rig_silent_alarms": True,
+    },
+    "small-lab": {
+        "rigs": ["lab-01", "lab-02", "lab-03"],
+        "csr_rigs": ["lab-01"],
+        "alarm_emails": ["lab@example.com"],
+        "quicksight_principal_arns": ["arn:aws:quicksight:eu-west-1:123456789012:user/default/analyst"],
     },
 }
 
@@ -55,11 +63,24 @@ def moto(tmp_path_factory):
     server.stop()
 
 
+class Plans(dict):
+    """Plans made when a test first asks for them, so that no single test's setup plans every example (each
+    plan takes a minute or more on a busy machine, and pytest-timeout counts a fixture's time to its test)."""
+
+    def __init__(self, make):
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, example: str) -> dict:
+        self[example] = plan = self._make(example)
+        return plan
+
+
 @pytest.fixture(scope="session")
 def plans(terraform, moto, tmp_path_factory) -> dict[str, dict]:
-    """`terraform show -json` of a plan of every example against moto, with CSRs made by `provision csr`."""
-    out: dict[str, dict] = {}
-    for example in tf.EXAMPLES:
+    """`terraform show -json` of a plan of each example against moto, with CSRs made by `provision csr`."""
+
+    def make(example: str) -> dict:
         work = tmp_path_factory.mktemp(f"plan-{example}")
         tree = tf.copy_tree(work)
         example_dir = tree / "examples" / example
@@ -71,8 +92,9 @@ def plans(terraform, moto, tmp_path_factory) -> dict[str, dict]:
             csr_dir.mkdir(exist_ok=True)
             (csr_dir / csr.name).write_bytes(csr.read_bytes())
         tfvars["csr_dir"] = str(csr_dir)
-        out[example] = tf.plan_json(terraform, example_dir, tfvars)
-    return out
+        return tf.plan_json(terraform, example_dir, tfvars)
+
+    return Plans(make)
 
 
 def resources(plan: dict, rtype: str) -> list[dict]:

@@ -12,10 +12,12 @@ import types
 import pytest
 
 from agent.config import UplinkConfig
+from agent.healthcadence import health_topic
 from agent.uplink.envelope import COMPACT_FIELDS, COMPACT_SCALE
 from agent.uplink.uplink import TOPIC_NAMES, Uplink
 from drivers.base import MISSING_FLAG
 from tests.cloud import contracts as c
+from tests.cloud import rules_eval as ev
 from tests.cloud.conftest import PLAN_VARS, after, resources
 from tests.cloud.tf import EXAMPLES
 
@@ -47,16 +49,24 @@ def telemetry_rule_name(plan) -> str:
     return next(n for n, r in rules(plan).items() if c.rule_from(r["sql"]).endswith("/telemetry") and r.get("kinesis"))
 
 
+def health_rule_name(plan) -> str:
+    (name,) = [n for n, r in rules(plan).items() if c.rule_from(r["sql"]).endswith("/health")]
+    return name
+
+
 def policy(plan) -> dict:
     (p,) = resources(plan, "aws_iot_policy")
     return json.loads(after(p)["policy"])
 
 
 # ---------------------------------------------------------------------------------------------- topics and rules
-def agent_topic(rig: str, stream: str, basic_ingest_rule: str = "") -> str:
-    """The topic the agent's uplink publishes a stream to (its own code, with the default topic prefix)."""
-    fake = types.SimpleNamespace(cfg=UplinkConfig(basic_ingest_rule=basic_ingest_rule), rig=rig)
-    return Uplink.topic(fake, stream)
+def agent_topic(rig: str, stream: str, basic_ingest_rule: str = "", basic_ingest_health_rule: str = "") -> str:
+    """The topic the agent publishes a stream to (its own code, with the default topic prefix): the uplink's for
+    readings, events and cycles, the health cadence's for health."""
+    cfg = UplinkConfig(basic_ingest_rule=basic_ingest_rule, basic_ingest_health_rule=basic_ingest_health_rule)
+    if stream == "health":
+        return health_topic(cfg, rig)
+    return Uplink.topic(types.SimpleNamespace(cfg=cfg, rig=rig), stream)
 
 
 def rules_for_topic(plan, topic: str) -> list[str]:
@@ -70,12 +80,13 @@ def rules_for_topic(plan, topic: str) -> list[str]:
 
 def test_every_topic_the_agent_publishes_is_matched_by_a_rule(plan):
     rig = "rig-x1"
-    bi = telemetry_rule_name(plan)
+    bi, hbi = telemetry_rule_name(plan), health_rule_name(plan)
     for stream in TOPIC_NAMES:
-        for basic in ("", bi):
-            topic = agent_topic(rig, stream, basic)
+        for basic in (("", ""), (bi, hbi)):
+            topic = agent_topic(rig, stream, *basic)
             assert rules_for_topic(plan, topic), f"no rule takes {topic}"
-    # The landing streams reach Kinesis; events also reach CloudWatch Logs; health reaches metrics.
+    # The landing streams reach Kinesis; events also reach CloudWatch Logs; health reaches its log group (and the
+    # per-rig metrics where the example asks for per-rig silent alarms).
     kinds = {}
     for stream in TOPIC_NAMES.values():
         for name in rules_for_topic(plan, f"dt/battery-twin/{rig}/{stream}"):
@@ -87,7 +98,7 @@ def test_every_topic_the_agent_publishes_is_matched_by_a_rule(plan):
         "telemetry": {"kinesis"},
         "cycles": {"kinesis"},
         "events": {"kinesis", "cloudwatch_logs"},
-        "health": {"cloudwatch_metric"},
+        "health": {"cloudwatch_logs"} | ({"cloudwatch_metric"} if per_rig(plan) else set()),
     }
     # A Basic Ingest topic for a rule that does not exist is not taken by anything.
     assert not rules_for_topic(plan, f"$aws/rules/no_such_rule/dt/battery-twin/{rig}/telemetry")
@@ -115,21 +126,27 @@ def test_rule_sql_reads_only_schema_fields_and_takes_the_rig_from_the_topic(plan
     for name, r in rules(plan).items():
         stream = c.rule_from(r["sql"]).rsplit("/", 1)[1]
         allowed = set().union(*(c.load_schema(k)["properties"] for k in schemas[stream]))
-        used = c.rule_fields(r["sql"])
+        scopes = ev.rule_fields_read(r["sql"])
+        used = scopes.pop("", set())
         for action in ("cloudwatch_metric", "kinesis", "cloudwatch_logs"):
             for a in r.get(action) or []:
                 for v in a.values():
                     if isinstance(v, str):
                         used |= c.template_fields(v)
         assert used <= allowed, f"rule {name} reads {used - allowed}, which the {stream} schema does not have"
+        for array, fields in scopes.items():  # nested queries read the items of an array of the message
+            items = set().union(
+                *(c.load_schema(k)["properties"][array]["items"]["properties"] for k in schemas[stream])
+            )
+            assert fields <= items, f"rule {name} reads {fields - items} of {array}[], which its items do not have"
         for n in re.findall(r"topic\((\d+)\)", json.dumps(r)):
             assert int(n) == rig_level, f"rule {name}: topic({n}) is not the rig level {rig_level}"
-    health = next(r for r in rules(plan).values() if r.get("cloudwatch_metric"))
     props = c.load_schema("health.v1")["properties"]
-    for m in health["cloudwatch_metric"]:
-        (field,) = c.template_fields(m["metric_value"])
-        assert props[field]["type"] in ("integer", "number"), f"metric from non-numeric health field {field}"
-        assert m["metric_name"] == f"${{topic({rig_level})}}.{field}"
+    for health in [r for r in rules(plan).values() if r.get("cloudwatch_metric")]:
+        for m in health["cloudwatch_metric"]:
+            (field,) = c.template_fields(m["metric_value"])
+            assert props[field]["type"] in ("integer", "number"), f"metric from non-numeric health field {field}"
+            assert m["metric_name"] == f"${{topic({rig_level})}}.{field}"
 
 
 def test_landing_rules_write_one_record_per_message_partitioned_by_rig(plan):
@@ -145,7 +162,9 @@ def test_landing_rules_write_one_record_per_message_partitioned_by_rig(plan):
 def test_event_alarms_read_fields_the_events_schema_has(plan):
     item = c.row_fields("events.v1")
     data_fields = {"field", "value", "min", "max"}  # what agent/validate.py puts in data of out-of-range events
-    filters = resources(plan, "aws_cloudwatch_log_metric_filter")
+    filters = [
+        f for f in resources(plan, "aws_cloudwatch_log_metric_filter") if after(f)["log_group_name"].endswith("/events")
+    ]
     assert {after(f)["metric_transformation"][0]["name"] for f in filters} >= {
         "over_temperature",
         "over_voltage",
@@ -162,10 +181,22 @@ def test_event_alarms_read_fields_the_events_schema_has(plan):
     assert "kms_master_key_id" in rc_unknown_or_set(topic), "the alarm topic is encrypted with the key"
     rigs = [r for r in PLAN_VARS[plan_name(plan)]["rigs"]]
     for rig in rigs:
-        silent = [a for a in alarms.values() if a["metric_name"] == f"{rig}.readings_rate_s"]
-        assert len(silent) == 1 and silent[0]["treat_missing_data"] == "breaching", rig
+        silent = [a for a in alarms.values() if a.get("metric_name") == f"{rig}.readings_rate_s"]
+        assert len(silent) == (1 if per_rig(plan) else 0), rig
+        assert all(a["treat_missing_data"] == "breaching" for a in silent), rig
+    # The fleet metrics read fields of the health record.
+    from bench.cloud_cost import HEALTH_LOG_FIELDS
+
+    for f in resources(plan, "aws_cloudwatch_log_metric_filter"):
+        if after(f)["log_group_name"].endswith("/health"):
+            (mt,) = after(f)["metric_transformation"]
+            assert mt["value"][2:] in HEALTH_LOG_FIELDS and mt["value"][2:] in after(f)["pattern"], after(f)
     for rc in resources(plan, "aws_cloudwatch_metric_alarm"):
         assert "alarm_actions" in rc_unknown_or_set(rc), f"{rc['address']} notifies nobody"
+
+
+def per_rig(plan) -> bool:
+    return bool(PLAN_VARS[plan_name(plan)].get("per_rig_silent_alarms", False))
 
 
 def plan_name(plan) -> str:
@@ -176,12 +207,16 @@ def plan_name(plan) -> str:
 # ---------------------------------------------------------------------------------------------- IoT policy
 def test_policy_allows_nothing_outside_the_things_own_topics_and_client_id(plan):
     pol = policy(plan)
-    bi = telemetry_rule_name(plan) if PLAN_VARS[plan_name(plan)].get("basic_ingest", True) else ""
+    basic = PLAN_VARS[plan_name(plan)].get("basic_ingest", True)
+    bi = telemetry_rule_name(plan) if basic else ""
+    hbi = health_rule_name(plan) if basic else ""
     me, other = "rig-01", "rig-02"
     arn = "arn:aws:iot:eu-west-1:123456789012"
     streams = list(TOPIC_NAMES.values())
     expected = {f"dt/battery-twin/{me}/{s}" for s in streams} | (
-        {f"$aws/rules/{bi}/dt/battery-twin/{me}/telemetry"} if bi else set()
+        {f"$aws/rules/{bi}/dt/battery-twin/{me}/telemetry", f"$aws/rules/{hbi}/dt/battery-twin/{me}/health"}
+        if bi
+        else set()
     )
     candidates = set(expected)
     for who in (me, other, "+", "#", "*", me + "x", me[:-1]):
@@ -190,6 +225,7 @@ def test_policy_allows_nothing_outside_the_things_own_topics_and_client_id(plan)
                 f"dt/battery-twin/{who}/{s}",
                 f"dt/battery-twin/{who}/{s}".rstrip("/"),
                 f"$aws/rules/{bi or 'x'}/dt/battery-twin/{who}/{s}",
+                f"$aws/rules/{hbi or 'x'}/dt/battery-twin/{who}/{s}",
                 f"$aws/rules/other/dt/battery-twin/{who}/{s}",
                 f"cmd/battery-twin/{who}/{s}",
                 f"$aws/things/{who}/shadow/update",

@@ -63,6 +63,7 @@ def tf_outputs(
     cert_pem: bytes | None,
     endpoint: str = "abc123-ats.iot.eu-west-1.amazonaws.com",
     basic_ingest_rule: str = "battery_twin_telemetry",
+    basic_ingest_health_rule: str = "battery_twin_health",
 ) -> dict:
     """What `terraform output -json` prints for the examples' outputs."""
     return {
@@ -72,6 +73,7 @@ def tf_outputs(
                 "endpoint": endpoint,
                 "topic_prefix": "dt/battery-twin",
                 "basic_ingest_rule": basic_ingest_rule,
+                "basic_ingest_health_rule": basic_ingest_health_rule,
                 "rigs": [rig, "other-rig"],
                 "with_certificate": [rig] if cert_pem else [],
             },
@@ -142,6 +144,7 @@ def test_config_from_terraform_outputs(tmp_path, device):
     u = cfg.uplink
     assert u.endpoint == "abc123-ats.iot.eu-west-1.amazonaws.com" and u.port == 8883
     assert u.basic_ingest_rule == "battery_twin_telemetry" and u.topic_prefix == "dt/battery-twin"
+    assert u.basic_ingest_health_rule == "battery_twin_health"
     assert u.key == (d / f"{RIG}.key.pem").resolve() and u.cert.read_bytes() == cert
     ca = x509.load_pem_x509_certificate(u.ca.read_bytes())
     assert u.ca.name == AMAZON_ROOT_CA and "Amazon Root CA 1" in ca.subject.rfc4514_string()
@@ -182,6 +185,18 @@ def test_config_refuses_a_certificate_of_another_key_or_an_unknown_rig(tmp_path,
     assert p.returncode == 2 and "no certificate" in p.stderr
     p = cli("config", "--rig", "no-key-rig", "--endpoint", "e", "--dir", str(d), "--out", str(cfg_file))
     assert p.returncode == 2 and "provision csr" in p.stderr
+
+
+@pytest.mark.parametrize("rule", ["bt/health", "bt_health/#", "$aws", "bt health"])
+def test_config_refuses_a_health_rule_that_is_no_rule_name(tmp_path, device, rule):
+    """A hand-edited or foreign output must not turn the health topic into a wildcard or another topic."""
+    d, cert = device
+    out_json = tmp_path / "outputs.json"
+    out_json.write_text(json.dumps(tf_outputs(RIG, cert, basic_ingest_health_rule=rule)))
+    cfg_file = tmp_path / "agent.toml"
+    p = cli("config", "--rig", RIG, "--tf-output", str(out_json), "--dir", str(d), "--out", str(cfg_file))
+    assert p.returncode == 2 and "uplink.basic_ingest_health_rule" in p.stderr, p.stderr
+    assert not cfg_file.exists()
 
 
 def test_config_reads_terraform_output_from_a_terraform_dir(tmp_path, device, terraform):

@@ -4,7 +4,8 @@ locals {
   csrs = {
     for r in var.rigs : r => file("${var.csr_dir}/${r}.csr.pem") if fileexists("${var.csr_dir}/${r}.csr.pem")
   }
-  basic_ingest_rule = var.basic_ingest ? module.ingest.telemetry_rule_name : ""
+  basic_ingest_rule        = var.basic_ingest ? module.ingest.telemetry_rule_name : ""
+  basic_ingest_health_rule = var.basic_ingest ? module.ingest.health_rule_name : ""
 }
 
 module "kms" {
@@ -13,17 +14,20 @@ module "kms" {
 }
 
 module "iot" {
-  source            = "../../modules/iot"
-  name_prefix       = var.name_prefix
-  rigs              = var.rigs
-  csrs              = local.csrs
-  basic_ingest_rule = local.basic_ingest_rule
+  source                   = "../../modules/iot"
+  name_prefix              = var.name_prefix
+  rigs                     = var.rigs
+  csrs                     = local.csrs
+  basic_ingest_rule        = local.basic_ingest_rule
+  basic_ingest_health_rule = local.basic_ingest_health_rule
 }
 
 module "ingest" {
   source      = "../../modules/ingest"
   name_prefix = var.name_prefix
   kms_key_arn = module.kms.key_arn
+  # Per-rig metrics only for the optional per-rig silent alarms (each costs per rig: docs/cost-per-cell-month.md).
+  health_metrics = var.per_rig_silent_alarms ? { readings_rate_s = "Count/Second" } : {}
 }
 
 module "monitoring" {
@@ -32,11 +36,13 @@ module "monitoring" {
   rigs                    = var.rigs
   kms_key_arn             = module.kms.key_arn
   events_log_group_name   = module.ingest.events_log_group_name
+  health_log_group_name   = module.ingest.health_log_group_name
   health_metric_namespace = module.ingest.health_metric_namespace
   health_metric_fields    = module.ingest.health_metric_fields
   stream_name             = module.ingest.stream_name
   error_bucket_name       = module.ingest.error_bucket_name
   alarm_emails            = var.alarm_emails
+  per_rig_silent_alarms   = var.per_rig_silent_alarms
 }
 
 module "warehouse" {

@@ -1,13 +1,14 @@
 # `battery-twin provision config --terraform-dir .` reads these (terraform output -json).
 output "battery_twin_agent" {
-  description = "What the agent's [uplink] needs: endpoint, topic prefix, Basic Ingest rule, and the rigs."
+  description = "What the agent's [uplink] needs: endpoint, topic prefix, Basic Ingest rules (telemetry, health), and the rigs."
   value = {
-    endpoint          = module.iot.endpoint
-    topic_prefix      = module.iot.topic_prefix
-    basic_ingest_rule = local.basic_ingest_rule
-    rigs              = var.rigs
-    with_certificate  = keys(local.csrs)
-    topics            = module.iot.topics
+    endpoint                 = module.iot.endpoint
+    topic_prefix             = module.iot.topic_prefix
+    basic_ingest_rule        = local.basic_ingest_rule
+    basic_ingest_health_rule = local.basic_ingest_health_rule
+    rigs                     = var.rigs
+    with_certificate         = keys(local.csrs)
+    topics                   = module.iot.topics
   }
 }
 

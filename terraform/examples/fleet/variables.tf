@@ -27,9 +27,15 @@ variable "csr_dir" {
 }
 
 variable "basic_ingest" {
-  description = "Rigs publish telemetry through Basic Ingest."
+  description = "Rigs publish telemetry and health through Basic Ingest (no IoT Core messaging charge for either)."
   type        = bool
   default     = true
+}
+
+variable "per_rig_silent_alarms" {
+  description = "Besides the fleet alarm rigs-silent, one silent alarm per rig (costs per rig: a custom metric, an alarm and a PutMetricData request per health heartbeat; docs/cost-per-cell-month.md)."
+  type        = bool
+  default     = false
 }
 
 variable "alarm_emails" {

@@ -1,9 +1,11 @@
 # IoT rules (SQL 2016-03-23) from the agent's topics to their destinations:
 #   telemetry, cycles, events -> Kinesis landing stream (one record per message) -> Redshift streaming ingestion
 #   events                    -> CloudWatch Logs, one log event per agent event (metric filters count them)
-#   health                    -> CloudWatch metrics, one per rig and field
-# Every rule sends what its action could not deliver to the error bucket (error_action), so a failed action
-# loses no message: IoT Core has already acknowledged it to the agent.
+#   health                    -> CloudWatch Logs, one small record per health message (the monitoring module's
+#                                fleet alarm and metrics read it); optionally CloudWatch metrics per rig and field
+# The rig in anything written comes from the topic, which the IoT policy ties to the device's certificate, never
+# from the payload. Every rule sends what its action could not deliver to the error bucket (error_action), so a
+# failed action loses no message: IoT Core has already acknowledged it to the agent.
 data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
 data "aws_partition" "current" {}
@@ -17,6 +19,15 @@ locals {
   rig       = "topic(${local.rig_level})"
 
   landing_streams = ["telemetry", "cycles", "events"]
+
+  # Each agent event as a log event: the fields of an events.v1 item, with the rig taken from the topic.
+  event_fields = ["seq", "ts", "kind", "level", "source", "cell", "message", "data"]
+  # The health record in the health log group (bench/cloud_cost.py HEALTH_LOG_FIELDS prices it), plus any field
+  # published as a per-rig metric.
+  health_fields = distinct(concat(
+    ["ts", "reason", "uplink_state", "readings_rate_s", "oldest_unsent_age_s", "store_depth_readings", "dropped_readings", "publish_errors"],
+    keys(var.health_metrics),
+  ))
 
   error_key = "$${timestamp()}-$${newuuid()}.json"
 }
@@ -39,6 +50,13 @@ resource "aws_kinesis_stream" "landing" {
 resource "aws_cloudwatch_log_group" "events" {
   name              = "/${var.name_prefix}/events"
   retention_in_days = var.events_log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = var.tags
+}
+
+resource "aws_cloudwatch_log_group" "health" {
+  name              = "/${var.name_prefix}/health"
+  retention_in_days = var.health_log_retention_days
   kms_key_id        = var.kms_key_arn
   tags              = var.tags
 }
@@ -165,18 +183,21 @@ data "aws_iam_policy_document" "rules" {
     resources = [aws_kinesis_stream.landing.arn]
   }
   statement {
-    sid       = "EventsLog"
+    sid       = "EventsAndHealthLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
-    resources = ["${aws_cloudwatch_log_group.events.arn}:*"]
+    resources = ["${aws_cloudwatch_log_group.events.arn}:*", "${aws_cloudwatch_log_group.health.arn}:*"]
   }
-  statement {
-    sid       = "HealthMetrics"
-    actions   = ["cloudwatch:PutMetricData"]
-    resources = ["*"] # PutMetricData has no resource-level permissions; the condition confines it to one namespace
-    condition {
-      test     = "StringEquals"
-      variable = "cloudwatch:namespace"
-      values   = [var.health_metric_namespace]
+  dynamic "statement" {
+    for_each = length(var.health_metrics) > 0 ? [1] : []
+    content {
+      sid       = "HealthMetrics"
+      actions   = ["cloudwatch:PutMetricData"]
+      resources = ["*"] # PutMetricData has no resource-level permissions; the condition confines it to one namespace
+      condition {
+        test     = "StringEquals"
+        variable = "cloudwatch:namespace"
+        values   = [var.health_metric_namespace]
+      }
     }
   }
   statement {
@@ -225,13 +246,15 @@ resource "aws_iot_topic_rule" "landing" {
   tags = var.tags
 }
 
-# events: one CloudWatch Logs event per agent event (batch mode takes the array apart).
+# events: one CloudWatch Logs event per agent event (batch mode takes the array apart). The nested query rebuilds
+# each event with the rig of the topic: a device can write anything into its payload, including another rig's id,
+# but can publish only on its own topic.
 resource "aws_iot_topic_rule" "events_log" {
   name        = "${local.rule_prefix}_events_log"
   description = "each agent event as one log event, for metric filters and alarms"
   enabled     = true
   sql_version = "2016-03-23"
-  sql         = "SELECT VALUE events FROM '${var.topic_prefix}/+/events'"
+  sql         = "SELECT VALUE (SELECT ${local.rig} AS rig, ${join(", ", local.event_fields)} FROM events) FROM '${var.topic_prefix}/+/events'"
 
   cloudwatch_logs {
     log_group_name = aws_cloudwatch_log_group.events.name
@@ -250,13 +273,21 @@ resource "aws_iot_topic_rule" "events_log" {
   tags = var.tags
 }
 
-# health: flat numeric fields straight into metrics named <rig>.<field> (the metric action has no dimensions).
+# health (Basic Ingest capable, like telemetry): one small record per message into the health log group, where a
+# Contributor Insights rule counts the rigs that report readings (monitoring module: the rigs-silent alarm). Only
+# with health_metrics set, also metrics named <rig>.<field> (each costs a custom metric per rig and a PutMetricData
+# request per message: the per-rig silent alarms need readings_rate_s).
 resource "aws_iot_topic_rule" "health" {
   name        = "${local.rule_prefix}_health"
-  description = "agent health into CloudWatch metrics, one per rig and field"
+  description = "agent health into the health log group (and per-rig metrics if configured)"
   enabled     = true
   sql_version = "2016-03-23"
-  sql         = "SELECT *, ${local.rig} AS topic_rig FROM '${var.topic_prefix}/+/health'"
+  sql         = "SELECT ${local.rig} AS rig, ${join(", ", local.health_fields)} FROM '${var.topic_prefix}/+/health'"
+
+  cloudwatch_logs {
+    log_group_name = aws_cloudwatch_log_group.health.name
+    role_arn       = aws_iam_role.rules.arn
+  }
 
   dynamic "cloudwatch_metric" {
     for_each = var.health_metrics

@@ -11,6 +11,16 @@ output "rule_names" {
   )
 }
 
+output "health_rule_name" {
+  description = "Rule for health; with Basic Ingest the agent publishes to $aws/rules/<this>/... (agent config uplink.basic_ingest_health_rule)."
+  value       = aws_iot_topic_rule.health.name
+}
+
+output "health_log_group_name" {
+  description = "Log group with one record per health message (rig from the topic)."
+  value       = aws_cloudwatch_log_group.health.name
+}
+
 output "stream_name" {
   description = "Kinesis landing stream read by Redshift streaming ingestion."
   value       = aws_kinesis_stream.landing.name
@@ -37,6 +47,6 @@ output "health_metric_namespace" {
 }
 
 output "health_metric_fields" {
-  description = "Health fields published as metrics <rig>.<field>."
+  description = "Health fields published as per-rig metrics <rig>.<field> (empty unless health_metrics is set)."
   value       = keys(var.health_metrics)
 }

@@ -45,20 +45,20 @@ variable "health_metric_namespace" {
 }
 
 variable "health_metrics" {
-  description = "Health fields published as metrics <rig>.<field>, with their CloudWatch unit. Each costs a custom metric per rig plus one PutMetricData request per health message (docs/cost-per-cell-month.md); readings_rate_s drives the rig-silent alarm and must stay."
+  description = "Health fields also published as per-rig metrics <rig>.<field>, with their CloudWatch unit. Empty by default: each costs a custom metric per rig plus a PutMetricData request per health message (docs/cost-per-cell-month.md). The per-rig silent alarms (monitoring module, per_rig_silent_alarms) need readings_rate_s."
   type        = map(string)
-  default = {
-    readings_rate_s      = "Count/Second"
-    oldest_unsent_age_s  = "Seconds"
-    store_depth_readings = "Count"
-    dropped_readings     = "Count"
-    publish_errors       = "Count"
-  }
+  default     = {}
 
   validation {
-    condition     = contains(keys(var.health_metrics), "readings_rate_s")
-    error_message = "health_metrics must keep readings_rate_s: the rig-silent alarms read it."
+    condition     = length(var.health_metrics) == 0 || contains(keys(var.health_metrics), "readings_rate_s")
+    error_message = "health_metrics, when set, must include readings_rate_s: the per-rig silent alarms read it."
   }
+}
+
+variable "health_log_retention_days" {
+  description = "Retention of the health log group, in days (a few MB per rig and year)."
+  type        = number
+  default     = 365
 }
 
 variable "force_destroy" {

@@ -19,6 +19,9 @@ locals {
     var.basic_ingest_rule == "" ? [] : [
       "${local.arn_prefix}:topic/$aws/rules/${var.basic_ingest_rule}/${var.topic_prefix}/${local.thing}/telemetry"
     ],
+    var.basic_ingest_health_rule == "" ? [] : [
+      "${local.arn_prefix}:topic/$aws/rules/${var.basic_ingest_health_rule}/${var.topic_prefix}/${local.thing}/health"
+    ],
   )
   command_prefix = "cmd/${element(split("/", var.topic_prefix), length(split("/", var.topic_prefix)) - 1)}/${local.thing}"
 

@@ -42,6 +42,12 @@ variable "basic_ingest_rule" {
   default     = ""
 }
 
+variable "basic_ingest_health_rule" {
+  description = "Name of the IoT rule that health may be published to through Basic Ingest ($aws/rules/<rule>/<prefix>/{rig}/health). Empty: no such permission."
+  type        = string
+  default     = ""
+}
+
 variable "command_topics" {
   description = "Also let each thing subscribe to and receive its own command topics (cmd/battery-twin/{rig}/#). The agent does not use them yet, so least privilege leaves this off."
   type        = bool

@@ -2,8 +2,16 @@
 #
 # Cell alarms are counted from agent events: the events rule writes each event as one log event, and metric
 # filters count them by kind (an IoT cloudwatch_metric action sees one message, not the events inside it, so
-# it could not count them). "Rig silent" reads the per-rig health metrics: no acknowledged readings, or no
-# health message at all, for silent_minutes.
+# it could not count them).
+#
+# Silent rigs: every agent sends a health heartbeat (uplink.health_heartbeat_s, 150 s by default) that the health
+# rule writes to the health log group with the rig taken from the topic. A Contributor Insights rule counts the
+# rigs whose health shows readings flowing (readings_rate_s > 0), and one fleet alarm fires when, over half of
+# silent_minutes, fewer rigs than deployed did: a rig that stops sending readings, or stops sending anything, raises
+# it between silent_minutes/2 and silent_minutes after its last good heartbeat (plus CloudWatch's evaluation delay,
+# about a minute). Its cost does not grow with the fleet; which rig is silent: the dashboard's "last health per rig".
+# per_rig_silent_alarms = true adds the former alarm per rig (needs the ingest module's per-rig metric
+# readings_rate_s; each rig then costs a custom metric, an alarm and a PutMetricData request per heartbeat).
 data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
 data "aws_partition" "current" {}
@@ -117,8 +125,58 @@ resource "aws_cloudwatch_metric_alarm" "event" {
 }
 
 # ---------------------------------------------------------------------------------------------- rig silent
+resource "aws_cloudwatch_contributor_insight_rule" "rigs_reporting" {
+  rule_name  = "${var.name_prefix}-rigs-reporting"
+  rule_state = "ENABLED"
+  rule_definition = jsonencode({
+    Schema        = { Name = "CloudWatchLogRule", Version = 1 }
+    LogGroupNames = [var.health_log_group_name]
+    LogFormat     = "JSON"
+    Contribution = {
+      Keys    = ["$.rig"]
+      Filters = [{ Match = "$.readings_rate_s", GreaterThan = 0 }]
+    }
+    AggregateOn = "Count"
+  })
+  tags = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "rigs_silent" {
+  alarm_name          = "${var.name_prefix}-rigs-silent"
+  alarm_description   = "Fewer than the ${length(var.rigs)} deployed rigs sent readings in the last ${var.silent_minutes / 2} minutes. Which rig: the dashboard's \"last health per rig\" (health log group ${var.health_log_group_name})."
+  comparison_operator = "LessThanThreshold"
+  threshold           = length(var.rigs)
+  evaluation_periods  = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+  tags                = var.tags
+
+  metric_query {
+    id          = "reporting"
+    label       = "rigs sending readings"
+    expression  = "INSIGHT_RULE_METRIC('${aws_cloudwatch_contributor_insight_rule.rigs_reporting.rule_name}', 'UniqueContributors')"
+    period      = local.silent_window_s
+    return_data = true
+  }
+}
+
+# Fleet-wide health figures from the same records (one custom metric each, not one per rig).
+resource "aws_cloudwatch_log_metric_filter" "fleet_health" {
+  for_each       = toset(var.fleet_health_metrics)
+  name           = "${var.name_prefix}-fleet-${each.key}"
+  log_group_name = var.health_log_group_name
+  pattern        = "{ $.${each.key} >= 0 }"
+
+  metric_transformation {
+    name      = each.key
+    namespace = var.fleet_metric_namespace
+    value     = "$.${each.key}"
+  }
+}
+
 resource "aws_cloudwatch_metric_alarm" "rig_silent" {
-  for_each            = toset(var.rigs)
+  for_each            = var.per_rig_silent_alarms ? toset(var.rigs) : toset([])
   alarm_name          = "${var.name_prefix}-silent-${each.key}"
   alarm_description   = "Rig ${each.key} has sent no readings (or no health message) for ${var.silent_minutes} minutes."
   namespace           = var.health_metric_namespace
@@ -153,6 +211,9 @@ resource "aws_cloudwatch_event_target" "delivery_failed" {
 
 # ---------------------------------------------------------------------------------------------- dashboard
 locals {
+  # The fleet alarm counts rigs over half the silent window, so a rig missing a whole window is silent for at most
+  # silent_minutes; heartbeats every silent_minutes/4 or more often leave every window two chances.
+  silent_window_s = var.silent_minutes * 30
   per_rig = { for f in var.health_metric_fields :
     f => [for r in var.rigs : [var.health_metric_namespace, "${r}.${f}", { label = r }]]
   }
@@ -181,8 +242,49 @@ resource "aws_cloudwatch_dashboard" "fleet" {
           width  = 24
           height = 4
           properties = {
-            title  = "Alarms"
-            alarms = concat([for a in aws_cloudwatch_metric_alarm.event : a.arn], [for a in aws_cloudwatch_metric_alarm.rig_silent : a.arn])
+            title = "Alarms"
+            alarms = concat(
+              [for a in aws_cloudwatch_metric_alarm.event : a.arn],
+              [aws_cloudwatch_metric_alarm.rigs_silent.arn],
+              [for a in aws_cloudwatch_metric_alarm.rig_silent : a.arn],
+            )
+          }
+        },
+        {
+          type   = "metric"
+          width  = 12
+          height = 6
+          properties = {
+            title       = "Rigs sending readings (of ${length(var.rigs)})"
+            region      = local.region
+            view        = "timeSeries"
+            period      = local.silent_window_s
+            metrics     = [[{ expression = "INSIGHT_RULE_METRIC('${aws_cloudwatch_contributor_insight_rule.rigs_reporting.rule_name}', 'UniqueContributors')", label = "rigs", id = "r" }]]
+            annotations = { horizontal = [{ value = length(var.rigs), label = "deployed" }] }
+          }
+        },
+        {
+          type   = "metric"
+          width  = 12
+          height = 6
+          properties = {
+            title   = "Fleet health (worst rig)"
+            region  = local.region
+            view    = "timeSeries"
+            stat    = "Maximum"
+            period  = 300
+            metrics = [for f in var.fleet_health_metrics : [var.fleet_metric_namespace, f]]
+          }
+        },
+        {
+          type   = "log"
+          width  = 24
+          height = 6
+          properties = {
+            title  = "Last health per rig"
+            region = local.region
+            view   = "table"
+            query  = "SOURCE '${var.health_log_group_name}' | stats max(@timestamp) as last_seen, latest(readings_rate_s) as readings_per_s, latest(oldest_unsent_age_s) as oldest_unsent_s, latest(uplink_state) as link by rig | sort last_seen asc"
           }
         },
       ],

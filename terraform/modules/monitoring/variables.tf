@@ -4,7 +4,7 @@ variable "name_prefix" {
 }
 
 variable "rigs" {
-  description = "Rig ids; each gets a \"rig silent\" alarm and a line on the dashboard."
+  description = "Rig ids of the deployment: the rigs-silent alarm expects this many rigs sending readings (and with per_rig_silent_alarms each gets an alarm of its own)."
   type        = list(string)
 }
 
@@ -18,15 +18,48 @@ variable "events_log_group_name" {
   type        = string
 }
 
+variable "health_log_group_name" {
+  description = "Log group with one record per health message, rig from the topic (ingest module)."
+  type        = string
+}
+
 variable "health_metric_namespace" {
   description = "Namespace of the per-rig health metrics <rig>.<field> (ingest module)."
   type        = string
 }
 
 variable "health_metric_fields" {
-  description = "Health fields published as per-rig metrics (ingest module output health_metric_fields); one dashboard widget each."
+  description = "Health fields published as per-rig metrics (ingest module output health_metric_fields); one dashboard widget each. Empty by default."
   type        = list(string)
-  default     = ["readings_rate_s"]
+  default     = []
+}
+
+variable "per_rig_silent_alarms" {
+  description = "Also one \"rig silent\" alarm per rig on its metric <rig>.readings_rate_s (the ingest module must publish it: health_metrics with readings_rate_s). Costs per rig; the fleet alarm rigs-silent is always there."
+  type        = bool
+  default     = false
+
+  validation {
+    condition     = !var.per_rig_silent_alarms || contains(var.health_metric_fields, "readings_rate_s")
+    error_message = "per_rig_silent_alarms needs the per-rig metric readings_rate_s: set the ingest module's health_metrics (the examples do it with per_rig_silent_alarms = true)."
+  }
+}
+
+variable "fleet_health_metrics" {
+  description = "Numeric health fields turned into one fleet-wide metric each (the worst rig is the Maximum), from the health log group."
+  type        = list(string)
+  default     = ["oldest_unsent_age_s", "dropped_readings", "publish_errors"]
+
+  validation {
+    condition     = alltrue([for f in var.fleet_health_metrics : contains(["readings_rate_s", "oldest_unsent_age_s", "store_depth_readings", "dropped_readings", "publish_errors"], f)])
+    error_message = "fleet_health_metrics: fields of the health record (readings_rate_s, oldest_unsent_age_s, store_depth_readings, dropped_readings, publish_errors)."
+  }
+}
+
+variable "fleet_metric_namespace" {
+  description = "Namespace of the fleet-wide health metrics."
+  type        = string
+  default     = "BatteryTwin/Fleet"
 }
 
 variable "stream_name" {
@@ -76,9 +109,14 @@ variable "anomaly_period_s" {
 }
 
 variable "silent_minutes" {
-  description = "Minutes without acknowledged readings (or without health messages at all) after which a rig counts as silent."
+  description = "Minutes without readings (or without health messages at all) after which a rig counts as silent. The agents' uplink.health_heartbeat_s must be at most silent_minutes * 60 / 4 (150 s for the default 10)."
   type        = number
   default     = 10
+
+  validation {
+    condition     = var.silent_minutes >= 4 && var.silent_minutes % 2 == 0
+    error_message = "silent_minutes: an even number of minutes, at least 4 (the fleet alarm counts rigs over half of it, in whole minutes)."
+  }
 }
 
 variable "alarm_emails" {

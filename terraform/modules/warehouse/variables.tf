@@ -63,9 +63,14 @@ variable "kinesis_schema" {
 }
 
 variable "base_capacity" {
-  description = "Base Redshift Processing Units (8-512, steps of 8). What an hour of work costs scales with this."
+  description = "Base Redshift Processing Units: 4, or 8-512 in steps of 8. What each refresh and query costs scales with this (every wake-up bills at least 60 s of it); 4 RPU holds up to 32 TB of managed storage."
   type        = number
   default     = 8
+
+  validation {
+    condition     = var.base_capacity == 4 || (var.base_capacity >= 8 && var.base_capacity <= 512 && var.base_capacity % 8 == 0)
+    error_message = "base_capacity is 4, or 8-512 in steps of 8 (Redshift Serverless)."
+  }
 }
 
 variable "max_capacity" {

@@ -1,0 +1,46 @@
+# `battery-twin provision config --terraform-dir .` reads these (terraform output -json).
+output "battery_twin_agent" {
+  description = "What the agent's [uplink] needs: endpoint, topic prefix, Basic Ingest rules (telemetry, health), and the rigs."
+  value = {
+    endpoint                 = module.iot.endpoint
+    topic_prefix             = module.iot.topic_prefix
+    basic_ingest_rule        = local.basic_ingest_rule
+    basic_ingest_health_rule = local.basic_ingest_health_rule
+    rigs                     = var.rigs
+    with_certificate         = keys(local.csrs)
+    topics                   = module.iot.topics
+  }
+}
+
+output "certificate_pems" {
+  description = "Device certificate of each rig that has one (public material; provision writes it next to the device's key)."
+  value       = module.iot.certificate_pems
+  sensitive   = true
+}
+
+output "alarm_topic_arn" {
+  description = "SNS topic of all alarms."
+  value       = module.monitoring.alarm_topic_arn
+}
+
+output "dashboard_name" {
+  description = "CloudWatch dashboard of the fleet."
+  value       = module.monitoring.dashboard_name
+}
+
+output "redshift" {
+  description = "Warehouse: workgroup, private endpoint, database, schema, admin secret, refresh schedule."
+  value = {
+    workgroup        = module.warehouse.workgroup_name
+    endpoint         = module.warehouse.endpoint_address
+    database         = module.warehouse.database
+    schema           = module.warehouse.schema
+    admin_secret_arn = module.warehouse.admin_secret_arn
+    refresh          = module.warehouse.refresh
+  }
+}
+
+output "quicksight_data_sets" {
+  description = "QuickSight data set of each dashboard view."
+  value       = module.quicksight.data_set_arns
+}
