@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.store.store import ReadingRows
+from agent.store.cursor import ReadingRows
 from agent.uplink.envelope import pack_readings
 
 SECONDS_PER_MONTH = 730 * 3600  # AWS bills a month as 730 hours

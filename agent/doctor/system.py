@@ -148,7 +148,7 @@ def clock_synchronised() -> bool | None:
         return None
     if state < 0:
         return None
-    return state != TIME_ERROR
+    return bool(state != TIME_ERROR)
 
 
 def check_clock(info: dict[str, Any] | None) -> list[Check]:

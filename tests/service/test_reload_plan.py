@@ -9,7 +9,7 @@ import pytest
 
 from agent.config import parse_config
 from agent.pipeline import Agent
-from agent.reload import apply_reload, effective_config, plan_reload
+from agent.reload import effective_config, plan_reload
 from tests.conftest import agent_config
 
 SIM = {"type": "simulator", "cells": 2}
@@ -65,7 +65,7 @@ def test_cell_clash_rejects_the_whole_reload(tmp_path):
         try:
             task = agent.runners["a"].task
             with pytest.raises(ValueError, match="cell id 'a01'"):
-                await apply_reload(agent, clash)
+                await agent.reload(clash)
             assert list(agent.runners) == ["a"] and agent.runners["a"].task is task and not task.done()
             assert agent.cfg is old
         finally:
