@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pytest
@@ -51,7 +51,7 @@ class Harness:
         self.cfg = UplinkConfig(**{"linger_ms": 1000, "ack_timeout_s": 10, **cfg})
         self.uplink = Uplink(self.cfg, RIG, self.worker, link, emit=self.events.append, rand=random.Random(7).random)
 
-    async def __aenter__(self) -> Harness:
+    async def __aenter__(self) -> Self:
         await self.worker.open()
         self.task = asyncio.create_task(self.uplink.run())
         return self
@@ -61,7 +61,7 @@ class Harness:
         await asyncio.gather(self.task, return_exceptions=True)
         await self.worker.close()
 
-    async def append(self, ticks: int, events: list[Event] = ()) -> None:  # type: ignore[assignment]
+    async def append(self, ticks: int, events: tuple[Event, ...] = ()) -> None:
         await self.worker.call(Store.append, readings(ticks), "test", list(events))
         self.uplink.wake.set()
 
