@@ -119,3 +119,26 @@ def test_unreachable_broker_buffers_then_drains(tmp_path, pki, rig_cert, agent_p
         assert agent.stop() == 0
     finally:
         broker.stop()
+
+
+def test_a_key_other_users_can_read_is_refused_with_the_fix(tmp_path, pki, rig_cert):
+    """14 (low): the uplink used to warn and go on; it now refuses, as doctor does, naming the file and the fix
+    and never its content."""
+    import shutil
+
+    import pytest
+
+    from agent.config import UplinkConfig
+    from agent.uplink.mqtt import TlsFilesError, check_tls_files
+
+    key = tmp_path / "device.key"
+    shutil.copy(rig_cert[1], key)
+    files = {"endpoint": "localhost", "cert": rig_cert[0], "key": key, "ca": pki.ca_cert}
+    for mode in (0o644, 0o640, 0o604):
+        key.chmod(mode)
+        with pytest.raises(TlsFilesError) as err:
+            check_tls_files(UplinkConfig(**files))
+        msg = str(err.value)
+        assert f"mode {mode:04o}" in msg and f"chmod 600 {key}" in msg and "PRIVATE KEY" not in msg
+    key.chmod(0o600)
+    check_tls_files(UplinkConfig(**files))

@@ -54,6 +54,11 @@ def is_corruption(exc: BaseException) -> bool:
     return isinstance(exc, StoreCorrupt) or primary_code(exc) in CORRUPT_CODES
 
 
+def may_clear(exc: BaseException) -> bool:
+    """A lock or an I/O hiccup may be gone in a moment; a read-only file or a missing folder will not."""
+    return primary_code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR)
+
+
 def describe(exc: BaseException) -> str:
     code = primary_code(exc)
     return f"{exc} ({_CODE_NAMES[code]})" if code in _CODE_NAMES else str(exc)
@@ -82,7 +87,7 @@ class Db:
 
 
 def connect(path: Path, synchronous: str, busy_timeout_s: float) -> Db:
-    """Open in WAL mode and check that this process can write (``BEGIN IMMEDIATE``): a file that opens
+    """Open in WAL mode and check that this process can write (a rolled-back write): a file that opens
     read-only or stays locked fails here, at start, not on the first batch."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
     try:
@@ -93,8 +98,12 @@ def connect(path: Path, synchronous: str, busy_timeout_s: float) -> Db:
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA journal_size_limit=16777216")  # truncate the WAL back to 16 MB after checkpoints
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
+        try:
+            conn.execute(f"PRAGMA user_version = {version}")  # a real write (rolled back): read-only fails here
+        finally:
+            conn.execute("ROLLBACK")
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
     except BaseException:
         conn.close()

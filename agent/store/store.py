@@ -34,6 +34,7 @@ from agent.store.db import (
     connect,
     describe,
     is_corruption,
+    may_clear,
     quarantine,
 )
 from agent.store.schema import SchemaTooNew, migrate
@@ -53,7 +54,9 @@ def _wall_ms() -> int:
 class OpenPolicy:
     """How hard to try a store that is locked, read-only or unreachable before giving up (never quarantined).
 
-    With the defaults a locked store is tried 5 times over about a minute (SQLite's busy wait included)."""
+    A lock may clear by itself: with the defaults a locked store is tried 5 times over about a minute (SQLite's
+    busy wait included). A read-only file or a path that cannot be opened will not: one more try after a second,
+    then ``StoreUnavailable`` (systemd's restart is the slower retry)."""
 
     attempts: int = 5
     busy_timeout_s: float = 10.0
@@ -102,7 +105,7 @@ class Store:
                 break
             except (sqlite3.Error, OSError) as exc:
                 why = f"{type(exc).__name__}: {describe(exc)}"
-                if attempt == policy.attempts:
+                if attempt >= (policy.attempts if may_clear(exc) else min(2, policy.attempts)):
                     raise StoreUnavailable(
                         f"store {path} cannot be used: {why} (tried {attempt} times; the file was left as it "
                         "is). `battery-twin doctor` names the owner, mode and any process holding it."
