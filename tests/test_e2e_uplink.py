@@ -38,6 +38,17 @@ def validate_all(messages: list[tuple[str, bytes]]) -> dict[str, int]:
     return counts
 
 
+def committed(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT coalesce(max(seq), 0) FROM readings").fetchone()[0])
+
+
+def wait_until(cond, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.1)
+
+
 def gaps(seqs: list[int], upto: int) -> list[int]:
     return sorted(set(range(1, upto + 1)) - set(seqs))
 
@@ -84,12 +95,15 @@ def test_broker_outage_leaves_no_gap(tmp_path, broker, subscriber, rig_cert, pki
     subscriber.wait_for(lambda: len(subscriber.telemetry_seqs()) >= 100, 30, "first readings")
     subscriber.stop()
     broker.stop()
-    time.sleep(12)  # outage: the agent keeps polling and buffering
+    agent.wait_log("uplink disconnected")
+    db = sqlite3.connect(cfg["store"]["path"])
+    at_outage = committed(db)
+    # The outage: the agent keeps polling and buffering (4 cells at 10 Hz: 200 readings are 5 s of it).
+    wait_until(lambda: committed(db) >= at_outage + 200, 30, "readings buffered during the outage")
     assert agent.alive()
     broker.start()
     subscriber.client.start()
-    db = sqlite3.connect(cfg["store"]["path"])
-    target = db.execute("SELECT max(seq) FROM readings").fetchone()[0] + 50
+    target = committed(db) + 50
     subscriber.wait_for(
         lambda: not gaps(subscriber.telemetry_seqs(), target), 60, f"every seq up to {target} after the outage"
     )
@@ -103,12 +117,13 @@ def test_sigkill_restarts_leave_no_gap_and_never_reuse_seq(tmp_path, broker, sub
     for _ in range(4):
         agent.start()
         agent.wait_log("uplink connected" if agent.runs == 1 else f"--- start #{agent.runs}")
-        time.sleep(1.5 + 0.3 * agent.runs)
+        time.sleep(1.5 + 0.3 * agent.runs)  # kill at a different point of the publish/ack cycle each run
         agent.kill()
-    agent.start()
     db = sqlite3.connect(cfg["store"]["path"])
-    time.sleep(1.0)
-    target = db.execute("SELECT max(seq) FROM readings").fetchone()[0]
+    before = committed(db)
+    agent.start()
+    wait_until(lambda: committed(db) > before, 30, "readings committed after the last restart")
+    target = committed(db)
     subscriber.wait_for(lambda: not gaps(subscriber.telemetry_seqs(), target), 60, f"every seq up to {target}")
     assert agent.stop() == 0
     # seq never repeats for a different reading: each seq decoded at the broker has one (cell, ts) only.
