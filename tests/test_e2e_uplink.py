@@ -12,6 +12,7 @@ import pytest
 
 from agent.uplink.envelope import schema_path
 from tests.conftest import RIG, agent_config
+from tests.support.waiting import wait_until
 
 SCHEMAS = {
     ("telemetry", 1): "telemetry.v1",
@@ -40,13 +41,6 @@ def validate_all(messages: list[tuple[str, bytes]]) -> dict[str, int]:
 
 def committed(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT coalesce(max(seq), 0) FROM readings").fetchone()[0])
-
-
-def wait_until(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.1)
 
 
 def gaps(seqs: list[int], upto: int) -> list[int]:
