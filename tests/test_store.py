@@ -174,3 +174,31 @@ def test_seq_never_reused_after_quarantine_even_with_a_clock_at_1970(tmp_path):
     s2 = Store.open(p, clock_ms=lambda: 0)
     assert s2.opened[0].kind == "store.quarantined"
     assert s2.append(batch(1))[0] > 4500
+
+
+def test_the_loop_learns_of_a_commit_whose_caller_was_cancelled(tmp_path):
+    """A driver stopped while its batch was being committed: the commit happened, so the worker's loop-side
+    counters must show it (the uplink drains by them at shutdown)."""
+    import asyncio
+    import threading
+
+    from agent.store.worker import StoreWorker
+
+    release = threading.Event()
+
+    def slow_append(store: Store) -> tuple[int, int]:
+        release.wait(5)
+        return store.append(batch(2))
+
+    async def main() -> None:
+        worker = StoreWorker(lambda: Store.open(tmp_path / "s.db"))
+        await worker.open()
+        task = asyncio.create_task(worker.call(slow_append))
+        await asyncio.sleep(0.05)
+        task.cancel()  # the caller goes away; the store thread is still committing
+        release.set()
+        await worker.ping()
+        assert worker.committed["readings"] == 6
+        await worker.close()
+
+    asyncio.run(main())

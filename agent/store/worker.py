@@ -1,10 +1,10 @@
 """The store's thread: every Store call runs here, so SQLite never blocks the asyncio loop and the store's state
 (its connection, the writer's counters and cell table) is touched by one thread only.
 
-Callers on the loop hand in a function that receives the store: ``await worker.call(Store.stats)``. Each call
-also returns the committed seq counters as the store thread saw them, and the worker keeps a loop-side copy,
-``committed``, that only grows: the uplink decides whether there is something to send from it, without reaching
-into the store from the wrong thread.
+Callers on the loop hand in a function that receives the store: ``await worker.call(Store.stats)``. After each
+call the store thread sends the committed seq counters back to the loop (``call_soon_threadsafe``), where the
+worker keeps its own copy, ``committed``, that only grows: the uplink decides whether there is something to send
+from it, without reaching into the store from the wrong thread.
 
 The executor's queue is bounded by construction: each caller (one task per driver, the uplink, the health task,
 maintenance) awaits its call before making the next, so at most one call per task waits here.
@@ -50,13 +50,25 @@ class StoreWorker:
             store.close()
 
     def _apply(
-        self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> tuple[T, dict[str, int]]:
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fn: Callable[Concatenate[Store, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
         store = self._store
         if store is None:
             raise StoreClosed("the store is not open")
-        result = fn(store, *args, **kwargs)
-        return result, dict(store.last_seq)
+        try:
+            return fn(store, *args, **kwargs)
+        finally:
+            # Told to the loop even if the caller was cancelled meanwhile (a driver stopped while its batch was
+            # being committed): the commit happened, so the loop's copy must know. Queued before the call's
+            # own result, so the caller resumes with ``committed`` already up to date.
+            try:
+                loop.call_soon_threadsafe(self._seen, dict(store.last_seq))
+            except RuntimeError:  # the loop is closed: nobody left to tell
+                pass
 
     # ---------------------------------------------------------------- from the loop
     def _seen(self, counters: dict[str, int]) -> None:
@@ -73,9 +85,7 @@ class StoreWorker:
     async def call(self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(store, *args, **kwargs)`` on the store thread."""
         loop = asyncio.get_running_loop()
-        result, counters = await loop.run_in_executor(self._pool, lambda: self._apply(fn, *args, **kwargs))
-        self._seen(counters)
-        return result
+        return await loop.run_in_executor(self._pool, lambda: self._apply(loop, fn, *args, **kwargs))
 
     async def ping(self) -> None:
         """Returns once the store thread has reached this call (the watchdog's liveness check)."""

@@ -324,6 +324,7 @@ class Uplink:
         """At shutdown, while the uplink task still runs: publish what is left without lingering, until caught
         up, the link drops or ``timeout_s`` passes."""
         self._draining = True
+        await self.worker.ping()  # a commit still running on the store thread (a driver just stopped) lands first
         self.wake.set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
