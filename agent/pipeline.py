@@ -332,8 +332,8 @@ class Agent:
                 log.error("stopping: tasks did not stop within 5 s: %s", ",".join(t.get_name() for t in stuck))
         log.info("stopping: tasks stopped")
         if self.uplink is not None:
-            await self.uplink.settle(max(0.5, drain_timeout_s / 2))
-            log.info("stopping: in-flight publishes settled (%d left)", self.uplink.in_flight)
+            left = await self.uplink.settle(max(0.5, drain_timeout_s / 2))
+            log.info("stopping: in-flight publishes settled (%d left)", left)
         if self.link is not None:
             await asyncio.to_thread(self.link.stop, 3.0)
         await self.worker.close()

@@ -331,8 +331,9 @@ class Uplink:
         while loop.time() < deadline and self.link.connected.is_set() and not self.caught_up():
             await asyncio.sleep(0.05)
 
-    async def settle(self, timeout_s: float) -> None:
-        """After the uplink task stopped: wait (bounded) for in-flight publishes, then record their acks."""
+    async def settle(self, timeout_s: float) -> int:
+        """After the uplink task stopped: wait (bounded) for in-flight publishes, then record their acks; returns
+        how many are still unanswered (their rows stay unsent and go again after restart)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while self.in_flight > 0 and loop.time() < deadline:
@@ -343,6 +344,7 @@ class Uplink:
             except TimeoutError:
                 break
         await self.flush_acks()
+        return self.in_flight
 
     def health(self) -> dict[str, Any]:
         """The uplink's part of agent health (the rates are computed by the reader: health.RateMeter)."""
