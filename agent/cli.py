@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from importlib.metadata import entry_points
 
 from agent import __version__
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _unavailable(name: str, exc: ImportError):
+def _unavailable(name: str, exc: ImportError) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         print(
             f"battery-twin {name}: needs a package that is not installed ({exc}). Install the extra, e.g. "

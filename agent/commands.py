@@ -16,7 +16,7 @@ def _config_path(args: argparse.Namespace) -> str | None:
     return args.config or os.environ.get("BATTERY_TWIN_CONFIG") or None
 
 
-def register_run(sub: argparse._SubParsersAction) -> None:
+def register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the agent (default config: simulated rig, uplink off)")
     p.add_argument(
         "--config",
@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_agent(cfg, config_path=_config_path(args))
 
 
-def register_config(sub: argparse._SubParsersAction) -> None:
+def register_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("config", help="check a config file or print the default one")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")
     csub.required = True

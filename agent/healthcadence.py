@@ -45,12 +45,6 @@ def cadence_problem(linger_ms: int, interval_s: float, heartbeat_s: float) -> st
     return None
 
 
-def health_topic(cfg: UplinkConfig, rig: str) -> str:
-    """The health topic, through Basic Ingest when a rule is configured (no IoT Core messaging charge)."""
-    base = f"{cfg.topic_prefix}/{rig}/health"
-    return f"$aws/rules/{cfg.basic_ingest_health_rule}/{base}" if cfg.basic_ingest_health_rule else base
-
-
 def signature(health: Mapping[str, Any], flowing: bool) -> Signature:
     """What, if it changes, is worth a message before the next heartbeat."""
     drivers = tuple(sorted((str(d["name"]), str(d["state"]), int(d["restarts"])) for d in health["drivers"]))

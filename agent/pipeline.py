@@ -3,46 +3,49 @@
 Field-side polling never depends on the cloud: drivers write into the store whatever the link does, and the
 uplink drains the store when it can. The only buffers are bounded: one pending batch per driver (each driver
 task awaits its own store write) and a bounded list of events waiting for the next store transaction.
+
+``Agent`` implements ``AgentControl`` (control.py), the one surface its services and the reload task use.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import functools
 import logging
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+
+import orjson
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.healthcadence import HealthCadence, health_topic
-from agent.store import Store, StoreFull
-from agent.store.worker import StoreWorker
-from agent.supervise import DriverRunner
+from agent.health import RateMeter, build_health
+from agent.healthcadence import HealthCadence
+from agent.logs import setup_logging
+from agent.pending import Pending
+from agent.reload import ReloadPlan, effective_config, plan_reload
+from agent.services import SectionService, Service
+from agent.store import OpenPolicy, Store, StoreFull
+from agent.store.db import is_corruption
+from agent.store.stats import StoreStats
+from agent.store.worker import StoreClosed, StoreWorker
+from agent.supervise import CellClash, DriverRunner, Drivers
 from agent.uplink.mqtt import MqttLink
 from agent.uplink.uplink import Uplink
-from agent.validate import Validator
-from drivers.base import Driver, DriverContext, Event, ReadingBatch
+from drivers.backoff import Backoff
+from drivers.base import Event, ReadingBatch
 
 log = logging.getLogger("agent")
 
-MAX_PENDING_EVENTS = 10_000
+Cycles = list[dict[str, Any]]
 
 
 class Processor(Protocol):
     """A stage between validation and the store (the twin): sees every batch, may raise events and cycles."""
 
-    def process(self, batch: ReadingBatch, source: str) -> tuple[list[Event], list[dict[str, Any]]]: ...
-
-
-class Service(Protocol):
-    """Something that runs beside the pipeline for the agent's lifetime (the dashboard, the sd_notify watchdog).
-    Started after the pipeline is up, stopped before it is torn down."""
-
-    async def start(self, agent: Agent) -> None: ...
-
-    async def stop(self) -> None: ...
+    def process(self, batch: ReadingBatch, source: str) -> tuple[list[Event], Cycles]: ...
 
 
 class StartupError(Exception):
@@ -51,166 +54,115 @@ class StartupError(Exception):
 
 class Agent:
     def __init__(
-        self, cfg: AgentConfig, processors: list[Processor] | None = None, services: list[Service] | None = None
+        self,
+        cfg: AgentConfig,
+        processors: list[Processor] | None = None,
+        services: list[Service] | None = None,
+        store_open: OpenPolicy | None = None,
     ):
         self.cfg = cfg
         self.processors: list[Processor] = list(processors or [])
         self.services: list[Service] = list(services or [])
         st = cfg.store
-        self.store = Store(
+        opener = functools.partial(
+            Store.open,
             st.path,
             synchronous=st.synchronous,
             max_bytes=st.max_bytes,
             keep_sent_s=st.keep_sent_s,
             min_free_bytes=st.min_free_bytes,
+            policy=store_open or OpenPolicy(),
         )
-        self.worker = StoreWorker(self.store)
-        self.runners: dict[str, DriverRunner] = {}
-        self.validators: dict[str, Validator] = {}
+        self.worker = StoreWorker(opener)
+        self.drivers = Drivers(self.ingest, self.emit)
         self.link: MqttLink | None = None
         self.uplink: Uplink | None = None
-        self.tasks: list[asyncio.Task] = []
+        self.tasks: list[asyncio.Task[None]] = []
         self.started_monotonic = time.monotonic()
         self.ready = asyncio.Event()
-        self._pending_events: collections.deque[Event] = collections.deque()
-        self._events_overflow = 0
-        self._last_health: dict[str, Any] = {}
-        self._last_rates = (time.monotonic(), 0, 0)
+        self.pending = Pending()
+        self.last_health: dict[str, Any] = {}
+        self._meter = RateMeter()
         self.lost_batches = 0
 
-    # ---------------------------------------------------------------- events
+    @property
+    def runners(self) -> dict[str, DriverRunner]:
+        return self.drivers.runners
+
     def emit(self, event: Event) -> None:
         """Event sink for drivers and stages: bounded; written with the next store transaction."""
-        if len(self._pending_events) >= MAX_PENDING_EVENTS:
-            self._events_overflow += 1
-            return
-        self._pending_events.append(event)
-
-    def _take_events(self) -> list[Event]:
-        events = list(self._pending_events)
-        self._pending_events.clear()
-        if self._events_overflow:
-            events.append(
-                Event(
-                    "agent.events_overflow",
-                    f"{self._events_overflow} events were not recorded: "
-                    f"more than {MAX_PENDING_EVENTS} waited for the store",
-                    level="alarm",
-                    data={"count": self._events_overflow},
-                )
-            )
-            self._events_overflow = 0
-        return events
+        self.pending.emit(event)
 
     # ---------------------------------------------------------------- ingest (one call per driver batch)
-    async def ingest(self, driver: Driver, batch: ReadingBatch) -> None:
-        events = self.validators[driver.name].check(batch)
-        cycles: list[dict[str, Any]] = []
+    async def ingest(self, runner: DriverRunner, batch: ReadingBatch) -> None:
+        events = runner.validator.check(batch)
+        cycles: Cycles = []
         for proc in self.processors:
             try:
-                ev, cy = proc.process(batch, driver.name)
+                ev, cy = proc.process(batch, runner.name)
                 events.extend(ev)
                 cycles.extend(cy)
             except Exception as exc:
                 log.exception("processor %s failed", type(proc).__name__)
-                events.append(
-                    Event(
-                        "agent.processor_fault",
-                        f"{type(proc).__name__} failed: {exc!r}"[:500],
-                        level="warning",
-                        source="twin",
-                    )
-                )
-        events.extend(self._take_events())
-        await self._store_batch(batch, driver.name, events)
-        if cycles:
-            await self.worker.call(self.store.append_cycles, cycles)
+                msg = f"{type(proc).__name__} failed: {exc!r}"[:500]
+                events.append(Event("agent.processor_fault", msg, level="warning", source="twin"))
+        more_events, more_cycles = self.pending.take()
+        await self._store_batch(batch, runner.name, events + more_events, more_cycles + cycles)
         if self.uplink is not None:
             self.uplink.wake.set()
 
-    async def _store_batch(self, batch: ReadingBatch, source: str, events: list[Event]) -> None:
-        delay = 0.5
+    async def _store_batch(self, batch: ReadingBatch, source: str, events: list[Event], cycles: Cycles) -> None:
+        """One transaction: readings, events, cycles. Corruption is quarantined, other errors retried with
+        backoff; a batch that cannot be stored is counted and reported, its events and cycles kept."""
+        backoff = Backoff(initial_s=0.5, max_s=5.0)
+        why = "could not be stored after retries"
         for attempt in range(6):
             try:
-                await self.worker.call(self.store.append, batch, source, events)
+                await self.worker.call(Store.append, batch, source, events, cycles)
                 return
             except StoreFull as exc:
-                self.lost_batches += 1
                 log.error("store full: batch of %d readings from %s not stored: %s", len(batch), source, exc)
-                for e in events:  # never drop events: keep them for the next transaction
-                    self.emit(e)
-                self.emit(
-                    Event(
-                        "store.batch_lost",
-                        f"disk full: {len(batch)} readings from {source} could not be stored",
-                        level="critical",
-                        source="store",
-                        data={"count": len(batch)},
-                    )
-                )
-                return
+                why = "could not be stored: disk full"
+                break
             except sqlite3.DatabaseError as exc:
-                code = getattr(exc, "sqlite_errorcode", None)
-                if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                if is_corruption(exc):
                     log.error("store corrupt at run time: %s; quarantining", exc)
-                    await self.worker.call(self.store.reopen_fresh, str(exc))
+                    await self.worker.call(Store.reopen_fresh, str(exc))
                 else:
                     log.warning("store write failed (attempt %d): %s", attempt + 1, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    await asyncio.sleep(backoff.next_delay())
         self.lost_batches += 1
-        for e in events:
-            self.emit(e)
-        self.emit(
-            Event(
-                "store.batch_lost",
-                f"{len(batch)} readings from {source} could not be stored after retries",
-                level="critical",
-                source="store",
-                data={"count": len(batch)},
-            )
-        )
+        self.pending.keep(events, cycles)  # never drop events or cycles: they go with the next transaction
+        msg = f"{len(batch)} readings from {source} {why}"
+        self.emit(Event("store.batch_lost", msg, level="critical", source="store", data={"count": len(batch)}))
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        """Open the store (``StoreUnavailable`` if it cannot be used), start drivers, uplink, tasks, services."""
         cfg = self.cfg
-        opened = await self.worker.call(self.store.open)
-        for e in opened:
+        for e in await self.worker.open():
             log.error("%s", e.message)
-        ctx = DriverContext(emit=self.emit)
-        owners: dict[str, str] = {}
-        for dcfg in cfg.drivers:
-            if not dcfg.enabled:
-                continue
-            runner = DriverRunner(dcfg, ctx, cfg.supervisor, self.ingest, self.emit)
-            for cell in runner.make_driver().cells:
-                if cell in owners:
-                    raise StartupError(
-                        f"cell id {cell!r} is reported by drivers {owners[cell]!r} and "
-                        f"{runner.name!r}; cell ids must be unique within the rig (set cell ids or "
-                        "a cell_prefix in one of them)"
-                    )
-                owners[cell] = runner.name
-            self.runners[runner.name] = runner
-            self.validators[runner.name] = Validator(cfg.validate_, runner.name)
-        if not self.runners:
+        try:
+            runners = self.drivers.plan(cfg)
+        except CellClash as exc:
+            raise StartupError(str(exc)) from None
+        if not runners:
             log.warning("no drivers enabled: the agent will only drain its store")
         if cfg.uplink.enabled:
             self.link = MqttLink(cfg.uplink, cfg.rig, asyncio.get_running_loop())
             self.link.start()  # raises TlsFilesError before any connection attempt
-            self.uplink = Uplink(cfg.uplink, cfg.rig, self.worker, self.link)
-            self.tasks.append(asyncio.create_task(self._guard("uplink", self.uplink.run), name="uplink"))
+            self.uplink = Uplink(cfg.uplink, cfg.rig, self.worker, self.link, emit=self.emit)
+            self._spawn("uplink", self.uplink.run)
         else:
             log.warning(
                 "uplink off: no uplink.endpoint configured; readings accumulate in %s and drain once an "
                 "endpoint is set",
                 cfg.store.path,
             )
-        for runner in self.runners.values():
-            runner.task = asyncio.create_task(runner.run(), name=f"driver:{runner.name}")
-        self.tasks.append(asyncio.create_task(self._guard("events", self._events_loop), name="events"))
-        self.tasks.append(asyncio.create_task(self._guard("maintenance", self._maintenance_loop), name="maint"))
-        self.tasks.append(asyncio.create_task(self._guard("health", self._health_loop), name="health"))
+        self.drivers.start(runners)
+        self._spawn("events", self._events_loop)
+        self._spawn("maintenance", self._maintenance_loop)
+        self._spawn("health", self._health_loop)
         for svc in self.services:
             await svc.start(self)
         self.ready.set()
@@ -222,92 +174,76 @@ class Agent:
             __version__,
         )
 
-    async def _guard(self, name: str, fn) -> None:
+    def _spawn(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        self.tasks.append(asyncio.create_task(self._guard(name, fn), name=name))
+
+    async def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         """Supervise an internal task: log, back off, restart; never let it die silently."""
-        delay = 1.0
+        backoff = Backoff(initial_s=1.0, max_s=60.0, stable_after_s=60.0)
         while True:
+            started = time.monotonic()
             try:
                 await fn()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                backoff.succeeded_after(time.monotonic() - started)
+                delay = backoff.next_delay()
                 log.exception("task %s failed; restarting in %.0f s", name, delay)
-                self.emit(
-                    Event(
-                        "agent.task_fault",
-                        f"internal task {name} failed: {exc!r}"[:500],
-                        level="alarm",
-                        data={"task": name},
-                    )
-                )
+                msg = f"internal task {name} failed: {exc!r}"[:500]
+                self.emit(Event("agent.task_fault", msg, level="alarm", data={"task": name}))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 60.0)
+
+    async def _store_pending(self) -> None:
+        events, cycles = self.pending.take()
+        try:
+            await self.worker.call(Store.append, None, "", events, cycles)
+        except BaseException:
+            self.pending.keep(events, cycles)
+            raise
 
     async def _events_loop(self) -> None:
         """Events raised while no batches flow (a driver is down) still reach the store within a second."""
         while True:
             await asyncio.sleep(1.0)
-            if self._pending_events or self._events_overflow:
-                events = self._take_events()
-                try:
-                    await self.worker.call(self.store.append_events, events)
-                except sqlite3.Error:
-                    for e in events:
-                        self.emit(e)
-                    raise
+            if self.pending:
+                await self._store_pending()
                 if self.uplink is not None:
                     self.uplink.wake.set()
 
     async def _maintenance_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.store.maintenance_interval_s)
-            events = await self.worker.call(self.store.maintain)
-            for e in events:
+            for e in await self.worker.call(Store.maintain):
                 log.warning("%s", e.message)
 
-    # ---------------------------------------------------------------- health
-    async def health(self) -> dict[str, Any]:
-        st = await self.worker.call(self.store.stats)
-        now = time.monotonic()
-        up = self.uplink
-        acked_msgs = up.stats.acked_msgs if up else 0
-        acked_readings = up.stats.acked_readings if up else 0
-        t0, m0, r0 = self._last_rates
-        dt = max(now - t0, 1e-6)
-        self._last_rates = (now, acked_msgs, acked_readings)
-        return {
-            "v": 1,
-            "type": "health",
-            "rig": self.cfg.rig,
-            "ts": time.time_ns() // 1_000_000,
-            "uptime_s": round(now - self.started_monotonic, 1),
-            "version": __version__,
-            "store_depth_readings": st["depth_readings"],
-            "store_depth_events": st["depth_events"],
-            "store_depth_cycles": st["depth_cycles"],
-            "oldest_unsent_age_s": round(st["oldest_unsent_age_s"], 1),
-            "store_bytes": st["bytes"],
-            "dropped_readings": st["dropped_readings"],
-            "publish_rate_msgs_s": round((acked_msgs - m0) / dt, 2),
-            "readings_rate_s": round((acked_readings - r0) / dt, 1),
-            "acked_readings": acked_readings,
-            "publish_errors": up.stats.errors if up else 0,
-            "uplink_state": self.link.state if self.link else "off",
-            "drivers": [r.status() for r in self.runners.values()],
-        }
+    # ---------------------------------------------------------------- health (AgentControl)
+    def health(self, store: StoreStats, meter: RateMeter) -> dict[str, Any]:
+        return build_health(
+            rig=self.cfg.rig,
+            uptime_s=time.monotonic() - self.started_monotonic,
+            store=store,
+            uplink=self.uplink.health() if self.uplink is not None else None,
+            uplink_state=self.link.state if self.link is not None else "off",
+            drivers=self.drivers.status(),
+            meter=meter,
+            now=time.monotonic(),
+        )
+
+    async def health_now(self) -> dict[str, Any]:
+        """The health message as published: store figures from the store thread, the agent's own rate window."""
+        return self.health(await self.worker.call(Store.stats), self._meter)
 
     async def _health_loop(self) -> None:
-        import orjson
-
         cadence = HealthCadence.from_config(self.cfg.uplink)  # on change plus a heartbeat (agent/healthcadence.py)
         while True:
             await asyncio.sleep(cadence.sleep_s(time.monotonic()))
-            h = await self.health()
-            self._last_health = h
+            h = await self.health_now()
+            self.last_health = h
             log.info(
                 "health depth=%d oldest_unsent_s=%.1f store_bytes=%d dropped=%d uplink=%s acked_rate=%.1f/s "
-                "errors=%d drivers=%s",
+                "errors=%d rejected=%d drivers=%s",
                 h["store_depth_readings"],
                 h["oldest_unsent_age_s"],
                 h["store_bytes"],
@@ -315,19 +251,64 @@ class Agent:
                 h["uplink_state"],
                 h["readings_rate_s"],
                 h["publish_errors"],
+                h["publish_rejected"],
                 ",".join(f"{d['name']}:{d['state']}" for d in h["drivers"]),
             )
-            msg = cadence.observe(h, time.monotonic(), self.uplink.stats.acked_msgs if self.uplink else 0)
-            if msg is not None and self.link is not None and self.link.connected.is_set() and self.uplink is not None:
-                try:
-                    self.link.publish(health_topic(self.cfg.uplink, self.cfg.rig), orjson.dumps(msg))
-                    cadence.published(time.monotonic())
-                except Exception as exc:  # noqa: BLE001 - health is best effort; the next one replaces it
-                    log.debug("health publish failed: %r", exc)
+            if self.uplink is not None:
+                now = time.monotonic()
+                msg = cadence.observe(h, now, self.uplink.stats.acked_msgs)
+                if msg is not None and self.uplink.publish_health(orjson.dumps(msg)):
+                    cadence.published(now)
+
+    def status_line(self) -> str:
+        drivers = ",".join(f"{d['name']}:{d['state']}" for d in self.drivers.status()) or "-"
+        uplink = self.link.state if self.link is not None else "off"
+        depth = self.last_health.get("store_depth_readings")
+        unsent = f"; unsent readings {depth}" if depth is not None else ""
+        return f"rig {self.cfg.rig}; drivers {drivers}; uplink {uplink}{unsent}"
+
+    # ---------------------------------------------------------------- readiness (AgentControl)
+    async def wait_ready(self) -> None:
+        await self.ready.wait()
+
+    def drivers_starting(self) -> list[str]:
+        return self.drivers.starting()
+
+    def dead_tasks(self) -> list[str]:
+        return [t.get_name() for t in self.tasks if t.done()]
 
     def healthy(self) -> bool:
-        """For the service watchdog: every internal task alive and the store thread answering."""
-        return all(not t.done() for t in self.tasks)
+        """For the service watchdog: every internal task alive."""
+        return not self.dead_tasks()
+
+    async def store_answers(self, timeout_s: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.worker.ping()
+        except (TimeoutError, RuntimeError):
+            return False
+        return True
+
+    # ---------------------------------------------------------------- configuration (AgentControl)
+    async def reload(self, new: AgentConfig) -> ReloadPlan:
+        """Restart changed drivers, start added ones, stop removed ones, restart changed services; the store and
+        the uplink keep running. Raises ValueError (nothing applied) if one cell id would come from two drivers."""
+        plan = plan_reload(self.cfg, new)
+        cfg = effective_config(self.cfg, new)
+        runners = self.drivers.plan(cfg, keep=plan.kept)  # checks the whole new set before touching anything
+        await self.drivers.stop(plan.removed + plan.changed)
+        self.cfg = cfg
+        setup_logging(cfg.log.level, cfg.log.format)
+        for name in plan.kept:  # new ranges and backoff settings, same state
+            self.drivers.runners[name].reconfigure(cfg)
+        self.drivers.start({n: r for n, r in runners.items() if n not in plan.kept})
+        for svc in self.services:
+            if isinstance(svc, SectionService):
+                await svc.reconfigure(cfg)
+        return plan
+
+    def dashboard_token(self) -> str:
+        return self.cfg.dashboard.token.get_secret_value()
 
     # ---------------------------------------------------------------- stop
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
@@ -338,33 +319,15 @@ class Agent:
                 await svc.stop()
             except Exception:
                 log.exception("service %s failed to stop", type(svc).__name__)
-        for runner in self.runners.values():
-            if runner.task is not None:
-                runner.task.cancel()
-        driver_tasks = [r.task for r in self.runners.values() if r.task]
-        if driver_tasks:
-            _, stuck = await asyncio.wait(driver_tasks, timeout=10.0)  # a driver's close is bounded at 5 s
-            if stuck:
-                log.error("stopping: drivers did not stop within 10 s: %s", ",".join(t.get_name() for t in stuck))
+        await self.drivers.stop(list(self.runners), timeout_s=10.0)  # a driver's close is bounded at 5 s
         log.info("stopping: drivers stopped")
-        events = self._take_events()
-        if events:
+        if self.pending:
             try:
-                await self.worker.call(self.store.append_events, events)
-            except sqlite3.Error as exc:
-                log.error("could not store %d events at shutdown: %s", len(events), exc)
-        if self.uplink is not None and self.link is not None:
-            self.uplink.flush_now = True
-            self.uplink.wake.set()
-            deadline = time.monotonic() + drain_timeout_s
-            while time.monotonic() < deadline and self.link.connected.is_set():
-                st = await self.worker.call(self.store.stats)
-                if (
-                    not (st["depth_readings"] or st["depth_events"] or st["depth_cycles"])
-                    and self.uplink.in_flight == 0
-                ):
-                    break
-                await asyncio.sleep(0.1)
+                await self._store_pending()
+            except (sqlite3.Error, StoreClosed) as exc:
+                log.error("could not store pending events at shutdown: %s", exc)
+        if self.uplink is not None:
+            await self.uplink.publish_backlog(drain_timeout_s)
             log.info("stopping: store drained as far as the link allowed")
         for t in self.tasks:
             t.cancel()
@@ -374,10 +337,9 @@ class Agent:
                 log.error("stopping: tasks did not stop within 5 s: %s", ",".join(t.get_name() for t in stuck))
         log.info("stopping: tasks stopped")
         if self.uplink is not None:
-            await self.uplink.drain(max(0.5, drain_timeout_s / 2))
-            log.info("stopping: in-flight publishes settled (%d left)", self.uplink.in_flight)
+            left = await self.uplink.settle(max(0.5, drain_timeout_s / 2))
+            log.info("stopping: in-flight publishes settled (%d left)", left)
         if self.link is not None:
             await asyncio.to_thread(self.link.stop, 3.0)
-        await self.worker.call(self.store.close)
-        self.worker.shutdown()
+        await self.worker.close()
         log.info("agent stopped")

@@ -2,9 +2,16 @@
 
 Only drivers are restarted, and only those whose section changed (added and removed ones too); the store, the
 uplink and its MQTT session are never torn down by a reload, so ``seq`` keeps growing without a gap and the broker
-sees one connection. Logging, plausibility ranges and supervisor settings apply in place. Any other change (``rig``,
-``[store]``, ``[uplink]``, sections this module does not know) is reported as needing a restart and the running
-value is kept. A file that fails validation is reported, problem by problem, and the running config stays.
+sees one connection. Logging, plausibility ranges and supervisor settings apply in place; a changed
+``[dashboard]`` section (a new token included) restarts the dashboard, so an old token stops working at once. Any
+other change (``rig``, ``[store]``, ``[uplink]``, sections this module does not know) is reported as needing a
+restart and the running value is kept. A file that fails validation is reported, problem by problem, and the
+running config stays.
+
+Sections are compared by value, secrets included: ``model_dump(mode="json")`` prints every ``SecretStr`` as
+``**********``, so a changed token used to compare equal and the old one stayed valid (issue 14.2).
+
+The plan is pure (``plan_reload``); applying it is the agent's own business (``AgentControl.reload``).
 """
 
 from __future__ import annotations
@@ -13,20 +20,27 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from pydantic import BaseModel, SecretBytes, SecretStr
 
 from agent.config import AgentConfig, ConfigError, load_config
-from agent.logs import setup_logging
-from agent.supervise import DriverRunner
-from agent.validate import Validator
-from drivers.base import DriverConfig, DriverContext, Event
-
-if TYPE_CHECKING:
-    from agent.pipeline import Agent
+from agent.control import AgentControl
+from drivers.base import DriverConfig, Event
 
 log = logging.getLogger("agent.reload")
 
-RELOADABLE = {"drivers", "validate_", "log", "supervisor"}  # AgentConfig fields applied without a restart
+
+class ReloadNotifier(Protocol):
+    """Told when a reload begins and ends (the systemd notifier: RELOADING=1, then READY=1)."""
+
+    def reloading(self) -> None: ...
+
+    def reloaded(self, summary: str) -> None: ...
+
+
+# AgentConfig fields applied without a restart ("dashboard" by restarting the dashboard service)
+RELOADABLE = {"drivers", "validate_", "log", "supervisor", "dashboard"}
 
 
 @dataclass
@@ -35,6 +49,7 @@ class ReloadPlan:
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)  # reloadable sections other than drivers that changed
     needs_restart: list[str] = field(default_factory=list)  # config keys that differ but only apply at start
 
     def summary(self) -> str:
@@ -45,6 +60,7 @@ class ReloadPlan:
                 ("removed", self.removed),
                 ("restarted", self.changed),
                 ("kept", self.kept),
+                ("applied", self.sections),
             )
             if v
         ]
@@ -54,11 +70,20 @@ class ReloadPlan:
 
 
 def _enabled(cfg: AgentConfig) -> dict[str, DriverConfig]:
-    return {d.name: d for d in cfg.drivers if d.enabled}
+    return {d.name or d.type: d for d in cfg.drivers if d.enabled}
 
 
-def _dump(model: Any) -> Any:
-    return model.model_dump(mode="json") if hasattr(model, "model_dump") else model
+def comparable(value: Any) -> Any:
+    """A config value as plain data with every secret by its value (a new token must compare different)."""
+    if isinstance(value, BaseModel):
+        return {k: comparable(getattr(value, k)) for k in type(value).model_fields}
+    if isinstance(value, (SecretStr, SecretBytes)):
+        return ("secret", value.get_secret_value())
+    if isinstance(value, (list, tuple)):
+        return [comparable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items()}
+    return value
 
 
 def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
@@ -68,14 +93,16 @@ def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
     for name, dcfg in after.items():
         if name not in before:
             plan.added.append(name)
-        elif _dump(dcfg) != _dump(before[name]):
+        elif comparable(dcfg) != comparable(before[name]):
             plan.changed.append(name)
         else:
             plan.kept.append(name)
     plan.removed = [n for n in before if n not in after]
     for key in type(new).model_fields:
-        if key not in RELOADABLE and _dump(getattr(old, key)) != _dump(getattr(new, key)):
-            plan.needs_restart.append("validate" if key == "validate_" else key)
+        if key == "drivers" or comparable(getattr(old, key)) == comparable(getattr(new, key)):
+            continue
+        name = "validate" if key == "validate_" else key
+        (plan.sections if key in RELOADABLE else plan.needs_restart).append(name)
     return plan
 
 
@@ -85,50 +112,9 @@ def effective_config(old: AgentConfig, new: AgentConfig) -> AgentConfig:
     return new.model_copy(update=keep)
 
 
-async def apply_reload(agent: Agent, new: AgentConfig) -> ReloadPlan:
-    """Restart changed drivers, start added ones, stop removed ones; keep the store and uplink running.
-
-    Raises ValueError (nothing applied) if the new driver set would report one cell id from two drivers.
-    """
-    plan = plan_reload(agent.cfg, new)
-    cfg = effective_config(agent.cfg, new)
-    ctx = DriverContext(emit=agent.emit)
-    fresh: dict[str, DriverRunner] = {}
-    owners: dict[str, str] = {}
-    for name, dcfg in _enabled(cfg).items():  # check the whole new set before touching anything
-        runner = (
-            agent.runners[name]
-            if name in plan.kept
-            else DriverRunner(dcfg, ctx, cfg.supervisor, agent.ingest, agent.emit)
-        )
-        cells = runner.driver.cells if name in plan.kept and runner.driver else runner.make_driver().cells
-        for cell in cells:
-            if cell in owners:
-                raise ValueError(f"cell id {cell!r} would be reported by drivers {owners[cell]!r} and {name!r}")
-            owners[cell] = name
-        if name not in plan.kept:
-            fresh[name] = runner
-    stopping = [agent.runners[n] for n in plan.removed + plan.changed]
-    for runner in stopping:
-        if runner.task is not None:
-            runner.task.cancel()
-    await asyncio.gather(*(r.task for r in stopping if r.task is not None), return_exceptions=True)
-    for name in plan.removed + plan.changed:
-        del agent.runners[name]
-        agent.validators.pop(name, None)
-    agent.cfg = cfg
-    setup_logging(cfg.log.level, cfg.log.format)
-    for name, runner in agent.runners.items():  # kept drivers: new ranges and backoff settings, same state
-        runner.sup = cfg.supervisor
-        agent.validators[name].cfg = cfg.validate_
-    for name, runner in fresh.items():
-        agent.validators[name] = Validator(cfg.validate_, name)
-        agent.runners[name] = runner
-        runner.task = asyncio.create_task(runner.run(), name=f"driver:{name}")
-    return plan
-
-
-async def reload_from_file(agent: Agent, path: str | Path | None, notifier: Any = None) -> ReloadPlan | None:
+async def reload_from_file(
+    agent: AgentControl, path: str | Path | None, notifier: ReloadNotifier | None = None
+) -> ReloadPlan | None:
     """Load ``path`` and apply it; on any problem log it, raise an event and keep the running config."""
     if path is None:
         log.warning(
@@ -162,6 +148,7 @@ async def reload_from_file(agent: Agent, path: str | Path | None, notifier: Any 
                 "added": plan.added,
                 "removed": plan.removed,
                 "restarted": plan.changed,
+                "applied": plan.sections,
                 "needs_restart": plan.needs_restart,
             },
         )
@@ -169,7 +156,7 @@ async def reload_from_file(agent: Agent, path: str | Path | None, notifier: Any 
     return plan
 
 
-async def _load_and_apply(agent: Agent, path: str | Path) -> ReloadPlan | None:
+async def _load_and_apply(agent: AgentControl, path: str | Path) -> ReloadPlan | None:
     try:
         new = await asyncio.to_thread(load_config, path)
     except ConfigError as exc:
@@ -188,7 +175,7 @@ async def _load_and_apply(agent: Agent, path: str | Path) -> ReloadPlan | None:
         )
         return None
     try:
-        return await apply_reload(agent, new)
+        return await agent.reload(new)
     except ValueError as exc:
         log.error("reload rejected: %s; the running config stays in force", exc)
         agent.emit(Event("agent.reload_rejected", f"config reload rejected: {exc}", level="warning"))
@@ -196,7 +183,7 @@ async def _load_and_apply(agent: Agent, path: str | Path) -> ReloadPlan | None:
 
 
 async def reload_on_signal(
-    agent: Agent, path: str | Path | None, requested: asyncio.Event, notifier: Any = None
+    agent: AgentControl, path: str | Path | None, requested: asyncio.Event, notifier: ReloadNotifier | None = None
 ) -> None:
     """Task: one reload per SIGHUP (signals arriving during a reload are folded into one more)."""
     while True:

@@ -3,7 +3,9 @@
 SIGTERM/SIGINT: stop drivers, commit, publish what fits in the drain window, close MQTT and the store, exit 0.
 SIGHUP: re-read the config file and restart only the drivers whose section changed (``agent.reload``).
 Under systemd (``$NOTIFY_SOCKET``) the ``SystemdNotifier`` service sends READY/WATCHDOG/STOPPING.
-Exit 2 for configuration problems found at start (including unusable TLS files), 1 for anything unexpected.
+Exit 2 for configuration problems found at start (including unusable TLS files: restarting cannot fix them),
+3 when the store exists but cannot be used (locked by another process, read-only for this user, unreachable:
+it is left untouched, and systemd's restart tries again), 1 for anything unexpected.
 """
 
 from __future__ import annotations
@@ -15,23 +17,28 @@ import signal
 
 from agent.config import AgentConfig
 from agent.logs import setup_logging
-from agent.pipeline import Agent, StartupError
+from agent.pipeline import Agent, Processor, StartupError
 from agent.reload import reload_on_signal
 from agent.sdnotify import SystemdNotifier
+from agent.services import SectionService, Service
+from agent.store import StoreUnavailable
 from agent.uplink.mqtt import TlsFilesError
 
 log = logging.getLogger("agent")
 
 
+def _dashboard(cfg: AgentConfig) -> Service | None:
+    if not cfg.dashboard.enabled:
+        return None
+    from agent.dashboard import DashboardService
+
+    return DashboardService(cfg.dashboard)
+
+
 def build_agent(cfg: AgentConfig) -> Agent:
     """The agent with the processors (twin) and services (dashboard, watchdog) its config asks for."""
-    processors: list = []
-    services: list = []
-    if cfg.dashboard.enabled:
-        from agent.dashboard import DashboardService
-
-        services.append(DashboardService(cfg.dashboard))
-    services.append(SystemdNotifier())
+    processors: list[Processor] = []
+    services: list[Service] = [SectionService("dashboard", _dashboard, cfg), SystemdNotifier()]
     if cfg.twin.enabled:
         from agent.twin import build_twin
 
@@ -49,10 +56,10 @@ async def _main(cfg: AgentConfig, config_path: str | None = None) -> int:
     loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
     try:
         await agent.start()
-    except (StartupError, TlsFilesError) as exc:
+    except (StartupError, TlsFilesError, StoreUnavailable) as exc:
         log.error("cannot start: %s", exc)
         await agent.stop(drain_timeout_s=0.1)
-        return 2
+        return StoreUnavailable.exit_code if isinstance(exc, StoreUnavailable) else 2
     notifier = next((s for s in agent.services if isinstance(s, SystemdNotifier)), None)
     reloader = asyncio.create_task(reload_on_signal(agent, config_path, reload_requested, notifier), name="reload")
     await stop.wait()

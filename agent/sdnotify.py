@@ -7,9 +7,9 @@ a shell.
 
 READY=1 is sent once the store is open and every driver has made its first attempt to open its device (bounded:
 a missing device must not keep systemd waiting, the supervisor retries it). WATCHDOG=1 is sent every third of
-``$WATCHDOG_USEC`` only while the pipeline is healthy (``Agent.healthy()`` and the store thread answering), so a
-stalled pipeline stops the pings and systemd restarts the agent after ``WatchdogSec=``. STOPPING=1 goes out first
-thing on shutdown.
+``$WATCHDOG_USEC`` only while the pipeline is healthy (no internal task stopped and the store thread answering),
+so a stalled pipeline stops the pings and systemd restarts the agent after ``WatchdogSec=``. STOPPING=1 goes out
+first thing on shutdown. Everything it knows of the agent comes through ``AgentControl``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from agent.pipeline import Agent
+from agent.control import AgentControl
 
 log = logging.getLogger("agent.sdnotify")
 
@@ -78,15 +76,15 @@ class SystemdNotifier:
         self.env = dict(os.environ if env is None else env)
         self.enabled = _address(self.env) is not None
         self.interval_s = watchdog_interval_s(self.env) if self.enabled else None
-        self.agent: Agent | None = None
+        self.agent: AgentControl | None = None
         self.pings = 0
         self.withheld = 0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def send(self, *lines: str) -> bool:
         return notify(*lines, env=self.env) if self.enabled else False
 
-    async def start(self, agent: Agent) -> None:
+    async def start(self, agent: AgentControl) -> None:
         self.agent = agent
         if self.enabled:
             self._task = asyncio.create_task(self._run(), name="sdnotify")
@@ -107,46 +105,31 @@ class SystemdNotifier:
 
     # ---------------------------------------------------------------- internals
     def status_line(self) -> str:
-        a = self.agent
-        if a is None:
-            return "starting"
-        drivers = ",".join(f"{name}:{r.state}" for name, r in a.runners.items()) or "-"
-        uplink = a.link.state if a.link is not None else "off"
-        depth = getattr(a, "_last_health", {}).get("store_depth_readings")
-        return f"rig {a.cfg.rig}; drivers {drivers}; uplink {uplink}" + (
-            f"; unsent readings {depth}" if depth is not None else ""
-        )
+        return "starting" if self.agent is None else self.agent.status_line()
 
-    async def _drivers_first_attempt(self) -> None:
-        assert self.agent is not None
+    async def _drivers_first_attempt(self, agent: AgentControl) -> None:
         deadline = time.monotonic() + DRIVERS_FIRST_OPEN_TIMEOUT_S
         while time.monotonic() < deadline:
-            if all(r.state != "starting" for r in self.agent.runners.values()):
+            if not agent.drivers_starting():
                 return
             await asyncio.sleep(0.05)
-        slow = [n for n, r in self.agent.runners.items() if r.state == "starting"]
+        slow = agent.drivers_starting()
         log.warning(
             "drivers still opening after %.0f s: %s; reporting ready anyway (they keep retrying)",
             DRIVERS_FIRST_OPEN_TIMEOUT_S,
             ",".join(slow),
         )
 
-    async def healthy(self) -> bool:
+    async def healthy(self, agent: AgentControl) -> bool:
         """The pipeline's tasks are alive and the store thread answers within one ping interval."""
-        assert self.agent is not None
-        if not self.agent.healthy():
-            return False
-        try:
-            async with asyncio.timeout(self.interval_s or 5.0):
-                await self.agent.worker.call(_noop)
-        except (TimeoutError, RuntimeError):
-            return False
-        return True
+        return not agent.dead_tasks() and await agent.store_answers(self.interval_s or 5.0)
 
     async def _run(self) -> None:
-        assert self.agent is not None
-        await self.agent.ready.wait()
-        await self._drivers_first_attempt()
+        agent = self.agent
+        if agent is None:
+            return
+        await agent.wait_ready()
+        await self._drivers_first_attempt(agent)
         self.send("READY=1", f"STATUS={self.status_line()}", f"MAINPID={os.getpid()}")
         log.info(
             "told systemd we are ready watchdog_interval_s=%s", f"{self.interval_s:.1f}" if self.interval_s else "off"
@@ -156,7 +139,7 @@ class SystemdNotifier:
         sick_since: float | None = None
         while True:
             await asyncio.sleep(self.interval_s)
-            if await self.healthy():
+            if await self.healthy(agent):
                 if sick_since is not None:
                     log.info("pipeline healthy again: watchdog pings resumed")
                     sick_since = None
@@ -166,14 +149,10 @@ class SystemdNotifier:
                 self.withheld += 1
                 if sick_since is None:
                     sick_since = time.monotonic()
-                    dead = [t.get_name() for t in self.agent.tasks if t.done()]
+                    dead = agent.dead_tasks()
                     log.error(
                         "pipeline unhealthy (stopped tasks: %s, or the store thread is stuck): withholding "
                         "watchdog pings, systemd restarts the agent after WatchdogSec",
                         ",".join(dead) or "none",
                     )
                     self.send(f"STATUS=unhealthy: withholding watchdog pings (tasks down: {','.join(dead) or '-'})")
-
-
-def _noop() -> Any:
-    return None

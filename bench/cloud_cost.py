@@ -30,9 +30,9 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.config import UplinkConfig
-from agent.store.store import ReadingRows
+from agent.store.cursor import ReadingRows
 from agent.uplink.envelope import encode_cycles, encode_events, pack_readings
-from agent.uplink.uplink import FULL_FRACTION
+from agent.uplink.jobs import FULL_FRACTION
 
 SECONDS_PER_MONTH = 730 * 3600  # AWS bills a month as 730 hours
 DAYS_PER_MONTH = 730 / 24

@@ -94,8 +94,7 @@ def bench_decode_store(n: int, tmp: Path) -> dict:
     decs = [FrameDecoder(loaded) for _ in range(4)]
     freshes = [Freshness(16, decs[0].stale_after_ms, 5000) for _ in range(4)]
     cells = [tuple(f"b{k}-c{i + 1:02d}" for i in range(16)) for k in range(4)]
-    store = Store(tmp / "bench-can.db", synchronous="NORMAL")
-    store.open()
+    store = Store.open(tmp / "bench-can.db", synchronous="NORMAL")
     upd = Updates()
     per_sample = 3200
     rows = 0
@@ -143,8 +142,7 @@ def bench_virtual_bus(seconds: float, tmp: Path, offered_per_s: int = 32_000) ->
             "bitrate": None,
         }
     )
-    store = Store(tmp / "bench-vbus.db", synchronous="NORMAL")
-    store.open()
+    store = Store.open(tmp / "bench-vbus.db", synchronous="NORMAL")
     stop = threading.Event()
     sent = [0]
 

@@ -88,8 +88,7 @@ def cpu_s() -> float:
 
 def bench_store_ingest(tmp: Path, synchronous: str, cells: int = 64, ticks: int = 100, batches: int = 200) -> dict:
     """Readings/s committed into SQLite, one transaction per batch of cells x ticks readings."""
-    store = Store(tmp / f"ingest-{synchronous}.db", synchronous=synchronous)
-    store.open()
+    store = Store.open(tmp / f"ingest-{synchronous}.db", synchronous=synchronous)
     rng = np.random.default_rng(0)
     n = cells * ticks
     b = ReadingBatch.build(
@@ -148,7 +147,7 @@ async def run_agent(cfg: dict, seconds: float, warmup_s: float = 2.0) -> dict:
     produced1 = sum(r.readings for r in agent.runners.values())
     lat = np.array(up.stats.latency_ms, dtype=float)
     lat_old = np.array(up.stats.latency_oldest_ms, dtype=float)
-    st = await agent.worker.call(agent.store.stats)
+    st = await agent.worker.call(Store.stats)
     await agent.stop(drain_timeout_s=2.0)
     acked = r1 - r0
 
@@ -164,15 +163,14 @@ async def run_agent(cfg: dict, seconds: float, warmup_s: float = 2.0) -> dict:
         "latency_newest_p99_ms": pct(lat, 99),
         "latency_oldest_p50_ms": pct(lat_old, 50),
         "latency_oldest_p99_ms": pct(lat_old, 99),
-        "store_depth_at_end": st["depth_readings"],
+        "store_depth_at_end": st["store_depth_readings"],
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
 async def run_drain(cfg: dict, backlog: int) -> dict:
     """Readings/s acknowledged while draining a backlog (an outage's worth of data) with no driver running."""
-    store = Store(cfg["store"]["path"], synchronous="FULL")
-    store.open()
+    store = Store.open(cfg["store"]["path"], synchronous="FULL")
     cells, ticks = 64, 250
     rng = np.random.default_rng(0)
     n = cells * ticks

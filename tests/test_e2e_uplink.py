@@ -12,6 +12,7 @@ import pytest
 
 from agent.uplink.envelope import schema_path
 from tests.conftest import RIG, agent_config
+from tests.support.waiting import wait_until
 
 SCHEMAS = {
     ("telemetry", 1): "telemetry.v1",
@@ -36,6 +37,10 @@ def validate_all(messages: list[tuple[str, bytes]]) -> dict[str, int]:
         assert len(payload) <= 128 * 1024
         counts[doc["type"]] = counts.get(doc["type"], 0) + 1
     return counts
+
+
+def committed(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT coalesce(max(seq), 0) FROM readings").fetchone()[0])
 
 
 def gaps(seqs: list[int], upto: int) -> list[int]:
@@ -84,12 +89,15 @@ def test_broker_outage_leaves_no_gap(tmp_path, broker, subscriber, rig_cert, pki
     subscriber.wait_for(lambda: len(subscriber.telemetry_seqs()) >= 100, 30, "first readings")
     subscriber.stop()
     broker.stop()
-    time.sleep(12)  # outage: the agent keeps polling and buffering
+    agent.wait_log("uplink disconnected")
+    db = sqlite3.connect(cfg["store"]["path"])
+    at_outage = committed(db)
+    # The outage: the agent keeps polling and buffering (4 cells at 10 Hz: 200 readings are 5 s of it).
+    wait_until(lambda: committed(db) >= at_outage + 200, 30, "readings buffered during the outage")
     assert agent.alive()
     broker.start()
     subscriber.client.start()
-    db = sqlite3.connect(cfg["store"]["path"])
-    target = db.execute("SELECT max(seq) FROM readings").fetchone()[0] + 50
+    target = committed(db) + 50
     subscriber.wait_for(
         lambda: not gaps(subscriber.telemetry_seqs(), target), 60, f"every seq up to {target} after the outage"
     )
@@ -103,12 +111,13 @@ def test_sigkill_restarts_leave_no_gap_and_never_reuse_seq(tmp_path, broker, sub
     for _ in range(4):
         agent.start()
         agent.wait_log("uplink connected" if agent.runs == 1 else f"--- start #{agent.runs}")
-        time.sleep(1.5 + 0.3 * agent.runs)
+        time.sleep(1.5 + 0.3 * agent.runs)  # kill at a different point of the publish/ack cycle each run
         agent.kill()
-    agent.start()
     db = sqlite3.connect(cfg["store"]["path"])
-    time.sleep(1.0)
-    target = db.execute("SELECT max(seq) FROM readings").fetchone()[0]
+    before = committed(db)
+    agent.start()
+    wait_until(lambda: committed(db) > before, 30, "readings committed after the last restart")
+    target = committed(db)
     subscriber.wait_for(lambda: not gaps(subscriber.telemetry_seqs(), target), 60, f"every seq up to {target}")
     assert agent.stop() == 0
     # seq never repeats for a different reading: each seq decoded at the broker has one (cell, ts) only.

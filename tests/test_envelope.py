@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.store.store import ReadingRows
+from agent.store.cursor import ReadingRows
 from agent.uplink.envelope import decode_telemetry, encode_events, pack_readings, schema_path
 from agent.uplink.uplink import merge_ranges
 from drivers.base import Flag

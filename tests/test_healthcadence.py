@@ -10,8 +10,9 @@ import jsonschema
 import pytest
 
 from agent.config import ConfigError, UplinkConfig, load_config
-from agent.healthcadence import HealthCadence, cadence_problem, health_topic
+from agent.healthcadence import HealthCadence, cadence_problem
 from agent.uplink.envelope import schema_path
+from agent.uplink.uplink import topic
 
 
 def snapshot(acked: int = 0, **over) -> dict:
@@ -128,9 +129,9 @@ def test_published_messages_are_health_v1_with_the_additions():
 
 
 def test_health_topic_through_basic_ingest_or_the_broker():
-    assert health_topic(UplinkConfig(), "rig-01") == "dt/battery-twin/rig-01/health"
+    assert topic(UplinkConfig(), "rig-01", "health") == "dt/battery-twin/rig-01/health"
     cfg = UplinkConfig(basic_ingest_health_rule="bt_health", topic_prefix="dt/lab")
-    assert health_topic(cfg, "rig-01") == "$aws/rules/bt_health/dt/lab/rig-01/health"
+    assert topic(cfg, "rig-01", "health") == "$aws/rules/bt_health/dt/lab/rig-01/health"
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import time
 from tests.conftest import agent_config
 from tests.support.broker import Broker, free_port
 from tests.support.pki import Pki
+from tests.support.waiting import wait_until
 
 
 def depth(db_path: str) -> tuple[int, int]:
@@ -78,8 +79,8 @@ def test_wrong_ca_is_a_clear_tls_error_and_the_agent_keeps_buffering(tmp_path, b
     agent.wait_log("uplink cannot connect", timeout_s=40)
     assert "TLS" in agent.log()
     n1 = depth(cfg["store"]["path"])[1]
-    time.sleep(1.5)
-    assert agent.alive() and depth(cfg["store"]["path"])[1] > n1
+    wait_until(lambda: depth(cfg["store"]["path"])[1] > n1 + 20, 30, "the store to keep growing")
+    assert agent.alive()
     assert agent.stop() == 0
 
 
@@ -102,7 +103,7 @@ def test_unreachable_broker_buffers_then_drains(tmp_path, pki, rig_cert, agent_p
     agent = agent_proc(cfg).start()
     agent.wait_log("uplink cannot connect", timeout_s=30)
     assert "level=WARNING" in agent.log()
-    time.sleep(2)
+    wait_until(lambda: depth(cfg["store"]["path"])[0] >= 40, 30, "readings buffered while the broker is away")
     total, unsent = depth(cfg["store"]["path"])
     assert unsent == total > 0  # nothing is marked sent while the broker is away
     broker = Broker(tmp_path / "late-broker", pki, port=port).start()
@@ -119,3 +120,26 @@ def test_unreachable_broker_buffers_then_drains(tmp_path, pki, rig_cert, agent_p
         assert agent.stop() == 0
     finally:
         broker.stop()
+
+
+def test_a_key_other_users_can_read_is_refused_with_the_fix(tmp_path, pki, rig_cert):
+    """14 (low): the uplink used to warn and go on; it now refuses, as doctor does, naming the file and the fix
+    and never its content."""
+    import shutil
+
+    import pytest
+
+    from agent.config import UplinkConfig
+    from agent.uplink.mqtt import TlsFilesError, check_tls_files
+
+    key = tmp_path / "device.key"
+    shutil.copy(rig_cert[1], key)
+    files = {"endpoint": "localhost", "cert": rig_cert[0], "key": key, "ca": pki.ca_cert}
+    for mode in (0o644, 0o640, 0o604):
+        key.chmod(mode)
+        with pytest.raises(TlsFilesError) as err:
+            check_tls_files(UplinkConfig(**files))
+        msg = str(err.value)
+        assert f"mode {mode:04o}" in msg and f"chmod 600 {key}" in msg and "PRIVATE KEY" not in msg
+    key.chmod(0o600)
+    check_tls_files(UplinkConfig(**files))

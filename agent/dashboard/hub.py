@@ -22,7 +22,10 @@ import orjson
 
 from agent import __version__
 from agent.config import DashboardConfig
+from agent.control import AgentControl
 from agent.dashboard.reader import Readings, StoreReader
+from agent.health import RateMeter
+from agent.store.stats import StoreStats
 
 log = logging.getLogger("agent.dashboard")
 
@@ -110,7 +113,7 @@ class Subscriber:
 
 
 class Hub:
-    def __init__(self, agent: Any, reader: StoreReader, cfg: DashboardConfig):
+    def __init__(self, agent: AgentControl, reader: StoreReader, cfg: DashboardConfig):
         self.agent = agent
         self.reader = reader
         self.cfg = cfg
@@ -119,8 +122,7 @@ class Hub:
         self.cells: dict[int, str] = {}
         self._wake = asyncio.Event()
         self._health_at = 0.0
-        self._rates = (time.monotonic(), 0, 0)
-        self._rate_values = (0.0, 0.0)
+        self._meter = RateMeter(min_window_s=1.0)  # its own window: the agent's published rates are not disturbed
         self.ticks = 0
         self._generation = 0
 
@@ -155,7 +157,7 @@ class Hub:
         now_ms = time.time_ns() // 1_000_000
         window_start = rd.seq_at(now_ms - int(self.cfg.window_s * 1000))
         resumed = last_event_id is not None and window_start <= last_event_id <= upto["readings"]
-        start = last_event_id if resumed else window_start
+        start = last_event_id if last_event_id is not None and resumed else window_start
         backfill = rd.readings_for_cells(sub.cells.tolist(), start, upto["readings"], MAX_POINTS_PER_CELL)
         n = max(len(self.cells), 1)
         latest = last_per_cell(rd.readings_after(max(0, upto["readings"] - 4 * n), 4 * n))
@@ -254,31 +256,10 @@ class Hub:
         self.subs.clear()
 
     # ------------------------------------------------------------------ health
-    def health(self, store_part: dict[str, Any]) -> dict[str, Any]:
-        """Agent health as in ``Agent.health()``, computed without touching its state (its publish-rate window)
-        nor the store's writer thread: store figures come from the read-only connection."""
-        agent = self.agent
-        now = time.monotonic()
-        up = getattr(agent, "uplink", None)
-        msgs = up.stats.acked_msgs if up else 0
-        readings = up.stats.acked_readings if up else 0
-        t0, m0, r0 = self._rates
-        if now - t0 >= 1.0:
-            self._rate_values = ((msgs - m0) / (now - t0), (readings - r0) / (now - t0))
-            self._rates = (now, msgs, readings)
-        link = getattr(agent, "link", None)
-        return {
-            **store_part,
-            "rig": agent.cfg.rig,
-            "version": __version__,
-            "uptime_s": round(now - agent.started_monotonic, 1),
-            "uplink_state": link.state if link is not None else "off",
-            "publish_rate_msgs_s": round(self._rate_values[0], 2),
-            "readings_rate_s": round(self._rate_values[1], 1),
-            "acked_readings": readings,
-            "publish_errors": up.stats.errors if up else 0,
-            "drivers": [r.status() for r in agent.runners.values()],
-        }
+    def health(self, store_part: StoreStats) -> dict[str, Any]:
+        """Agent health as the agent publishes it (one builder: ``AgentControl.health``), with store figures read
+        on the dashboard's read-only connection, never the store's writer thread."""
+        return self.agent.health(store_part, self._meter)
 
 
 def _ev(e: dict[str, Any]) -> dict[str, Any]:

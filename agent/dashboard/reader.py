@@ -21,6 +21,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from agent.store.db import readonly_uri
+from agent.store.stats import StoreStats, store_stats
+
 T = TypeVar("T")
 
 EVENT_COLS = "seq, ts_ms, kind, level, source, cell, message, data"
@@ -56,7 +59,7 @@ class Readings:
         return int(self.seq.shape[0])
 
     @classmethod
-    def from_rows(cls, rows: list[tuple]) -> Readings:
+    def from_rows(cls, rows: list[tuple[Any, ...]]) -> Readings:
         if not rows:
             z = np.zeros(0, np.int64)
             return cls(z, z, z, np.zeros(0), np.zeros(0), np.zeros(0))
@@ -66,10 +69,10 @@ class Readings:
         )
 
     def take(self, mask_or_index: np.ndarray) -> Readings:
-        return Readings(*(getattr(self, f)[mask_or_index] for f in self.__slots__))  # type: ignore[attr-defined]
+        return Readings(*(getattr(self, f)[mask_or_index] for f in self.__slots__))
 
 
-def _cycle_row(r: tuple) -> dict[str, Any]:
+def _cycle_row(r: tuple[Any, ...]) -> dict[str, Any]:
     d: dict[str, Any] = {"seq": r[0], "ts": r[1], "cell": r[2], "cycle": r[3]}
     for k, f in enumerate(CYCLE_FIELDS):
         d[f] = r[4 + k]
@@ -114,7 +117,7 @@ class StoreReader:
                 self._conn.close()
                 self._conn = None
                 self.generation += 1
-            conn = sqlite3.connect(self.path.as_uri() + "?mode=ro", uri=True, check_same_thread=False, timeout=5.0)
+            conn = sqlite3.connect(readonly_uri(self.path), uri=True, check_same_thread=False, timeout=5.0)
             conn.execute("PRAGMA query_only=1")
             self._conn, self._inode = conn, inode
         return self._conn
@@ -147,7 +150,7 @@ class StoreReader:
                 hi = mid
             else:
                 lo = row[0] + 1
-        return lo - 1
+        return int(lo) - 1
 
     # ------------------------------------------------------------------ readings
     def readings_after(self, after_seq: int, limit: int) -> Readings:
@@ -214,25 +217,12 @@ class StoreReader:
         return out
 
     # ------------------------------------------------------------------ health
-    def store_health(self) -> dict[str, Any]:
-        c = self.conn
-        depth = {
-            s: c.execute(f"SELECT count(*) FROM {s} WHERE sent = 0").fetchone()[0]
-            for s in ("readings", "events", "cycles")
-        }
-        oldest = c.execute("SELECT ts_ms FROM readings WHERE sent = 0 ORDER BY seq LIMIT 1").fetchone()
-        dropped = c.execute("SELECT value FROM meta WHERE key = 'dropped_readings'").fetchone()
-        now_ms = time.time_ns() // 1_000_000
-        return {
-            "store_depth_readings": depth["readings"],
-            "store_depth_events": depth["events"],
-            "store_depth_cycles": depth["cycles"],
-            "oldest_unsent_age_s": round(max(0.0, (now_ms - oldest[0]) / 1000.0), 1) if oldest else 0.0,
-            "dropped_readings": int(dropped[0]) if dropped else 0,
-        }
+    def store_health(self) -> StoreStats:
+        """The store's figures for health: the agent's own function, on this read-only connection."""
+        return store_stats(self.conn, time.time_ns() // 1_000_000)
 
 
-def _event(r: tuple) -> dict[str, Any]:
+def _event(r: tuple[Any, ...]) -> dict[str, Any]:
     return {
         "seq": r[0],
         "ts": r[1],

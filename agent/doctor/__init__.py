@@ -131,7 +131,7 @@ def run_checks(config_path: str | None, emit: Callable[[Check], None]) -> list[C
     return results
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "doctor",
         help="check config, certificates, endpoint, devices, store and clock; "

@@ -10,6 +10,7 @@ is a TCP peer such as a Modbus server. Every device is probed once; every probe 
 from __future__ import annotations
 
 import errno
+import functools
 import grp
 import os
 import socket
@@ -184,7 +185,7 @@ def check_drivers(drivers: list[DriverConfig]) -> list[Check]:
     out: list[Check] = []
     for dcfg in drivers:
         try:
-            out += run_with_timeout(lambda d=dcfg: _driver_checks(d), PROBE_TIMEOUT_S)
+            out += run_with_timeout(functools.partial(_driver_checks, dcfg), PROBE_TIMEOUT_S)
         except TimeoutError:
             out.append(
                 fail(

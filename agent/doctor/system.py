@@ -69,22 +69,14 @@ def check_store(scfg: StoreConfig) -> tuple[list[Check], dict[str, Any]]:
         )
     else:
         info = _probe_as_owner(path)
-        if info.get("access"):
-            out.append(
-                fail(
-                    "store.integrity",
-                    f"{path}: {info['error']}",
-                    f"the store's owner (uid "
-                    f"{path.stat().st_uid}) must be able to reach and write {path.parent}: check "
-                    "`namei -l` on the path",
-                )
-            )
+        if info.get("unusable"):
+            out.append(fail("store.integrity", f"{path}: {info['error']}{_cause(info)}", _unusable_fix(path, info)))
         elif "error" in info:
             out.append(
                 fail(
                     "store.integrity",
                     f"{path}: {info['error']}",
-                    "the agent moves an unusable store "
+                    "the agent moves a corrupt store "
                     "aside at start and begins a fresh one (event store.quarantined): systemctl restart "
                     "battery-twin; or move it aside yourself",
                 )
@@ -113,8 +105,40 @@ def check_store(scfg: StoreConfig) -> tuple[list[Check], dict[str, Any]]:
                 )
             else:
                 out.append(ok("store.integrity", detail))
+        foreign = info.get("access", {}).get("foreign")
+        if foreign:
+            out.append(fail("store.access", f"{path}: {_cause(info).lstrip('; ')}", _unusable_fix(path, info)))
     out.append(_check_disk(scfg, info.get("bytes", 0)))
     return out, info
+
+
+def _cause(info: dict[str, Any]) -> str:
+    """Who holds the store and who owns it, in words (issue 14.3: doctor names the cause)."""
+    parts = [f"locked by pid {h['pid']} ({h['comm']}, on {h['file']})" for h in info.get("locks", [])]
+    acc = info.get("access", {})
+    d = acc.get("dir", {})
+    for f in acc.get("files", []):
+        if f["name"] in acc.get("foreign", []):
+            what = f"a {f['kind']}" if f["kind"] != "file" else f"owned by {f['owner']} mode {f['mode']}"
+            parts.append(f"{f['name']} is {what}, but its folder (the agent's) belongs to {d.get('owner')}")
+    return ("; " + "; ".join(parts)) if parts else ""
+
+
+def _unusable_fix(path: Path, info: dict[str, Any]) -> str:
+    if info.get("locks"):
+        pids = " ".join(str(h["pid"]) for h in info["locks"])
+        return (
+            f"another process holds the store (ps -o pid,user,cmd -p {pids}); stop it: the agent refuses to start "
+            "while it does (exit code 3) and never moves a locked store aside"
+        )
+    acc = info.get("access", {})
+    if acc.get("foreign"):
+        owner = acc.get("dir", {}).get("owner", "battery-twin")
+        return f"chown {owner}: {path}* (someone ran the agent as another user, e.g. with sudo)"
+    return (
+        f"the store's owner (uid {path.stat().st_uid}) must be able to reach and write {path.parent}: check "
+        "`namei -l` on the path"
+    )
 
 
 def _check_disk(scfg: StoreConfig, db_bytes: int) -> Check:
@@ -148,7 +172,7 @@ def clock_synchronised() -> bool | None:
         return None
     if state < 0:
         return None
-    return state != TIME_ERROR
+    return bool(state != TIME_ERROR)
 
 
 def check_clock(info: dict[str, Any] | None) -> list[Check]:

@@ -51,8 +51,11 @@ def _read(name: str, path: Path, what: str) -> tuple[bytes | None, Check | None]
 
 
 def _utc(c: x509.Certificate, attr: str) -> dt.datetime:
-    v = getattr(c, attr + "_utc", None)
-    return v if v is not None else getattr(c, attr).replace(tzinfo=dt.UTC)
+    v: dt.datetime | None = getattr(c, attr + "_utc", None)
+    if v is None:
+        naive: dt.datetime = getattr(c, attr)
+        v = naive.replace(tzinfo=dt.UTC)
+    return v
 
 
 def _cn(name: x509.Name) -> str:
@@ -201,7 +204,7 @@ def check_ca(path: Path, now: dt.datetime) -> tuple[list[Check], bool]:
 
 def resolve(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({i[4][0] for i in infos})
+    return sorted({str(i[4][0]) for i in infos})
 
 
 def check_dns(cfg: UplinkConfig) -> tuple[list[Check], bool]:

@@ -1,6 +1,10 @@
-"""SQLite store-and-forward (see ``store.Store``) and its schema migrations."""
+"""SQLite store-and-forward (``store.Store``, assembled from writer, cursor, acker, capacity and stats parts),
+its schema migrations, and the thread it runs on (``worker.StoreWorker``)."""
 
+from agent.store.capacity import StoreFull
+from agent.store.cursor import ReadingRows
+from agent.store.db import StoreUnavailable
 from agent.store.schema import SCHEMA_VERSION
-from agent.store.store import ReadingRows, Store, StoreFull
+from agent.store.store import OpenPolicy, Store
 
-__all__ = ["SCHEMA_VERSION", "ReadingRows", "Store", "StoreFull"]
+__all__ = ["SCHEMA_VERSION", "OpenPolicy", "ReadingRows", "Store", "StoreFull", "StoreUnavailable"]

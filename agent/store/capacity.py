@@ -9,6 +9,8 @@ the database's own free pages, which inserts reuse before the file grows). The f
 write path (at most once a second), because a disk that fills between maintenance runs is exactly the case that
 matters. Last line of defence: a small reserve file beside the database, released on SQLITE_FULL so that SQLite
 has room to delete (a delete needs WAL space too).
+
+This part returns the drop event; the store writes it with the writer (one writer per database).
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from agent.store.db import Db
+from agent.store.stats import used_bytes
 from drivers.base import Event
 
 log = logging.getLogger("agent.store")
@@ -29,154 +35,160 @@ class StoreFull(Exception):
     """The disk is full even after dropping readings; the batch was not stored."""
 
 
-class CapacityMixin:
-    path: Path
-    conn: sqlite3.Connection | None
-    max_bytes: int
-    min_free_bytes: int
-    reserve_bytes: int
-    _page_size: int
-    _room_checked: float = 0.0
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 2 * 1024**3
+    min_free_bytes: int = 32 * 1024**2
+    reserve_bytes: int = 4 * 1024**2
+    keep_sent_s: float = 3600.0
+
+
+class Capacity:
+    def __init__(self, db: Db, limits: Limits, clock_ms: Callable[[], int]):
+        self.db = db
+        self.limits = limits
+        self.clock_ms = clock_ms
+        self._room_checked = 0.0
 
     # ---------------------------------------------------------------- measuring
     def used_bytes(self) -> int:
-        """Bytes of pages in use: what the cap bounds (freed pages are reused before the file grows)."""
-        c = self.conn
-        pages = c.execute("PRAGMA page_count").fetchone()[0] - c.execute("PRAGMA freelist_count").fetchone()[0]  # type: ignore
-        return pages * self._page_size
+        return used_bytes(self.db.conn)
 
     def file_bytes(self) -> int:
         """Bytes on disk: database file plus WAL."""
-        return sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
+        paths = (self.db.path, Path(str(self.db.path) + "-wal"))
+        return sum(p.stat().st_size for p in paths if p.exists())
 
     def room_bytes(self) -> int:
         """Free filesystem space plus the database's free pages: how much more the store can take."""
-        free_pages = self.conn.execute("PRAGMA freelist_count").fetchone()[0]  # type: ignore[union-attr]
-        return shutil.disk_usage(self.path.parent).free + free_pages * self._page_size
+        free_pages = int(self.db.conn.execute("PRAGMA freelist_count").fetchone()[0])
+        return shutil.disk_usage(self.db.path.parent).free + free_pages * self.db.page_size
 
     # ---------------------------------------------------------------- reserve
     @property
-    def _reserve_path(self) -> Path:
-        return Path(str(self.path) + ".reserve")
+    def reserve_path(self) -> Path:
+        return Path(str(self.db.path) + ".reserve")
 
-    def _ensure_reserve(self) -> None:
-        if self.reserve_bytes <= 0 or self._reserve_path.exists():
+    def ensure_reserve(self) -> None:
+        size = self.limits.reserve_bytes
+        if size <= 0 or self.reserve_path.exists():
             return
         try:
-            if shutil.disk_usage(self.path.parent).free < self.min_free_bytes + 2 * self.reserve_bytes:
+            if shutil.disk_usage(self.db.path.parent).free < self.limits.min_free_bytes + 2 * size:
                 return
-            with open(self._reserve_path, "wb") as f:
-                f.write(b"\0" * self.reserve_bytes)
+            with open(self.reserve_path, "wb") as f:
+                f.write(b"\0" * size)
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
             log.debug("reserve not created: %s", exc)
-            self._reserve_path.unlink(missing_ok=True)
+            self.reserve_path.unlink(missing_ok=True)
 
-    def _release_reserve(self) -> bool:
+    def release_reserve(self) -> bool:
         try:
-            self._reserve_path.unlink()
+            self.reserve_path.unlink()
             return True
         except FileNotFoundError:
             return False
 
     # ---------------------------------------------------------------- dropping
+    def expire_sent(self, chunk: int) -> None:
+        """Retention: acknowledged readings older than ``keep_sent_s`` go (bounded chunk)."""
+        cutoff = self.clock_ms() - int(self.limits.keep_sent_s * 1000)
+        conn = self.db.conn
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE sent=1 AND ts_ms < ? "
+                "ORDER BY seq LIMIT ?)",
+                (cutoff, chunk),
+            )
+
     def _drop_oldest_unsent(self, n: int) -> tuple[int, int, int]:
         """Delete the n oldest unsent readings; returns (count, first seq, last seq)."""
-        c = self.conn
-        with c:  # type: ignore[union-attr]
-            c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-            rng = c.execute(
-                "SELECT min(seq), max(seq), count(*) FROM (SELECT seq FROM readings WHERE sent=0 "  # type: ignore
-                "ORDER BY seq LIMIT ?)",
+        conn = self.db.conn
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            lo, hi, count = conn.execute(
+                "SELECT min(seq), max(seq), count(*) FROM (SELECT seq FROM readings WHERE sent=0 ORDER BY seq LIMIT ?)",
                 (n,),
             ).fetchone()
-            if not rng[2]:
+            if not count:
                 return 0, 0, 0
-            c.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND sent=0", (rng[0], rng[1]))  # type: ignore
-            c.execute("UPDATE meta SET value = value + ? WHERE key='dropped_readings'", (rng[2],))  # type: ignore
-        log.warning("store full: dropped %d oldest unsent readings (seq %d..%d)", rng[2], rng[0], rng[1])
-        return int(rng[2]), int(rng[0]), int(rng[1])
+            conn.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND sent=0", (lo, hi))
+            conn.execute("UPDATE meta SET value = value + ? WHERE key='dropped_readings'", (count,))
+        log.warning("store full: dropped %d oldest unsent readings (seq %d..%d)", count, lo, hi)
+        return int(count), int(lo), int(hi)
 
     def _drop_oldest_sent(self, n: int) -> int:
-        c = self.conn
-        with c:  # type: ignore[union-attr]
-            c.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-            return c.execute(
-                "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE sent=1 "  # type: ignore
-                "ORDER BY seq LIMIT ?)",
-                (n,),
+        conn = self.db.conn
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            return conn.execute(
+                "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE sent=1 ORDER BY seq LIMIT ?)", (n,)
             ).rowcount
 
-    def _dropped_event(self, dropped: tuple[int, int, int], why: str) -> Event:
-        count, lo, hi = dropped
-        return Event(
-            "store.dropped_readings",
-            f"{why}: dropped {count} oldest unsent readings (seq {lo}..{hi}) to make room",
-            level="alarm",
-            source="store",
-            ts_ms=self.clock_ms(),  # type: ignore[attr-defined]
-            data={
-                "count": count,
-                "seq_first": lo,
-                "seq_last": hi,
-                "total_dropped": int(self.meta("dropped_readings", 0)),
-            },
-        )  # type: ignore[attr-defined]
-
-    def _shrink(self, free_needed: int, chunk: int, why: str) -> Event | None:
+    def shrink(self, free_needed: int, chunk: int, why: str) -> Event | None:
         """Free about ``free_needed`` bytes of pages: acknowledged readings first, then the oldest unsent."""
-        c = self.conn
-        total = [0, 0, 0]
+        conn = self.db.conn
+        count = first = last = 0
         goal = self.used_bytes() - free_needed
         for unsent in (False, True):
             for _ in range(1000):
                 used = self.used_bytes()
                 if used <= goal:
                     break
-                lo, hi = c.execute("SELECT min(seq), max(seq) FROM readings").fetchone()  # type: ignore[union-attr]
+                lo, hi = conn.execute("SELECT min(seq), max(seq) FROM readings").fetchone()
                 if lo is None:
                     break
                 n = max(100, min(chunk, int((used - goal) / max(used / (hi - lo + 1), 1.0)) + 1))
                 if unsent:
-                    count, first, last = self._drop_oldest_unsent(n)
-                    if not count:
+                    dropped, lo_seq, hi_seq = self._drop_oldest_unsent(n)
+                    if not dropped:
                         break
-                    total = [total[0] + count, total[1] or first, last]
+                    count, first, last = count + dropped, first or lo_seq, hi_seq
                 elif not self._drop_oldest_sent(n):
                     break
         try:
-            c.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:
             pass
-        return self._dropped_event((total[0], total[1], total[2]), why) if total[0] else None
+        if not count:
+            return None
+        return Event(
+            "store.dropped_readings",
+            f"{why}: dropped {count} oldest unsent readings (seq {first}..{last}) to make room",
+            level="alarm",
+            source="store",
+            ts_ms=self.clock_ms(),
+            data={
+                "count": count,
+                "seq_first": first,
+                "seq_last": last,
+                "total_dropped": self.db.meta("dropped_readings"),
+            },
+        )
 
-    def enforce_limits(self, chunk: int = 50_000) -> list[Event]:
-        """Apply the byte cap and the free-space floor; returns the drop event (also stored), if any."""
+    def enforce(self, chunk: int = 50_000) -> Event | None:
+        """Apply the byte cap and the free-space floor; returns the drop event, if any (not yet stored)."""
         self._room_checked = time.monotonic()
-        need = 0
-        why = ""
+        need, why = 0, ""
         used = self.used_bytes()
-        if used > self.max_bytes:
-            need, why = used - int(self.max_bytes * 0.9), "store over its byte cap"
+        if used > self.limits.max_bytes:
+            need, why = used - int(self.limits.max_bytes * 0.9), "store over its byte cap"
         room = self.room_bytes()
-        if room < self.min_free_bytes:
-            short = self.min_free_bytes - room + self.min_free_bytes // 4
+        floor = self.limits.min_free_bytes
+        if room < floor:
+            short = floor - room + floor // 4
             if short > need:
                 need, why = short, f"disk almost full ({room // 1024} KiB left)"
-        if need <= 0:
-            return []
-        ev = self._shrink(need, chunk, why)
-        if ev is None:
-            return []
-        self.append_events([ev])  # type: ignore[attr-defined]
-        return [ev]
+        return self.shrink(need, chunk, why) if need > 0 else None
 
-    def maybe_make_room(self) -> list[Event]:
+    def maybe_make_room(self) -> Event | None:
         """On the write path: check the disk at most once a second."""
         if time.monotonic() - self._room_checked < 1.0:
-            return []
+            return None
         self._room_checked = time.monotonic()
-        if shutil.disk_usage(self.path.parent).free >= self.min_free_bytes:
-            return []
-        return self.enforce_limits()
+        if shutil.disk_usage(self.db.path.parent).free >= self.limits.min_free_bytes:
+            return None
+        return self.enforce()

@@ -8,13 +8,14 @@ thing for an IoT rule to read; about 130 bytes per reading.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from agent.store.store import ReadingRows
+from agent.store.cursor import ReadingRows
 from drivers.base import MISSING_FLAG
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -147,7 +148,9 @@ def encode_cycles(rig: str, cycles: list[dict[str, Any]]) -> bytes:
     )
 
 
-def pack_list(encode, rig: str, items: list[dict[str, Any]], target_bytes: int) -> tuple[bytes, int]:
+def pack_list(
+    encode: Callable[[str, list[dict[str, Any]]], bytes], rig: str, items: list[dict[str, Any]], target_bytes: int
+) -> tuple[bytes, int]:
     """Longest prefix of ``items`` that fits ``target_bytes`` (events and cycles are few and small)."""
     n = len(items)
     while True:

@@ -1,8 +1,11 @@
-"""The MQTT5 link to AWS IoT Core (or any broker with TLS client certificates), through awsiotsdk.
+"""The MQTT5 link to AWS IoT Core (or any broker with TLS client certificates), through awsiotsdk: the real
+``Link`` (link.py).
 
 The SDK keeps the connection up by itself (reconnects with backoff); this wrapper checks the TLS files before
-connecting (a missing CA otherwise fails only after ~24 s), chooses flow control, tracks the connection state
-for the asyncio side, and turns a publish into a ``concurrent.futures.Future``. It never logs key material.
+connecting (a missing CA otherwise fails only after ~24 s; a private key that other users can read is refused,
+as ``doctor`` does), chooses flow control, mirrors the connection state into the asyncio side, and turns the SDK's
+publish future (completed on the SDK's thread) into an asyncio future of the PUBACK's reason code. It never logs
+key material.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import ssl
 import stat
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +24,18 @@ from awscrt import mqtt5
 from awsiot import mqtt5_client_builder
 
 from agent.config import UplinkConfig
+from agent.uplink.link import PublishFailed
 
 log = logging.getLogger("agent.uplink")
 
 
 class TlsFilesError(Exception):
-    """A certificate, key or CA file is missing, unreadable or not PEM; raised before any connection attempt."""
+    """A certificate, key or CA file is missing, unreadable, not PEM, or (the key) readable by other users;
+    raised before any connection attempt."""
 
 
-def check_tls_files(cfg: UplinkConfig) -> list[str]:
-    """Validate cert/key/CA files; returns warnings (e.g. key permissions) or raises TlsFilesError."""
-    warnings: list[str] = []
+def check_tls_files(cfg: UplinkConfig) -> None:
+    """Validate cert/key/CA files or raise TlsFilesError naming every problem and its fix."""
     problems: list[str] = []
     for key, marker in (
         ("cert", b"-----BEGIN CERTIFICATE-----"),
@@ -57,7 +62,10 @@ def check_tls_files(cfg: UplinkConfig) -> list[str]:
         if key == "key":
             mode = stat.S_IMODE(path.stat().st_mode)
             if mode & 0o077:
-                warnings.append(f"uplink.key: {path} has mode {mode:o}; it should be 0600 (chmod 600 {path})")
+                problems.append(
+                    f"uplink.key: {path} has mode {mode:04o}: other users can read the private key; "
+                    f"refusing to use it (fix: chmod 600 {path})"
+                )
     if problems:
         raise TlsFilesError("; ".join(problems))
     if cfg.cert and cfg.ca:
@@ -65,7 +73,6 @@ def check_tls_files(cfg: UplinkConfig) -> list[str]:
             ssl.create_default_context(cafile=str(cfg.ca))
         except ssl.SSLError as exc:
             raise TlsFilesError(f"uplink.ca: {cfg.ca} is not a usable CA bundle: {exc}") from None
-    return warnings
 
 
 def flow_control_for(cfg: UplinkConfig) -> mqtt5.ExtendedValidationAndFlowControlOptions:
@@ -79,15 +86,6 @@ def flow_control_for(cfg: UplinkConfig) -> mqtt5.ExtendedValidationAndFlowContro
     )
 
 
-def puback_ok(result: Any) -> bool:
-    """A QoS1 publish succeeded when the PUBACK's reason code is below 0x80 (MQTT5: 0 success, 16 no
-    matching subscribers - IoT Core and mosquitto both answer 16 when no one listens, and the message is accepted)."""
-    puback = getattr(result, "puback", None)
-    if puback is None:
-        return False
-    return int(puback.reason_code) < 0x80
-
-
 class MqttLink:
     """Owns the awscrt MQTT5 client. State changes are mirrored into an asyncio.Event for the uplink task."""
 
@@ -95,7 +93,7 @@ class MqttLink:
         self.cfg = cfg
         self.client_id = client_id
         self.loop = loop
-        self.state = "off"
+        self.state = "off"  # written on the SDK's thread under the lock; a str read is atomic
         self.connected = asyncio.Event()
         self.last_error: str | None = None
         self.connects = 0
@@ -147,8 +145,7 @@ class MqttLink:
         self._stopped.set()
 
     def start(self) -> None:
-        for w in check_tls_files(self.cfg):
-            log.warning("%s", w)
+        check_tls_files(self.cfg)
         cfg = self.cfg
         self._client = mqtt5_client_builder.mtls_from_path(
             endpoint=cfg.endpoint,
@@ -183,14 +180,27 @@ class MqttLink:
         )
         self._client.start()
 
-    def publish(self, topic: str, payload: bytes, qos1: bool = True):
-        """Returns the SDK's concurrent.futures.Future; its result has ``puback`` for QoS1."""
-        assert self._client is not None
-        return self._client.publish(
-            mqtt5.PublishPacket(
-                topic=topic, payload=payload, qos=mqtt5.QoS.AT_LEAST_ONCE if qos1 else mqtt5.QoS.AT_MOST_ONCE
-            )
-        )
+    def publish(self, topic: str, payload: bytes) -> asyncio.Future[int]:
+        """QoS1 publish; an asyncio future of the PUBACK's reason code (``PublishFailed`` without a PUBACK)."""
+        fut: asyncio.Future[int] = self.loop.create_future()
+        client = self._client
+        if client is None:
+            fut.set_exception(PublishFailed("the MQTT client is not running"))
+            return fut
+        try:
+            sdk = client.publish(mqtt5.PublishPacket(topic=topic, payload=payload, qos=mqtt5.QoS.AT_LEAST_ONCE))
+        except Exception as exc:  # noqa: BLE001 - the SDK refused synchronously (stopped, packet too large)
+            fut.set_exception(PublishFailed(_describe(exc)))
+            return fut
+
+        def done(f: Future[Any]) -> None:  # on the SDK's thread
+            try:
+                self.loop.call_soon_threadsafe(_settle, fut, f)
+            except RuntimeError:  # the loop is closed: shutting down, the store will resend this range
+                pass
+
+        sdk.add_done_callback(done)
+        return fut
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._client is None:
@@ -201,6 +211,21 @@ class MqttLink:
             log.debug("mqtt stop: %s", exc)
         self._stopped.wait(timeout_s)
         self._client = None
+
+
+def _settle(fut: asyncio.Future[int], sdk: Future[Any]) -> None:
+    """On the loop: the SDK's outcome into the asyncio future (unless the uplink gave up on it already)."""
+    if fut.done():
+        return
+    try:
+        puback = getattr(sdk.result(), "puback", None)
+    except Exception as exc:  # noqa: BLE001 - AWS_ERROR_MQTT_TIMEOUT, connection lost, user-requested stop, ...
+        fut.set_exception(PublishFailed(_describe(exc)))
+        return
+    if puback is None:
+        fut.set_exception(PublishFailed("no PUBACK in the publish result"))
+    else:
+        fut.set_result(int(puback.reason_code))
 
 
 def _describe(exc: Any) -> str:

@@ -14,15 +14,14 @@ SQL and CloudWatch Logs filter syntax the modules use; anything else makes these
 from __future__ import annotations
 
 import json
-import types
 
 import pytest
 
 from agent.config import UplinkConfig, ValidateConfig
-from agent.healthcadence import HealthCadence, health_topic
+from agent.healthcadence import HealthCadence
 from agent.store import Store
 from agent.uplink.envelope import encode_events, pack_readings
-from agent.uplink.uplink import Uplink
+from agent.uplink.uplink import topic as agent_topic
 from agent.validate import Validator
 from drivers.base import Event, ReadingBatch
 from tests.cloud import contracts as c
@@ -89,13 +88,13 @@ def test_every_telemetry_message_still_reaches_the_stream(plan):
     (stream,) = resources(plan, "aws_kinesis_stream")
     assert kin["stream_name"] == after(stream)["name"] and kin["partition_key"] == "${topic(3)}"
     # The agent's own topic for telemetry, through Basic Ingest or not, reaches exactly this rule.
-    topic = Uplink.topic(types.SimpleNamespace(cfg=cfg, rig=RIG), "readings")
-    (name,) = rules_for_topic(plan, topic)
+    telemetry = agent_topic(cfg, RIG, "readings")
+    (name,) = rules_for_topic(plan, telemetry)
     assert rules(plan)[name] is not None and rules(plan)[name]["sql"] == landing["sql"]
     # A message the agent packs comes out whole, with the authenticated rig beside it.
     rows = _rows(64)
     payload, n = pack_readings(RIG, rows, {0: "c01", 1: "c02"}, "compact", 14_848, 32.0)
-    out = ev.iot_sql(landing["sql"], json.loads(payload), topic)
+    out = ev.iot_sql(landing["sql"], json.loads(payload), telemetry)
     assert {k: v for k, v in out.items() if k not in ("topic_rig", "topic", "received_ms")} == json.loads(payload)
     assert out["topic_rig"] == RIG and n == 64
 
@@ -109,11 +108,10 @@ def _rows(n: int):
 # ---------------------------------------------------------------------------------------------- events
 def _stored_events(tmp_path, events: list[Event]) -> list[dict]:
     """Events as the uplink reads them from the agent's store."""
-    store = Store(tmp_path / "store.db")
-    store.open()
+    store = Store.open(tmp_path / "store.db")
     try:
         store.append_events(events)
-        return store.read_events()
+        return store.unsent.events()
     finally:
         store.close()
 
@@ -231,8 +229,8 @@ def _health_message(flowing: bool) -> dict:
 
 def test_a_silent_rig_raises_the_rigs_silent_alarm_within_silent_minutes(plan):
     cfg = uplink_cfg(plan)
-    topic = health_topic(cfg, RIG)
-    (name,) = rules_for_topic(plan, topic)
+    health = agent_topic(cfg, RIG, "health")
+    (name,) = rules_for_topic(plan, health)
     rule = rules(plan)[name]
     group = log_group_of(plan, rule)
     (ci,) = [after(r) for r in resources(plan, "aws_cloudwatch_contributor_insight_rule")]
@@ -243,7 +241,7 @@ def test_a_silent_rig_raises_the_rigs_silent_alarm_within_silent_minutes(plan):
 
     def counted(msg: dict) -> str | None:
         """The contributor a health message adds to the rule, if any (its filters applied)."""
-        record = ev.iot_sql(rule["sql"], msg, topic)
+        record = ev.iot_sql(rule["sql"], msg, health)
         for f in definition["Contribution"].get("Filters", []):
             value = ev._get(record, f["Match"][2:])
             if not (isinstance(value, (int, float)) and value > f["GreaterThan"]):
@@ -298,7 +296,7 @@ def test_the_health_record_is_what_the_cost_model_prices(plan):
     from bench.cloud_cost import HEALTH_LOG_FIELDS
 
     rule = rule_named(plan, "_health")
-    record = ev.iot_sql(rule["sql"], _health_message(flowing=True), health_topic(uplink_cfg(plan), RIG))
+    record = ev.iot_sql(rule["sql"], _health_message(flowing=True), agent_topic(uplink_cfg(plan), RIG, "health"))
     extra = {m["metric_value"][2:-1] for m in rule.get("cloudwatch_metric") or []}
     assert set(record) == set(HEALTH_LOG_FIELDS) | extra
     assert record["rig"] == RIG

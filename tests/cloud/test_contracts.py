@@ -7,14 +7,12 @@ from __future__ import annotations
 import base64
 import json
 import re
-import types
 
 import pytest
 
 from agent.config import UplinkConfig
-from agent.healthcadence import health_topic
 from agent.uplink.envelope import COMPACT_FIELDS, COMPACT_SCALE
-from agent.uplink.uplink import TOPIC_NAMES, Uplink
+from agent.uplink.uplink import TOPIC_NAMES, topic
 from drivers.base import MISSING_FLAG
 from tests.cloud import contracts as c
 from tests.cloud import rules_eval as ev
@@ -61,12 +59,9 @@ def policy(plan) -> dict:
 
 # ---------------------------------------------------------------------------------------------- topics and rules
 def agent_topic(rig: str, stream: str, basic_ingest_rule: str = "", basic_ingest_health_rule: str = "") -> str:
-    """The topic the agent publishes a stream to (its own code, with the default topic prefix): the uplink's for
-    readings, events and cycles, the health cadence's for health."""
+    """The topic the agent publishes a stream to (its own code, with the default topic prefix)."""
     cfg = UplinkConfig(basic_ingest_rule=basic_ingest_rule, basic_ingest_health_rule=basic_ingest_health_rule)
-    if stream == "health":
-        return health_topic(cfg, rig)
-    return Uplink.topic(types.SimpleNamespace(cfg=cfg, rig=rig), stream)
+    return topic(cfg, rig, stream)
 
 
 def rules_for_topic(plan, topic: str) -> list[str]:

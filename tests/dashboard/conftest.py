@@ -136,8 +136,7 @@ def seed_cycles(
                 row["predicted_eol_cycle"] = float(round(0.2 / fade))
                 row["predicted_cycle_life"] = float(round(0.19 / fade))
             rows.append(row)
-    store = Store(store_path)
-    store.open()
+    store = Store.open(store_path)
     store.append_cycles(rows)
     store.append_events(
         [

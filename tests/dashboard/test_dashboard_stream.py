@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import orjson
@@ -16,6 +17,7 @@ from agent.config import parse_config
 from agent.dashboard.hub import QUEUE_TICKS, Hub
 from agent.dashboard.reader import StoreReader
 from agent.pipeline import Agent
+from agent.store import Store
 from drivers.base import ReadingBatch
 from tests.dashboard.conftest import run_async
 
@@ -38,9 +40,10 @@ def parse(msg: bytes) -> tuple[int | None, str, dict]:
 
 @pytest.fixture()
 def agent(tmp_path):
+    """The store, written directly as the agent's store thread would, and an (unstarted) agent as the hub's
+    ``AgentControl``."""
     cfg = parse_config({"rig": "r1", "store": {"path": str(tmp_path / "s.db")}, "dashboard": {"enabled": True}})
-    a = Agent(cfg)
-    a.store.open()
+    a = SimpleNamespace(cfg=cfg, store=Store.open(cfg.store.path), control=Agent(cfg))
     yield a
     a.store.close()
 
@@ -76,7 +79,7 @@ def test_stream_is_incremental_resumable_and_bounded(agent):
         now = time.time_ns() // 1_000_000
         agent.store.append(batch(now - 20_000, 10))  # seq 1..30
         rd = StoreReader(agent.cfg.store.path)
-        hub = Hub(agent, rd, agent.cfg.dashboard)
+        hub = Hub(agent.control, rd, agent.cfg.dashboard)
         try:
             sub, init = await hub.subscribe(["a2"], None)
             id_, ev, d = parse(init)
@@ -120,7 +123,7 @@ def test_store_replaced_by_quarantine_restarts_the_views(agent):
         now = time.time_ns() // 1_000_000
         agent.store.append(batch(now - 20_000, 10))  # seq 1..30 in the old file
         rd = StoreReader(agent.cfg.store.path)
-        hub = Hub(agent, rd, agent.cfg.dashboard)
+        hub = Hub(agent.control, rd, agent.cfg.dashboard)
         try:
             sub, _ = await hub.subscribe(["a1"], None)
             agent.store.reopen_fresh("test: corrupt")  # a new file (its seqs start again from a floor)

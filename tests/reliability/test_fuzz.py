@@ -98,8 +98,7 @@ floats = st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True, wi
 
 @pytest.fixture(scope="module")
 def fuzz_store(tmp_path_factory):
-    s = Store(tmp_path_factory.mktemp("fuzz") / "s.db", synchronous="NORMAL")
-    s.open()
+    s = Store.open(tmp_path_factory.mktemp("fuzz") / "s.db", synchronous="NORMAL")
     yield s
     s.close()
 
@@ -118,7 +117,7 @@ def test_any_values_flow_through_validate_store_and_both_envelopes(fuzz_store, d
     batch = ReadingBatch.build(cells, cell, ts, *vals)
     Validator(ValidateConfig(), "fuzz").check(batch)
     first, last = fuzz_store.append(batch, "fuzz")
-    rows = fuzz_store.read_readings(after_seq=first - 1, upto_seq=last, limit=n)
+    rows = fuzz_store.unsent.readings(after_seq=first - 1, upto_seq=last, limit=n)
     assert rows.seq.tolist() == list(range(first, last + 1))
     for env, v in (("compact", 2), ("records", 1)):
         payload, used = pack_readings("fuzz-rig", rows, fuzz_store.cell_ids, env, 126 * 1024)
@@ -129,7 +128,7 @@ def test_any_values_flow_through_validate_store_and_both_envelopes(fuzz_store, d
             x = rows.voltage_v[k]
             if rec["voltage_v"] is not None and math.isfinite(x) and abs(x) < 1e9:
                 assert abs(rec["voltage_v"] - x) <= 1e-4
-    fuzz_store.mark_sent("readings", [(first, last)])
+    fuzz_store.acker.mark_sent("readings", [(first, last)])
 
 
 @FUZZ
@@ -157,8 +156,8 @@ def test_store_file_of_random_bytes_is_quarantined_or_opened(blob, header):
     with tempfile.TemporaryDirectory(prefix="fuzz-store-") as d:  # one directory per case, removed after it
         p = Path(d) / "s.db"
         p.write_bytes((b"SQLite format 3\x00" if header else b"") + blob)
-        s = Store(p, reserve_bytes=0)
-        events = s.open()
+        s = Store.open(p, reserve_bytes=0)
+        events = s.opened
         assert s.append(ReadingBatch.build(("a",), [0], [1], [3.7], [0.0], [25.0]))[0] >= 1
         assert all(e.kind in ("store.quarantined", "store.rewound") for e in events)
         s.close()

@@ -78,8 +78,7 @@ def trusting_broker(tmp_path, good_cert):
 def test_healthy_installation_passes_one_line_per_check(tmp_path, trusting_broker, good_cert):
     pki, cert, key = good_cert
     cfg = uplink_cfg(tmp_path, trusting_broker, cert, key, pki.ca_cert)
-    store = Store(cfg["store"]["path"])
-    store.open()
+    store = Store.open(cfg["store"]["path"])
     store.close()
     rc, out = cli(write(tmp_path, cfg))
     assert rc == 0, out
@@ -279,8 +278,7 @@ def test_store_integrity_disk_and_clock(tmp_path, open_dir, monkeypatch):
         p.unlink()
 
     # A store owned by the service user, checked by root: readable, and no root-owned -wal/-shm left behind.
-    store = Store(db)
-    store.open()
+    store = Store.open(db)
     from drivers.base import ReadingBatch
 
     future_ms = time.time_ns() // 1_000_000 + 3_600_000

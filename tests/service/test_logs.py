@@ -66,11 +66,14 @@ def test_agent_and_doctor_output_never_contain_the_key(tmp_path, broker, rig_cer
     keydir.mkdir()
     key = keydir / "device.key"
     shutil.copy(rig_cert[1], key)
-    os.chmod(key, 0o644)  # the agent warns about it (naming the file, never its content)
+    os.chmod(key, 0o644)  # the agent refuses it (naming the file and the fix, never its content)
     cfg = agent_config(tmp_path, broker, (rig_cert[0], key), pki, log={"level": "DEBUG"})
+    refused = agent_proc(cfg, "refused").start()
+    assert refused.proc.wait(60) == 2 and "mode 0644" in refused.log() and f"chmod 600 {key}" in refused.log()
+    assert_no_key_material(refused.log(), key)
+    os.chmod(key, 0o600)
     agent = agent_proc(cfg).start()
     agent.wait_log("uplink connected")
-    assert "mode 644" in agent.log()
     # An operator pastes the key into a config field; the reload is rejected and the problem is logged.
     pasted = to_toml({**cfg, "rig": "PASTED"}).replace('rig = "PASTED"', f'rig = """{key.read_text()}"""')
     agent.config_path.write_text(pasted)
@@ -91,6 +94,7 @@ def test_agent_and_doctor_output_never_contain_the_key(tmp_path, broker, rig_cer
     assert_no_key_material(p.stdout + p.stderr, key)
 
     # doctor loads the key to compare it with the certificate and prints every finding.
+    os.chmod(key, 0o644)  # a finding for doctor too
     good = tmp_path / "good.toml"
     good.write_text(to_toml(cfg))
     for conf in (good, bad):

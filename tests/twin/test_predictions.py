@@ -111,8 +111,7 @@ def test_cycle_life_at_cycle_100_matches_offline(test1):
 
 def test_soh_forecast_on_every_cycle_and_restart_keeps_state(tmp_path):
     db = tmp_path / "agent.db"
-    store = Store(db)
-    store.open()
+    store = Store.open(db)
     chem = {"sim": rigdata.basic_rig_chemistry()}
     rig = rigdata.BasicRig(rigdata.BasicRigSpec(cells=4, seed=1))
     tp = TwinProcessor(TwinConfig(), store_path=db, chemistries=chem)
