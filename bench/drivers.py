@@ -34,13 +34,13 @@ from agent.store import Store
 from drivers.base import DriverContext
 from drivers.can import CanConfig, CanDriver
 from drivers.can.dbcmap import FrameDecoder, Updates
+from drivers.can.emulator import CanEmulator
 from drivers.can.profile import load_profile
+from drivers.emulator import RigFeed, basic_rig
 from drivers.modbus import ModbusConfig, ModbusDriver
 from drivers.modbus.profile import load_profile as load_modbus_profile
 from drivers.modbus.regmap import RegisterMap
 from drivers.stale import Freshness
-from simulator.emulators.can import CanEmulator
-from simulator.emulators.rigfeed import RigFeed, basic_rig
 
 
 def conditions() -> str:

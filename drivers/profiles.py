@@ -2,7 +2,7 @@
 
 A *profile* describes a kind of device (a BMS register map, a DBC mapping, a SCPI instrument); a driver config
 names one per device. Built-in profiles ship in ``drivers/<driver>/profiles/`` and are found by name; anything
-else is a path. Emulators in ``simulator/emulators`` load the very same files, so a profile bug shows up on both
+else is a path. Emulators (``drivers/<driver>/emulator.py``) load the very same files, so a profile bug shows up on both
 sides of a test instead of hiding in a private copy.
 """
 

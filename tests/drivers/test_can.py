@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from drivers.base import DriverContext, Flag
 from drivers.can import CanConfig, CanDriver
 from drivers.can.dbcmap import CORRUPT, OK, UNKNOWN, FrameDecoder, Updates
+from drivers.can.emulator import CanEmulator
 from drivers.can.profile import load_profile
+from drivers.emulator import RigFeed, basic_rig
 from drivers.profiles import FIELD_INDEX, ProfileError
 from drivers.stale import Freshness
-from simulator.emulators.can import CanEmulator
-from simulator.emulators.rigfeed import RigFeed, basic_rig
 from tests.drivers.support import (
     FIELDS,
     EventLog,

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from drivers.base import DriverContext, Flag
+from drivers.emulator import RigFeed, basic_rig
 from drivers.modbus import ModbusConfig, ModbusDriver
-from simulator.emulators.modbus import ModbusEmulator
-from simulator.emulators.rigfeed import RigFeed, basic_rig
+from drivers.modbus.emulator import ModbusEmulator
 from tests.drivers.support import (
     FIELDS,
     EventLog,

@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.base import DriverContext, Flag
+from drivers.emulator import RigFeed, basic_rig
 from drivers.profiles import FIELD_INDEX
 from drivers.serial import SerialConfig, SerialDriver
+from drivers.serial.emulator import SerialEmulator
 from drivers.serial.lines import LineSplitter
 from drivers.serial.profile import LineParser, load_profile
-from simulator.emulators.rigfeed import RigFeed, basic_rig
-from simulator.emulators.serial import SerialEmulator
 from tests.drivers.support import (
     FIELDS,
     EventLog,

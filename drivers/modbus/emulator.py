@@ -14,10 +14,11 @@ come from ``RigFeed.set_override``; fault bits from ``cell_faults``.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import functools
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pymodbus import FramerType
@@ -26,11 +27,11 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from drivers.emulator import Emulator, RigFeed
 from drivers.modbus.profile import FUNCTION_CODES, TYPES, ModbusProfile, load_profile
 from drivers.profiles import FIELD_INDEX, unit_conversion
-from simulator.emulators.rigfeed import RigFeed
 
-log = logging.getLogger("simulator.emulators.modbus")
+log = logging.getLogger("drivers.modbus.emulator")
 
 DT = ModbusClientMixin.DATATYPE
 PYMODBUS_TYPES = {
@@ -56,13 +57,22 @@ def encode_value(value: float, typ: str, word_order: str, byte_order: str) -> li
     return regs
 
 
+@dataclass(frozen=True, slots=True)
 class _Slot:
     """One value of the profile: where it lives and how a cell's field becomes its raw number."""
 
-    def __init__(self, fc, address, typ, wo, bo, scale, offset, factor, uoff, field, cells, bits):
-        self.fc, self.address, self.typ, self.wo, self.bo = fc, address, typ, wo, bo
-        self.scale, self.offset, self.factor, self.uoff = scale, offset, factor, uoff
-        self.field, self.cells, self.bits = field, cells, bits
+    fc: int
+    address: int
+    typ: str
+    wo: str
+    bo: str
+    scale: float
+    offset: float
+    factor: float
+    uoff: float
+    field: str
+    cells: list[int]
+    bits: int
 
 
 def _slots(profile: ModbusProfile) -> list[_Slot]:
@@ -99,7 +109,7 @@ def _slots(profile: ModbusProfile) -> list[_Slot]:
     return out
 
 
-class ModbusEmulator:
+class ModbusEmulator(Emulator):
     def __init__(
         self,
         feed: RigFeed,
@@ -114,7 +124,7 @@ class ModbusEmulator:
     ):
         if (tcp is None) == (rtu is None):
             raise ValueError("give exactly one of tcp=(host, port) or rtu=PORT")
-        self.feed = feed
+        super().__init__(feed)
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.per_device = self.profile.cells
         if len(device_ids) * self.per_device > feed.n:
@@ -128,8 +138,8 @@ class ModbusEmulator:
         self.slots = _slots(self.profile)
         self.faults: dict[int, str] = {}
         self.cell_faults: set[int] = set()  # rig cell indices whose fault bit is set
-        self.requests: collections.Counter = collections.Counter()  # (device id, fc, address, count) -> n
-        self.server = None
+        self.requests: collections.Counter[tuple[int, int, int, int]] = collections.Counter()  # (id, fc, addr, n)
+        self.server: ModbusTcpServer | ModbusSerialServer | None = None
         # Register images per function code: start address and values, shaped like pymodbus's blocks.
         spans: dict[int, list[int]] = {3: [], 4: []}
         for s in self.slots:
@@ -236,6 +246,7 @@ class ModbusEmulator:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Serve; a TCP port of 0 binds a free port, kept for later restarts (``tcp`` then holds the real one)."""
         if logging.getLogger("pymodbus").level == logging.NOTSET:
             logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
         if self.tcp is not None:
@@ -245,26 +256,14 @@ class ModbusEmulator:
                 self._devices(), port=self.rtu, framer=FramerType.RTU, trace_packet=self._trace_packet, **self.serial
             )
         await self.server.serve_forever(background=True)
+        if self.tcp is not None and self.tcp[1] == 0:
+            sockets: Any = getattr(self.server.transport, "sockets", None) or ()
+            self.tcp = (self.tcp[0], int(sockets[0].getsockname()[1]))
 
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.shutdown()
             self.server = None
 
-    async def tick_loop(self) -> None:
-        """Step the rig and refresh the registers every tick, until cancelled."""
-        loop = asyncio.get_running_loop()
-        nxt = loop.time()
-        while True:
-            nxt += self.feed.tick_s
-            await asyncio.sleep(max(0.0, nxt - loop.time()))
-            self.feed.tick()
-            self._encode()
-
-    async def run(self) -> None:
-        """Serve until cancelled."""
-        await self.start()
-        try:
-            await self.tick_loop()
-        finally:
-            await self.stop()
+    async def on_tick(self) -> None:
+        self._encode()
