@@ -43,7 +43,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--capacity-ah", type=float, default=5.0)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "emulate",
         help="serve a simulated rig over Modbus, CAN or serial (a peer for drivers)",

@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -105,7 +105,7 @@ def load_model_profile(ref: str, folder: Path, model: type[M]) -> M:
 
     ProfileError/ValueError name the file and every problem."""
     p = resolve_profile(ref, folder)
-    return _load_validated(model, str(p.resolve()), p.stat().st_mtime_ns)  # type: ignore[return-value]
+    return cast(M, _load_validated(model, str(p.resolve()), p.stat().st_mtime_ns))
 
 
 def cell_ids(n: int, ids: Iterable[str] | None, prefix: str) -> tuple[str, ...]:

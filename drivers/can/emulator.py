@@ -79,7 +79,7 @@ class CanEmulator(Emulator):
                     continue
                 cells = list(range(n)) if m.cell == "all" else [m.cell - 1]
             else:
-                hit = re.search(m.pattern, sig.name)  # type: ignore[arg-type]
+                hit = re.search(m.pattern or "", sig.name)
                 if not hit:
                     continue
                 cells = [int(hit.group("cell")) + m.cell_offset - 1]
@@ -132,7 +132,7 @@ class CanEmulator(Emulator):
             if sig.maximum is not None:
                 v = min(v, sig.maximum)
             data[sig.name] = v
-        return fr.msg.encode(data, scaling=True, padding=False, strict=False)
+        return bytes(fr.msg.encode(data, scaling=True, padding=False, strict=False))
 
     def cell_view(self, values: np.ndarray) -> np.ndarray:
         """What a perfect reader gets per rig cell from ``values`` (pack-level signals carry the mean)."""

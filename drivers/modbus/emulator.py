@@ -18,7 +18,7 @@ import collections
 import functools
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pymodbus import FramerType
@@ -46,7 +46,7 @@ INT_RANGE = {"u16": (0, 2**16 - 1), "i16": (-(2**15), 2**15 - 1), "u32": (0, 2**
 MODES = ("silent", "exception", "exception_input", "exception_holding", "truncate", "corrupt")
 
 
-def encode_value(value: float, typ: str, word_order: str, byte_order: str) -> list[int]:
+def encode_value(value: float, typ: str, word_order: Literal["big", "little"], byte_order: str) -> list[int]:
     """One value as registers, the way a device of that type and order puts it on the wire."""
     if typ in INT_RANGE:
         lo, hi = INT_RANGE[typ]
@@ -64,8 +64,8 @@ class _Slot:
     fc: int
     address: int
     typ: str
-    wo: str
-    bo: str
+    wo: Literal["big", "little"]
+    bo: Literal["big", "little"]
     scale: float
     offset: float
     factor: float
@@ -134,7 +134,7 @@ class ModbusEmulator(Emulator):
             )
         self.device_ids = list(device_ids)
         self.tcp, self.rtu = tcp, rtu
-        self.serial = {"baudrate": baudrate, "parity": parity, "stopbits": stopbits}
+        self.baudrate, self.parity, self.stopbits = baudrate, parity, stopbits
         self.slots = _slots(self.profile)
         self.faults: dict[int, str] = {}
         self.cell_faults: set[int] = set()  # rig cell indices whose fault bit is set
@@ -163,7 +163,7 @@ class ModbusEmulator(Emulator):
                 if s.field in ("fault", "fault_bitmap"):
                     flags = [c in self.cell_faults for c in cells]
                     bits = sum(1 << i for i, f in enumerate(flags) if f)
-                    raw = bits if s.field == "fault_bitmap" else int(any(flags))
+                    raw: float = bits if s.field == "fault_bitmap" else int(any(flags))
                 else:
                     v = float(np.mean(values[cells, FIELD_INDEX[s.field]]))
                     raw = ((v - s.uoff) / s.factor - s.offset) / s.scale
@@ -191,7 +191,7 @@ class ModbusEmulator(Emulator):
 
     # ------------------------------------------------------------------ pymodbus hooks
     async def _action(
-        self, dev: int, fc: int, start: int, address: int, count: int, regs: list[int], values
+        self, dev: int, fc: int, start: int, address: int, count: int, regs: list[int], values: Any
     ) -> ExcCodes | None:
         if dev not in self.device_ids:
             return ExcCodes.GATEWAY_NO_RESPONSE
@@ -228,12 +228,13 @@ class ModbusEmulator(Emulator):
             addrs = self.layout[fc]
             if not addrs:
                 return [SimData(0, count=1, datatype=DataType.INVALID)]
-            runs, first, prev = [], addrs[0], addrs[0]
-            for a in addrs[1:] + [None]:
-                if a is None or a != prev + 1:
+            runs: list[SimData] = []
+            first = prev = addrs[0]
+            for a in [*addrs[1:], -1]:  # -1 ends the last run
+                if a != prev + 1:
                     runs.append(SimData(first, count=prev - first + 1, datatype=DataType.REGISTERS))
                     first = a
-                prev = a if a is not None else prev
+                prev = a
             return runs
 
         def bits() -> list[SimData]:
@@ -252,8 +253,15 @@ class ModbusEmulator(Emulator):
         if self.tcp is not None:
             self.server = ModbusTcpServer(self._devices(), address=self.tcp, trace_packet=self._trace_packet)
         else:
+            assert self.rtu is not None
             self.server = ModbusSerialServer(
-                self._devices(), port=self.rtu, framer=FramerType.RTU, trace_packet=self._trace_packet, **self.serial
+                self._devices(),
+                port=self.rtu,
+                framer=FramerType.RTU,
+                trace_packet=self._trace_packet,
+                baudrate=self.baudrate,
+                parity=self.parity,
+                stopbits=self.stopbits,
             )
         await self.server.serve_forever(background=True)
         if self.tcp is not None and self.tcp[1] == 0:
@@ -262,8 +270,8 @@ class ModbusEmulator(Emulator):
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.shutdown()
-            self.server = None
+            server, self.server = self.server, None
+            await server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
 
     async def on_tick(self) -> None:
         self._encode()

@@ -223,7 +223,7 @@ class SerialDriver(SampledDriver):
         except Exception as exc:
             raise DriverError(self._failure_message(exc)) from exc
         now = self.ctx.clock_ms()
-        answered = mask.any(axis=1)
+        answered = np.asarray(mask.any(axis=1), dtype=bool)
         by_channel: dict[int, dict[str, str]] = {}
         for k, kind, msg in faults:
             by_channel.setdefault(k, {})[kind] = msg
