@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -18,6 +17,7 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 
 from drivers.base import FIELDS, config_relative
+from drivers.tomlfile import TomlFileError, read_toml
 
 FIELD_INDEX: dict[str, int] = {name: k for k, name in enumerate(FIELDS)}
 
@@ -77,11 +77,9 @@ def resolve_profile(ref: str, folder: Path, suffix: str = ".toml") -> Path:
 
 def load_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+        return read_toml(path)
+    except TomlFileError as exc:
+        raise ProfileError(str(exc)) from None
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -21,6 +21,9 @@ import numpy as np
 from agent.config import parse_config
 from agent.pipeline import Agent
 from drivers.base import Event
+from tests.support.agentproc import to_toml
+
+__all__ = ["to_toml"]  # the driver tests write their configs with it
 
 FIELDS = ("voltage_v", "current_a", "temperature_c")
 
@@ -70,37 +73,6 @@ class PtyPair:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def to_toml(cfg: dict[str, Any], prefix: str = "") -> str:
-    """TOML for agent configs, including arrays of tables inside arrays of tables ([[drivers.devices]])."""
-    lines, tables, arrays = [], [], []
-    for k, v in cfg.items():
-        if isinstance(v, dict) and not k.endswith("options") and k not in ("scale", "offset", "units"):
-            tables.append((k, v))
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            arrays.append((k, v))
-        else:
-            lines.append(f"{k} = {toml_value(v)}")
-    out = "\n".join(lines) + "\n"
-    for k, v in tables:
-        out += f"\n[{prefix}{k}]\n" + to_toml(v, f"{prefix}{k}.")
-    for k, items in arrays:
-        for item in items:
-            out += f"\n[[{prefix}{k}]]\n" + to_toml(item, f"{prefix}{k}.")
-    return out
 
 
 def agent_config(tmp_path: Path, drivers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
