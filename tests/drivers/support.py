@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -20,18 +19,12 @@ import numpy as np
 
 from agent.config import parse_config
 from agent.pipeline import Agent
-from drivers.base import Event
+from drivers.base import Event, Flag
 from tests.support.agentproc import to_toml
 
 __all__ = ["to_toml"]  # the driver tests write their configs with it
 
 FIELDS = ("voltage_v", "current_a", "temperature_c")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PtyPair:
@@ -126,6 +119,44 @@ def stored_rows(db_path: str | Path) -> dict[str, Rows]:
     return out
 
 
+def fresh_rows(db_path: str | Path, after_ms: int = 0) -> dict[str, int]:
+    """Complete (V, I and T present) and fresh (not STALE) rows stored so far per cell id, newer than
+    ``after_ms``: what the served-value checks count, read while the agent runs (WAL readers)."""
+    if not Path(db_path).exists():
+        return {}
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return dict(
+            db.execute(
+                "SELECT c.id, count(*) FROM readings r JOIN cells c ON c.idx = r.cell "
+                "WHERE (r.flags & ?) = 0 AND r.ts_ms > ? GROUP BY c.id",
+                (int(Flag.STALE) | 7, after_ms),
+            ).fetchall()
+        )
+    except sqlite3.OperationalError:  # the agent has not made its tables yet
+        return {}
+    finally:
+        db.close()
+
+
+def every_cell_has(db_path: str | Path, cells: int, rows: int, after_ms: int = 0) -> bool:
+    got = fresh_rows(db_path, after_ms)
+    return len(got) >= cells and min(got.values()) >= rows
+
+
+def event_kinds(db_path: str | Path) -> list[str]:
+    return [e["kind"] for e in stored_events(db_path)] if Path(db_path).exists() else []
+
+
+def wait_until(cond: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.05) -> None:
+    """``wait_for`` for a test's own thread (the agent runs in another process)."""
+    end = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(step_s)
+
+
 def stored_events(db_path: str | Path) -> list[dict[str, Any]]:
     db = sqlite3.connect(str(db_path))
     try:
@@ -203,6 +234,41 @@ async def read_until(driver, cond: Callable[[], bool], timeout_s: float, what: s
     while not cond():
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        b = await driver.read()
+        if len(b):
+            out.append(b)
+    return out
+
+
+async def read_until_batch(driver, pred: Callable[[Any], bool], timeout_s: float, what: str) -> list:
+    """Read until a batch (an empty one too) satisfies ``pred``; returns the non-empty batches read."""
+    out: list = []
+    end = time.monotonic() + timeout_s
+    while True:
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        b = await driver.read()
+        if len(b):
+            out.append(b)
+        if pred(b):
+            return out
+
+
+def cells_in(batches: list) -> set[str]:
+    return {b.cells[i] for b in batches for i in np.unique(b.cell)}
+
+
+async def read_until_cells(driver, cells: set[str], timeout_s: float, what: str) -> list:
+    """Read until every one of ``cells`` has appeared in a batch."""
+    out: list = []
+
+    def seen() -> bool:
+        return cells <= cells_in(out)
+
+    end = time.monotonic() + timeout_s
+    while not seen():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}: got {sorted(cells_in(out))}")
         b = await driver.read()
         if len(b):
             out.append(b)
