@@ -21,8 +21,9 @@ from agent.config import parse_config
 from agent.pipeline import Agent
 from drivers.base import Event, Flag
 from tests.support.agentproc import to_toml
+from tests.support.wait import wait_until
 
-__all__ = ["to_toml"]  # the driver tests write their configs with it
+__all__ = ["to_toml", "wait_until"]  # the driver tests write their configs and wait with these
 
 FIELDS = ("voltage_v", "current_a", "temperature_c")
 
@@ -148,15 +149,6 @@ def event_kinds(db_path: str | Path) -> list[str]:
     return [e["kind"] for e in stored_events(db_path)] if Path(db_path).exists() else []
 
 
-def wait_until(cond: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.05) -> None:
-    """``wait_for`` for a test's own thread (the agent runs in another process)."""
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(step_s)
-
-
 def stored_events(db_path: str | Path) -> list[dict[str, Any]]:
     db = sqlite3.connect(str(db_path))
     try:
@@ -254,25 +246,15 @@ async def read_until_batch(driver, pred: Callable[[Any], bool], timeout_s: float
             return out
 
 
-def cells_in(batches: list) -> set[str]:
-    return {b.cells[i] for b in batches for i in np.unique(b.cell)}
+def until_cells(cells: set[str]) -> Callable[[Any], bool]:
+    """A ``read_until_batch`` condition: every one of ``cells`` has appeared in some batch read so far."""
+    seen: set[str] = set()
 
+    def pred(b: Any) -> bool:
+        seen.update(b.cells[i] for i in np.unique(b.cell))
+        return cells <= seen
 
-async def read_until_cells(driver, cells: set[str], timeout_s: float, what: str) -> list:
-    """Read until every one of ``cells`` has appeared in a batch."""
-    out: list = []
-
-    def seen() -> bool:
-        return cells <= cells_in(out)
-
-    end = time.monotonic() + timeout_s
-    while not seen():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}: got {sorted(cells_in(out))}")
-        b = await driver.read()
-        if len(b):
-            out.append(b)
-    return out
+    return pred
 
 
 async def wait_for(cond: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.05) -> None:

@@ -29,11 +29,12 @@ from tests.drivers.support import (
     every_cell_has,
     match_served,
     read_until,
-    read_until_cells,
+    read_until_batch,
     running_agent,
     stored_events,
     stored_rows,
     to_toml,
+    until_cells,
     wait_for,
     wait_until,
 )
@@ -180,14 +181,16 @@ def test_scpi_faults_per_channel_and_instrument(serve, pty_pair):
         await drv.open()
         three = {"cyc-c01", "cyc-c02", "cyc-c03"}
         try:
-            phases = {"ok": await read_until_cells(drv, three, 10, "every answering channel")}
+            phases = {"ok": await read_until_batch(drv, until_cells(three), 10, "every answering channel")}
             await read_until(drv, lambda: drv.channel_health[3].state == "down", 10, "channel 9 reported down")
             for mode in ("silent", "error", "truncate"):
                 emu.fault = mode
                 phases[mode] = await read_until(drv, lambda: drv.health.state == "down", 10, f"down while {mode}")
                 emu.fault = None
                 await read_until(drv, lambda: drv.health.state == "up", 5, f"instrument back after {mode}")
-                phases[f"after {mode}"] = await read_until_cells(drv, three, 5, f"every channel after {mode}")
+                phases[f"after {mode}"] = await read_until_batch(
+                    drv, until_cells(three), 5, f"every channel after {mode}"
+                )
             return phases, drv.status()
         finally:
             await drv.close()
