@@ -68,6 +68,6 @@ class Pacer:
         if not self.catch_up:
             self._last = now if late else target
             return 1
-        ticks = min(1 + int((now - target) / step), self.max_ticks)
+        ticks = min(1 + int((now - target) / step + 1e-9), self.max_ticks)  # 1e-9: 0.3 / 0.1 is 2.999...
         self._last = target + (ticks - 1) * step
         return ticks
