@@ -111,6 +111,11 @@ class SampledDriver(Driver):
             self._thread = None
         self._close_quietly()
 
+    @property
+    def stopping(self) -> bool:
+        """``close`` has begun: loops in tasks and threads end on this, not only on cancellation."""
+        return self._stop.is_set()
+
     def raise_if_failed(self) -> None:
         if self._failure is not None:
             raise DriverError(self._failure_message(self._failure)) from self._failure

@@ -149,9 +149,12 @@ class ModbusDriver(SampledDriver):
 
     async def _run_device(self, dev: _Device) -> None:
         dev.pacer.start(first_in_s=0.0)
-        while True:
+        # The stop flag, not only the cancellation, ends the loop: on Python 3.11 a cancellation can be lost
+        # inside the client's asyncio.wait_for, and a loop that only ends on cancellation would then run forever.
+        while not self.stopping:
             await dev.pacer.wait(dev.health.retry_delay_s(dev.interval_s))
-            await self._poll(dev)
+            if not self.stopping:
+                await self._poll(dev)
 
     async def _poll(self, dev: _Device) -> None:
         cfg = self.config

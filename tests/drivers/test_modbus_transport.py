@@ -219,7 +219,7 @@ def test_out_of_range_and_a_vanished_server_reach_the_store(tmp_path, serve):
             await asyncio.to_thread(bg.restart_server, 2.0)  # the device vanishes for 2 s, then returns
             n = _count(db, "m1c03")
             await wait_for(lambda: _count(db, "m1c03") >= n + 5, 15, "rows after the server returned")
-            await wait_for(lambda: "driver.device_up" in event_kinds(db), 10, "the device_up event stored")
+            await wait_for(lambda: "driver.device_up" in event_kinds(db), 20, "the device_up event stored")
             return agent.runners["bms"].restarts
 
     restarts = asyncio.run(scenario())

@@ -182,3 +182,29 @@ def test_close_never_raises_and_stops_the_thread() -> None:
 
     drv = run(main())
     assert drv.closed == 1
+
+
+def test_a_task_that_loses_its_cancellation_still_ends_on_close() -> None:
+    """On Python 3.11 a cancellation can be lost inside asyncio.wait_for (pymodbus's request path): a polling
+    loop must also end on ``stopping``, or close() leaves it running and asyncio.run() never returns."""
+
+    class Stubborn(Toy):
+        async def _open_transport(self) -> None:
+            async def poll_loop() -> None:
+                while not self.stopping:
+                    try:
+                        await asyncio.sleep(0.01)
+                    except asyncio.CancelledError:
+                        pass  # what a lost cancellation looks like from the loop's side
+
+            self.start_task(poll_loop(), "poll")
+
+    async def main() -> bool:
+        drv = Stubborn()
+        drv.threaded = False
+        await drv.open()
+        task = drv._tasks[0]
+        await drv.close()
+        return task.done()
+
+    assert run(main())
