@@ -4,8 +4,9 @@ python-can's ``BusABC.recv()`` is the model: it handles timeouts and filtering, 
 ``_recv_internal``. Here ``read()`` waits for the next sample on the driver's pacer (``drivers.pacing``), fails
 fast if the transport died (in the reader thread or in a background task), then calls the driver's ``_sample``
 hook; ``open()`` and ``close()`` wrap the transport hooks and start and stop the reader thread and the tasks,
-and closing never raises. Stale values (``Freshness``) and device up/down (``DeviceHealth``) are the parts the
-hooks use, from ``drivers.stale``.
+and closing never raises. A driver that samples a state keeps it in ``self.fresh`` (``drivers.stale.Freshness``)
+and returns ``self.snapshot(now_ms)``: fresh values, stale ones flagged, expired ones left out, read under the
+lock its reader thread writes with. Device up/down and retry spacing are ``drivers.stale.DeviceHealth``.
 
 Hooks, all optional but ``_sample``:
 
@@ -27,8 +28,11 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
+import numpy as np
+
 from drivers.base import Driver, DriverConfig, DriverContext, DriverError, ReadingBatch
 from drivers.pacing import Pacer
+from drivers.stale import Freshness
 
 log = logging.getLogger("drivers")
 
@@ -49,6 +53,7 @@ class SampledDriver(Driver):
     """A driver whose ``read`` samples at a pace; subclasses fill the hooks listed in the module docstring."""
 
     threaded: bool = False  # True: run ``_receive`` in a loop in a reader thread while open
+    fresh: Freshness | None = None  # last value and age per (cell, field), for drivers that sample a state
 
     def __init__(self, config: DriverConfig, ctx: DriverContext, pacer: Pacer | None):
         super().__init__(config, ctx)
@@ -110,6 +115,14 @@ class SampledDriver(Driver):
             await asyncio.to_thread(self._thread.join, 2.0)
             self._thread = None
         self._close_quietly()
+
+    def snapshot(self, now_ms: int, cells: np.ndarray | None = None) -> ReadingBatch:
+        """``fresh`` as a batch (default: every cell): values within their period as they are, older ones as the
+        last seen with ``STALE``, those older than the device's down time left out; read under the lock the
+        reader thread writes with."""
+        assert self.fresh is not None, "snapshot() needs self.fresh"
+        with self.lock:
+            return self.fresh.batch(self.cells, now_ms, cells)
 
     @property
     def stopping(self) -> bool:

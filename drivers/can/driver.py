@@ -69,6 +69,7 @@ class CanDriver(SampledDriver):
 
     config_model = CanConfig
     config: CanConfig
+    fresh: Freshness
     threaded = True
 
     def __init__(self, config: CanConfig, ctx: DriverContext):
@@ -181,8 +182,7 @@ class CanDriver(SampledDriver):
     # ------------------------------------------------------------------ sampling
     async def _sample(self, now_ms: int, ticks: int) -> ReadingBatch:
         self._report(now_ms)
-        with self.lock:
-            return self.fresh.batch(self._cells, now_ms)
+        return self.snapshot(now_ms)
 
     def _report(self, now_ms: int) -> None:
         d = self._news.since_last(

@@ -73,6 +73,7 @@ class SerialDriver(SampledDriver):
 
     config_model = SerialConfig
     config: SerialConfig
+    fresh: Freshness
 
     def __init__(self, config: SerialConfig, ctx: DriverContext):
         prof = config._profile
@@ -240,7 +241,7 @@ class SerialDriver(SampledDriver):
             return ReadingBatch.empty(self._cells)
         self.lines_ok += int(mask.sum())
         self.fresh.update(mask, values, ~np.isfinite(values), now)
-        return self.fresh.batch(self._cells, now, np.flatnonzero(answered))
+        return self.snapshot(now, np.flatnonzero(answered))
 
     # ------------------------------------------------------------------ stream mode
     def _receive(self) -> None:
@@ -282,8 +283,7 @@ class SerialDriver(SampledDriver):
             for k, h in enumerate(self.channel_health):
                 if fresh_ch[k] or not grace:
                     h.report(now, bool(fresh_ch[k]))
-        with self.lock:
-            return self.fresh.batch(self._cells, now)
+        return self.snapshot(now)
 
     def status(self) -> dict[str, Any]:
         now = self.ctx.clock_ms()
