@@ -164,12 +164,16 @@ def test_tcp_faults_stay_with_their_device(serve):
     assert not log.of("driver.device_fault", "m1") and not log.of("driver.device_down", "m1")
     assert [e.data["fault"] for e in log.of("driver.device_fault", "m9")] == ["exception_11"]
     assert len(log.of("driver.device_down", "m9")) == 1 and status["devices"]["m9"]["state"] == "down"
-    # Whatever the frames looked like, no value that reached the agent differs from what was served.
+    # Whatever the frames looked like, no value that reached the agent differs from what was served. (A block
+    # that kept failing past down_after_s is missing, flagged, from rows of a device answering its other blocks:
+    # those rows carry no value to compare.)
     ts, vals = feed.served()
     view, tol = emu.cell_view(vals), {f: emu.resolution(f) / 2 for f in FIELDS}
     for batches in [base, *phases.values()]:
         for b in batches:
             for r in range(0, len(b), 5):
+                if b.flags[r] & 7:
+                    continue
                 rig_cell = (16 if b.cells[b.cell[r]].startswith("m2") else 0) + int(b.cells[b.cell[r]][-2:]) - 1
                 assert (
                     match_served(
