@@ -18,8 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from drivers.base import CONFIG_DIR, DriverConfig
 from drivers.registry import get_driver_class
+from drivers.tomlfile import TomlFileError, read_toml
 
-THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")  # AWS IoT thing-name alphabet
+THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")  # AWS IoT thing-name alphabet; use is_thing_name()
+
+
+def is_thing_name(text: str) -> bool:
+    """The whole of ``text`` is an AWS IoT thing name (``fullmatch``: ``$`` would let a trailing newline pass)."""
+    return THING_NAME.fullmatch(text) is not None
+
 
 DEFAULT_CONFIG_TOML = """\
 # battery-twin default: a simulated rig of 8 cells, store under ./var, uplink off until an endpoint is set.
@@ -304,7 +311,7 @@ class AgentConfig(Strict):
     @field_validator("rig")
     @classmethod
     def _thing_name(cls, v: str) -> str:
-        if not THING_NAME.match(v):
+        if not is_thing_name(v):
             raise ValueError("must be an AWS IoT thing name: 1-128 of letters, digits, ':', '_', '-'")
         return v
 
@@ -361,11 +368,20 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _short_repr(value: Any, limit: int = 200) -> str:
+    """The offending value as the message quotes it, cut short: a pasted megabyte is not repeated back."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<a {type(value).__name__} nested too deeply to show>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _problems(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
     out = []
     for err in exc.errors(include_url=False):
         got = err.get("input")
-        got_s = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+        got_s = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {_short_repr(got)})"
         msg = err["msg"].removeprefix("Value error, ")
         out.append(f"{_loc(prefix + tuple(err['loc']))}: {msg}{got_s}")
     return out
@@ -407,14 +423,10 @@ def load_config(path: str | Path | None) -> AgentConfig:
     if path is None:
         return parse_config(tomllib.loads(DEFAULT_CONFIG_TOML), "<default>")
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), [f"cannot read the file: {exc.strerror or exc}"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), [f"not valid TOML: {exc}"]) from None
+    try:  # size, encoding and nesting capped: a hostile or mistaken file is a config error, never a crash
+        data = read_toml(p)
+    except TomlFileError as exc:
+        raise ConfigError(str(p), [exc.problem]) from None
     # Relative paths in a config file are relative to that file, so a service finds them from any cwd.
     base = p.resolve().parent
     token = CONFIG_DIR.set(base)  # drivers resolve their own paths (profiles, DBC files) against it

@@ -3,8 +3,9 @@
 The private key is made here, on the device, and never leaves it: Terraform signs the CSR into a certificate
 (``aws_iot_certificate`` with ``csr``), so no private key is ever in Terraform state. Steps:
 
-1. ``battery-twin provision csr --rig RIG``: ``RIG.key.pem`` (EC P-256, mode 0600, in a 0700 folder) and
-   ``RIG.csr.pem`` (CN = RIG) in ``--dir``. An existing key is reused, never overwritten by accident.
+1. ``battery-twin provision csr --rig RIG``: ``RIG.key.pem`` (EC P-256, mode 0600, written through to disk)
+   and ``RIG.csr.pem`` (CN = RIG) in ``--dir`` (made 0700 if new; an existing folder keeps its mode, but one
+   everybody can write to is refused). An existing key is reused, never overwritten by accident.
 2. Copy the CSR to the Terraform example's ``csr/`` folder and ``terraform apply``.
 3. ``battery-twin provision config --rig RIG --terraform-dir DIR --out FILE``: writes the certificate next to the
    key (after checking it belongs to that key), the Amazon root CA, and the agent config's ``rig`` and
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tomllib
@@ -25,12 +26,14 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.config import DEFAULT_CONFIG_TOML, THING_NAME, ConfigError, parse_config
+from agent.config import DEFAULT_CONFIG_TOML, ConfigError, is_thing_name, parse_config
+from drivers.tomlfile import TomlFileError, read_toml
 
 EXIT_ERROR = 2
 AMAZON_ROOT_CA = "AmazonRootCA1.pem"
@@ -56,22 +59,64 @@ def cert_path(directory: Path, rig: str) -> Path:
 
 
 def _check_rig(rig: str) -> None:
-    if not THING_NAME.match(rig):
+    if not is_thing_name(rig):
         raise ProvisionError(f"rig {rig!r} is not an AWS IoT thing name: 1-128 of letters, digits, ':', '_', '-'")
 
 
+CONFIG_MODE = 0o640  # a new config file; an existing one keeps its mode (install.sh makes it 0640 root:service)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the start (no window in which it is readable by others)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    """Create ``path`` with mode 0600 from the start (no window in which it is readable by others), never through
+    a link, and on disk before we return: a device that loses power right after ``provision csr`` must not come
+    back with an empty key whose CSR was already sent to be signed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(path.parent)
 
 
-def _write_public(path: Path, data: bytes) -> None:
+def _write_public(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` atomically (a temporary file, fsync, rename) with ``data`` at ``mode``."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fchmod(f.fileno(), mode)  # whatever the umask
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _key_folder(directory: Path) -> None:
+    """Make ``directory`` 0700 if it does not exist; an existing folder keeps its mode (it may be shared, e.g.
+    /etc/battery-twin/certs with the service group), but one that everybody can write to (/tmp) is refused:
+    anyone there could plant or swap the certificate and the CSR."""
+    if not directory.exists():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700)
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+        return
+    st = directory.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise ProvisionError(f"{directory} is not a folder")
+    if st.st_mode & 0o002:
+        raise ProvisionError(
+            f"{directory} can be written by others (mode {stat.S_IMODE(st.st_mode):o}): keep the device key in a "
+            f"folder only you can change, e.g. --dir certs (made 0700), or run: chmod go-w {directory}"
+        )
 
 
 def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -88,8 +133,7 @@ def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
 def make_key_and_csr(rig: str, directory: Path, new_key: bool = False) -> tuple[Path, Path, bool]:
     """Make (or reuse) the device key and write a CSR for it. Returns (key path, CSR path, key was new)."""
     _check_rig(rig)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    _key_folder(directory)
     kp, cp = key_path(directory, rig), csr_path(directory, rig)
     if kp.exists() and new_key:
         raise ProvisionError(
@@ -116,8 +160,8 @@ def make_key_and_csr(rig: str, directory: Path, new_key: bool = False) -> tuple[
     return kp, cp, created
 
 
-def _public_der(public_key) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+def _public_der(public_key: Any) -> bytes:
+    return bytes(public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def check_cert_matches_key(cert_pem: bytes, key: Path) -> x509.Certificate:
@@ -187,73 +231,38 @@ def uplink_from_outputs(outputs: dict[str, Any], rig: str) -> tuple[dict[str, An
 
 
 # ---------------------------------------------------------------------------------------------- config file
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return ("inf" if v > 0 else "-inf") if math.isinf(v) else "nan" if math.isnan(v) else repr(v)
-    if isinstance(v, (str, Path)):
-        return json.dumps(str(v), ensure_ascii=False)  # a JSON string is a valid TOML basic string
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _toml_key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else json.dumps(k)
-
-
-def to_toml(doc: dict[str, Any]) -> str:
-    """TOML for config documents: scalars, tables, arrays of tables, inline tables inside those."""
-    out: list[str] = []
-
-    def emit(prefix: str, d: dict[str, Any]) -> None:
-        tables = {k: v for k, v in d.items() if isinstance(v, dict)}
-        arrays = {k: v for k, v in d.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
-        for k, v in d.items():
-            if k not in tables and k not in arrays:
-                out.append(f"{_toml_key(k)} = {_toml_value(v)}")
-        for k, v in tables.items():
-            name = f"{prefix}.{_toml_key(k)}" if prefix else _toml_key(k)
-            out.append(f"\n[{name}]")
-            emit(name, v)
-        for k, items in arrays.items():
-            name = f"{prefix}.{_toml_key(k)}" if prefix else _toml_key(k)
-            for item in items:
-                out.append(f"\n[[{name}]]")
-                out.extend(f"{_toml_key(ik)} = {_toml_value(iv)}" for ik, iv in item.items())
-
-    emit("", doc)
-    return "\n".join(out).lstrip("\n") + "\n"
-
-
 def write_config(out: Path, rig: str, uplink: dict[str, Any], store_path: str | None = None) -> bool:
     """Set ``rig`` and ``[uplink]`` in ``out`` (created from the default config if missing), keeping the rest.
 
     The result is validated before it is written; returns True if an existing file was updated (its previous
-    version is kept as ``out.bak``; comments are not carried over)."""
+    version is kept as ``out.bak``; comments are not carried over). An existing file keeps its mode (and owner and
+    group when run as root); a new one is made 0640 (it may hold the dashboard token)."""
     existed = out.exists()
     try:
-        doc = tomllib.loads(out.read_text() if existed else DEFAULT_CONFIG_TOML)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ProvisionError(f"cannot read {out} as TOML: {exc}") from None
+        doc = read_toml(out) if existed else tomllib.loads(DEFAULT_CONFIG_TOML)
+    except TomlFileError as exc:
+        raise ProvisionError(f"cannot read {out} as a config: {exc.problem}") from None
     doc["rig"] = rig
     doc.setdefault("uplink", {}).update({k: str(v) if isinstance(v, Path) else v for k, v in uplink.items()})
     if store_path:
         doc.setdefault("store", {})["path"] = store_path
-    text = to_toml(doc)
+    text = tomli_w.dumps(doc)
     try:
         parse_config(tomllib.loads(text), str(out))
     except ConfigError as exc:
         raise ProvisionError(f"the resulting config would not be valid:\n{exc}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
+    mode = CONFIG_MODE
     if existed:
+        st = out.stat()
+        mode = stat.S_IMODE(st.st_mode)  # keep what the admin (or install.sh) chose
         shutil.copy2(out, out.with_name(out.name + ".bak"))
-    _write_public(out, text.encode())
+    _write_public(out, text.encode(), mode)
+    if existed and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+        try:  # root updating /etc/battery-twin/agent.toml: keep root:battery-twin
+            os.chown(out, st.st_uid, st.st_gid)
+        except PermissionError:
+            pass  # not root: the file is now ours, with the mode it had
     return existed
 
 
@@ -262,7 +271,7 @@ def packaged_ca() -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("provision", help="make the device key and CSR; write the agent config after terraform apply")
     psub = p.add_subparsers(dest="provision_command", metavar="ACTION")
     psub.required = True
@@ -273,7 +282,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dir",
         type=Path,
         default=Path("certs"),
-        help="folder for RIG.key.pem and RIG.csr.pem (made 0700; default ./certs)",
+        help="folder for RIG.key.pem and RIG.csr.pem (made 0700 if new; default ./certs)",
     )
     c.add_argument("--new-key", action="store_true", help="refuse to reuse an existing key (fails if one exists)")
     c.set_defaults(func=cmd_csr)

@@ -14,7 +14,6 @@ import asyncio
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,13 +33,13 @@ from agent.store import Store
 from drivers.base import DriverContext
 from drivers.can import CanConfig, CanDriver
 from drivers.can.dbcmap import FrameDecoder, Updates
+from drivers.can.emulator import CanEmulator
 from drivers.can.profile import load_profile
+from drivers.emulator import RigFeed, basic_rig
 from drivers.modbus import ModbusConfig, ModbusDriver
 from drivers.modbus.profile import load_profile as load_modbus_profile
 from drivers.modbus.regmap import RegisterMap
 from drivers.stale import Freshness
-from simulator.emulators.can import CanEmulator
-from simulator.emulators.rigfeed import RigFeed, basic_rig
 
 
 def conditions() -> str:
@@ -228,12 +227,6 @@ def bench_reader_prefilled(n: int) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 DENSE = """name = "dense"
 cells = 125
 function = "holding"
@@ -247,7 +240,6 @@ count = 125
 
 def bench_modbus(seconds: float, tmp: Path, profile: str, devices: int) -> dict:
     """The real ModbusDriver polling as fast as it can (poll interval 1 ms) an emulator in its own process."""
-    port = free_port()
     ids = ",".join(str(i) for i in range(1, devices + 1))
     emu = subprocess.Popen(
         [
@@ -257,7 +249,7 @@ def bench_modbus(seconds: float, tmp: Path, profile: str, devices: int) -> dict:
             "emulate",
             "modbus",
             "--tcp",
-            f"127.0.0.1:{port}",
+            "127.0.0.1:0",  # a free port, named in the banner
             "--devices",
             ids,
             "--profile",
@@ -270,6 +262,7 @@ def bench_modbus(seconds: float, tmp: Path, profile: str, devices: int) -> dict:
         line = emu.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith("emulating"):
             raise SystemExit(f"emulator did not start: {line}")
+        port = int(line.split(" on tcp 127.0.0.1:")[1].split(",")[0])
         cfg = ModbusConfig.model_validate(
             {
                 "type": "modbus",

@@ -2,7 +2,7 @@
 
 A *profile* describes a kind of device (a BMS register map, a DBC mapping, a SCPI instrument); a driver config
 names one per device. Built-in profiles ship in ``drivers/<driver>/profiles/`` and are found by name; anything
-else is a path. Emulators in ``simulator/emulators`` load the very same files, so a profile bug shows up on both
+else is a path. Emulators (``drivers/<driver>/emulator.py``) load the very same files, so a profile bug shows up on both
 sides of a test instead of hiding in a private copy.
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import functools
 import re
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
 from drivers.base import FIELDS, config_relative
+from drivers.tomlfile import TomlFileError, read_toml
 
 FIELD_INDEX: dict[str, int] = {name: k for k, name in enumerate(FIELDS)}
 
@@ -77,11 +77,9 @@ def resolve_profile(ref: str, folder: Path, suffix: str = ".toml") -> Path:
 
 def load_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+        return read_toml(path)
+    except TomlFileError as exc:
+        raise ProfileError(str(exc)) from None
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -105,7 +103,7 @@ def load_model_profile(ref: str, folder: Path, model: type[M]) -> M:
 
     ProfileError/ValueError name the file and every problem."""
     p = resolve_profile(ref, folder)
-    return _load_validated(model, str(p.resolve()), p.stat().st_mtime_ns)  # type: ignore[return-value]
+    return cast(M, _load_validated(model, str(p.resolve()), p.stat().st_mtime_ns))
 
 
 def cell_ids(n: int, ids: Iterable[str] | None, prefix: str) -> tuple[str, ...]:

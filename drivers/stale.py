@@ -7,8 +7,8 @@ silent device never looks alive in the store.
 
 ``DeviceHealth`` turns successes and failures into events: one ``driver.device_fault`` when a kind of fault
 starts (not one per retry), ``driver.device_down`` once a device has been silent for ``down_after_ms``, and
-``driver.device_up`` when it answers again. It also spaces the retries of a failing device (exponential backoff),
-so a dead device costs its neighbours on a shared line as little as possible.
+``driver.device_up`` when it answers again. It also spaces the retries of a failing device with the project's
+one ``Backoff`` (``drivers.backoff``), so a dead device costs its neighbours on a shared line as little as possible.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from drivers.backoff import Backoff
 from drivers.base import FIELDS, Flag, ReadingBatch
 
 NEVER = np.iinfo(np.int64).min // 4
@@ -100,6 +101,8 @@ class DeviceHealth:
         self.down_after_ms = down_after_ms
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self._backoff = Backoff(initial_s=retry_initial_s, max_s=max(retry_max_s, retry_initial_s))
+        self._retry_s = 0.0  # the backoff's delay after the latest failure
         self.state = "unknown"  # "up" once it answered, "down" once silent for down_after_ms
         self.since_ms = now_ms  # start of the current state (or of the silence, while unknown)
         self.last_ok_ms: int | None = None
@@ -131,8 +134,10 @@ class DeviceHealth:
                 self.state, self.since_ms = "up", now_ms
             self.last_ok_ms = now_ms
             self.failures = 0
+            self._backoff.reset()
         else:
             self.failures += 1
+            self._retry_s = self._backoff.next_delay()
         for kind, message in faults.items():
             self.errors[kind] = self.errors.get(kind, 0) + 1
             self.last_error, self.last_error_ms = message[:300], now_ms
@@ -173,10 +178,11 @@ class DeviceHealth:
             )
 
     def retry_delay_s(self, base_s: float) -> float:
-        """Delay before the next attempt: ``base_s`` while healthy, then doubling up to ``retry_max_s``."""
+        """Delay before the next attempt: ``base_s`` while healthy, then doubling (from ``max(base_s,
+        retry_initial_s)``) up to ``max(retry_max_s, base_s)``."""
         if self.failures == 0:
             return base_s
-        return min(max(base_s, self.retry_initial_s) * 2 ** (self.failures - 1), max(self.retry_max_s, base_s))
+        return max(self._retry_s, base_s)
 
     def status(self, now_ms: int) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +101,7 @@ class FrameDecoder:
         self.stale_after_ms = np.where(stale > 0, stale, prof.default_stale_after_ms)
 
     @staticmethod
-    def _match(m: SignalMap, msg_name: str, sig, n_cells: int, loaded: LoadedProfile) -> Target | None:
+    def _match(m: SignalMap, msg_name: str, sig: Any, n_cells: int, loaded: LoadedProfile) -> Target | None:
         if m.message is not None and m.message != msg_name:
             return None
         if m.signal is not None:
@@ -108,7 +109,7 @@ class FrameDecoder:
                 return None
             cell = -1 if m.cell == "all" else m.cell - 1
         else:
-            hit = re.search(m.pattern, sig.name)
+            hit = re.search(m.pattern or "", sig.name)
             if hit is None:
                 return None
             try:

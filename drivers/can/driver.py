@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from typing import Any, Literal
 
 import can
 from pydantic import Field, PrivateAttr, model_validator
 
-from drivers.base import Driver, DriverConfig, DriverContext, DriverError, ReadingBatch
+from drivers.base import DriverConfig, DriverContext, DriverError, ReadingBatch
 from drivers.can.dbcmap import CORRUPT, OK, FrameDecoder, Updates
 from drivers.can.profile import LoadedProfile, load_profile
+from drivers.pacing import Pacer
 from drivers.profiles import cell_ids
+from drivers.sampling import Deltas, SampledDriver
 from drivers.stale import DeviceHealth, Freshness
 
 log = logging.getLogger("drivers.can")
@@ -62,35 +63,39 @@ class CanConfig(DriverConfig):
         return self
 
 
-class CanDriver(Driver):
+class CanDriver(SampledDriver):
+    """Reader thread (``_receive``): frames into ``fresh``; each sample (``_sample``): the news as health and
+    events, and the state as one row per cell."""
+
     config_model = CanConfig
+    config: CanConfig
+    fresh: Freshness
+    threaded = True
 
     def __init__(self, config: CanConfig, ctx: DriverContext):
-        super().__init__(config, ctx)
+        super().__init__(config, ctx, Pacer(1.0 / config.sample_hz))
         self.decoder = FrameDecoder(config._loaded)
         self._cells = config._cell_ids
         self.fresh = Freshness(len(self._cells), self.decoder.stale_after_ms, config.down_after_s * 1000)
-        self.lock = threading.Lock()
         self.bus: can.BusABC | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._fatal: BaseException | None = None
         # Counters written by the reader thread, read (never reset) by the event loop.
         self.frames = self.decoded = self.unknown = self.corrupt = 0
         self.error_frames = self.bus_off = self.passive = 0
         self.last_corrupt = ""
-        self._seen = {"frames": 0, "decoded": 0, "corrupt": 0, "error_frames": 0, "bus_off": 0, "passive": 0}
+        self._news = Deltas()
         self._bus_off_state = False
         self._last_error_event = 0.0
         self.health: DeviceHealth | None = None
-        self._next_sample = 0.0
+        self._updates = Updates()
+        self._pending = 0  # decoded frames not yet applied to ``fresh``
+        self._last_flush = self._last_state = 0.0
 
     @property
     def cells(self) -> tuple[str, ...]:
         return self._cells
 
-    async def open(self) -> None:
-        cfg: CanConfig = self.config  # type: ignore[assignment]
+    async def _open_transport(self) -> None:
+        cfg = self.config
         kwargs: dict[str, Any] = dict(cfg.bus_options)
         if cfg.bitrate is not None:
             kwargs.setdefault("bitrate", cfg.bitrate)
@@ -101,58 +106,61 @@ class CanDriver(Driver):
         self.health = DeviceHealth(
             cfg.device or cfg._loaded.profile.name, self.emit, cfg.down_after_s * 1000, self.ctx.clock_ms()
         )
-        self._thread = threading.Thread(target=self._reader, name=f"can:{self.name}", daemon=True)
-        self._thread.start()
-        self._next_sample = time.monotonic()
+        self._last_flush = self._last_state = time.monotonic()
+
+    def _close_transport(self) -> None:
+        if self.bus is not None:
+            bus, self.bus = self.bus, None
+            bus.shutdown()
+
+    def _failure_message(self, exc: BaseException) -> str:
+        return f"CAN interface failed: {exc}"
 
     # ------------------------------------------------------------------ reader thread
-    def _reader(self) -> None:
-        bus, dec, upd = self.bus, self.decoder, Updates()
+    def _receive(self) -> None:
+        bus = self.bus
         assert bus is not None
-        last_flush = last_state = time.monotonic()
-        pending = 0
-        while not self._stop.is_set():
+        try:
+            msg = bus.recv(timeout=0.05)
+        except (can.CanOperationError, OSError) as exc:
+            if isinstance(exc.__cause__, (UnicodeDecodeError, ValueError, IndexError)):
+                self._garbled(bus, exc.__cause__)
+                return
+            raise  # the interface is gone: the base records it and read() raises
+        except Exception as exc:  # noqa: BLE001 - a garbled frame inside the interface (slcan's parser)
+            self._garbled(bus, exc)
+            return
+        if msg is not None:
+            self.frames += 1
+            if msg.is_error_frame:
+                self._error_frame(msg)
+            else:
+                self._decode(msg)
+        now = time.monotonic()
+        if self._pending and (self._pending >= FLUSH_FRAMES or now - self._last_flush >= FLUSH_S or msg is None):
+            with self.lock:
+                self._updates.apply(self.fresh, time.time_ns() // 1_000_000)
+            self._pending, self._last_flush = 0, now
+        if now - self._last_state >= 1.0:
+            self._last_state = now
             try:
-                msg = bus.recv(timeout=0.05)
-            except (can.CanOperationError, OSError) as exc:
-                if isinstance(exc.__cause__, (UnicodeDecodeError, ValueError, IndexError)):
-                    self._garbled(bus, exc.__cause__)
-                    continue
-                if not self._stop.is_set():
-                    self._fatal = exc
-                break
-            except Exception as exc:  # noqa: BLE001 - a garbled frame inside the interface (slcan's parser)
-                self._garbled(bus, exc)
-                continue
-            if msg is not None:
-                self.frames += 1
-                if msg.is_error_frame:
-                    self._error_frame(msg)
-                else:
-                    rc = dec.decode(msg.arbitration_id, msg.is_extended_id, msg.data, upd)
-                    if rc == OK:
-                        self.decoded += 1
-                        pending += 1
-                    elif rc == CORRUPT:
-                        self.corrupt += 1
-                        self.last_corrupt = (
-                            f"frame 0x{msg.arbitration_id:X} [{msg.dlc}] {bytes(msg.data).hex()} "
-                            "does not decode with the DBC"
-                        )
-                    else:
-                        self.unknown += 1
-            now = time.monotonic()
-            if pending and (pending >= FLUSH_FRAMES or now - last_flush >= FLUSH_S or msg is None):
-                with self.lock:
-                    upd.apply(self.fresh, time.time_ns() // 1_000_000)
-                pending, last_flush = 0, now
-            if now - last_state >= 1.0:
-                last_state = now
-                try:
-                    if bus.state == can.BusState.ERROR:
-                        self.bus_off += 1
-                except (NotImplementedError, can.CanError, OSError):
-                    pass
+                if bus.state == can.BusState.ERROR:
+                    self.bus_off += 1
+            except (NotImplementedError, can.CanError, OSError):
+                pass
+
+    def _decode(self, msg: can.Message) -> None:
+        rc = self.decoder.decode(msg.arbitration_id, msg.is_extended_id, bytes(msg.data), self._updates)
+        if rc == OK:
+            self.decoded += 1
+            self._pending += 1
+        elif rc == CORRUPT:
+            self.corrupt += 1
+            self.last_corrupt = (
+                f"frame 0x{msg.arbitration_id:X} [{msg.dlc}] {bytes(msg.data).hex()} does not decode with the DBC"
+            )
+        else:
+            self.unknown += 1
 
     def _garbled(self, bus: can.BusABC, exc: BaseException) -> None:
         """Bytes the interface could not parse (slcan over a noisy serial link)."""
@@ -172,24 +180,19 @@ class CanDriver(Driver):
             self.passive += 1
 
     # ------------------------------------------------------------------ sampling
-    async def read(self) -> ReadingBatch:
-        cfg: CanConfig = self.config  # type: ignore[assignment]
-        self._next_sample += 1.0 / cfg.sample_hz
-        delay = self._next_sample - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            self._next_sample = time.monotonic()  # fell behind: do not burst to catch up
-        if self._fatal is not None:
-            raise DriverError(f"CAN interface failed: {self._fatal}") from self._fatal
-        now = self.ctx.clock_ms()
-        self._report(now)
-        with self.lock:
-            return self.fresh.batch(self._cells, now)
+    async def _sample(self, now_ms: int, ticks: int) -> ReadingBatch:
+        self._report(now_ms)
+        return self.snapshot(now_ms)
 
     def _report(self, now_ms: int) -> None:
-        d = {k: getattr(self, k) - v for k, v in self._seen.items()}
-        self._seen = {k: getattr(self, k) for k in self._seen}
+        d = self._news.since_last(
+            frames=self.frames,
+            decoded=self.decoded,
+            corrupt=self.corrupt,
+            error_frames=self.error_frames,
+            bus_off=self.bus_off,
+            passive=self.passive,
+        )
         faults = {"corrupt_frame": f"{d['corrupt']} corrupt frame(s), e.g. {self.last_corrupt}"} if d["corrupt"] else {}
         assert self.health is not None
         self.health.report(now_ms, d["decoded"] > 0, faults)
@@ -197,8 +200,7 @@ class CanDriver(Driver):
             self._bus_off_state = True
             self.emit(
                 "driver.bus_off",
-                f"CAN bus off on {self.config.channel}: the controller stopped "  # type: ignore[attr-defined]
-                "transmitting after too many errors",
+                f"CAN bus off on {self.config.channel}: the controller stopped transmitting after too many errors",
                 level="alarm",
                 count=self.bus_off,
             )
@@ -216,18 +218,6 @@ class CanDriver(Driver):
                 error_frames=self.error_frames,
                 passive=self.passive,
             )
-
-    async def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 2.0)
-            self._thread = None
-        if self.bus is not None:
-            try:
-                self.bus.shutdown()
-            except Exception:  # noqa: BLE001 - closing must not raise
-                pass
-            self.bus = None
 
     def status(self) -> dict[str, Any]:
         h = self.health.status(self.ctx.clock_ms()) if self.health else {}

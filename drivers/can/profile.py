@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cantools
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -70,7 +70,7 @@ class CanProfile(BaseModel):
 class LoadedProfile:
     """A profile with its DBC loaded (``db`` is a ``cantools.database.can.Database``)."""
 
-    def __init__(self, profile: CanProfile, db, path: Path, dbc_path: Path):
+    def __init__(self, profile: CanProfile, db: Any, path: Path, dbc_path: Path):
         self.profile = profile
         self.db = db
         self.path = path

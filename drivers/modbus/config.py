@@ -80,7 +80,7 @@ class ModbusConfig(DriverConfig):
                 if c in seen:
                     raise ValueError(f"cell id {c!r} is used by devices {seen[c]!r} and {d.name!r}")
                 seen[c] = d.name
-        ports: dict[str, tuple] = {}
+        ports: dict[str, tuple[int, str, int]] = {}
         for d in self.devices:
             if d.rtu:
                 settings = (d.baudrate, d.parity, d.stopbits)

@@ -19,9 +19,11 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers.base import Driver, DriverContext, DriverError, ReadingBatch
+from drivers.base import DriverContext, ReadingBatch
 from drivers.modbus.config import ModbusConfig, ModbusDevice
-from drivers.modbus.regmap import RegisterMap
+from drivers.modbus.regmap import Block, RegisterMap
+from drivers.pacing import Pacer
+from drivers.sampling import SampledDriver
 from drivers.stale import DeviceHealth, Freshness
 
 log = logging.getLogger("drivers.modbus")
@@ -101,33 +103,33 @@ class _Device:
         self.fresh = Freshness(
             len(self.cells), dcfg.stale_after_polls * self.interval_s * 1000, dcfg.down_after_s * 1000
         )
+        self.pacer = Pacer(self.interval_s)
         self.polls = 0
         self.requests = 0
 
 
-class ModbusDriver(Driver):
+class ModbusDriver(SampledDriver):
+    """Each device is polled by its own task (``_run_device``) into a bounded queue; a sample (``_sample``) takes
+    whatever the polls left there, waking as soon as one lands (``_wait``)."""
+
     config_model = ModbusConfig
+    config: ModbusConfig
 
     def __init__(self, config: ModbusConfig, ctx: DriverContext):
-        super().__init__(config, ctx)
+        super().__init__(config, ctx, None)
         self._cells = tuple(c for d in config.devices for c in d._cell_ids)
         self._devices: list[_Device] = []
         self._lines: dict[str, _Line] = {}
-        self._tasks: list[asyncio.Task] = []
         self._pending: collections.deque[ReadingBatch] = collections.deque()
-        self._wake: asyncio.Event | None = None
         self._dropped_batches = 0
-        self._broken: BaseException | None = None
-        self._closing = False
 
     @property
     def cells(self) -> tuple[str, ...]:
         return self._cells
 
-    async def open(self) -> None:
+    async def _open_transport(self) -> None:
         _quiet_pymodbus()
-        cfg: ModbusConfig = self.config  # type: ignore[assignment]
-        self._wake = asyncio.Event()
+        cfg = self.config
         now = self.ctx.clock_ms()
         for dcfg in cfg.devices:
             line = self._lines.get(dcfg.line)
@@ -136,26 +138,26 @@ class ModbusDriver(Driver):
                 line = self._lines[dcfg.line] = _Line(dcfg, timeout)
             self._devices.append(_Device(dcfg, self, line, now))
         for dev in self._devices:
-            task = asyncio.create_task(self._run_device(dev), name=f"modbus:{self.name}:{dev.cfg.name}")
-            task.add_done_callback(self._task_done)
-            self._tasks.append(task)
+            self.start_task(self._run_device(dev), dev.cfg.name)
 
-    def _task_done(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None and self._broken is None:
-            self._broken = task.exception()
-            if self._wake is not None:
-                self._wake.set()
+    def _close_transport(self) -> None:
+        for line in self._lines.values():  # also fails whatever request a task still waits on
+            line.close()
+
+    def _failure_message(self, exc: BaseException) -> str:
+        return f"a polling task died: {exc!r}"
 
     async def _run_device(self, dev: _Device) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._closing:
-            started = loop.time()
-            await self._poll(dev)
-            delay = dev.health.retry_delay_s(dev.interval_s)
-            await asyncio.sleep(max(0.0, started + delay - loop.time()))
+        dev.pacer.start(first_in_s=0.0)
+        # The stop flag, not only the cancellation, ends the loop: on Python 3.11 a cancellation can be lost
+        # inside the client's asyncio.wait_for, and a loop that only ends on cancellation would then run forever.
+        while not self.stopping:
+            await dev.pacer.wait(dev.health.retry_delay_s(dev.interval_s))
+            if not self.stopping:
+                await self._poll(dev)
 
     async def _poll(self, dev: _Device) -> None:
-        cfg: ModbusConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         rmap = dev.map
         regs = np.zeros(rmap.n_registers, dtype=np.uint16)
         ok = np.zeros(len(rmap.blocks), dtype=bool)
@@ -192,7 +194,7 @@ class ModbusDriver(Driver):
         dev.health.report(now, alive, faults)
 
     async def _read_block(
-        self, dev: _Device, block, regs: np.ndarray, base: int, attempts: int
+        self, dev: _Device, block: Block, regs: np.ndarray, base: int, attempts: int
     ) -> tuple[str | None, str]:
         client = dev.line.client
         fn = client.read_holding_registers if block.function_code == 3 else client.read_input_registers
@@ -204,13 +206,10 @@ class ModbusDriver(Driver):
             except ConnectionException as exc:
                 return "unreachable", f"connection lost: {exc}"
             except ModbusIOException:
-                kind, msg = (
-                    "timeout",
-                    (
-                        f"no valid answer to a read of {block.count} registers at {block.address} "
-                        f"within {dev.line.timeout_s:g} s (silent, or a "
-                        "corrupt/truncated frame)"
-                    ),
+                kind = "timeout"
+                msg = (
+                    f"no valid answer to a read of {block.count} registers at {block.address} within "
+                    f"{dev.line.timeout_s:g} s (silent, or a corrupt/truncated frame)"
                 )
                 continue
             if rr.isError():
@@ -231,15 +230,14 @@ class ModbusDriver(Driver):
     def _push(self, batch: ReadingBatch) -> None:
         if not len(batch):
             return
-        cfg: ModbusConfig = self.config  # type: ignore[assignment]
-        if len(self._pending) >= cfg.max_pending_batches:
+        limit = self.config.max_pending_batches
+        if len(self._pending) >= limit:
             self._pending.popleft()
             self._dropped_batches += 1
             if self._dropped_batches == 1 or self._dropped_batches % 1000 == 0:
                 self.emit(
                     "driver.overflow",
-                    f"{self._dropped_batches} polls dropped: the agent is not keeping up "
-                    f"(more than {cfg.max_pending_batches} waiting)",
+                    f"{self._dropped_batches} polls dropped: the agent is not keeping up (more than {limit} waiting)",
                     level="alarm",
                     count=self._dropped_batches,
                 )
@@ -247,42 +245,26 @@ class ModbusDriver(Driver):
         assert self._wake is not None
         self._wake.set()
 
-    async def read(self) -> ReadingBatch:
+    async def _wait(self) -> int:
+        """Until a poll lands (or a task dies), at most 0.5 s, so device health is checked even when all is quiet."""
         assert self._wake is not None, "open() first"
-        if not self._pending and self._broken is None:
+        if not self._pending and self._failure is None:
             self._wake.clear()
             try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 async with asyncio.timeout(0.5):
                     await self._wake.wait()
             except TimeoutError:
                 pass
-        if self._broken is not None:
-            raise DriverError(f"a polling task died: {self._broken!r}") from self._broken
-        now = self.ctx.clock_ms()
+        return 1
+
+    async def _sample(self, now_ms: int, ticks: int) -> ReadingBatch:
         for dev in self._devices:
-            dev.health.check(now)
+            dev.health.check(now_ms)
         if not self._pending:
             return ReadingBatch.empty(self._cells)
         batches = list(self._pending)
         self._pending.clear()
         return batches[0] if len(batches) == 1 else ReadingBatch.concat(batches)
-
-    async def close(self) -> None:
-        self._closing = True
-        for t in self._tasks:
-            t.cancel()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=1.0)
-            for line in self._lines.values():  # fails whatever request a task still waits on
-                line.close()
-            if pending:  # a cancellation lost inside the client (asyncio.wait_for on Python 3.11 can drop one)
-                for t in pending:
-                    t.cancel()
-                await asyncio.wait(pending, timeout=2.0)
-        self._tasks.clear()
-        for line in self._lines.values():
-            line.close()
-        self._lines.clear()
 
     def status(self) -> dict[str, Any]:
         now = self.ctx.clock_ms()

@@ -62,17 +62,17 @@ def plan_blocks(spans: list[tuple[int, int, int]], max_count: int, max_gap: int)
     straddles two reads."""
     blocks: list[Block] = []
     for fc in sorted({s[0] for s in spans}):
-        cur_start = cur_end = None
+        run: tuple[int, int] | None = None  # (start, end) of the read being built
         for _, addr, width in sorted(s for s in spans if s[0] == fc):
             end = addr + width
-            if cur_start is not None and addr <= cur_end + max_gap and max(end, cur_end) - cur_start <= max_count:
-                cur_end = max(cur_end, end)
+            if run is not None and addr <= run[1] + max_gap and max(end, run[1]) - run[0] <= max_count:
+                run = (run[0], max(run[1], end))
                 continue
-            if cur_start is not None:
-                blocks.append(Block(fc, cur_start, cur_end - cur_start))
-            cur_start, cur_end = addr, end
-        if cur_start is not None:
-            blocks.append(Block(fc, cur_start, cur_end - cur_start))
+            if run is not None:
+                blocks.append(Block(fc, run[0], run[1] - run[0]))
+            run = (addr, end)
+        if run is not None:
+            blocks.append(Block(fc, run[0], run[1] - run[0]))
     return blocks
 
 
@@ -160,7 +160,10 @@ class RegisterMap:
             cols = [
                 np.array([rows[i][k] for i in members], dtype=np.int64 if k >= 9 else np.float64) for k in range(5, 12)
             ]
-            self.groups.append(_Group(dtype, bl, idx, blk, *cols, na))
+            g_scale, g_offset, g_factor, g_uoff, g_kind, g_cell, g_bits = cols
+            self.groups.append(
+                _Group(dtype, bl, idx, blk, g_scale, g_offset, g_factor, g_uoff, g_kind, g_cell, g_bits, na)
+            )
 
     def decode(self, regs: np.ndarray, ok: np.ndarray | None = None) -> Decoded:
         """Decode one poll: ``regs`` holds the blocks' registers back to back; ``ok[b]`` false = block b failed.

@@ -11,7 +11,6 @@ The blocking I/O runs in a worker thread; a port that fails (unplugged) makes ``
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from typing import Any, Literal
 
@@ -19,10 +18,12 @@ import numpy as np
 import serial
 from pydantic import Field, PrivateAttr, model_validator
 
-from drivers.base import Driver, DriverConfig, DriverContext, DriverError, ReadingBatch
+from drivers.base import DriverConfig, DriverContext, DriverError, ReadingBatch
+from drivers.pacing import Pacer
 from drivers.profiles import cell_ids
+from drivers.sampling import Deltas, SampledDriver
 from drivers.serial.lines import LineReader, LineSplitter
-from drivers.serial.profile import LineParser, SerialProfile, load_profile
+from drivers.serial.profile import LineFormat, LineParser, Query, SerialProfile, load_profile
 from drivers.stale import DeviceHealth, Freshness
 
 
@@ -65,33 +66,36 @@ class SerialConfig(DriverConfig):
         return self
 
 
-class SerialDriver(Driver):
+class SerialDriver(SampledDriver):
+    """Query mode: each sample is one poll in a worker thread (``_sample``), spaced by the instrument's backoff
+    while it fails. Stream mode: the reader thread (``_receive``) parses lines into ``fresh``; each sample reports
+    the news and returns the state."""
+
     config_model = SerialConfig
+    config: SerialConfig
+    fresh: Freshness
 
     def __init__(self, config: SerialConfig, ctx: DriverContext):
-        super().__init__(config, ctx)
         prof = config._profile
+        self.streaming = prof.stream is not None
+        super().__init__(config, ctx, Pacer(1.0 / config.sample_hz if self.streaming else config.poll_interval_s))
+        self.threaded = self.streaming
         self.profile = prof
         self._cells = config._cell_ids
-        self.streaming = prof.stream is not None
         stale = config.stale_after_s or (3.0 if self.streaming else 2.5 * config.poll_interval_s)
         self.fresh = Freshness(len(self._cells), stale * 1000, config.down_after_s * 1000)
-        self.parsers = [LineParser(q) for q in prof.queries] or [LineParser(prof.stream)]  # type: ignore[arg-type]
+        formats: list[LineFormat] = [*prof.queries] or ([prof.stream] if prof.stream is not None else [])
+        self.parsers = [LineParser(f) for f in formats]
         self.channel_index = {ch: k for k, ch in enumerate(config.channels)}
         self.port: serial.Serial | None = None
         self.reader: LineReader | None = None
-        self.lock = threading.Lock()
         self.health: DeviceHealth | None = None
         self.channel_health: list[DeviceHealth] = []
         self._next_try = np.zeros(len(self._cells))  # monotonic time of a failing channel's next probe
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._fatal: BaseException | None = None
         self.lines_ok = self.unknown_channel = 0
         self._chan_lines = np.zeros(len(self._cells), np.int64)  # stream mode: lines per channel
         self._chan_seen = np.zeros(len(self._cells), np.int64)
-        self._seen_ok = self._seen_garbage = 0
-        self._next = 0.0
+        self._news = Deltas()
 
     @property
     def cells(self) -> tuple[str, ...]:
@@ -101,8 +105,8 @@ class SerialDriver(Driver):
     def garbage(self) -> int:
         return self.reader.split.garbage if self.reader else 0
 
-    async def open(self) -> None:
-        cfg: SerialConfig = self.config  # type: ignore[assignment]
+    async def _open_transport(self) -> None:
+        cfg = self.config
         try:
             self.port = await asyncio.to_thread(
                 serial.Serial,
@@ -123,31 +127,29 @@ class SerialDriver(Driver):
         )
         now = self.ctx.clock_ms()
         name = cfg.device or self.name
-        self.health = DeviceHealth(
+        self.health = self._device_health(name, now)
+        self.channel_health = [self._device_health(f"{name}:ch{ch}", now) for ch in cfg.channels]
+        if prof.init:
+            await asyncio.to_thread(self._send_init)
+
+    def _device_health(self, name: str, now_ms: int) -> DeviceHealth:
+        cfg = self.config
+        return DeviceHealth(
             name,
             self.emit,
             cfg.down_after_s * 1000,
-            now,
+            now_ms,
             retry_initial_s=cfg.poll_interval_s,
             retry_max_s=cfg.backoff_max_s,
         )
-        self.channel_health = [
-            DeviceHealth(
-                f"{name}:ch{ch}",
-                self.emit,
-                cfg.down_after_s * 1000,
-                now,
-                retry_initial_s=cfg.poll_interval_s,
-                retry_max_s=cfg.backoff_max_s,
-            )
-            for ch in cfg.channels
-        ]
-        if prof.init:
-            await asyncio.to_thread(self._send_init)
-        self._next = time.monotonic()
-        if self.streaming:
-            self._thread = threading.Thread(target=self._stream_reader, name=f"serial:{self.name}", daemon=True)
-            self._thread.start()
+
+    def _close_transport(self) -> None:
+        if self.port is not None:
+            port, self.port = self.port, None
+            port.close()
+
+    def _failure_message(self, exc: BaseException) -> str:
+        return f"serial port {self.config.port} failed: {exc!r}"
 
     def _send(self, text: str) -> None:
         prof = self.profile
@@ -158,11 +160,19 @@ class SerialDriver(Driver):
         for cmd in self.profile.init:
             self._send(cmd)
 
+    async def _sample(self, now_ms: int, ticks: int) -> ReadingBatch:
+        return await (self._sample_stream(now_ms) if self.streaming else self._sample_query())
+
     # ------------------------------------------------------------------ query mode (worker thread)
+    def _interval_s(self) -> float | None:
+        """A silent instrument is probed with backoff, not at the poll rate."""
+        if self.streaming or self.health is None:
+            return None
+        return self.health.retry_delay_s(self.config.poll_interval_s)
+
     def _poll(self) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str, str]]]:
         """One round over the channels: values (n, 3), which were refreshed, per-channel faults."""
-        cfg: SerialConfig = self.config  # type: ignore[assignment]
-        assert self.reader is not None
+        cfg = self.config
         n = len(self._cells)
         values, mask = np.full((n, 3), np.nan), np.zeros((n, 3), bool)
         faults: list[tuple[int, str, str]] = []
@@ -172,26 +182,10 @@ class SerialDriver(Driver):
             if now < self._next_try[k]:
                 continue
             for q, parser in zip(self.profile.queries, self.parsers):
-                self.reader.reset()
-                self._send(q.send.format(channel=ch))
-                deadline = time.monotonic() + cfg.timeout_s
-                got, bad_lines, last_bad = None, 0, ""
-                while got is None:
-                    line = self.reader.readline(deadline)
-                    if line is None:
-                        break
-                    heard += 1
-                    parsed = parser.parse(line)
-                    if parsed is None:
-                        self.reader.split.garbage += 1
-                        bad_lines, last_bad = bad_lines + 1, line
-                        continue
-                    got = parsed[1]
+                got, heard_q, fault = self._ask(q, parser, ch)
+                heard += heard_q
                 if got is None:
-                    what = f"no valid answer to {q.send.format(channel=ch)!r} within {cfg.timeout_s:g} s"
-                    if bad_lines:
-                        what += f" ({bad_lines} unparsable line(s), last {last_bad[:60]!r})"
-                    faults.append((k, "garbage" if bad_lines else "timeout", what))
+                    faults.append((k, *fault))
                     silent_run += 1
                     break  # the channel failed this round: skip its other queries
                 silent_run = 0
@@ -201,21 +195,36 @@ class SerialDriver(Driver):
                 break  # the instrument is silent: do not wait out every channel
         return values, mask, faults
 
-    async def _read_query(self) -> ReadingBatch:
-        cfg: SerialConfig = self.config  # type: ignore[assignment]
+    def _ask(self, q: Query, parser: LineParser, ch: int) -> tuple[dict[int, float] | None, int, tuple[str, str]]:
+        """Send one query; (values or None, lines heard, (fault kind, message) if no valid answer)."""
+        reader = self.reader
+        assert reader is not None
+        timeout_s = self.config.timeout_s
+        reader.reset()
+        self._send(q.send.format(channel=ch))
+        deadline = time.monotonic() + timeout_s
+        heard, bad_lines, last_bad = 0, 0, ""
+        while (line := reader.readline(deadline)) is not None:
+            heard += 1
+            parsed = parser.parse(line)
+            if parsed is not None:
+                return parsed[1], heard, ("", "")
+            reader.split.garbage += 1
+            bad_lines, last_bad = bad_lines + 1, line
+        what = f"no valid answer to {q.send.format(channel=ch)!r} within {timeout_s:g} s"
+        if bad_lines:
+            what += f" ({bad_lines} unparsable line(s), last {last_bad[:60]!r})"
+        return None, heard, ("garbage" if bad_lines else "timeout", what)
+
+    async def _sample_query(self) -> ReadingBatch:
+        cfg = self.config
         assert self.health is not None
-        self._next += self.health.retry_delay_s(cfg.poll_interval_s) if self.health.failures else cfg.poll_interval_s
-        delay = self._next - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            self._next = time.monotonic()
         try:
             values, mask, faults = await asyncio.to_thread(self._poll)
         except Exception as exc:
-            raise DriverError(f"serial port {cfg.port} failed: {exc!r}") from exc
+            raise DriverError(self._failure_message(exc)) from exc
         now = self.ctx.clock_ms()
-        answered = mask.any(axis=1)
+        answered = np.asarray(mask.any(axis=1), dtype=bool)
         by_channel: dict[int, dict[str, str]] = {}
         for k, kind, msg in faults:
             by_channel.setdefault(k, {})[kind] = msg
@@ -226,61 +235,45 @@ class SerialDriver(Driver):
                 self._next_try[k] = 0.0 if answered[k] else mono + h.retry_delay_s(cfg.poll_interval_s)
             else:
                 h.check(now)
-        self.health.report(
-            now, bool(answered.any()), {} if answered.any() or not faults else {faults[0][1]: faults[0][2]}
-        )
-        if not answered.any():
+        any_answer = bool(answered.any())
+        self.health.report(now, any_answer, {} if any_answer or not faults else {faults[0][1]: faults[0][2]})
+        if not any_answer:
             return ReadingBatch.empty(self._cells)
         self.lines_ok += int(mask.sum())
         self.fresh.update(mask, values, ~np.isfinite(values), now)
-        return self.fresh.batch(self._cells, now, np.flatnonzero(answered))
+        return self.snapshot(now, np.flatnonzero(answered))
 
     # ------------------------------------------------------------------ stream mode
-    def _stream_reader(self) -> None:
-        assert self.reader is not None and self.port is not None
-        parser = self.parsers[0]
-        while not self._stop.is_set():
-            try:
-                line = self.reader.readline(time.monotonic() + 0.1)
-            except Exception as exc:  # noqa: BLE001 - SerialException, OSError, termios.error: the port is gone
-                if not self._stop.is_set():
-                    self._fatal = exc
-                return
-            if line is None:
-                continue
-            parsed = parser.parse(line)
-            if parsed is None:
-                self.reader.split.garbage += 1
-                continue
-            ch, vals = parsed
-            k = self.channel_index.get(ch) if ch is not None else None
-            if k is None:
-                self.unknown_channel += 1
-                continue
-            fields = np.fromiter(vals.keys(), np.int64, len(vals))
-            with self.lock:
-                self.fresh.update_points(
-                    np.full(len(vals), k),
-                    fields,
-                    np.fromiter(vals.values(), float, len(vals)),
-                    time.time_ns() // 1_000_000,
-                )
-            self.lines_ok += 1
-            self._chan_lines[k] += 1
+    def _receive(self) -> None:
+        reader = self.reader
+        assert reader is not None
+        line = reader.readline(time.monotonic() + 0.1)  # SerialException, OSError: the port is gone
+        if line is None:
+            return
+        parsed = self.parsers[0].parse(line)
+        if parsed is None:
+            reader.split.garbage += 1
+            return
+        ch, vals = parsed
+        k = self.channel_index.get(ch) if ch is not None else None
+        if k is None:
+            self.unknown_channel += 1
+            return
+        fields = np.fromiter(vals.keys(), np.int64, len(vals))
+        with self.lock:
+            self.fresh.update_points(
+                np.full(len(vals), k),
+                fields,
+                np.fromiter(vals.values(), float, len(vals)),
+                time.time_ns() // 1_000_000,
+            )
+        self.lines_ok += 1
+        self._chan_lines[k] += 1
 
-    async def _read_stream(self) -> ReadingBatch:
-        cfg: SerialConfig = self.config  # type: ignore[assignment]
-        self._next += 1.0 / cfg.sample_hz
-        delay = self._next - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            self._next = time.monotonic()
-        if self._fatal is not None:
-            raise DriverError(f"serial port {cfg.port} failed: {self._fatal!r}") from self._fatal
-        now = self.ctx.clock_ms()
-        ok, bad = self.lines_ok - self._seen_ok, self.garbage - self._seen_garbage
-        self._seen_ok, self._seen_garbage = self.lines_ok, self.garbage
+    async def _sample_stream(self, now: int) -> ReadingBatch:
+        cfg = self.config
+        news = self._news.since_last(ok=self.lines_ok, bad=self.garbage)
+        ok, bad = news["ok"], news["bad"]
         assert self.health is not None
         self.health.report(now, ok > 0, {"garbage": f"{bad} unparsable line(s) on {cfg.port}"} if bad else {})
         got = self._chan_lines.copy()
@@ -290,23 +283,7 @@ class SerialDriver(Driver):
             for k, h in enumerate(self.channel_health):
                 if fresh_ch[k] or not grace:
                     h.report(now, bool(fresh_ch[k]))
-        with self.lock:
-            return self.fresh.batch(self._cells, now)
-
-    async def read(self) -> ReadingBatch:
-        return await (self._read_stream() if self.streaming else self._read_query())
-
-    async def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 2.0)
-            self._thread = None
-        if self.port is not None:
-            try:
-                self.port.close()
-            except Exception:  # noqa: BLE001 - closing must not raise
-                pass
-            self.port = None
+        return self.snapshot(now)
 
     def status(self) -> dict[str, Any]:
         now = self.ctx.clock_ms()

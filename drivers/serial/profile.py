@@ -4,7 +4,8 @@ Two ways an instrument talks: it answers queries (``[[queries]]``, each sent onc
 filled in, e.g. ``MEAS:VOLT? (@{channel})``), or it streams lines by itself (``[stream]``, each line naming its
 channel). Either way a line is parsed by a regex with named groups (``voltage_v``, ``current_a``,
 ``temperature_c``, ``channel``) or by CSV columns with those names. ``reply`` is the format an answer has; the
-emulator uses it to answer, and it documents the instrument.
+emulator uses it to answer, and it documents the instrument. A regex is refused at config check if it backtracks
+badly (``regexcheck``), and never sees a line over ``REGEX_LINE_LIMIT`` characters.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from drivers.base import FIELDS
 from drivers.profiles import FIELD_INDEX, load_model_profile, unit_conversion
+from drivers.serial.regexcheck import REGEX_LINE_LIMIT, check_backtracking
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 COLUMNS = set(FIELDS) | {"channel", ""}
@@ -45,6 +47,7 @@ class LineFormat(BaseModel):
             rx = re.compile(v)
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from None
+        check_backtracking(v)
         unknown = set(rx.groupindex) - COLUMNS
         if unknown:
             raise ValueError(f"unknown group names {sorted(unknown)}; use {sorted(COLUMNS - {''})}")
@@ -121,6 +124,8 @@ class LineParser:
     def parse(self, line: str) -> tuple[int | None, dict[int, float]] | None:
         """(channel or None, {field index: value}), or None if the line does not have the expected shape."""
         if self.rx is not None:
+            if len(line) > REGEX_LINE_LIMIT:  # never hand a regex more than the probe at config check tried
+                return None
             m = self.rx.fullmatch(line.strip())
             if m is None:
                 return None

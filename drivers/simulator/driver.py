@@ -9,14 +9,14 @@ test of anomaly detection knows the ground truth.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from drivers.base import Driver, DriverConfig, DriverContext, ReadingBatch
+from drivers.base import DriverConfig, DriverContext, ReadingBatch
+from drivers.pacing import Pacer
+from drivers.sampling import SampledDriver
 from simulator.protocol import cccv
 from simulator.rig import Rig, RigSpec
 
@@ -86,15 +86,23 @@ class SimulatorConfig(DriverConfig):
         return self
 
 
-class SimulatorDriver(Driver):
+class SimulatorDriver(SampledDriver):
+    """Each read steps the rig once per due tick (up to ``max_batch_samples``), on a pacer that catches up, so
+    simulated time keeps step with the wall clock while the agent keeps up (unpaced: every read is a full batch)."""
+
     config_model = SimulatorConfig
+    config: SimulatorConfig
 
     def __init__(self, config: SimulatorConfig, ctx: DriverContext):
-        super().__init__(config, ctx)
-        self.rig = Rig(config.rig_spec())
         self._dt_s = 1.0 / config.sample_hz
+        pacer = (
+            Pacer(self._dt_s / config.speed, catch_up=True, max_ticks=config.max_batch_samples)
+            if config.paced
+            else None
+        )
+        super().__init__(config, ctx, pacer)
+        self.rig = Rig(config.rig_spec())
         self._ticks = 0
-        self._t0_wall = 0.0
         self._t0_ms = 0
         self._announced: set[int] = set()
 
@@ -102,20 +110,11 @@ class SimulatorDriver(Driver):
     def cells(self) -> tuple[str, ...]:
         return self.rig.cell_ids
 
-    async def open(self) -> None:
-        self._t0_wall = time.monotonic()
+    async def _open_transport(self) -> None:
         self._t0_ms = self.ctx.clock_ms()
 
-    async def read(self) -> ReadingBatch:
-        cfg: SimulatorConfig = self.config  # type: ignore[assignment]
-        n_ticks = cfg.max_batch_samples
-        if cfg.paced:
-            tick_wall_s = self._dt_s / cfg.speed
-            wait = self._t0_wall + (self._ticks + 1) * tick_wall_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            due = int((time.monotonic() - self._t0_wall) / tick_wall_s) - self._ticks
-            n_ticks = max(1, min(due, cfg.max_batch_samples))
+    async def _sample(self, now_ms: int, ticks: int) -> ReadingBatch:
+        n_ticks = ticks if self.pacer is not None else self.config.max_batch_samples
         n_cells = len(self.rig.cell_ids)
         v = np.empty((n_ticks, n_cells))
         i = np.empty((n_ticks, n_cells))
@@ -124,9 +123,9 @@ class SimulatorDriver(Driver):
             self.rig.step(self._dt_s)
             m = self.rig.measure()
             v[k], i[k], t[k] = m["voltage_v"], m["current_a"], m["temperature_c"]
-        ticks = np.arange(self._ticks + 1, self._ticks + n_ticks + 1, dtype=np.int64)
+        ticks_done = np.arange(self._ticks + 1, self._ticks + n_ticks + 1, dtype=np.int64)
         self._ticks += n_ticks
-        ts = self._t0_ms + np.round(ticks * self._dt_s * 1000.0).astype(np.int64)
+        ts = self._t0_ms + np.round(ticks_done * self._dt_s * 1000.0).astype(np.int64)
         self._announce_faults()
         return ReadingBatch.build(
             self.rig.cell_ids,
@@ -152,7 +151,7 @@ class SimulatorDriver(Driver):
                     fault=d,
                 )
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         return {
             "simulated_s": round(self.rig.time_s, 1),
             "cycles_completed": int(self.rig.cycle.max(initial=0)),

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.ports import reserve_port
+
 ROOT = Path(__file__).resolve().parents[2]
 TF_DIR = ROOT / "terraform"
 MODULES = sorted(p.name for p in (TF_DIR / "modules").iterdir() if p.is_dir())
@@ -164,17 +166,11 @@ def moto_override(endpoint: str) -> str:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MotoServer:
     """moto's server on 127.0.0.1 (it stands in for AWS at plan time: STS, IoT endpoint, AZs, SSM, ...)."""
 
     def __init__(self, logdir: Path):
-        self.port = free_port()
+        self.port = reserve_port()  # moto's server binds it with SO_REUSEADDR
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = logdir / "moto.log"
         self.proc: subprocess.Popen | None = None

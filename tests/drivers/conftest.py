@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.emulators.background import Background
+from drivers.emulator import Background
 from tests.drivers.support import PtyPair
 
 

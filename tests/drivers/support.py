@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -20,15 +19,13 @@ import numpy as np
 
 from agent.config import parse_config
 from agent.pipeline import Agent
-from drivers.base import Event
+from drivers.base import Event, Flag
+from tests.support.agentproc import to_toml
+from tests.support.wait import wait_until
+
+__all__ = ["to_toml", "wait_until"]  # the driver tests write their configs and wait with these
 
 FIELDS = ("voltage_v", "current_a", "temperature_c")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PtyPair:
@@ -70,37 +67,6 @@ class PtyPair:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def to_toml(cfg: dict[str, Any], prefix: str = "") -> str:
-    """TOML for agent configs, including arrays of tables inside arrays of tables ([[drivers.devices]])."""
-    lines, tables, arrays = [], [], []
-    for k, v in cfg.items():
-        if isinstance(v, dict) and not k.endswith("options") and k not in ("scale", "offset", "units"):
-            tables.append((k, v))
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            arrays.append((k, v))
-        else:
-            lines.append(f"{k} = {toml_value(v)}")
-    out = "\n".join(lines) + "\n"
-    for k, v in tables:
-        out += f"\n[{prefix}{k}]\n" + to_toml(v, f"{prefix}{k}.")
-    for k, items in arrays:
-        for item in items:
-            out += f"\n[[{prefix}{k}]]\n" + to_toml(item, f"{prefix}{k}.")
-    return out
 
 
 def agent_config(tmp_path: Path, drivers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -152,6 +118,35 @@ def stored_rows(db_path: str | Path) -> dict[str, Rows]:
         a = np.array(rows, dtype=np.float64)
         out[cid] = Rows(a[:, 0].astype(np.int64), a[:, 1:4], a[:, 4].astype(np.int64))
     return out
+
+
+def fresh_rows(db_path: str | Path, after_ms: int = 0) -> dict[str, int]:
+    """Complete (V, I and T present) and fresh (not STALE) rows stored so far per cell id, newer than
+    ``after_ms``: what the served-value checks count, read while the agent runs (WAL readers)."""
+    if not Path(db_path).exists():
+        return {}
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return dict(
+            db.execute(
+                "SELECT c.id, count(*) FROM readings r JOIN cells c ON c.idx = r.cell "
+                "WHERE (r.flags & ?) = 0 AND r.ts_ms > ? GROUP BY c.id",
+                (int(Flag.STALE) | 7, after_ms),
+            ).fetchall()
+        )
+    except sqlite3.OperationalError:  # the agent has not made its tables yet
+        return {}
+    finally:
+        db.close()
+
+
+def every_cell_has(db_path: str | Path, cells: int, rows: int, after_ms: int = 0) -> bool:
+    got = fresh_rows(db_path, after_ms)
+    return len(got) >= cells and min(got.values()) >= rows
+
+
+def event_kinds(db_path: str | Path) -> list[str]:
+    return [e["kind"] for e in stored_events(db_path)] if Path(db_path).exists() else []
 
 
 def stored_events(db_path: str | Path) -> list[dict[str, Any]]:
@@ -235,6 +230,31 @@ async def read_until(driver, cond: Callable[[], bool], timeout_s: float, what: s
         if len(b):
             out.append(b)
     return out
+
+
+async def read_until_batch(driver, pred: Callable[[Any], bool], timeout_s: float, what: str) -> list:
+    """Read until a batch (an empty one too) satisfies ``pred``; returns the non-empty batches read."""
+    out: list = []
+    end = time.monotonic() + timeout_s
+    while True:
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        b = await driver.read()
+        if len(b):
+            out.append(b)
+        if pred(b):
+            return out
+
+
+def until_cells(cells: set[str]) -> Callable[[Any], bool]:
+    """A ``read_until_batch`` condition: every one of ``cells`` has appeared in some batch read so far."""
+    seen: set[str] = set()
+
+    def pred(b: Any) -> bool:
+        seen.update(b.cells[i] for i in np.unique(b.cell))
+        return cells <= seen
+
+    return pred
 
 
 async def wait_for(cond: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.05) -> None:

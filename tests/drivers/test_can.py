@@ -17,22 +17,25 @@ from hypothesis import strategies as st
 from drivers.base import DriverContext, Flag
 from drivers.can import CanConfig, CanDriver
 from drivers.can.dbcmap import CORRUPT, OK, UNKNOWN, FrameDecoder, Updates
+from drivers.can.emulator import CanEmulator
 from drivers.can.profile import load_profile
+from drivers.emulator import RigFeed, basic_rig
 from drivers.profiles import FIELD_INDEX, ProfileError
 from drivers.stale import Freshness
-from simulator.emulators.can import CanEmulator
-from simulator.emulators.rigfeed import RigFeed, basic_rig
 from tests.drivers.support import (
     FIELDS,
     EventLog,
     agent_config,
-    collect,
+    every_cell_has,
+    fresh_rows,
     match_served,
+    read_until_batch,
     running_agent,
     stored_events,
     stored_rows,
     to_toml,
     wait_for,
+    wait_until,
 )
 from tests.support.agentproc import AgentProcess
 
@@ -140,7 +143,8 @@ def test_virtual_bus_agent_stores_served_values_and_reports_bus_trouble(tmp_path
 
     async def scenario():
         async with running_agent(cfg) as agent:
-            await asyncio.sleep(2.5)  # temperatures come once a second: let every value arrive a few times
+            # temperatures come once a second: wait until every cell has complete fresh rows to compare
+            await wait_for(lambda: every_cell_has(db, 16, 8), 20, "8 complete fresh rows for every cell")
             emu.fault = "error_frames"
             await wait_for(lambda: "driver.bus_error" in events(), 5, "a bus_error event")
             emu.fault = "corrupt"
@@ -157,7 +161,8 @@ def test_virtual_bus_agent_stores_served_values_and_reports_bus_trouble(tmp_path
             feed.set_override(4, "voltage_v", 9.9)
             await wait_for(lambda: "validate.out_of_range" in events(), 5, "the out-of-range event")
             feed.set_override(4, "voltage_v", None)
-            await asyncio.sleep(1.0)
+            cleared_ms = time.time_ns() // 1_000_000
+            await wait_for(lambda: fresh_rows(db, cleared_ms + 300).get("b-c05", 0) >= 2, 10, "cell 5 after the fix")
             return agent.runners["bms"].restarts, agent.runners["bms"].driver.status()
 
     restarts, status = asyncio.run(scenario())
@@ -200,14 +205,19 @@ def test_slcan_over_a_pty_with_the_agent_process(tmp_path, serve, pty_pair):
     proc = AgentProcess(tmp_path / "agent", {"rig": cfg["rig"]})
     proc.config_path.write_text(to_toml(cfg))
     proc.start()
+    db = cfg["store"]["path"]
+
+    def parse_faults() -> bool:
+        return any("could not parse" in e["message"] for e in stored_events(db) if e["kind"] == "driver.device_fault")
+
     try:
         proc.wait_log("agent started", 20)
-        time.sleep(3.0)
+        wait_until(lambda: every_cell_has(db, 16, 10), 30, "10 complete fresh rows for every cell")
         emu.fault = "garbage"  # junk ASCII and bytes on the serial link between frames
-        time.sleep(1.5)
+        wait_until(parse_faults, 20, "the driver to report what it could not parse")
         emu.fault = None
         clean_ms = time.time_ns() // 1_000_000
-        time.sleep(1.5)
+        wait_until(lambda: every_cell_has(db, 16, 3, clean_ms + 300), 20, "fresh rows once the link was clean")
     finally:
         rc = proc.stop()
     assert rc == 0, proc.log()[-3000:]
@@ -241,12 +251,18 @@ def test_can_driver_recovers_from_silence_without_restart(serve):
     async def scenario():
         drv = CanDriver(cfg, DriverContext(emit=log))
         await drv.open()
+
+        def full_and_fresh(b) -> bool:
+            return len(b) == 16 and not (b.flags & (Flag.STALE | 7)).any()
+
         try:
-            before = await collect(drv, 1.5)
+            before = await read_until_batch(drv, full_and_fresh, 10, "16 fresh rows")
             emu.fault = "silent"
-            during = await collect(drv, 1.5)
+            during = await read_until_batch(
+                drv, lambda b: len(b) == 0 and "driver.device_down" in log.kinds(), 10, "values to expire"
+            )
             emu.fault = None
-            after = await collect(drv, 1.2)
+            after = await read_until_batch(drv, full_and_fresh, 10, "16 fresh rows again")
             return before, during, after
         finally:
             await drv.close()
@@ -255,7 +271,7 @@ def test_can_driver_recovers_from_silence_without_restart(serve):
     assert len(before[-1]) == 16 and not (before[-1].flags & Flag.STALE).any()
     flags = np.concatenate([b.flags for b in during])
     assert (flags & Flag.STALE).any(), "values stop being fresh: flagged stale first"
-    assert sum(map(len, during)) < sum(map(len, before)), "then they expire: a silent BMS yields no rows"
+    # then they expire: the silent BMS yields no rows (the read that ended ``during`` was empty)
     assert [e.kind for e in log.events if e.kind.startswith("driver.device")] == [
         "driver.device_down",
         "driver.device_up",

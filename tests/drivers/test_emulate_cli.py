@@ -17,7 +17,7 @@ from drivers.base import DriverContext
 from drivers.can import CanConfig, CanDriver
 from drivers.modbus import ModbusConfig, ModbusDriver
 from drivers.serial import SerialConfig, SerialDriver
-from tests.drivers.support import EventLog, collect, free_port
+from tests.drivers.support import EventLog, read_until_batch
 
 
 class Emulate:
@@ -68,20 +68,25 @@ def emulate():
             e.proc.wait()
 
 
-def _read(driver, seconds: float):
+def _read(driver, cells: int):
+    """The latest complete row of every cell, read until each of ``cells`` cells has one."""
+    latest: dict[str, np.ndarray] = {}
+
+    def keep(b) -> bool:
+        for r in range(len(b)):
+            row = np.array([b.voltage_v[r], b.current_a[r], b.temperature_c[r]])
+            if np.isfinite(row).all():
+                latest[b.cells[b.cell[r]]] = row
+        return len(latest) >= cells
+
     async def go():
         await driver.open()
         try:
-            return await collect(driver, seconds)
+            await read_until_batch(driver, keep, 20, f"a complete row from each of {cells} cells")
         finally:
             await driver.close()
 
-    batches = asyncio.run(go())
-    assert batches, "no readings"
-    latest: dict[str, np.ndarray] = {}
-    for b in batches:
-        for r in range(len(b)):
-            latest[b.cells[b.cell[r]]] = np.array([b.voltage_v[r], b.current_a[r], b.temperature_c[r]])
+    asyncio.run(go())
     return latest
 
 
@@ -94,9 +99,11 @@ def _plausible(latest: dict[str, np.ndarray], n: int) -> None:
 
 
 def test_emulate_modbus_tcp(emulate):
-    port = free_port()
-    e = emulate("modbus", "--tcp", f"127.0.0.1:{port}", "--devices", "1,2", "--seed", "3")
-    assert "2 x bms16 (16 cells each)" in e.wait_banner()
+    e = emulate("modbus", "--tcp", "127.0.0.1:0", "--devices", "1,2", "--seed", "3")  # 0: any free port
+    banner = e.wait_banner()
+    assert "2 x bms16 (16 cells each)" in banner
+    port = int(banner.split(" on tcp 127.0.0.1:")[1].split(",")[0])  # the port it got, from the banner
+    assert port > 0
     cfg = ModbusConfig.model_validate(
         {
             "type": "modbus",
@@ -107,7 +114,7 @@ def test_emulate_modbus_tcp(emulate):
         }
     )
     log = EventLog()
-    _plausible(_read(ModbusDriver(cfg, DriverContext(emit=log)), 1.0), 32)
+    _plausible(_read(ModbusDriver(cfg, DriverContext(emit=log)), 32), 32)
     assert not log.events
     assert e.stop() == 0
 
@@ -120,7 +127,7 @@ def test_emulate_serial_and_can_over_ptys(emulate, pty_pair):
     scfg = SerialConfig.model_validate(
         {"type": "serial", "port": str(scpi.b), "profile": "scpi_cycler", "channels": [1, 2, 3], "poll_interval_s": 0.2}
     )
-    _plausible(_read(SerialDriver(scfg, DriverContext(emit=EventLog())), 1.0), 3)
+    _plausible(_read(SerialDriver(scfg, DriverContext(emit=EventLog())), 3), 3)
     ccfg = CanConfig.model_validate(
         {
             "type": "can",
@@ -130,7 +137,7 @@ def test_emulate_serial_and_can_over_ptys(emulate, pty_pair):
             "bus_options": {"sleep_after_open": 0.05},
         }
     )
-    _plausible(_read(CanDriver(ccfg, DriverContext(emit=EventLog())), 1.5), 16)
+    _plausible(_read(CanDriver(ccfg, DriverContext(emit=EventLog())), 16), 16)
     assert s.stop() == 0 and c.stop() == 0
 
 

@@ -16,24 +16,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.base import DriverContext, Flag
+from drivers.emulator import RigFeed, basic_rig
 from drivers.profiles import FIELD_INDEX
 from drivers.serial import SerialConfig, SerialDriver
+from drivers.serial.emulator import SerialEmulator
 from drivers.serial.lines import LineSplitter
 from drivers.serial.profile import LineParser, load_profile
-from simulator.emulators.rigfeed import RigFeed, basic_rig
-from simulator.emulators.serial import SerialEmulator
 from tests.drivers.support import (
     FIELDS,
     EventLog,
     agent_config,
-    collect,
+    every_cell_has,
     match_served,
     read_until,
+    read_until_batch,
     running_agent,
     stored_events,
     stored_rows,
     to_toml,
+    until_cells,
     wait_for,
+    wait_until,
 )
 from tests.support.agentproc import AgentProcess
 
@@ -133,13 +136,16 @@ def test_scpi_cycler_agent_process_stores_served_values_through_garbage(tmp_path
     proc = AgentProcess(tmp_path / "agent", {"rig": cfg["rig"]})
     proc.config_path.write_text(to_toml(cfg))
     proc.start()
+    db = cfg["store"]["path"]
     try:
         proc.wait_log("agent started", 20)
-        time.sleep(2.5)
+        wait_until(lambda: every_cell_has(db, 4, 6), 30, "6 complete fresh rows per cell")
         emu.fault = "garbage"  # a line of random bytes before every answer
-        time.sleep(2.0)
+        asked = emu.queries
+        wait_until(lambda: emu.queries >= asked + 36, 20, "three polls answered through garbage")
         emu.fault = None
-        time.sleep(0.8)
+        clean_ms = time.time_ns() // 1_000_000
+        wait_until(lambda: every_cell_has(db, 4, 12) and every_cell_has(db, 4, 2, clean_ms), 20, "rows after it")
     finally:
         rc = proc.stop()
     assert rc == 0, proc.log()[-3000:]
@@ -173,14 +179,18 @@ def test_scpi_faults_per_channel_and_instrument(serve, pty_pair):
     async def scenario():
         drv = SerialDriver(cfg, DriverContext(emit=log))
         await drv.open()
+        three = {"cyc-c01", "cyc-c02", "cyc-c03"}
         try:
-            phases = {"ok": await collect(drv, 1.5)}
+            phases = {"ok": await read_until_batch(drv, until_cells(three), 10, "every answering channel")}
+            await read_until(drv, lambda: drv.channel_health[3].state == "down", 10, "channel 9 reported down")
             for mode in ("silent", "error", "truncate"):
                 emu.fault = mode
-                phases[mode] = await collect(drv, 1.5)
+                phases[mode] = await read_until(drv, lambda: drv.health.state == "down", 10, f"down while {mode}")
                 emu.fault = None
                 await read_until(drv, lambda: drv.health.state == "up", 5, f"instrument back after {mode}")
-                phases[f"after {mode}"] = await collect(drv, 0.6)
+                phases[f"after {mode}"] = await read_until_batch(
+                    drv, until_cells(three), 5, f"every channel after {mode}"
+                )
             return phases, drv.status()
         finally:
             await drv.close()
@@ -235,13 +245,19 @@ def test_stream_logger_through_garbage(tmp_path, serve, pty_pair):
     )
     db = cfg["store"]["path"]
 
+    def unparsable() -> bool:
+        return any(e["kind"] == "driver.device_fault" and "unparsable" in e["message"] for e in stored_events(db))
+
     async def scenario():
         async with running_agent(cfg):
-            await asyncio.sleep(1.5)
+            await wait_for(lambda: every_cell_has(db, 3, 4), 15, "complete fresh rows for every cell")
             emu.fault = "garbage"
-            await asyncio.sleep(1.5)
+            await wait_for(unparsable, 15, "the garbage reported")
             emu.fault = None
-            await asyncio.sleep(1.5)
+            clean_ms = time.time_ns() // 1_000_000
+            await wait_for(
+                lambda: every_cell_has(db, 3, 12) and every_cell_has(db, 3, 2, clean_ms), 15, "rows after the garbage"
+            )
 
     asyncio.run(scenario())
     rows = stored_rows(db)
@@ -281,12 +297,12 @@ def test_port_vanishing_restarts_the_driver_which_recovers(tmp_path, serve, pty_
             await wait_for(lambda: count() >= 6, 10, "first rows")
             pair.stop()
             await wait_for(lambda: agent.runners["cyc"].restarts >= 1, 10, "the driver to fail and restart")
-            await asyncio.sleep(1.0)
+            await wait_for(lambda: agent.runners["cyc"].restarts >= 2, 10, "a retry while the port is still gone")
             pair.start()
             await asyncio.to_thread(bg.restart_server)
             n = count()
             await wait_for(lambda: count() >= n + 6, 15, "rows after the port came back")
-            await asyncio.sleep(1.1)
+            await wait_for(lambda: count() >= n + 12, 15, "rows still coming")
             return agent.runners["cyc"].state
 
     assert asyncio.run(scenario()) == "running"

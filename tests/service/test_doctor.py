@@ -25,8 +25,8 @@ from drivers import registry
 from tests.conftest import agent_config
 from tests.service import probe_drivers
 from tests.support.agentproc import to_toml
-from tests.support.broker import free_port
 from tests.support.pki import Pki
+from tests.support.ports import reserve_port
 
 LINE = re.compile(r"^(OK  |WARN|FAIL)  (\S+) +(.+)$")
 
@@ -179,7 +179,7 @@ def test_closed_port_and_missing_files(tmp_path, good_cert):
     pki, cert, key = good_cert
 
     class NoBroker:
-        port = free_port()
+        port = reserve_port()
 
     c = checks(write(tmp_path, uplink_cfg(tmp_path, NoBroker, cert, key, pki.ca_cert)))
     assert c["endpoint.dns"].status == "ok"
@@ -221,7 +221,7 @@ def test_device_probes_against_real_peers(tmp_path, probe_registry, monkeypatch)
             {"type": "serial-like", "name": "rs485", "port": str(a)},
             {"type": "serial-like", "name": "unplugged", "port": "/dev/serial/by-id/usb-not-there"},
             {"type": "tcp-like", "name": "cycler", "host": "127.0.0.1", "port": listener.getsockname()[1]},
-            {"type": "tcp-like", "name": "off", "host": "127.0.0.1", "port": free_port()},
+            {"type": "tcp-like", "name": "off", "host": "127.0.0.1", "port": reserve_port()},
             {"type": "can-like", "name": "vbus", "interface": "virtual", "channel": "doctor-test"},
             {"type": "can-like", "name": "bms", "interface": "socketcan", "channel": "vcan-nope"},
             {"type": "hooked", "name": "own"},
@@ -234,7 +234,7 @@ def test_device_probes_against_real_peers(tmp_path, probe_registry, monkeypatch)
             f.write(
                 f'\n[[drivers]]\ntype = "modbus-like"\nname = "mb"\ndevices = [{{tcp = "127.0.0.1:'
                 f'{listener.getsockname()[1]}"}}, {{rtu = "{a}"}}, {{rtu = "{a}"}}, {{tcp = "127.0.0.1:'
-                f'{free_port()}"}}]\n'
+                f'{reserve_port()}"}}]\n'
             )
         c = checks(conf)
     finally:

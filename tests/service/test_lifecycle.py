@@ -16,6 +16,7 @@ from agent.uplink.envelope import decode_telemetry
 from tests.conftest import RIG, agent_config
 from tests.service.conftest import unit_seconds
 from tests.support.agentproc import to_toml
+from tests.support.wait import wait_until
 
 TIMEOUT_STOP_S = unit_seconds("TimeoutStopSec")
 
@@ -74,9 +75,10 @@ def test_sigterm_with_broker_down_keeps_everything_and_exits_in_time(tmp_path, b
     agent.wait_log("uplink connected")
     broker.stop()
     agent.wait_log("uplink disconnected")
-    time.sleep(1.0)  # readings keep arriving into the store while the link is down
-    assert stop_within_timeout(agent) == 0, agent.log()[-2000:]
     db = Path(cfg["store"]["path"])
+    # readings keep arriving into the store while the link is down
+    wait_until(lambda: store_counts(db)["unsent"] > 0, 20, "readings stored while the link is down")
+    assert stop_within_timeout(agent) == 0, agent.log()[-2000:]
     assert not Path(f"{db}-wal").exists()
     st = store_counts(db)
     assert st["rows"] == st["max_seq"] == st["next_seq"] - 1

@@ -10,52 +10,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
+def _plain(v: Any) -> Any:
+    """Values as tomli-w takes them: paths as strings, tuples as lists, None keys left out."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items() if x is not None}
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):  # an inline table, e.g. a fault inside a [[drivers]] table
-        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return [_plain(x) for x in v]
+    return str(v) if isinstance(v, Path) else v
 
 
 def to_toml(cfg: dict[str, Any]) -> str:
-    """Enough TOML for agent configs: scalars, tables, arrays of tables (``drivers``), inline lists and inline
-    tables (lists of dicts inside an array-of-tables item, such as a simulator driver's ``faults``)."""
-    lines = [
-        f"{k} = {toml_value(v)}"
-        for k, v in cfg.items()
-        if not isinstance(v, (dict, list)) or (isinstance(v, list) and not (v and isinstance(v[0], dict)))
-    ]
-
-    def table(prefix: str, d: dict[str, Any]) -> None:
-        lines.append(f"\n[{prefix}]")
-        subs = []
-        for k, v in d.items():
-            if isinstance(v, dict):
-                subs.append((k, v))
-            else:
-                lines.append(f"{k} = {toml_value(v)}")
-        for k, v in subs:
-            table(f"{prefix}.{k}", v)
-
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            table(k, v)
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            for item in v:
-                lines.append(f"\n[[{k}]]")
-                for ik, iv in item.items():
-                    if isinstance(iv, dict):
-                        raise ValueError("nested tables inside arrays of tables are not supported here")  # noqa: TRY004
-                    lines.append(f"{ik} = {toml_value(iv)}")
-    return "\n".join(lines) + "\n"
+    """A config dict as TOML (tomli-w, as the project writes every TOML file)."""
+    return tomli_w.dumps(_plain(cfg))
 
 
 class AgentProcess:

@@ -1,4 +1,4 @@
-"""mosquitto with TLS client certificates on a free loopback port: the stand-in for AWS IoT Core.
+"""mosquitto with TLS client certificates on a reserved loopback port: the stand-in for AWS IoT Core.
 
 ``require_certificate true`` + ``use_identity_as_username true`` is how IoT Core authenticates a device: by its
 certificate. Persistence is on so a subscriber's queued QoS1 messages survive a clean broker restart.
@@ -16,12 +16,9 @@ import time
 from pathlib import Path
 
 from tests.support.pki import Pki
+from tests.support.ports import reserve_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = reserve_port  # the old name, still imported by tests on other branches
 
 
 def find_mosquitto() -> str:
@@ -40,7 +37,7 @@ class Broker:
     def __init__(self, workdir: Path, pki: Pki, port: int | None = None):
         self.dir = workdir
         self.pki = pki
-        self.port = port or free_port()
+        self.port = port or reserve_port()  # mosquitto cannot bind port 0 and say which it got
         self.proc: subprocess.Popen | None = None
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "data").mkdir(exist_ok=True)

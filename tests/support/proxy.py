@@ -11,13 +11,13 @@ import asyncio
 import threading
 import time
 
-from tests.support.broker import free_port
+from tests.support.ports import bound_port
 
 
 class Proxy:
     def __init__(self, target_port: int, listen_port: int | None = None):
         self.target_port = target_port
-        self.port = listen_port or free_port()
+        self.port = listen_port or 0  # 0: bind any free port; start() reports the one it got
         self.blackholed = False
         self.delay_s = 0.0
         self.rate_bps = 0  # 0 = unlimited
@@ -34,6 +34,7 @@ class Proxy:
 
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = bound_port(self._server)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -18,16 +18,17 @@ import threading
 
 import serial
 
+from drivers.base import FIELDS
+from drivers.emulator import Emulator, RigFeed
 from drivers.profiles import unit_conversion
 from drivers.serial.lines import LineSplitter
 from drivers.serial.profile import LineFormat, SerialProfile, load_profile
-from simulator.emulators.rigfeed import FIELDS, RigFeed
 
 MODES = ("silent", "garbage", "truncate", "error")
 _SPEC = re.compile(r"\{(\w+):([^}]*)\}")
 
 
-class SerialEmulator:
+class SerialEmulator(Emulator):
     def __init__(
         self,
         feed: RigFeed,
@@ -36,7 +37,7 @@ class SerialEmulator:
         channels: list[int] | None = None,
         baudrate: int = 115200,
     ):
-        self.feed = feed
+        super().__init__(feed)
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.port_name, self.baudrate = port, baudrate
         self.channels = channels or list(range(1, feed.n + 1))
@@ -149,21 +150,9 @@ class SerialEmulator:
             port, self.port = self.port, None
             port.close()
 
-    async def tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        nxt = loop.time()
+    async def on_tick(self) -> None:
+        """Stream profiles: one line per channel after every step of the rig."""
         stream = self.profile.stream
-        while True:
-            nxt += self.feed.tick_s
-            await asyncio.sleep(max(0.0, nxt - loop.time()))
-            self.feed.tick()
-            if stream is not None and self.fault != "silent":
-                for cell, ch in enumerate(self.channels):
-                    await asyncio.to_thread(self._write, self.line_for(stream, cell, ch), self.fault != "truncate")
-
-    async def run(self) -> None:
-        await self.start()
-        try:
-            await self.tick_loop()
-        finally:
-            await self.stop()
+        if stream is not None and self.fault != "silent":
+            for cell, ch in enumerate(self.channels):
+                await asyncio.to_thread(self._write, self.line_for(stream, cell, ch), self.fault != "truncate")

@@ -14,10 +14,11 @@ come from ``RigFeed.set_override``; fault bits from ``cell_faults``.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import functools
 import logging
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from pymodbus import FramerType
@@ -26,11 +27,11 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from drivers.emulator import Emulator, RigFeed
 from drivers.modbus.profile import FUNCTION_CODES, TYPES, ModbusProfile, load_profile
 from drivers.profiles import FIELD_INDEX, unit_conversion
-from simulator.emulators.rigfeed import RigFeed
 
-log = logging.getLogger("simulator.emulators.modbus")
+log = logging.getLogger("drivers.modbus.emulator")
 
 DT = ModbusClientMixin.DATATYPE
 PYMODBUS_TYPES = {
@@ -45,7 +46,7 @@ INT_RANGE = {"u16": (0, 2**16 - 1), "i16": (-(2**15), 2**15 - 1), "u32": (0, 2**
 MODES = ("silent", "exception", "exception_input", "exception_holding", "truncate", "corrupt")
 
 
-def encode_value(value: float, typ: str, word_order: str, byte_order: str) -> list[int]:
+def encode_value(value: float, typ: str, word_order: Literal["big", "little"], byte_order: str) -> list[int]:
     """One value as registers, the way a device of that type and order puts it on the wire."""
     if typ in INT_RANGE:
         lo, hi = INT_RANGE[typ]
@@ -56,13 +57,22 @@ def encode_value(value: float, typ: str, word_order: str, byte_order: str) -> li
     return regs
 
 
+@dataclass(frozen=True, slots=True)
 class _Slot:
     """One value of the profile: where it lives and how a cell's field becomes its raw number."""
 
-    def __init__(self, fc, address, typ, wo, bo, scale, offset, factor, uoff, field, cells, bits):
-        self.fc, self.address, self.typ, self.wo, self.bo = fc, address, typ, wo, bo
-        self.scale, self.offset, self.factor, self.uoff = scale, offset, factor, uoff
-        self.field, self.cells, self.bits = field, cells, bits
+    fc: int
+    address: int
+    typ: str
+    wo: Literal["big", "little"]
+    bo: Literal["big", "little"]
+    scale: float
+    offset: float
+    factor: float
+    uoff: float
+    field: str
+    cells: list[int]
+    bits: int
 
 
 def _slots(profile: ModbusProfile) -> list[_Slot]:
@@ -99,7 +109,7 @@ def _slots(profile: ModbusProfile) -> list[_Slot]:
     return out
 
 
-class ModbusEmulator:
+class ModbusEmulator(Emulator):
     def __init__(
         self,
         feed: RigFeed,
@@ -114,7 +124,7 @@ class ModbusEmulator:
     ):
         if (tcp is None) == (rtu is None):
             raise ValueError("give exactly one of tcp=(host, port) or rtu=PORT")
-        self.feed = feed
+        super().__init__(feed)
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.per_device = self.profile.cells
         if len(device_ids) * self.per_device > feed.n:
@@ -124,12 +134,12 @@ class ModbusEmulator:
             )
         self.device_ids = list(device_ids)
         self.tcp, self.rtu = tcp, rtu
-        self.serial = {"baudrate": baudrate, "parity": parity, "stopbits": stopbits}
+        self.baudrate, self.parity, self.stopbits = baudrate, parity, stopbits
         self.slots = _slots(self.profile)
         self.faults: dict[int, str] = {}
         self.cell_faults: set[int] = set()  # rig cell indices whose fault bit is set
-        self.requests: collections.Counter = collections.Counter()  # (device id, fc, address, count) -> n
-        self.server = None
+        self.requests: collections.Counter[tuple[int, int, int, int]] = collections.Counter()  # (id, fc, addr, n)
+        self.server: ModbusTcpServer | ModbusSerialServer | None = None
         # Register images per function code: start address and values, shaped like pymodbus's blocks.
         spans: dict[int, list[int]] = {3: [], 4: []}
         for s in self.slots:
@@ -153,7 +163,7 @@ class ModbusEmulator:
                 if s.field in ("fault", "fault_bitmap"):
                     flags = [c in self.cell_faults for c in cells]
                     bits = sum(1 << i for i, f in enumerate(flags) if f)
-                    raw = bits if s.field == "fault_bitmap" else int(any(flags))
+                    raw: float = bits if s.field == "fault_bitmap" else int(any(flags))
                 else:
                     v = float(np.mean(values[cells, FIELD_INDEX[s.field]]))
                     raw = ((v - s.uoff) / s.factor - s.offset) / s.scale
@@ -181,7 +191,7 @@ class ModbusEmulator:
 
     # ------------------------------------------------------------------ pymodbus hooks
     async def _action(
-        self, dev: int, fc: int, start: int, address: int, count: int, regs: list[int], values
+        self, dev: int, fc: int, start: int, address: int, count: int, regs: list[int], values: Any
     ) -> ExcCodes | None:
         if dev not in self.device_ids:
             return ExcCodes.GATEWAY_NO_RESPONSE
@@ -218,12 +228,13 @@ class ModbusEmulator:
             addrs = self.layout[fc]
             if not addrs:
                 return [SimData(0, count=1, datatype=DataType.INVALID)]
-            runs, first, prev = [], addrs[0], addrs[0]
-            for a in addrs[1:] + [None]:
-                if a is None or a != prev + 1:
+            runs: list[SimData] = []
+            first = prev = addrs[0]
+            for a in [*addrs[1:], -1]:  # -1 ends the last run
+                if a != prev + 1:
                     runs.append(SimData(first, count=prev - first + 1, datatype=DataType.REGISTERS))
                     first = a
-                prev = a if a is not None else prev
+                prev = a
             return runs
 
         def bits() -> list[SimData]:
@@ -236,35 +247,31 @@ class ModbusEmulator:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Serve; a TCP port of 0 binds a free port, kept for later restarts (``tcp`` then holds the real one)."""
         if logging.getLogger("pymodbus").level == logging.NOTSET:
             logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
         if self.tcp is not None:
             self.server = ModbusTcpServer(self._devices(), address=self.tcp, trace_packet=self._trace_packet)
         else:
+            assert self.rtu is not None
             self.server = ModbusSerialServer(
-                self._devices(), port=self.rtu, framer=FramerType.RTU, trace_packet=self._trace_packet, **self.serial
+                self._devices(),
+                port=self.rtu,
+                framer=FramerType.RTU,
+                trace_packet=self._trace_packet,
+                baudrate=self.baudrate,
+                parity=self.parity,
+                stopbits=self.stopbits,
             )
         await self.server.serve_forever(background=True)
+        if self.tcp is not None and self.tcp[1] == 0:
+            sockets: Any = getattr(self.server.transport, "sockets", None) or ()
+            self.tcp = (self.tcp[0], int(sockets[0].getsockname()[1]))
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.shutdown()
-            self.server = None
+            server, self.server = self.server, None
+            await server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
 
-    async def tick_loop(self) -> None:
-        """Step the rig and refresh the registers every tick, until cancelled."""
-        loop = asyncio.get_running_loop()
-        nxt = loop.time()
-        while True:
-            nxt += self.feed.tick_s
-            await asyncio.sleep(max(0.0, nxt - loop.time()))
-            self.feed.tick()
-            self._encode()
-
-    async def run(self) -> None:
-        """Serve until cancelled."""
-        await self.start()
-        try:
-            await self.tick_loop()
-        finally:
-            await self.stop()
+    async def on_tick(self) -> None:
+        self._encode()

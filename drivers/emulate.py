@@ -1,7 +1,7 @@
 """``battery-twin emulate modbus|can|serial``: a simulated rig served over a real protocol, for tests and for
 users without hardware. Each uses the same profiles (and DBC) as the drivers.
 
-    battery-twin emulate modbus --tcp 127.0.0.1:5020 --devices 1,2
+    battery-twin emulate modbus --tcp 127.0.0.1:5020 --devices 1,2   (port 0: a free port, named in the banner)
     battery-twin emulate modbus --rtu /tmp/ttyEMU --devices 1
     battery-twin emulate can --interface slcan --channel /tmp/ttyCAN
     battery-twin emulate serial --port /tmp/ttySCPI --channels 1,2,3,4
@@ -17,8 +17,9 @@ import asyncio
 import ipaddress
 import signal
 import sys
+from collections.abc import Callable
 
-from simulator.emulators.rigfeed import RigFeed, basic_rig
+from drivers.emulator import Emulator, RigFeed, basic_rig
 
 
 def _ints(text: str) -> list[int]:
@@ -42,7 +43,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--capacity-ah", type=float, default=5.0)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "emulate",
         help="serve a simulated rig over Modbus, CAN or serial (a peer for drivers)",
@@ -88,23 +89,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_serial)
 
 
-def _run(emulator, banner: str) -> int:
+def _run(emulator: Emulator, banner: Callable[[], str]) -> int:
+    """Serve until SIGTERM/SIGINT; the banner (printed once serving, so it names a port bound as 0) tells a
+    caller the emulator is ready."""
+
     async def main() -> None:
-        task = asyncio.ensure_future(emulator.run())
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        await asyncio.sleep(0.2)
-        if not task.done():
-            print(banner, flush=True)
+        await emulator.start()
         try:
-            await task
-        except asyncio.CancelledError:
-            pass
+            print(banner(), flush=True)
+            task = asyncio.ensure_future(emulator.tick_loop())
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, task.cancel)
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        finally:
+            await emulator.stop()
 
     try:
         asyncio.run(main())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         print(f"battery-twin emulate: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -115,8 +121,8 @@ def _feed(args: argparse.Namespace, cells: int) -> RigFeed:
 
 
 def cmd_modbus(args: argparse.Namespace) -> int:
+    from drivers.modbus.emulator import ModbusEmulator
     from drivers.modbus.profile import load_profile
-    from simulator.emulators.modbus import ModbusEmulator
 
     if args.tcp is not None and not args.allow_remote:
         try:
@@ -142,17 +148,20 @@ def cmd_modbus(args: argparse.Namespace) -> int:
     for d in args.devices:
         if args.fault:
             emu.faults[d] = args.fault
-    where = f"tcp {args.tcp[0]}:{args.tcp[1]}" if args.tcp else f"rtu {args.rtu}"
-    return _run(
-        emu,
-        f"emulating {len(args.devices)} x {profile.name} ({profile.cells} cells each) on {where}, "
-        f"device ids {','.join(map(str, args.devices))}",
-    )
+
+    def banner() -> str:
+        where = f"tcp {emu.tcp[0]}:{emu.tcp[1]}" if emu.tcp else f"rtu {args.rtu}"
+        return (
+            f"emulating {len(args.devices)} x {profile.name} ({profile.cells} cells each) on {where}, "
+            f"device ids {','.join(map(str, args.devices))}"
+        )
+
+    return _run(emu, banner)
 
 
 def cmd_can(args: argparse.Namespace) -> int:
+    from drivers.can.emulator import CanEmulator
     from drivers.can.profile import load_profile
-    from simulator.emulators.can import CanEmulator
 
     loaded = load_profile(args.profile)
     opts = {"tty_baudrate": args.tty_baudrate} if args.interface == "slcan" else {}
@@ -161,14 +170,18 @@ def cmd_can(args: argparse.Namespace) -> int:
     note = " (virtual buses reach peers in this process only)" if args.interface == "virtual" else ""
     return _run(
         emu,
-        f"emulating {loaded.profile.name} ({loaded.profile.cells} cells, {loaded.dbc_path.name}) on "
-        f"{args.interface} {args.channel}{note}",
+        lambda: (
+            f"emulating {loaded.profile.name} ({loaded.profile.cells} cells, {loaded.dbc_path.name}) on "
+            f"{args.interface} {args.channel}{note}"
+        ),
     )
 
 
 def cmd_serial(args: argparse.Namespace) -> int:
-    from simulator.emulators.serial import SerialEmulator
+    from drivers.serial.emulator import SerialEmulator
 
     emu = SerialEmulator(_feed(args, len(args.channels)), args.profile, args.port, args.channels, args.baudrate)
     emu.fault = args.fault
-    return _run(emu, f"emulating {emu.profile.name} on {args.port}, channels {','.join(map(str, args.channels))}")
+    return _run(
+        emu, lambda: f"emulating {emu.profile.name} on {args.port}, channels {','.join(map(str, args.channels))}"
+    )

@@ -17,29 +17,36 @@ import asyncio
 import logging
 import random
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import can
 import numpy as np
 
 from drivers.can.profile import LoadedProfile, load_profile
+from drivers.emulator import Emulator, RigFeed, Schedule
 from drivers.profiles import FIELD_INDEX, unit_conversion
-from simulator.emulators.rigfeed import RigFeed
 
-log = logging.getLogger("simulator.emulators.can")
+log = logging.getLogger("drivers.can.emulator")
 
 MODES = ("silent", "error_frames", "bus_off", "corrupt", "garbage")
 CAN_ERR_BUSOFF, CAN_ERR_CRTL = 0x40, 0x04
 
 
+Target = tuple[Any, str, list[int], float, float]  # (cantools signal, field, rig cells, scale a, offset b)
+
+
+@dataclass(frozen=True, slots=True)
 class _Frame:
     """One frame to send each cycle: a message (with a fixed multiplexer value) and the cells behind its signals."""
 
-    def __init__(self, msg, mux: dict[str, int], signals: list[tuple[Any, str, list[int], float, float]]):
-        self.msg, self.mux, self.signals = msg, mux, signals  # signals: (signal, field, cells, a, b)
+    msg: Any  # cantools Message
+    mux: dict[str, int]
+    signals: list[Target]
 
 
-class CanEmulator:
+class CanEmulator(Emulator):
     def __init__(
         self,
         feed: RigFeed,
@@ -63,7 +70,7 @@ class CanEmulator:
         self.bus: can.BusABC | None = None
         self.frames = self._plan()
 
-    def _targets(self, sig) -> tuple[str, list[int], float, float] | None:
+    def _targets(self, sig: Any) -> tuple[str, list[int], float, float] | None:
         """Which cells a signal carries per the profile's mapping (first matching mapping wins)."""
         n = self.loaded.profile.cells
         for m in self.loaded.profile.signals:
@@ -72,7 +79,7 @@ class CanEmulator:
                     continue
                 cells = list(range(n)) if m.cell == "all" else [m.cell - 1]
             else:
-                hit = re.search(m.pattern, sig.name)  # type: ignore[arg-type]
+                hit = re.search(m.pattern or "", sig.name)
                 if not hit:
                     continue
                 cells = [int(hit.group("cell")) + m.cell_offset - 1]
@@ -86,7 +93,7 @@ class CanEmulator:
         return None
 
     def _plan(self) -> list[tuple[float, _Frame]]:
-        out = []
+        out: list[tuple[float, _Frame]] = []
         for msg in self.loaded.db.messages:
             period = (msg.cycle_time or 100) / 1000.0
             mapped = [(s, *t) for s in msg.signals if (t := self._targets(s)) is not None]
@@ -125,7 +132,7 @@ class CanEmulator:
             if sig.maximum is not None:
                 v = min(v, sig.maximum)
             data[sig.name] = v
-        return fr.msg.encode(data, scaling=True, padding=False, strict=False)
+        return bytes(fr.msg.encode(data, scaling=True, padding=False, strict=False))
 
     def cell_view(self, values: np.ndarray) -> np.ndarray:
         """What a perfect reader gets per rig cell from ``values`` (pack-level signals carry the mean)."""
@@ -211,32 +218,18 @@ class CanEmulator:
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
 
-    async def tick_loop(self) -> None:
-        """Step the rig every tick and send each frame when its cycle time is due, until cancelled."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        due_at = [start] * len(self.frames)
-        next_tick = start
-        step = min([p for p, _ in self.frames] + [self.feed.tick_s]) / 2
-        while True:
-            now = loop.time()
-            if now >= next_tick:
-                self.feed.tick()
-                next_tick += self.feed.tick_s
-            due = []
-            for k, (period, fr) in enumerate(self.frames):
-                if now >= due_at[k]:
-                    due.append(fr)
-                    due_at[k] += period
-                    if due_at[k] < now:
-                        due_at[k] = now + period
-            if due and self.bus is not None:
-                self.send_cycle(due)
-            await asyncio.sleep(max(0.0, min([*due_at, next_tick]) - loop.time(), step / 10))
+    def schedules(self) -> list[Schedule]:
+        """The rig steps every feed tick; each frame goes out at its message's cycle time (frames of one period
+        together). A late cycle sends once, not a burst."""
+        by_period: dict[float, list[_Frame]] = {}
+        for period, fr in self.frames:
+            by_period.setdefault(period, []).append(fr)
 
-    async def run(self) -> None:
-        await self.start()
-        try:
-            await self.tick_loop()
-        finally:
-            await self.stop()
+        def sender(frames: list[_Frame]) -> Callable[[int], Awaitable[None]]:
+            async def send(_ticks: int) -> None:
+                if self.bus is not None:
+                    self.send_cycle(frames)
+
+            return send
+
+        return [*super().schedules(), *((p, sender(frs)) for p, frs in sorted(by_period.items()))]
