@@ -89,9 +89,9 @@ class Validator:
                 continue
             b = np.flatnonzero(bad)  # first out-of-range sample of each cell in this batch, for the message
             cells_b, first_b = np.unique(s[b], return_index=True)
-            first_val = dict(zip(cells_b.tolist(), v[b[first_b]].tolist(), strict=True))
-            first_ts = dict(zip(cells_b.tolist(), ts[b[first_b]].tolist(), strict=True))
-            newest = dict(zip(present.tolist(), now_ms.tolist(), strict=True))
+            first_val: dict[int, float] = dict(zip(cells_b.tolist(), v[b[first_b]].tolist(), strict=True))
+            first_ts: dict[int, int] = dict(zip(cells_b.tolist(), ts[b[first_b]].tolist(), strict=True))
+            newest: dict[int, int] = dict(zip(present.tolist(), now_ms.tolist(), strict=True))
             ids = list(self._slot)
             for c in due.tolist():
                 events.append(self._event(ids[c], name, c, f, first_val.get(c), first_ts.get(c, newest[c])))
