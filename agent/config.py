@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from drivers.base import CONFIG_DIR, DriverConfig
+from drivers.base import CONFIG_DIR, DriverConfig, config_relative
 from drivers.registry import get_driver_class
 from drivers.tomlfile import TomlFileError, read_toml
 
@@ -27,6 +27,8 @@ def is_thing_name(text: str) -> bool:
     """The whole of ``text`` is an AWS IoT thing name (``fullmatch``: ``$`` would let a trailing newline pass)."""
     return THING_NAME.fullmatch(text) is not None
 
+
+TOPIC_PREFIX = re.compile(r"(?=.{1,96}\Z)[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+){0,5}")  # same rule in terraform/modules
 
 DEFAULT_CONFIG_TOML = """\
 # battery-twin default: a simulated rig of 8 cells, store under ./var, uplink off until an endpoint is set.
@@ -74,7 +76,7 @@ class UplinkConfig(Strict):
     cert: Path | None = Field(None, description="device certificate (PEM)")
     key: Path | None = Field(None, description="device private key (PEM, mode 0600)")
     ca: Path | None = Field(None, description="CA bundle (PEM), e.g. AmazonRootCA1.pem")
-    topic_prefix: str = Field("dt/battery-twin", pattern=r"^[A-Za-z0-9_/-]+$")
+    topic_prefix: str = Field("dt/battery-twin", description="topics are <prefix>/<rig>/<stream>")
     basic_ingest_rule: str = Field(
         "", pattern=r"^[A-Za-z0-9_]*$", description="IoT rule name: publish telemetry to $aws/rules/<rule>/... "
     )
@@ -111,6 +113,19 @@ class UplinkConfig(Strict):
         "", pattern=r"^[A-Za-z0-9_]*$", description="IoT rule name: publish health to $aws/rules/<rule>/... "
     )
     connect_timeout_s: float = Field(30.0, ge=1, le=600)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix(cls, v: str) -> str:
+        """A wildcard would widen the IoT policy (built from the same prefix) and the rules; the terraform modules
+        apply the same rule. 1-6 levels and <= 96 characters: every thing name still fits IoT Core's 7 slashes
+        and 256 bytes per topic."""
+        if not TOPIC_PREFIX.fullmatch(v):
+            raise ValueError(
+                "must be 1-6 levels of letters, digits, '_' and '-' joined by '/', at most 96 characters "
+                "(no MQTT or policy wildcard '+', '#', '*', '?', no empty level, no leading or trailing '/')"
+            )
+        return v
 
     @model_validator(mode="after")
     def _health_cadence(self) -> UplinkConfig:
@@ -154,6 +169,7 @@ class ValidateConfig(Strict):
     voltage_v: Range = Range(min=0.0, max=5.5)
     current_a: Range = Range(min=-2000.0, max=2000.0)
     temperature_c: Range = Range(min=-40.0, max=120.0)
+    repeat_s: float = Field(3600.0, gt=0, description="at most one out-of-range event per cell and field this often")
 
 
 class LogConfig(Strict):
@@ -195,6 +211,14 @@ class DashboardConfig(Strict):
     update_interval_s: float = Field(1.0, ge=0.1, le=10.0, description="how often live data is pushed")
     window_s: float = Field(300.0, ge=10.0, le=3600.0, description="how much recent history the live view shows")
     max_clients: int = Field(8, ge=1, le=64, description="concurrent live streams at most")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain): serve HTTPS; needed beyond loopback")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert (mode 0600)")
+    allow_plain_http: bool = Field(False, description="serve plain HTTP beyond loopback: the token travels in clear")
+
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _relative_to_config(cls, v: Path | None) -> Path | None:
+        return None if v is None else config_relative(v)
 
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> DashboardConfig:
@@ -208,6 +232,14 @@ class DashboardConfig(Strict):
             raise ValueError(
                 f"dashboard.host = {self.host!r} is reachable beyond loopback, so dashboard.token "
                 "must be set; the dashboard refuses to start without it (or bind to 127.0.0.1)"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("dashboard.tls_cert and dashboard.tls_key go together: set both or neither")
+        if self.enabled and self.tls_cert is None and not self.allow_plain_http and not is_loopback_host(self.host):
+            raise ValueError(
+                f"dashboard.host = {self.host!r} is reachable beyond loopback, so set dashboard.tls_cert and "
+                "dashboard.tls_key (HTTPS: the token and the data must not cross the network in clear), or "
+                "allow_plain_http = true to accept that on a network you trust"
             )
         return self
 

@@ -73,10 +73,11 @@ SYSUSERS=/usr/lib/sysusers.d/$NAME.conf
 # ---------------------------------------------------------------- platform
 os_release="$ROOT/etc/os-release"
 [ -r "$os_release" ] || os_release="$ROOT/usr/lib/os-release"
-os_var() {  # one variable of os-release, read in a subshell (its NAME= must not overwrite ours)
+os_var() {  # one variable of os-release, parsed, never sourced: this script runs as root and --root is any tree
     [ -r "$os_release" ] || return 0
-    # shellcheck disable=SC1090
-    (. "$os_release" 2>/dev/null; eval "printf '%s' \"\${$1:-}\"")
+    # KEY=value, KEY="value" or KEY='value' (os-release(5)); the last assignment wins; \X stands for X.
+    sed -n "s/^$1=//p" "$os_release" | tail -n 1 \
+        | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\\(.*\\)'\$/\\1/" -e 's/\\\(.\)/\1/g'
 }
 ID=$(os_var ID) ID_LIKE=$(os_var ID_LIKE) PRETTY_NAME=$(os_var PRETTY_NAME)
 ARCH=${BATTERY_TWIN_ARCH:-$(uname -m)}
@@ -169,6 +170,15 @@ else
 fi
 
 # ---------------------------------------------------------------- certificates and key modes
+# certs/ belongs to the service user, so anything in it may be a link planted to make root chown or chmod another
+# file. Root takes the directory back first (then nobody else can swap an entry while it is checked), refuses
+# links, resolves each key's real path and checks it lies in $ETC/<dir>/, and only then changes modes; every
+# chown is -h (never through a link). The service user gets the directory back at the end.
+lock_dir() {  # $1: a directory directly under $ROOT$ETC (root-owned 0750, so its entries cannot be swapped)
+    [ -L "$1" ] && die "${1#"$ROOT"} is a symbolic link: refusing to change modes through it (make it a directory)"
+    chown -h 0:0 "$1" && chmod 0700 "$1"
+}
+lock_dir "$ROOT$CERTS"
 if [ -n "$CERT" ]; then install -m 0644 -o "$uid" -g "$gid" "$CERT" "$ROOT$CERTS/device.pem.crt"; say "cert -> $CERTS/device.pem.crt"; fi
 if [ -n "$CA" ]; then install -m 0644 -o "$uid" -g "$gid" "$CA" "$ROOT$CERTS/AmazonRootCA1.pem"; say "ca -> $CERTS/AmazonRootCA1.pem"; fi
 if [ -n "$KEY" ]; then install -m 0600 -o "$uid" -g "$gid" "$KEY" "$ROOT$CERTS/private.pem.key"; say "key -> $CERTS/private.pem.key"; fi
@@ -181,19 +191,51 @@ print(posixpath.normpath(posixpath.join(sys.argv[2], key)) if key else "")
 EOF
 )
 for k in "$ROOT$CERTS"/*key* ${keyfile:+"$ROOT$keyfile"}; do
-    [ -f "$k" ] || continue
-    chown "$uid:$gid" "$k" && chmod 0600 "$k"
+    [ -e "$k" ] || [ -L "$k" ] || continue
     d=$(dirname "$k")
     case "$d/" in
-        "$ROOT$ETC/"?*/) chown "$uid:$gid" "$d" && chmod 0700 "$d" ;;
-        *) say "warning: key $k is outside $ETC/<dir>/; keep it in $CERTS (0700) so only $NAME can read it" ;;
+        "$ROOT$ETC/"[!/]*/) ;;
+        *) say "warning: key ${k#"$ROOT"} is outside $ETC/<dir>/: not changed; keep it in $CERTS (0700) so only $NAME can read it"
+           continue ;;
     esac
+    case "${d#"$ROOT$ETC/"}" in */*) say "warning: key ${k#"$ROOT"} is not directly in a folder of $ETC: not changed; keep it in $CERTS"; continue ;; esac
+    [ -d "$d" ] || continue
+    lock_dir "$d"
+    [ -L "$k" ] && die "key ${k#"$ROOT"} is a symbolic link: refusing to change modes through it (copy the key there instead)"
+    real=$(realpath -e -- "$k") || die "cannot resolve ${k#"$ROOT"}"
+    [ "$real" = "$(realpath -e -- "$d")/$(basename "$k")" ] || die "key ${k#"$ROOT"} resolves to $real: refusing"
+    [ -f "$real" ] || { say "warning: key ${k#"$ROOT"} is not a regular file: not changed"; continue; }
+    [ "$(stat -c %h -- "$real")" = 1 ] || die "key ${k#"$ROOT"} has other hard links: refusing to hand it to $NAME (copy it instead)"
+    chown -h "$uid:$gid" "$real" && chmod 0600 "$real"
+    [ "$d" = "$ROOT$CERTS" ] || { chown -h "$uid:$gid" "$d" && chmod 0700 "$d"; }
     say "key ${k#"$ROOT"}: 0600, owner $NAME; directory 0700"
 done
-chown -R "$uid:$gid" "$ROOT$CERTS"
+# Hand certs/ back to the service user: never through a link (-h, and -R -P does not follow links below), never
+# a file that is also linked elsewhere.
+hard=$(find "$ROOT$CERTS" -xdev ! -type d -links +1 -print | head -n 3)
+[ -z "$hard" ] || die "$CERTS holds hard-linked files ($hard): refusing to hand them to $NAME"
+chown -R -h -P "$uid:$gid" "$ROOT$CERTS"
 
 # ---------------------------------------------------------------- unit
 install -D -m 0644 "$HERE/$NAME.service" "$ROOT$UNIT"
+# The unit denies the LAN (IPAddressDeny=any; loopback and public addresses allowed). A DNS server on the LAN
+# (/etc/resolv.conf as DHCP writes it on Debian and Raspberry Pi OS) must stay reachable, or the IoT endpoint's
+# name does not resolve: a drop-in allows exactly those, rewritten on every run (rerun after the LAN changes).
+DNS_DROPIN=$UNIT.d/50-dns.conf
+resolvers=$(awk '$1 == "nameserver" { sub(/%.*/, "", $2); print $2 }' "$ROOT/etc/resolv.conf" 2>/dev/null \
+    | grep -E '^[0-9A-Fa-f.:]+$' | grep -v -E '^(127\.|::1$)' || true)
+if [ -n "$resolvers" ]; then
+    install -d -m 0755 "$ROOT$UNIT.d"
+    {
+        printf '# Written by install.sh from /etc/resolv.conf: the LAN DNS servers the agent must reach.\n[Service]\n'
+        # shellcheck disable=SC2086 # one address per word (checked above: digits, hex, '.', ':')
+        printf 'IPAddressAllow=%s\n' $resolvers
+    } > "$ROOT$DNS_DROPIN.tmp"
+    chmod 0644 "$ROOT$DNS_DROPIN.tmp" && mv -f "$ROOT$DNS_DROPIN.tmp" "$ROOT$DNS_DROPIN"
+    say "DNS servers allowed through the unit's address filter ($DNS_DROPIN): $(printf '%s ' "$resolvers" | tr '\n' ' ')"
+elif [ -e "$ROOT$DNS_DROPIN" ]; then
+    rm -f "$ROOT$DNS_DROPIN"
+fi
 if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl enable "$NAME.service" 2>&1 | sed 's/^/install: /'

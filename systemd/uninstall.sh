@@ -42,7 +42,8 @@ if [ -e "$ROOT$UNIT" ]; then
     rm -f "$ROOT$UNIT"
     say "removed $UNIT"
 fi
-rm -f "$ROOT/etc/systemd/system/multi-user.target.wants/$NAME.service"
+rm -f "$ROOT/etc/systemd/system/multi-user.target.wants/$NAME.service" "$ROOT$UNIT.d/50-dns.conf"
+rmdir "$ROOT$UNIT.d" 2>/dev/null || true  # kept if it holds the operator's own drop-ins
 if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl reset-failed "$NAME.service" >/dev/null 2>&1 || true

@@ -1,8 +1,10 @@
 """Who may see the dashboard: loopback callers, or anyone presenting the configured token.
 
-- With a token (required when bound beyond loopback): every request must carry it, as ``Authorization: Bearer``,
-  as the ``bt_token`` cookie, or once as ``?token=`` on the page (which sets the cookie and redirects to a URL
-  without it). Comparison is constant-time (``hmac.compare_digest``) on the UTF-8 bytes.
+- With a token (required when bound beyond loopback): every request must carry it, as ``Authorization: Bearer``
+  or as the ``bt_token`` cookie. ``?token=`` is taken only on a GET of the page ``/``, which answers with the
+  cookie (``HttpOnly; SameSite=Strict``, ``Secure`` over HTTPS and on loopback) and a redirect to a URL without
+  it; on any other path a query token is refused, so it cannot linger in logs, history or Referer of API calls.
+  Comparison is constant-time (``hmac.compare_digest``) on the UTF-8 bytes.
 - Without a token (loopback only): the ``Host`` header must name a loopback host, so a web page elsewhere cannot
   reach the dashboard through DNS rebinding.
 Every answer carries headers that keep the page self-contained (CSP: nothing from other origins).
@@ -48,14 +50,13 @@ def make_guard(token: str) -> Callable:
             query = request.query.get("token")
             if token_matches(query, token) and request.method == "GET" and request.path == "/":
                 resp = web.HTTPSeeOther("/")  # drop the token from the address bar and history
-                resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+                # Secure over HTTPS; on plain HTTP only for loopback names (browsers keep Secure cookies there).
+                # Plain HTTP beyond loopback exists only with allow_plain_http, where a Secure cookie would be lost.
+                secure = request.secure or is_loopback_host(_host_name(request))
+                resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/", secure=secure)
                 _secure(resp)
                 raise resp
-            if not (
-                token_matches(bearer, token)
-                or token_matches(request.cookies.get(COOKIE), token)
-                or token_matches(query, token)
-            ):
+            if not (token_matches(bearer, token) or token_matches(request.cookies.get(COOKIE), token)):
                 raise _secure(
                     web.HTTPUnauthorized(
                         text="battery-twin dashboard: a valid token is required (open /?token=... once, or send "

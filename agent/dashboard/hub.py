@@ -118,6 +118,7 @@ class Hub:
         self.reader = reader
         self.cfg = cfg
         self.subs: set[Subscriber] = set()
+        self.admitted = 0  # live streams admitted and not yet finished (counted before any await: see admit)
         self.cursor = {"readings": 0, "events": 0, "cycles": 0}
         self.cells: dict[int, str] = {}
         self._wake = asyncio.Event()
@@ -127,6 +128,18 @@ class Hub:
         self._generation = 0
 
     # ------------------------------------------------------------------ subscribe
+    def admit(self) -> bool:
+        """Take one of ``max_clients`` stream slots, or refuse. Check and count happen together, with no await in
+        between, so a burst of connections cannot all pass the check while earlier ones are still subscribing.
+        Every ``True`` must be paired with one ``release()``."""
+        if self.admitted >= self.cfg.max_clients:
+            return False
+        self.admitted += 1
+        return True
+
+    def release(self) -> None:
+        self.admitted = max(0, self.admitted - 1)
+
     async def subscribe(self, wanted: list[str], last_event_id: int | None) -> tuple[Subscriber, bytes]:
         if not self.subs:  # idle until now: jump the cursors to the present instead of replaying the gap
             self.cursor = await self.reader.call(self.reader.max_seqs)

@@ -395,5 +395,10 @@ def test_ec2_rig_is_hardened_and_installs_with_the_projects_installer(plans):
     ], "no inbound rule: SSM only"
     ud = base64.b64decode(a["user_data_base64"]).decode()
     assert "[sh, /opt/battery-twin-src/systemd/install.sh, --no-start]" in ud and "battery-twin-bootstrap, csr" in ud
-    assert '"v1.2.3", "https://git.example.invalid/battery-twin.git"' in ud
-    assert 'RIG="sim-rig-ec2"' in ud and 'KMS_KEY_ID="alias/' in ud
+    assert "[/usr/local/sbin/battery-twin-bootstrap, fetch]" in ud and "git, clone" not in ud
+    # The settings are one JSON document (a YAML double-quoted scalar) that bootstrap.sh parses: nothing sourced.
+    m = re.search(r"path: /etc/battery-twin/bootstrap.json\n.*\n\s+content: (\".*\")\n", ud)
+    assert m and "bootstrap.env" not in ud, ud
+    settings = json.loads(json.loads(m.group(1)))
+    assert settings["RIG"] == "sim-rig-ec2" and settings["KMS_KEY_ID"].startswith("alias/")
+    assert settings["REPO_REF"] == "v1.2.3" and settings["REPO_URL"] == "https://git.example.invalid/battery-twin.git"

@@ -304,11 +304,10 @@ def test_ec2_bootstrap_posts_the_csr_then_installs_the_certificate_and_starts_th
     for f in shims.iterdir():
         f.chmod(0o755)
     certs, config = tmp_path / "etc" / "certs", tmp_path / "etc" / "battery-twin.toml"
-    env_file = tmp_path / "bootstrap.env"
-    env_file.write_text(
-        "\n".join(
-            f"{k}={json.dumps(v)}"
-            for k, v in {
+    conf = tmp_path / "bootstrap.json"  # as cloud-init writes it: Terraform's jsonencode of the settings
+    conf.write_text(
+        json.dumps(
+            {
                 "RIG": "sim-rig-ec2",
                 "REGION": "eu-west-1",
                 "CSR_PARAM": "/bt/rigs/sim-rig-ec2/csr",
@@ -317,17 +316,18 @@ def test_ec2_bootstrap_posts_the_csr_then_installs_the_certificate_and_starts_th
                 "ENDPOINT": "abc-ats.iot.eu-west-1.amazonaws.com",
                 "TOPIC_PREFIX": "dt/battery-twin",
                 "BASIC_INGEST_RULE": "bt_telemetry",
-                "CERT_DIR": str(certs),
-                "CONFIG": str(config),
-                "SERVICE_USER": "no-such-user-bt",
-            }.items()
+                "REPO_URL": "https://git.example.invalid/battery-twin.git",
+                "REPO_REF": "v1.2.3",
+            }
         )
-        + "\n"
     )
     env = {
         "PATH": f"{shims}:{Path(sys.executable).parent}:/usr/bin:/bin",
         "FAKE_SSM_DIR": str(ssm),
-        "BOOTSTRAP_ENV": str(env_file),
+        "BOOTSTRAP_CONF": str(conf),
+        "CERT_DIR": str(certs),
+        "CONFIG": str(config),
+        "SERVICE_USER": "no-such-user-bt",
         "HOME": str(tmp_path),
     }
 

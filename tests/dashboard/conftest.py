@@ -97,7 +97,7 @@ def artifacts() -> Path:
 def dashboard_port(agent: Any, timeout_s: float = 30.0) -> int:
     """The port the agent's dashboard listens on, from its start-up log line (configs use port 0)."""
     agent.wait_log("dashboard listening on", timeout_s)
-    m = re.search(r"dashboard listening on http://[^\s]*?:(\d+)/", agent.log())
+    m = re.search(r"dashboard listening on https?://[^\s]*?:(\d+)/", agent.log())
     assert m, agent.log()[-2000:]
     return int(m.group(1))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import secrets
+import ssl
 
 import pytest
 
@@ -20,8 +21,14 @@ from tests.dashboard.conftest import dashboard_port, run_async
 SIM = [{"type": "simulator", "name": "sim", "cells": 4, "sample_hz": 1.0}]
 
 
-def get(port: int, path: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def get(
+    port: int, path: str, headers: dict[str, str] | None = None, tls: ssl.SSLContext | None = None
+) -> http.client.HTTPResponse:
+    conn = (
+        http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=tls)
+        if tls
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    )
     conn.request("GET", path, headers=headers or {})
     resp = conn.getresponse()
     resp.body = resp.read(2048) if "event-stream" not in (resp.getheader("Content-Type") or "") else resp.read(200)
@@ -32,9 +39,11 @@ def get(port: int, path: str, headers: dict[str, str] | None = None) -> http.cli
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "rig-gateway.local"])
 def test_config_refuses_beyond_loopback_without_token(host):
     with pytest.raises(ConfigError) as err:
-        parse_config({"rig": "r1", "dashboard": {"enabled": True, "host": host}})
+        parse_config({"rig": "r1", "dashboard": {"enabled": True, "host": host, "allow_plain_http": True}})
     assert "dashboard.token must be set" in str(err.value)
-    ok = parse_config({"rig": "r1", "dashboard": {"enabled": True, "host": host, "token": "x" * 16}})
+    ok = parse_config(
+        {"rig": "r1", "dashboard": {"enabled": True, "host": host, "token": "x" * 16, "allow_plain_http": True}}
+    )
     assert ok.dashboard.token.get_secret_value() == "x" * 16
     assert "x" * 16 not in ok.model_dump_json()  # the token never appears in dumps (config check, logs)
 
@@ -46,7 +55,9 @@ def test_config_loopback_needs_no_token(host):
 
 def test_config_refuses_short_token():
     with pytest.raises(ConfigError, match="at least 16 characters"):
-        parse_config({"rig": "r1", "dashboard": {"enabled": True, "host": "0.0.0.0", "token": "short"}})
+        parse_config(
+            {"rig": "r1", "dashboard": {"enabled": True, "host": "0.0.0.0", "token": "short", "allow_plain_http": True}}
+        )
 
 
 def test_service_refuses_even_if_validation_was_bypassed():
@@ -74,48 +85,70 @@ def test_agent_exits_without_token_beyond_loopback(tmp_path, agent_proc):
     assert "dashboard listening" not in agent.log()
 
 
-def test_token_required_beyond_loopback(tmp_path, agent_proc, browser):
+def test_token_required_beyond_loopback(tmp_path, agent_proc, browser, pki):
+    """Bound to every interface with a token and HTTPS (a certificate from the test CA): every path needs the token,
+    the query token counts only on the page, the cookie is Secure, and plain HTTP gets no answer at all."""
     token = secrets.token_urlsafe(24)
+    cert, key = pki.issue("dashboard", server=True)
     cfg = agent_config(
         tmp_path,
         None,
         None,
         None,
         drivers=SIM,
-        dashboard={"enabled": True, "host": "0.0.0.0", "port": 0, "token": token},
+        dashboard={
+            "enabled": True,
+            "host": "0.0.0.0",
+            "port": 0,
+            "token": token,
+            "tls_cert": str(cert),
+            "tls_key": str(key),
+        },
     )
     agent = agent_proc(cfg).start()
     port = dashboard_port(agent)
-    assert token not in agent.log()
+    assert "dashboard listening on https://" in agent.log() and token not in agent.log()
+    tls = ssl.create_default_context(cafile=str(pki.ca_cert))
     wrong_same_len = token[:-1] + ("A" if token[-1] != "A" else "B")
     for path in ("/", "/api/stream", "/api/health", "/static/app.js", "/static/vendor/uplot/uPlot.iife.min.js"):
-        assert get(port, path).status == 401, path
-        assert get(port, path, {"Authorization": f"Bearer {wrong_same_len}"}).status == 401, path
-        assert get(port, path, {"Authorization": "Bearer nope"}).status == 401, path
-        assert get(port, path, {"Cookie": f"bt_token={wrong_same_len}"}).status == 401, path
-        assert get(port, f"{path}?token={wrong_same_len}").status == 401, path
+        assert get(port, path, tls=tls).status == 401, path
+        assert get(port, path, {"Authorization": f"Bearer {wrong_same_len}"}, tls).status == 401, path
+        assert get(port, path, {"Authorization": "Bearer nope"}, tls).status == 401, path
+        assert get(port, path, {"Cookie": f"bt_token={wrong_same_len}"}, tls).status == 401, path
+        assert get(port, f"{path}?token={wrong_same_len}", tls=tls).status == 401, path
     for path in ("/", "/api/health", "/static/app.js"):
-        assert get(port, path, {"Authorization": f"Bearer {token}"}).status == 200, path
-        assert get(port, path, {"Cookie": f"bt_token={token}"}).status == 200, path
-    health = get(port, "/api/health", {"Authorization": f"Bearer {token}"})
+        assert get(port, path, {"Authorization": f"Bearer {token}"}, tls).status == 200, path
+        assert get(port, path, {"Cookie": f"bt_token={token}"}, tls).status == 200, path
+    # The right token in the query is refused everywhere but on the page load that turns it into a cookie: it
+    # would otherwise sit in logs, history and Referer headers of every API call.
+    for path in ("/api/health", "/api/stream", "/static/app.js"):
+        assert get(port, f"{path}?token={token}", tls=tls).status == 401, path
+    health = get(port, "/api/health", {"Authorization": f"Bearer {token}"}, tls)
     assert b'"uplink_state":"off"' in health.body
-    # ?token= once on the page: a cookie (HttpOnly, SameSite=Strict) and a redirect to a URL without the token.
-    r = get(port, f"/?token={token}")
+    # ?token= once on the page: a cookie (Secure, HttpOnly, SameSite=Strict) and a redirect without the token.
+    r = get(port, f"/?token={token}", tls=tls)
     assert r.status == 303 and r.getheader("Location") == "/"
     cookie = r.getheader("Set-Cookie")
     assert cookie.startswith(f"bt_token={token}") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Secure" in cookie.split("; "), cookie
     # A tokened dashboard may be reached under any host name (it is meant to be reached from the network).
-    assert get(port, "/", {"Authorization": f"Bearer {token}", "Host": "rig-gateway.local"}).status == 200
+    assert get(port, "/", {"Authorization": f"Bearer {token}", "Host": "rig-gateway.local"}, tls).status == 200
+    # Plain HTTP to the HTTPS port: no HTTP answer, so nothing (token, cookie, data) crosses in clear.
+    with pytest.raises((http.client.HTTPException, ConnectionError)):
+        get(port, "/", {"Authorization": f"Bearer {token}"})
 
-    # In a real browser: the token link works, and the live stream (EventSource sends the cookie) delivers data.
-    ctx = browser.new_context()
+    # In a real browser (the test CA is not in chromium's store, hence ignore_https_errors): the token link works,
+    # and the live stream (EventSource sends the Secure cookie) delivers data.
+    ctx = browser.new_context(ignore_https_errors=True)
     page = ctx.new_page()
     try:
-        page.goto(f"http://127.0.0.1:{port}/?token={token}")
-        assert page.url == f"http://127.0.0.1:{port}/" or page.url.startswith(f"http://127.0.0.1:{port}/#")
+        page.goto(f"https://127.0.0.1:{port}/?token={token}")
+        assert page.url == f"https://127.0.0.1:{port}/" or page.url.startswith(f"https://127.0.0.1:{port}/#")
         page.wait_for_function("() => window.btDash && btDash.S.ticks >= 2 && btDash.S.seq > 0", timeout=30_000)
-        bare = browser.new_context().new_page()  # no cookie: refused
-        assert bare.goto(f"http://127.0.0.1:{port}/").status == 401
+        (stored,) = ctx.cookies()
+        assert stored["secure"] and stored["httpOnly"] and stored["sameSite"] == "Strict"
+        bare = browser.new_context(ignore_https_errors=True).new_page()  # no cookie: refused
+        assert bare.goto(f"https://127.0.0.1:{port}/").status == 401
         bare.context.close()
     finally:
         ctx.close()

@@ -23,11 +23,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+# PrivateTmp= hides the real /tmp. The installed agent lives in /opt, but this test runs the checkout's own venv,
+# and a checkout may live anywhere (/tmp included): what the command needs from under /tmp ($KEEP, one path a
+# line) is bound back, read-only, from a descriptor of the old /tmp opened before the tmpfs covers it.
 MOUNTS = """set -e
 mount --make-rprivate /
 mount --bind "$STATE" "$STATE"
 mount -o remount,bind,ro /
+exec 3</tmp
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+printf '%s\\n' "$KEEP" | while IFS= read -r p; do
+    [ -n "$p" ] || continue
+    mkdir -p "$p"
+    mount --no-canonicalize --bind "/proc/self/fd/3/${p#/tmp/}" "$p"
+done
+exec 3<&-
 mount -t proc -o "$PROC_OPTIONS" proc /proc
 exec "$@"
 """
@@ -84,7 +94,18 @@ def command(state: Path, unit: Path, argv: list[str]) -> tuple[list[str], dict[s
         "--",
         *argv,
     ]
-    return cmd, {"STATE": str(state), "PROC_OPTIONS": proc_options(unit)}
+    return cmd, {"STATE": str(state), "PROC_OPTIONS": proc_options(unit), "KEEP": "\n".join(kept_under_tmp(argv))}
+
+
+def kept_under_tmp(argv: list[str]) -> list[str]:
+    """The paths under /tmp the sandboxed command needs: this checkout, the venv, the interpreters, argv's paths."""
+    root = Path(__file__).resolve().parents[2]
+    candidates = {root, Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent}
+    candidates |= {Path(a).parent for a in argv if a.startswith("/")}
+    tmp = Path("/tmp")
+    under = sorted({p.resolve() for p in candidates if p.resolve().is_relative_to(tmp) and p.resolve() != tmp})
+    # Nested paths come with their parent's bind.
+    return [str(p) for p in under if not any(p != q and p.is_relative_to(q) for q in under)]
 
 
 @functools.cache

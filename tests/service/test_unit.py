@@ -6,6 +6,7 @@ PR_SET_MDWE and a mount namespace, and the agent runs inside them."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import agent_config
 from tests.service import sandbox
@@ -112,10 +115,132 @@ def test_hardening_keeps_what_the_agent_needs():
     devices = {d.split()[0] for d in s["DeviceAllow"]}
     assert {"char-ttyUSB", "char-ttyACM", "char-ttyAMA", "char-ttyS"} <= devices
     assert all(d.split()[1] == "rw" for d in s["DeviceAllow"])
-    assert "PrivateDevices" not in s and "PrivateNetwork" not in s and "IPAddressDeny" not in s
+    assert "PrivateDevices" not in s and "PrivateNetwork" not in s
     assert s["ProtectSystem"] == ["strict"] and s["NoNewPrivileges"] == ["yes"]
     # The agent's own exit code for configuration problems must not loop through restarts.
     assert s["RestartPreventExitStatus"] == ["2"]
+
+
+def parse_size(value: str) -> int:
+    m = re.fullmatch(r"(\d+)([KMG]?)", value)
+    assert m, value
+    return int(m.group(1)) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[m.group(2)]
+
+
+def test_resources_are_capped():
+    """MemoryMax= far above what the agent uses (80-90 MB in bench/results.json) but bounded; TasksMax= likewise."""
+    s = unit_settings()
+    high, top = parse_size(s["MemoryHigh"][-1]), parse_size(s["MemoryMax"][-1])
+    assert 256 * 1024**2 <= high < top <= 1024**3
+    assert 64 <= int(s["TasksMax"][-1]) <= 512
+
+
+def address_policy(settings: dict[str, list[str]]) -> tuple[list, list]:
+    """(allow, deny) networks as systemd reads IPAddressAllow=/IPAddressDeny= (space-separated, repeatable; the
+    special names it knows expanded)."""
+    names = {
+        "any": ["0.0.0.0/0", "::/0"],
+        "localhost": ["127.0.0.0/8", "::1/128"],
+        "link-local": ["169.254.0.0/16", "fe80::/64"],
+        "multicast": ["224.0.0.0/4", "ff00::/8"],
+    }
+
+    def nets(key: str) -> list:
+        out = []
+        for line in settings.get(key, []):
+            if not line:  # an empty assignment resets the list
+                out = []
+                continue
+            for item in line.split():
+                out += [ipaddress.ip_network(n) for n in names.get(item, [item])]
+        return out
+
+    return nets("IPAddressAllow"), nets("IPAddressDeny")
+
+
+def reachable(addr: str, allow: list, deny: list) -> bool:
+    """systemd.resource-control(5): an address on the allow list passes; otherwise one on the deny list is dropped;
+    anything else passes."""
+    a = ipaddress.ip_address(addr)
+    if any(a in n for n in allow if n.version == a.version):
+        return True
+    return not any(a in n for n in deny if n.version == a.version)
+
+
+# IoT Core ATS endpoints of a few regions as resolved at the time of writing, and other public addresses.
+PUBLIC = [
+    "3.248.11.30",
+    "18.202.250.12",
+    "52.57.217.34",
+    "54.239.31.1",
+    "13.32.0.1",
+    "99.80.1.1",
+    "8.8.8.8",
+    "2a05:d018:1234::1",
+    "2600:1f18::1",
+]
+LAN = [
+    "10.0.0.7",
+    "172.16.5.5",
+    "172.31.255.254",
+    "192.168.1.10",
+    "100.64.0.1",
+    "169.254.169.254",
+    "169.254.1.1",
+    "fd00::1",
+    "fe80::1",
+    "224.0.0.251",
+    "ff02::fb",
+    "0.0.0.0",
+]
+
+
+def test_address_filter_allows_loopback_and_the_internet_and_denies_the_lan():
+    s = unit_settings()
+    assert s["IPAddressDeny"] == ["any"]
+    allow, deny = address_policy(s)
+    for addr in ["127.0.0.1", "127.0.0.53", "::1", *PUBLIC]:
+        assert reachable(addr, allow, deny), f"{addr} is blocked by the unit"
+    for addr in LAN:
+        assert not reachable(addr, allow, deny), f"{addr} (LAN, link-local or multicast) passes the unit's filter"
+    # The IPv4 allow list is exactly the public space: what is not in it is one of the documented ranges.
+    documented = [
+        ipaddress.ip_network(n)
+        for n in (
+            "0.0.0.0/8",
+            "10.0.0.0/8",
+            "100.64.0.0/10",
+            "127.0.0.0/8",
+            "169.254.0.0/16",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "224.0.0.0/3",
+        )
+    ]
+    v4 = [n for n in allow if n.version == 4 and not n.subnet_of(ipaddress.ip_network("127.0.0.0/8"))]
+    assert sum(n.num_addresses for n in v4) + sum(n.num_addresses for n in documented) == 2**32
+    assert not any(n.overlaps(d) for n in v4 for d in documented)
+
+
+@pytest.mark.parametrize(
+    "dropin,opens,still_closed",
+    [
+        ("[Service]\nIPAddressAllow=192.168.1.1\n", ["192.168.1.1"], ["192.168.1.2", "10.0.0.1"]),
+        ("[Service]\nIPAddressAllow=192.168.10.0/24\n", ["192.168.10.20", "192.168.10.254"], ["192.168.11.1"]),
+    ],
+)
+def test_a_drop_in_opens_exactly_one_lan_address_or_subnet(tmp_path, dropin, opens, still_closed):
+    """What systemd/README.md tells a user to write for a LAN DNS server, a Modbus TCP device or dashboard clients."""
+    d = tmp_path / "battery-twin.service.d"
+    d.mkdir()
+    (d / "lan.conf").write_text(dropin)
+    s = unit_settings()
+    for k, v in unit_settings(d / "lan.conf").items():
+        s.setdefault(k, []).extend(v)
+    allow, deny = address_policy(s)
+    assert all(reachable(a, allow, deny) for a in opens)
+    assert not any(reachable(a, allow, deny) for a in still_closed)
+    assert all(reachable(a, allow, deny) for a in PUBLIC)
 
 
 PROBE = r"""
@@ -159,6 +284,35 @@ o.intra_op_num_threads = 1
 s = ort.InferenceSession(m.SerializeToString(), o, providers=["CPUExecutionProvider"])
 print(float(s.run(None, {"x": np.array([[1, 1, 1]], np.float32)})[0][0, 0]))
 """
+
+
+def test_a_checkout_under_tmp_survives_the_private_tmp(tmp_path):
+    """PrivateTmp= gives the sandbox an empty /tmp; a checkout (or venv) that lives under /tmp must still be there,
+    read-only, while everything else of the real /tmp stays hidden. Before the fix the script below vanished."""
+    checkout = Path(tempfile.mkdtemp(prefix="bt-clone-", dir="/tmp"))
+    other = Path(tempfile.mkdtemp(prefix="bt-other-", dir="/tmp"))
+    state = Path(tempfile.mkdtemp(prefix="bt-state-", dir="/var/tmp"))
+    try:
+        (other / "private").write_text("not for the service")
+        probe = checkout / "src" / "probe.py"
+        probe.parent.mkdir()
+        probe.write_text(
+            "import os, sys\n"
+            f"assert not os.path.exists({str(other / 'private')!r}), 'the real /tmp leaks into the sandbox'\n"
+            "try:\n"
+            f"    open({str(checkout / 'src' / 'x')!r}, 'w')\n"
+            "    sys.exit('the checkout is writable')\n"
+            "except OSError:\n"
+            "    pass\n"
+            "print('ok')\n"
+        )
+        cmd, extra = sandbox.command(state, UNIT, [sys.executable, str(probe)])
+        env = {**os.environ, **extra, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(ROOT)}
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd=state)
+        assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
+    finally:
+        for d in (checkout, other, state):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def test_runs_inside_the_units_sandbox(broker, subscriber, rig_cert, pki):

@@ -99,9 +99,9 @@ variable "agent_repo_url" {
 }
 
 variable "agent_ref" {
-  description = "Branch or tag of that repository."
+  description = "What the simulated rig installs: a full 40-hex commit id or a release tag such as v1.2.3 (never a branch); required with ec2_rig."
   type        = string
-  default     = "main"
+  default     = ""
 }
 
 variable "quicksight" {

@@ -2,7 +2,7 @@
 #
 # Its private key is made on the instance and never leaves it. The certificate comes from its CSR in two
 # applies, through two SSM parameters:
-#   1st apply: instance boots, systemd/install.sh installs the agent, `battery-twin provision csr` makes the
+#   1st apply: instance boots, fetches battery-twin at agent_ref (a commit or tag), systemd/install.sh installs it, `battery-twin provision csr` makes the
 #              key and CSR, and the instance puts the CSR into the csr parameter.
 #   2nd apply: Terraform reads the CSR (csr_pem output -> iot module), issues the certificate and writes it to
 #              the certificate parameter; a timer on the instance picks it up, writes the agent config
@@ -31,9 +31,11 @@ locals {
   pending   = "pending: the instance has not posted its CSR yet"
   csr_value = try(nonsensitive(aws_ssm_parameter.csr.value), local.pending)
 
+  # The instance's settings travel as one JSON document that bootstrap.sh parses (and checks field by field); it
+  # is never sourced or pasted into a shell line, so no value can run as code on the instance.
   user_data = templatefile("${path.module}/cloud-init.yaml.tftpl", {
     bootstrap_b64 = base64encode(file("${path.module}/bootstrap.sh"))
-    env = {
+    settings = {
       RIG               = var.rig
       REGION            = local.region
       CSR_PARAM         = local.csr_param
@@ -42,9 +44,9 @@ locals {
       ENDPOINT          = var.iot_endpoint
       TOPIC_PREFIX      = var.topic_prefix
       BASIC_INGEST_RULE = var.basic_ingest_rule
+      REPO_URL          = var.agent_repo_url
+      REPO_REF          = var.agent_ref
     }
-    repo_url = var.agent_repo_url
-    repo_ref = var.agent_ref
   })
 }
 
@@ -180,12 +182,6 @@ resource "aws_instance" "rig" {
 
   tags = merge(var.tags, { Name = "${var.name_prefix}-rig-${var.rig}" })
 
-  lifecycle {
-    precondition {
-      condition     = can(regex("^https://", var.agent_repo_url))
-      error_message = "agent_repo_url must be the HTTPS URL of the battery-twin repository the instance installs from."
-    }
-  }
 
   depends_on = [aws_ssm_parameter.csr, aws_iam_role_policy.instance]
 }

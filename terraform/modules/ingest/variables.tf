@@ -4,9 +4,14 @@ variable "name_prefix" {
 }
 
 variable "topic_prefix" {
-  description = "MQTT topic prefix the agent publishes under (agent config uplink.topic_prefix)."
+  description = "MQTT topic prefix the agent publishes under (agent config uplink.topic_prefix): 1-6 levels, no wildcard (a '+', '#', '*' or '?' would widen the IoT policy and the rules)."
   type        = string
   default     = "dt/battery-twin"
+
+  validation {
+    condition     = length(var.topic_prefix) <= 96 && can(regex("^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+){0,5}$", var.topic_prefix))
+    error_message = "topic_prefix: 1-6 levels of letters, digits, '_' and '-' joined by '/', at most 96 characters; no MQTT or policy wildcard (+ # * ?), no empty level."
+  }
 }
 
 variable "kms_key_arn" {
