@@ -102,31 +102,19 @@ class Detectors:
         self.res_n[c] = np.where(has, self.res_n[c] + a * (1.0 - self.res_n[c]), self.res_n[c])
         trusted = warm & (self.res_n[c] > 0.9)
         mean_mv = np.abs(self.res_mean[c]) * 1000
-        cond = trusted & (mean_mv > cfg.voltage_residual_mv)
-        events += self._emit(
-            "alarm.voltage_residual",
-            c,
-            cond,
-            ts,
-            mean_mv,
-            cfg.voltage_residual_mv,
-            "mV",
-            "measured voltage departs from the twin's prediction",
-            clear=mean_mv < 0.7 * cfg.voltage_residual_mv,
-        )
         rms_mv = np.sqrt(np.maximum(self.res_sq[c] - self.res_mean[c] ** 2, 0.0)) * 1000
-        cond = trusted & (rms_mv > cfg.voltage_noise_mv)
-        events += self._emit(
-            "alarm.voltage_noise",
-            c,
-            cond,
-            ts,
-            rms_mv,
-            cfg.voltage_noise_mv,
-            "mV RMS",
-            "voltage is noisier than the twin expects",
-            clear=rms_mv < 0.7 * cfg.voltage_noise_mv,
-        )
+        for kind, value_mv, limit_mv, unit, message in (
+            (
+                "alarm.voltage_residual",
+                mean_mv,
+                cfg.voltage_residual_mv,
+                "mV",
+                "measured voltage departs from the twin's prediction",
+            ),
+            ("alarm.voltage_noise", rms_mv, cfg.voltage_noise_mv, "mV RMS", "voltage is noisier than the twin expects"),
+        ):
+            cond = trusted & (value_mv > limit_mv)
+            events += self._emit(kind, c, cond, ts, value_mv, limit_mv, unit, message, clear=value_mv < 0.7 * limit_mv)
 
         # Thermal: ambient estimate (coolest cell, falls at once, rises slowly), then unexplained rise rate.
         ok_t = np.isfinite(t)
