@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from agent.config import is_loopback_host
 
@@ -26,6 +28,7 @@ CSP = (
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+R = TypeVar("R", bound=web.StreamResponse)
 
 
 def token_matches(given: str | None, token: str) -> bool:
@@ -41,7 +44,7 @@ def _host_name(request: web.Request) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def make_guard(token: str) -> Callable:
+def make_guard(token: str) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if token:
@@ -49,13 +52,13 @@ def make_guard(token: str) -> Callable:
             bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
             query = request.query.get("token")
             if token_matches(query, token) and request.method == "GET" and request.path == "/":
-                resp = web.HTTPSeeOther("/")  # drop the token from the address bar and history
+                redirect = web.HTTPSeeOther("/")  # drop the token from the address bar and history
                 # Secure over HTTPS; on plain HTTP only for loopback names (browsers keep Secure cookies there).
                 # Plain HTTP beyond loopback exists only with allow_plain_http, where a Secure cookie would be lost.
                 secure = request.secure or is_loopback_host(_host_name(request))
-                resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/", secure=secure)
-                _secure(resp)
-                raise resp
+                redirect.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/", secure=secure)
+                _secure(redirect)
+                raise redirect
             if not (token_matches(bearer, token) or token_matches(request.cookies.get(COOKIE), token)):
                 raise _secure(
                     web.HTTPUnauthorized(
@@ -74,7 +77,7 @@ def make_guard(token: str) -> Callable:
     return guard
 
 
-def _secure(resp: web.StreamResponse) -> web.StreamResponse:
+def _secure(resp: R) -> R:
     if not resp.prepared:
         resp.headers.setdefault("Content-Security-Policy", CSP)
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -44,7 +44,7 @@ class DashboardService:
         self.hub: Any = None
         self._runner: Any = None
         self._reader: Any = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self, agent: Any) -> None:
         from agent.pipeline import StartupError

@@ -8,11 +8,15 @@ returns alarm events (stored in the same transaction) and completed-cycle summar
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.config import AgentConfig
 
+if TYPE_CHECKING:
+    from agent.twin.processor import TwinProcessor
 
-def build_twin(cfg: AgentConfig):
+
+def build_twin(cfg: AgentConfig) -> TwinProcessor:
     """The twin processor for an agent config (imports onnxruntime, so only when the twin is enabled)."""
     from agent.twin.processor import TwinProcessor
 

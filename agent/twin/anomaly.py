@@ -12,6 +12,7 @@ Events are edge- and rate-limited per (cell, kind): one when a condition starts,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,7 @@ class RateLimiter:
         fire = cond & (~active[c] | (ts - last[c] >= self.repeat_ms))
         active[c] = np.where(cond, True, np.where(clear, False, active[c]))
         last[c] = np.where(fire, ts, last[c])
-        return fire
+        return np.asarray(fire, dtype=bool)
 
 
 def _ewma_alpha(dt: np.ndarray, tau_s: float) -> np.ndarray:
@@ -209,6 +210,7 @@ class Detectors:
         """``soh``, ``dcr``, ``ce``: each cell's latest per-cycle value ([n], NaN unknown)."""
         cfg = self.cfg
         events: list[Event] = []
+        bound: Callable[[float], float]
         for cell, t in zip(cells, ts):
             others = np.arange(soh.size) != cell
             for kind, vals, bound, below, unit, what in (

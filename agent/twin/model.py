@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class GroupModel:
     def name(self) -> str:
         return self.chem.name
 
-    def _kw(self, temperature_c: np.ndarray | None) -> dict:
+    def _kw(self, temperature_c: np.ndarray | None) -> dict[str, Any]:
         if not self._thermal or temperature_c is None:
             return {}
         t = np.asarray(temperature_c, dtype=float)
@@ -56,13 +57,13 @@ class GroupModel:
         kw = self._kw(temperature_c)
         if kw:
             return np.asarray(self.chem.ocv(np.asarray(soc, dtype=float), **kw), dtype=float)
-        return np.interp(np.clip(soc, 0.0, 1.0), self.chem.ocv_soc, self.chem.ocv_v)
+        return np.asarray(np.interp(np.clip(soc, 0.0, 1.0), self.chem.ocv_soc, self.chem.ocv_v), dtype=float)
 
     def docv_dsoc(self, soc: np.ndarray, temperature_c: np.ndarray | None = None) -> np.ndarray:
         return np.asarray(self.chem.docv_dsoc(np.asarray(soc, dtype=float), **self._kw(temperature_c)), dtype=float)
 
     def soc_from_ocv(self, v: np.ndarray) -> np.ndarray:
-        return np.interp(v, self._ocv_v_mono, self.chem.ocv_soc)
+        return np.asarray(np.interp(v, self._ocv_v_mono, self.chem.ocv_soc), dtype=float)
 
     def rc(self, soc: np.ndarray, idx: np.ndarray, temperature_c: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """(r0, r1, tau1, r2, tau2) for cells ``idx`` at their SOC (and temperature), scaled to each cell's size."""

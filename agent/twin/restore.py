@@ -66,9 +66,9 @@ def load(db_path: Path, history_cycles: int, curve_cycles: set[int], last_model_
                 "AND json_type(payload, '$.qd_ah') = 'array'",
                 sorted(curve_cycles),
             ):
-                st = out.get(cell)
-                if st is not None and not st.cycle_life_done:
-                    st.curves[int(cycle)] = json.loads(qd)
+                found = out.get(cell)
+                if found is not None and not found.cycle_life_done:
+                    found.curves[int(cycle)] = json.loads(qd)
     except sqlite3.Error as exc:
         log.warning("twin: could not restore state from the store (%s); starting fresh", exc)
         return {}
