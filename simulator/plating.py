@@ -86,20 +86,27 @@ class Plating:
 
 
 def knee_onset(cycles: np.ndarray, capacity_ah: np.ndarray, floor: float = 0.65) -> tuple[float, float, float]:
-    """(onset cycle, slope before, slope after): the breakpoint of a continuous two-line fit to the capacity while it
-    is above ``floor`` of its first value (least squares over a grid of breakpoints). A line-to-line fit, not a
-    curvature peak: it is stable on sparse checkpoints (Baumhoefer: ~16 a cell)."""
+    """(onset cycle, slope before, slope after) of a knee in a capacity trajectory: the breakpoint of the best
+    continuous two-line fit whose second line falls faster than the first, over the capacity while it is above
+    ``floor`` of its first value (a grid of 200 breakpoints). A line-to-line fit, not a curvature peak: stable on
+    sparse checkpoints (Baumhoefer: ~16 a cell). NaNs when no break accelerates the fade (no knee)."""
     ok = np.isfinite(capacity_ah)
     c, q = np.asarray(cycles, float)[ok], np.asarray(capacity_ah, float)[ok]
     keep = q >= floor * q[0]
     c, q = c[keep], q[keep]
+    nan = (float("nan"),) * 3
     if c.size < 4:
-        return float("nan"), float("nan"), float("nan")
-    best = (np.inf, 0.0, np.zeros(3))
-    for b in np.linspace(c[1], c[-2], 200):
-        x = np.column_stack([np.ones_like(c), c, np.maximum(c - b, 0.0)])
-        beta = np.linalg.lstsq(x, q, rcond=None)[0]
-        r = float(np.sum((x @ beta - q) ** 2))
-        if r < best[0]:
-            best = (r, float(b), beta)
-    return best[1], float(best[2][1]), float(best[2][1] + best[2][2])
+        return nan
+    b = np.linspace(c[1], c[-2], 200)
+    x = np.stack([np.ones((b.size, c.size)), np.broadcast_to(c, (b.size, c.size)), np.maximum(c - b[:, None], 0.0)], -1)
+    xtx = np.einsum("bni,bnj->bij", x, x)
+    xty = np.einsum("bni,n->bi", x, q)
+    good = np.abs(np.linalg.det(xtx)) > 1e-12 * np.abs(xtx).max()
+    beta = np.full((b.size, 3), np.nan)
+    beta[good] = np.linalg.solve(xtx[good], xty[good][..., None])[..., 0]
+    sse = np.sum((np.einsum("bni,bi->bn", x, beta) - q) ** 2, axis=1)
+    sse[~(beta[:, 2] < 0)] = np.inf  # the second line must fall faster: a knee, not a fade that slows down
+    if not np.isfinite(sse).any():
+        return nan
+    j = int(np.argmin(sse))
+    return float(b[j]), float(beta[j, 1]), float(beta[j, 1] + beta[j, 2])
