@@ -100,21 +100,20 @@ class CellArray:
             v = v + self.chem.hysteresis_v * self.h
         return v
 
+    def q_at_ocv(self, target_v: float) -> np.ndarray:
+        """The charge q at which each cell's open-circuit voltage is target_v (vectorised bisection)."""
+        lo = np.maximum(self.nli - self.qp, 0.0) + 1e-9
+        hi = np.minimum(self.qn, self.nli) - 1e-9
+        for _ in range(_BISECT_STEPS):
+            mid = 0.5 * (lo + hi)
+            above = self.ocv_at(mid) > target_v
+            hi = np.where(above, mid, hi)
+            lo = np.where(above, lo, mid)
+        return 0.5 * (lo + hi)
+
     def refresh_window(self) -> None:
-        """Find the charge q at v_min and v_max of the (aged) electrodes by vectorised bisection."""
-        c = self.chem
-        lo_lim = np.maximum(self.nli - self.qp, 0.0) + 1e-9
-        hi_lim = np.minimum(self.qn, self.nli) - 1e-9
-        out = []
-        for target in (c.v_min, c.v_max):
-            lo, hi = lo_lim.copy(), hi_lim.copy()
-            for _ in range(_BISECT_STEPS):
-                mid = 0.5 * (lo + hi)
-                above = self.ocv_at(mid) > target
-                hi = np.where(above, mid, hi)
-                lo = np.where(above, lo, mid)
-            out.append(0.5 * (lo + hi))
-        self.q_lo, self.q_hi = out
+        """Find the charge q at v_min and v_max of the (aged) electrodes."""
+        self.q_lo, self.q_hi = self.q_at_ocv(self.chem.v_min), self.q_at_ocv(self.chem.v_max)
 
     @property
     def capacity_ah(self) -> np.ndarray:

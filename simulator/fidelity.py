@@ -12,14 +12,15 @@
    B0005 stopped at 2.7 V). Each curve starts from the voltage measured at rest before its discharge.
 
 Each curve is scored twice: **blind** (nothing of the scored cell but the current replayed and the rest voltage) and
-**capacity-anchored** (the electrodes scaled so the model's capacity to that cell's cut-off equals the capacity the
-cycler counted on that discharge: one number per curve, the one a twin's SOH estimate carries; no voltage fitted).
+**capacity-anchored** (the electrodes scaled so the model reaches that cell's cut-off when the cell did, i.e. its
+capacity to the cut-off as the cycler counted it: one number per curve, the one a twin's SOH estimate carries).
 A sister cell 10 % larger than the fitted one (B0006) cannot be matched blind at the end of its discharge.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import sys
@@ -74,8 +75,8 @@ def ageing_chemistry(chem: Chemistry, z: np.ndarray) -> Chemistry:
         "ea_j_mol": 0.0,
         "modes": {"lli": 1.0, "lam_ne": z[:, 2], "lam_pe": z[:, 3]},
     }
-    lam = {"lli": 1.0 + z[:, 2] + z[:, 3]}  # resistance grows per unit of total loss, carried on the LLI mode
-    res = {"per_lli": z[:, 4] / lam["lli"], "rc_per_lli": z[:, 5] / lam["lli"], "per_lam_ne": 0.0, "per_lam_pe": 0.0}
+    total = 1.0 + z[:, 2] + z[:, 3]  # resistance grows per unit of total loss, carried on the LLI mode
+    res = {"per_lli": z[:, 4] / total, "rc_per_lli": z[:, 5] / total, "per_lam_ne": 0.0, "per_lam_pe": 0.0}
     return dataclasses.replace(chem, ageing={"mechanisms": [mech], "resistance": res})
 
 
@@ -87,19 +88,13 @@ def mode_history(chem: Chemistry, z: np.ndarray, discharged_ah: np.ndarray, cycl
     a = Ageing(aged, n, np.random.default_rng(0), ageing_cv=0.0)
     out = []
     for c in range(cycles):
-        out.append(_snap(a))
+        out.append(copy.copy(a))
+        out[-1].modes = {k: v.copy() for k, v in a.modes.items()}
         ah = np.full(n, discharged_ah[c])
         t = np.full(n, AMBIENT_K)
         z0 = np.zeros(n)
         a.update(Stress(0.0, ah / chem.nominal_capacity_ah, ah, t, z0 + 0.5, z0, z0), chem.nominal_capacity_ah)
     return out
-
-
-def _snap(a: Ageing) -> Ageing:
-    s = object.__new__(Ageing)
-    s.__dict__.update(a.__dict__)
-    s.modes = {k: v.copy() for k, v in a.modes.items()}
-    return s
 
 
 def cells_at(chem: Chemistry, state: Ageing | None, v_rest: float, n: int, scale: np.ndarray | None = None):
@@ -112,13 +107,7 @@ def cells_at(chem: Chemistry, state: Ageing | None, v_rest: float, n: int, scale
             setattr(c, name, getattr(c, name) * scale)
         c.r_cell = c.r_cell / scale
         c.refresh_window()
-    lo = np.maximum(c.nli - c.qp, 0.0) + 1e-9
-    hi = np.minimum(c.qn, c.nli) - 1e-9
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        above = c.ocv_at(mid) > v_rest
-        hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
-    c.q_ah = 0.5 * (lo + hi)
+    c.q_ah = c.q_at_ocv(v_rest)
     c.update_rc()
     return c
 

@@ -56,8 +56,12 @@ class Plating:
             )
         p = {**DEFAULTS, **params}
         for key in KEYS:
-            if not np.all(np.isfinite(np.asarray(p[key], dtype=float))):
-                raise ValueError(f"ageing plating: {key} must be finite")
+            try:
+                finite = np.all(np.isfinite(np.asarray(p[key], dtype=float)))
+            except (TypeError, ValueError):
+                finite = False
+            if not finite:
+                raise ValueError(f"ageing plating: {key} must be a finite number, got {p[key]!r}")
         if np.any(np.asarray(p["k"]) < 0) or np.any(np.asarray(p["width"]) <= 0):
             raise ValueError("ageing plating: k must not be negative and width must be positive")
         self.p = p
