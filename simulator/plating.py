@@ -9,7 +9,9 @@ pathways to a knee; the one modelled here is plating driven by the shrinking mar
   with time (a power law below 1) while particle cracking removes graphite at a steady rate per cycle;
 * plating per charged equivalent full cycle grows exponentially as the margin falls below an onset that rises with
   the charge rate (the particle surface fills before its bulk) and with the lithium already plated (dead lithium and
-  its SEI clog the pores next to the separator: more overpotential, more plating - the feedback that bends the knee);
+  its SEI clog the pores next to the separator: more overpotential, more plating - the feedback that bends the knee),
+  up to ``clog_max_loss`` of plating (beyond the range the law was calibrated on, the exponential feedback ran away:
+  a cell fell from 54 % to 5 % of its capacity within 80 EFC, far faster than any of Baumhoefer's cells);
 * plated lithium is lost (LLI) and part of the graphite it buries is lost with it (LAM_NE per unit of plating).
 
 The rate law and its constants are fitted to PyBaMM's OKane2022 DFN (``cloud/knee_calibration.py`` makes the
@@ -36,11 +38,19 @@ KEYS = {
     "margin_per_c": "onset added per C of charge rate",
     "width": "margin over which the rate changes e-fold (fraction)",
     "clog_per_loss": "onset added per unit of plating loss (pore clogging: the knee's feedback)",
+    "clog_max_loss": "plating loss beyond which clogging adds no more (the calibrated range; past it the feedback ran away)",
     "lam_ne_per_loss": "LAM_NE (fraction of the negative electrode) per unit of plating loss",
     "ea_j_mol": "Arrhenius activation energy (negative: plating is faster cold)",
     "margin_sd": "cell-to-cell standard deviation of the onset (the N/P spread)",
 }
-DEFAULTS = {"margin_per_c": 0.0, "clog_per_loss": 0.0, "lam_ne_per_loss": 0.0, "ea_j_mol": 0.0, "margin_sd": 0.0}
+DEFAULTS = {
+    "margin_per_c": 0.0,
+    "clog_per_loss": 0.0,
+    "clog_max_loss": 1.0,
+    "lam_ne_per_loss": 0.0,
+    "ea_j_mol": 0.0,
+    "margin_sd": 0.0,
+}
 _T_REF_K = T_REF_C + 273.15
 
 
@@ -75,7 +85,8 @@ class Plating:
 
     def onset(self, c_chg: np.ndarray) -> np.ndarray:
         p = self.p
-        return p["margin_onset"] + self.offset + p["margin_per_c"] * c_chg + p["clog_per_loss"] * self.loss
+        clog = p["clog_per_loss"] * np.minimum(self.loss, p["clog_max_loss"])
+        return p["margin_onset"] + self.offset + p["margin_per_c"] * c_chg + clog
 
     def update(self, s: Stress, cells: CellArray, acceleration: float) -> dict[str, np.ndarray]:
         """Mode increments (LLI, LAM_NE) of this interval's charging."""

@@ -53,6 +53,13 @@ def test_plating_waits_for_the_margin_then_grows():
     again = pl.update(_stress(margin.size), _cells(margin), 1.0)["lli"]
     free = d < 0.4 * params["width"]
     assert params["clog_per_loss"] == 0 or np.all(again[free] > d[free])
+    # ... up to clog_max_loss: past it the feedback stops (it ran away beyond the calibrated range)
+    rates = []
+    for plated in (params["clog_max_loss"], 2.0 * params["clog_max_loss"]):
+        capped = Plating(params, margin.size, np.random.default_rng(0))
+        capped.loss[:] = plated
+        rates.append(capped.update(_stress(margin.size), _cells(margin), 1.0)["lli"])
+    assert params["clog_max_loss"] < 0.1 and np.array_equal(rates[0], rates[1])
 
 
 @pytest.mark.parametrize(
