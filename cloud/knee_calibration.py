@@ -1,8 +1,8 @@
 """Calibrating the simulator's knee (``simulator/plating.py``) against PyBaMM, and its fleets against Baumhoefer 2014.
 
     python -m cloud.knee_calibration fit [--write]     # plating constants from the PyBaMM references (~1 h here)
-    python -m cloud.knee_calibration anchor [--write]  # cracking rate and N/P spread from Baumhoefer's knees (~15 min)
-    python -m cloud.knee_calibration report            # knee_calibration.json + simulated_knee.png (~10 min)
+    python -m cloud.knee_calibration anchor [--write]  # cracking rate and N/P spread from Baumhoefer's knees (~5 min)
+    python -m cloud.knee_calibration report            # knee_calibration.json + simulated_knee.png (~6 min)
 
 ``fit``: the fast model is put in the PyBaMM run's conditions ("matched": its SEI, LAM_NE and LAM_PE laws fitted to the
 reference's own trajectories, isothermal, the reference's cycle), then the plating constants are searched (vectorised:

@@ -2,8 +2,8 @@
 the cell of ``simulator/params/nmc811.json``), SEI + SEI on cracks + partially reversible lithium plating + stress-
 driven LAM, with porosity change from SEI and plating (O'Kane et al. 2022, Phys. Chem. Chem. Phys. 24, 7909).
 
-    python -m cloud.knee_reference --charge-c 0.3 --cycles 500 --out cloud/reports/knee_reference_c0.3.csv  (~1.5 h)
-    python -m cloud.knee_reference --charge-c 1.0 --cycles 400 --out cloud/reports/knee_reference_c1.csv    (~1 h)
+    python -m cloud.knee_reference --charge-c 0.3 --cycles 500 --out cloud/reports/knee_reference_c0.3.csv  (~1 h)
+    python -m cloud.knee_reference --charge-c 1.0 --cycles 500 --out cloud/reports/knee_reference_c1.csv    (~1 h)
 
 OKane2022's stress-driven LAM_NE (an example value, 2.8e-7 /s) removes ~0.0015 % of the graphite per cycle: at that
 rate the negative electrode keeps its margin for thousands of cycles and the DFN shows no knee within 1,200 cycles
