@@ -34,8 +34,8 @@ def _steps_rate(cells: int, chemistry: str, sim_s: float, dt_s: float = 1.0) -> 
     }
 
 
-def _ageing_rate(cells: int, cycles: int, dt_s: float) -> dict:
-    spec = RigSpec(
+def _ageing_rate(cells: int, cycles: int, dt_s: float, spec: RigSpec | None = None) -> dict:
+    spec = spec or RigSpec(
         cells=cells,
         chemistry="lfp",
         capacity_ah=1.1,
@@ -78,6 +78,16 @@ def main() -> dict:
             "30 cycles at 10 s steps, Qd(V) off",
         },
         "ageing_severson_512_cells": {**_ageing_rate(512, 10, 10.0), "conditions": "512 cells, 10 cycles, as above"},
+        "ageing_nmc811_48_cells": {
+            **_ageing_rate(
+                48,
+                30,
+                30.0,
+                RigSpec(cells=48, chemistry="nmc811", initial_soc=0.0, cycles=30, ageing_acceleration=10.0),
+            ),
+            "conditions": "48 LG M50 cells (plating and cracking where the chemistry has them), default CC-CV cycle, "
+            "ageing x10, 30 cycles at 30 s steps",
+        },
     }
     return out
 

@@ -11,11 +11,15 @@ and not capacity are the state here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from simulator.chemistry import R_GAS, T_REF_C, Chemistry
+from simulator.plating import Plating
+
+if TYPE_CHECKING:
+    from simulator.cell import CellArray
 
 MODES = ("lli", "lam_ne", "lam_pe")
 _T_REF_K = T_REF_C + 273.15
@@ -47,6 +51,7 @@ class Stress:
     c_dis: np.ndarray  # mean discharge C-rate while discharging
     c_chg: np.ndarray  # mean charge C-rate while charging
     efc_chg_cm: np.ndarray | None = None  # charge throughput weighted by (C-rate)**m, in EFC (fast-charge stress)
+    efc_chg: np.ndarray | None = None  # charged Ah / nominal capacity (None: efc)
 
 
 def _arrh(t_k: np.ndarray, ea: float) -> np.ndarray:
@@ -115,12 +120,16 @@ class Ageing:
     ):
         block = chem.ageing or {}
         self.mechs: list[dict[str, Any]] = [dict(m) for m in block.get("mechanisms", [])]
+        plating = dict(block["plating"]) if "plating" in block else None
         for name, over in (overrides or {}).items():
+            if name == "plating" and plating is not None:
+                plating.update(over)
+                continue
             match = [m for m in self.mechs if m.get("name") == name]
             if not match:
                 raise ValueError(
                     f"ageing override {name!r}: chemistry {chem.name!r} has mechanisms "
-                    f"{[m.get('name') for m in self.mechs]}"
+                    f"{[m.get('name') for m in self.mechs] + (['plating'] if plating is not None else [])}"
                 )
             match[0].update(over)
         for m in self.mechs:
@@ -142,9 +151,11 @@ class Ageing:
         self.y = np.zeros((len(self.mechs), n))
         self.modes = {k: np.zeros(n) for k in MODES}
         self.acceleration = float(acceleration)
+        self.plating = Plating(plating, n, rng) if plating is not None else None  # the knee: simulator.plating
 
-    def update(self, s: Stress, nominal_ah: float) -> dict[str, np.ndarray]:
-        """Advance every mechanism; return the mode increments of this interval (fractions)."""
+    def update(self, s: Stress, nominal_ah: float, cells: CellArray | None = None) -> dict[str, np.ndarray]:
+        """Advance every mechanism; return the mode increments of this interval (fractions). Plating needs the
+        cells' electrode state (``cells``); without it, it does not advance."""
         inc = {k: np.zeros_like(s.t_k) for k in MODES}
         if self.acceleration == 0:
             return inc
@@ -159,6 +170,9 @@ class Ageing:
             self.y[j] = y + dy
             for mode, frac in m.get("modes", {}).items():
                 inc[mode] += frac * dy
+        if self.plating is not None and cells is not None:
+            for mode, d in self.plating.update(s, cells, self.acceleration).items():
+                inc[mode] += d
         for mode in MODES:
             new = np.minimum(self.modes[mode] + inc[mode], MAX_MODE)
             inc[mode] = new - self.modes[mode]
@@ -172,11 +186,12 @@ class Ageing:
             raise ValueError(f"fast-charge mechanisms disagree on the C-rate exponent m: {sorted(ms)}")
         return ms.pop() if ms else None
 
-    def resistance_factor(self) -> np.ndarray:
+    def resistance_factor(self, prefix: str = "") -> np.ndarray:
+        """Growth of R0 (``per_<mode>`` coefficients) or, with prefix "rc_", of the RC pairs (``rc_per_<mode>``,
+        defaulting to R0's): a chemistry whose polarisation grows faster than its ohmic resistance says so."""
         r = self.resistance
-        return (
-            1.0
-            + r.get("per_lli", 0.0) * self.modes["lli"]
-            + r.get("per_lam_ne", 0.0) * self.modes["lam_ne"]
-            + r.get("per_lam_pe", 0.0) * self.modes["lam_pe"]
-        )
+        return 1.0 + sum(r.get(f"{prefix}per_{m}", r.get(f"per_{m}", 0.0)) * self.modes[m] for m in MODES)
+
+    def apply(self, cells: CellArray, inc: dict[str, np.ndarray]) -> None:
+        """Hand this interval's mode increments and the resistance growth to the cells."""
+        cells.apply_modes(inc, self.resistance_factor(), self.lithiated, self.resistance_factor("rc_"))

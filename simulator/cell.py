@@ -81,7 +81,8 @@ class CellArray:
         if self.ha_w_k < 0 or coupling_w_k < 0:
             raise ValueError("heat transfer coefficient and coupling must not be negative")
         self.coupling_w_k = float(coupling_w_k)
-        self.r_age = np.ones(n)
+        self.r_age = np.ones(n)  # growth of R0 by ageing
+        self.r_age_rc = np.ones(n)  # ... of the RC pairs (charge transfer, diffusion: they grow apart from R0)
         self.extra_heat_w = np.zeros(n)
         self._rc_dt = -1.0
         self._rc_table = np.stack([chem.r0_ohm, chem.r1_ohm, chem.tau1_s, chem.r2_ohm, chem.tau2_s], axis=1)
@@ -99,21 +100,20 @@ class CellArray:
             v = v + self.chem.hysteresis_v * self.h
         return v
 
+    def q_at_ocv(self, target_v: float) -> np.ndarray:
+        """The charge q at which each cell's open-circuit voltage is target_v (vectorised bisection)."""
+        lo = np.maximum(self.nli - self.qp, 0.0) + 1e-9
+        hi = np.minimum(self.qn, self.nli) - 1e-9
+        for _ in range(_BISECT_STEPS):
+            mid = 0.5 * (lo + hi)
+            above = self.ocv_at(mid) > target_v
+            hi = np.where(above, mid, hi)
+            lo = np.where(above, lo, mid)
+        return 0.5 * (lo + hi)
+
     def refresh_window(self) -> None:
-        """Find the charge q at v_min and v_max of the (aged) electrodes by vectorised bisection."""
-        c = self.chem
-        lo_lim = np.maximum(self.nli - self.qp, 0.0) + 1e-9
-        hi_lim = np.minimum(self.qn, self.nli) - 1e-9
-        out = []
-        for target in (c.v_min, c.v_max):
-            lo, hi = lo_lim.copy(), hi_lim.copy()
-            for _ in range(_BISECT_STEPS):
-                mid = 0.5 * (lo + hi)
-                above = self.ocv_at(mid) > target
-                hi = np.where(above, mid, hi)
-                lo = np.where(above, lo, mid)
-            out.append(0.5 * (lo + hi))
-        self.q_lo, self.q_hi = out
+        """Find the charge q at v_min and v_max of the (aged) electrodes."""
+        self.q_lo, self.q_hi = self.q_at_ocv(self.chem.v_min), self.q_at_ocv(self.chem.v_max)
 
     @property
     def capacity_ah(self) -> np.ndarray:
@@ -140,9 +140,9 @@ class CellArray:
             vals = self._rc_table[j] * (1.0 - w) + self._rc_table[j + 1] * w
         t_k = self.temp_c + 273.15
         inv = 1.0 / t_k - 1.0 / 298.15
-        f = self.r_cell * self.r_age
+        f, f_rc = self.r_cell * self.r_age, self.r_cell * self.r_age_rc
         f0 = f * np.exp(c.ea_r0_j_mol / 8.314462618 * inv) if c.ea_r0_j_mol else f
-        f1 = f * np.exp(c.ea_rc_j_mol / 8.314462618 * inv) if c.ea_rc_j_mol else f
+        f1 = f_rc * np.exp(c.ea_rc_j_mol / 8.314462618 * inv) if c.ea_rc_j_mol else f_rc
         self.r0, self.r1, self.r2 = vals[:, 0] * f0, vals[:, 1] * f1, vals[:, 3] * f1
         self.tau1, self.tau2 = vals[:, 2], vals[:, 4]
         dq = 1e-3 * self.nominal_ah
@@ -243,13 +243,18 @@ class CellArray:
 
     # --- ageing ---------------------------------------------------------------------------------------------
     def apply_modes(
-        self, inc: dict[str, np.ndarray], r_factor: np.ndarray, lithiated: dict[str, float] | None = None
+        self,
+        inc: dict[str, np.ndarray],
+        r_factor: np.ndarray,
+        lithiated: dict[str, float] | None = None,
+        rc_factor: np.ndarray | None = None,
     ) -> None:
         """Apply degradation-mode increments, then recompute the usable window. LLI takes lithium from the negative
         electrode (SEI). LAM shrinks an electrode; ``lithiated[mode]`` (0..1) is the share of the lost material that
         held lithium at the electrode's present stoichiometry - that lithium is lost too (Birkl et al. 2017's
         LAM_li vs LAM_de). Delithiated LAM_PE would hand its share of the positive's lithium to the negative and
-        *raise* the usable capacity, which real cells do not show: so chemistries lose LAM_PE lithiated."""
+        *raise* the usable capacity, which real cells do not show: so chemistries lose LAM_PE lithiated.
+        ``r_factor`` multiplies R0, ``rc_factor`` (default: the same) the RC pairs."""
         lith = lithiated or {}
         d_li = inc["lli"] * self.cap0_ah
         self.nli = self.nli - d_li
@@ -265,6 +270,7 @@ class CellArray:
         self.qn = self.qn - d_qn
         self.qp = self.qp - d_qp
         self.r_age = r_factor
+        self.r_age_rc = r_factor if rc_factor is None else rc_factor
         self.refresh_window()
 
     def scale_capacity(self, mask: np.ndarray, factor: float) -> None:

@@ -119,17 +119,24 @@ def simulate_replay(base: Chemistry, p: dict[str, float], t_s: np.ndarray, i_a: 
         ea_r0_j_mol=0.0,
         ea_rc_j_mol=0.0,
     )
-    cell = CellArray(probe, 1, np.random.default_rng(0), capacity_ah=1.0, capacity_cv=0, resistance_cv=0, h_w_m2k=0.0)
+    # capacity_ah=None: the chemistry's own size, so the resistances are not rescaled (a cell built at another
+    # capacity would scale them by nominal/capacity, and the fitted values would not be the chemistry's)
+    cell = CellArray(probe, 1, np.random.default_rng(0), capacity_cv=0, resistance_cv=0, h_w_m2k=0.0)
     cell.qn, cell.qp = np.array([p["qn_ah"]]), np.array([p["qp_ah"]])
     cell.nli = np.array([p["x_start"] * p["qn_ah"] + p["y_start"] * p["qp_ah"]])
     cell.q_ah = np.array([p["x_start"] * p["qn_ah"]])
     cell.update_rc()
-    out = np.empty(t_s.size)
-    out[0] = cell.ocv()[0] + i_a[0] * p["r0_ohm"]
-    for n in range(1, t_s.size):  # one sample at a time: a single cell, ~200 samples
-        dt = t_s[n] - t_s[n - 1]
-        # the sample's current held over the interval that ends at it (the load was switched just after t=0)
-        out[n] = cell.advance(np.array([i_a[n]]), dt)[0]
+    return replay(cell, t_s, i_a)[:, 0]
+
+
+def replay(cell: CellArray, t_s: np.ndarray, i_a: np.ndarray) -> np.ndarray:
+    """Terminal voltage (samples x cells) of every cell in ``cell`` when one measured current is replayed: each
+    sample's current held over the interval that ends at it (the load was switched just after t=0). Vectorised over
+    cells (candidate parameter sets), one sample at a time (~200 samples a curve)."""
+    out = np.empty((t_s.size, cell.n))
+    out[0] = cell.ocv() + i_a[0] * cell.r0
+    for n in range(1, t_s.size):
+        out[n] = cell.advance(np.full(cell.n, i_a[n]), t_s[n] - t_s[n - 1])
     return out
 
 

@@ -80,9 +80,19 @@ def summary_png(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+    knee = strongest_knee(summaries, len(cell_ids))
     for j in range(len(cell_ids)):
         m = summaries["cell"] == j
-        ax[0].plot(summaries["cycle"][m], summaries["discharge_ah"][m], lw=0.8)
+        style = {"lw": 2.0, "color": "k"} if knee is not None and j == knee[0] else {"lw": 0.8}
+        ax[0].plot(summaries["cycle"][m], summaries["discharge_ah"][m], **style)
+    if knee is not None:
+        ax[0].axvline(knee[1], color="k", ls=":", lw=1)
+        ax[0].annotate(
+            f"{cell_ids[knee[0]]}: knee at cycle {knee[1]:.0f}, fade x{knee[2]:.1f}",
+            (knee[1], float(np.nanmax(summaries["discharge_ah"]))),
+            fontsize=8,
+            va="top",
+        )
     ax[0].set(xlabel="cycle", ylabel="discharge capacity (Ah)", title="capacity fade per cell")
     for label, (q, v) in curves.items():
         ax[1].plot(q, v, label=label)
@@ -101,3 +111,21 @@ def summary_png(
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def strongest_knee(
+    summaries: dict[str, np.ndarray], n_cells: int, max_cells: int = 200
+) -> tuple[int, float, float] | None:
+    """(cell, onset cycle, fade after / fade before) of the cell whose fade accelerates most, if any accelerates
+    at least 1.5-fold (a knee; ``simulator.plating.knee_onset``); None otherwise."""
+    from simulator.plating import knee_onset
+
+    best = None
+    for j in range(min(n_cells, max_cells)):
+        m = summaries["cell"] == j
+        if m.sum() < 8:
+            continue
+        onset, before, after = knee_onset(summaries["cycle"][m], summaries["discharge_ah"][m])
+        if before < 0 and after < 1.5 * before and (best is None or after / before > best[2]):
+            best = (j, onset, after / before)
+    return best

@@ -380,7 +380,7 @@ class Rig:
         d = {k: cu[k] - mk[k] for k in cu}
         c = self.cells
         q_mean = d["q"] / span
-        soc = np.clip((q_mean - c.q_lo) / (c.q_hi - c.q_lo), 0.0, 1.0)
+        soc = np.clip((q_mean - c.q_lo) / np.maximum(c.q_hi - c.q_lo, 1e-9), 0.0, 1.0)  # a dead cell: no window
         stress = Stress(
             days=span / 86400.0,
             efc=d["ah_dis"] / self.nominal_ah,
@@ -390,9 +390,10 @@ class Rig:
             c_dis=np.where(d["t_dis"] > 0, d["ah_dis"] * 3600.0 / np.maximum(d["t_dis"], 1e-9), 0.0) / self.nominal_ah,
             c_chg=np.where(d["t_chg"] > 0, d["ah_chg"] * 3600.0 / np.maximum(d["t_chg"], 1e-9), 0.0) / self.nominal_ah,
             efc_chg_cm=d["chg_cm"] / self.nominal_ah,
+            efc_chg=d["ah_chg"] / self.nominal_ah,
         )
-        inc = self.ageing.update(stress, self.nominal_ah)
-        c.apply_modes(inc, self.ageing.resistance_factor(), self.ageing.lithiated)
+        inc = self.ageing.update(stress, self.nominal_ah, c)
+        self.ageing.apply(c, inc)
         c.update_rc()
         self._age_t = self.time_s
         self._age_mark = {k: v.copy() for k, v in cu.items()}

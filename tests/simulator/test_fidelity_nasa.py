@@ -56,3 +56,36 @@ def test_ageing_fitted_on_first_half_predicts_second_half_within_50_mah(discharg
     assert second < 0.050
     # the prediction fades like the cell, rather than staying flat near the fitted level
     assert age.capacity_ah[-1] < age.capacity_ah[half] - 0.15
+
+
+@pytest.fixture(scope="module")
+def out_of_sample(shared_data):
+    from simulator.fidelity import nasa_fidelity
+
+    return nasa_fidelity(shared_data / "nasa_pcoe")
+
+
+def test_out_of_sample_fidelity(out_of_sample):
+    """Fitted on B0005 cycle 1 (discharge) and its first half (ageing); scored where nothing was fitted: B0005's
+    second half and the sister cells' cycle 1 (``python -m simulator.fidelity``; figures in simulator/README.md)."""
+    res = out_of_sample
+    later = res["B0005_later"]
+    sis = res["sisters_cycle1"]
+    print(f"\nin sample: B0005 cycle 1 {res['fit']['rmse_mv']:.1f} mV; ageing {res['ageing']}")
+    for k in ("blind_mv", "anchored_mv", "unaged_mv"):
+        print(f"B0005 cycles {later['cycles']} {k}: " + ", ".join(f"{a} {b:.1f}" for a, b in later[k].items()))
+    for name, s in sis.items():
+        print(
+            f"{name} cycle 1: blind {s['blind_mv']:.1f} mV, anchored {s['anchored_mv']:.1f} mV (scale {s['scale']:.3f})"
+        )
+    assert set(sis) == {"B0006", "B0007", "B0018"}
+    assert len(later["per_cycle"]) >= 80  # every second-half cycle scored, none skipped
+    # a sister cell of the same size is matched blind within the goal (25 mV) ...
+    assert sis["B0018"]["blind_mv"] < 25.0
+    # ... a bigger one (B0006: 2.04 vs 1.86 Ah) cannot be, but once its capacity is known it is close to the goal
+    assert sis["B0006"]["scale"] > 1.05 and sis["B0006"]["blind_mv"] > 200.0
+    assert all(s["anchored_mv"] < 30.0 for s in sis.values())
+    # the second half of B0005's life, predicted by the ageing fitted on the first: within ~0.1 V, not the goal
+    assert later["blind_mv"]["median"] < 100.0 and later["anchored_mv"]["median"] < 100.0
+    # and the ageing model is worth something: the unaged cell scores far worse on the same curves
+    assert later["unaged_mv"]["median"] > 2.0 * later["blind_mv"]["median"]
