@@ -49,7 +49,8 @@ class AgentControl(Protocol):
         ...
 
     def processor_faults(self) -> int:
-        """Batches a processor (the twin) failed on since start."""
+        """Batches a processor (the twin) failed on since start, plus model calls that failed inside the current
+        processors (a model that raises costs predictions, not readings: see ``UsesModels.model_failures``)."""
         ...
 
     # ---------------------------------------------------------------- health
@@ -90,6 +91,8 @@ class UsesModels(Protocol):
     """A processor that runs models (the twin): the version of each family it loaded (None: not loaded)."""
 
     def model_versions(self) -> dict[str, str | None]: ...
+
+    def model_failures(self) -> int: ...
 
 
 @runtime_checkable

@@ -302,7 +302,8 @@ class Agent:
         return self.drivers.status()
 
     def processor_faults(self) -> int:
-        return self.faults_in_processors
+        models = sum(p.model_failures() for p in self.processors if isinstance(p, UsesModels))
+        return self.faults_in_processors + models
 
     async def store_answers(self, timeout_s: float) -> bool:
         try:

@@ -8,10 +8,10 @@ end (truncated or swapped). Blocking (urllib, no new dependency): callers run th
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import ssl
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -68,7 +68,7 @@ def download(url: str, dest: Path, size: int, sha256: str, cfg: RemoteConfig) ->
     except VerifyError:
         dest.unlink(missing_ok=True)
         raise
-    except (OSError, urllib.error.URLError, ValueError) as exc:  # HTTPError, TLS, reset, timeout
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # HTTP errors, TLS, reset, short read, timeout
         dest.unlink(missing_ok=True)
         if got and got < size:
             raise VerifyError(
@@ -92,7 +92,7 @@ def upload(url: str, data: bytes, content_type: str, cfg: RemoteConfig) -> None:
     try:
         with urllib.request.urlopen(req, timeout=min(120.0, cfg.download_timeout_s), context=_context(cfg)) as resp:
             status = int(resp.status)
-    except (OSError, urllib.error.URLError, ValueError) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         raise VerifyError("upload_failed", f"{where(url)}: {exc}") from None
     if not 200 <= status < 300:
         raise VerifyError("upload_failed", f"{where(url)}: HTTP {status}")

@@ -146,6 +146,10 @@ class TwinProcessor:
             "soh": self.soh.version if self.soh is not None else None,
         }
 
+    def model_failures(self) -> int:
+        """Model calls that raised since this twin was built (the batch goes on without those predictions)."""
+        return sum(g.inference_failures for g in self.groups)
+
     # ------------------------------------------------------------------ views (dashboard, tests, bench)
     def state(self) -> dict[str, dict[str, Any]]:
         """SOC, cycle and latest per-cycle values per cell (``source/cell`` keys)."""

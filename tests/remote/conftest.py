@@ -38,7 +38,7 @@ def signing_key() -> Ed25519PrivateKey:
 
 
 def write_config(tmp_path: Path, remote: dict[str, Any], **over: Any) -> Path:
-    cfg = agent_config(tmp_path, None, None, None, drivers=[dict(SIM)], remote=remote, **over)
+    cfg = agent_config(tmp_path, None, None, None, **{"drivers": [dict(SIM)], "remote": remote, **over})
     cfg.pop("uplink")
     path = tmp_path / "agent.toml"
     path.write_text(to_toml(cfg))
@@ -111,3 +111,25 @@ async def running(path: Path, services: Services | None = None, cfg: AgentConfig
 
 def loaded(path: Path) -> AgentConfig:
     return load_config(path)
+
+
+@pytest.fixture()
+def files(pki):
+    """The HTTPS stand-in for S3 (presigned GETs and PUTs), with a certificate from the test PKI."""
+    from tests.support.https import FileServer
+
+    server = FileServer(pki).start()
+    yield server
+    server.stop()
+
+
+def jobs_remote(key: Ed25519PrivateKey, files, **over: Any) -> dict[str, Any]:
+    """[remote] for job tests: the test key pinned, downloads from the HTTPS stand-in trusted."""
+    return {
+        "jobs": True,
+        "signing_keys": [public_line(key)],
+        "hosts": ["127.0.0.1"],
+        "ca": str(files.ca),
+        "confirm_s": 0.5,
+        **over,
+    }
