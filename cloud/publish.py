@@ -25,9 +25,12 @@ CLOUD_EXTRA_HINT = "pip install 'battery-twin[cloud]'"
 
 def _clients(region: str | None, endpoint_url: str | None) -> tuple[Any, Any]:
     import boto3
+    from botocore.config import Config
 
     session = boto3.session.Session(region_name=region)
-    return session.client("s3", endpoint_url=endpoint_url), session.client("iot", endpoint_url=endpoint_url)
+    # SigV4 for presigned URLs: the bucket is SSE-KMS encrypted, which SigV2 URLs cannot read or write.
+    s3 = session.client("s3", endpoint_url=endpoint_url, config=Config(signature_version="s3v4"))
+    return s3, session.client("iot", endpoint_url=endpoint_url)
 
 
 def target_arn(iot: Any, target: str) -> str:
