@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from agent.cli import main
 from agent.remote.layer import STATE_FILE, ShadowState, load_effective
 from tests.conftest import RIG
 from tests.remote.conftest import running, write_config
@@ -28,7 +29,7 @@ async def outcome(rig, version: int, timeout_s: float = 10.0) -> dict:
     return rig.reported()
 
 
-def test_a_delta_is_applied_restarting_only_that_driver_confirmed_persisted_and_reported(tmp_path):
+def test_a_delta_is_applied_restarting_only_that_driver_confirmed_persisted_and_reported(tmp_path, capsys):
     path = write_config(tmp_path, REMOTE)
 
     async def scenario():
@@ -56,6 +57,11 @@ def test_a_delta_is_applied_restarting_only_that_driver_confirmed_persisted_and_
         assert cfg.drivers[0].sample_hz == 5.0 and not evs
 
     asyncio.run(scenario())
+    capsys.readouterr()
+    assert main(["config", "show", "--effective", str(path)]) == 0
+    shown = {line.split(" = ")[0].strip(): line.rsplit("# ", 1)[1] for line in capsys.readouterr().out.splitlines()}
+    assert shown["drivers.sim.sample_hz"] == "shadow v1" and shown["drivers.sim.cells"] == "file"
+    assert shown["validate.voltage_v.min"] == "shadow v1" and shown["uplink.linger_ms"] == "default"
 
 
 def test_an_invalid_desired_config_is_rejected_with_every_message_and_the_running_config_is_untouched(tmp_path):
