@@ -33,6 +33,7 @@ from agent.store.db import is_corruption
 from agent.store.stats import StoreStats
 from agent.store.worker import StoreClosed, StoreWorker
 from agent.supervise import CellClash, DriverRunner, Drivers
+from agent.tasks import supervised
 from agent.uplink.mqtt import MqttLink
 from agent.uplink.uplink import Uplink
 from drivers.backoff import Backoff
@@ -190,21 +191,7 @@ class Agent:
 
     async def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         """Supervise an internal task: log, back off, restart; never let it die silently."""
-        backoff = Backoff(initial_s=1.0, max_s=60.0, stable_after_s=60.0)
-        while True:
-            started = time.monotonic()
-            try:
-                await fn()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                backoff.succeeded_after(time.monotonic() - started)
-                delay = backoff.next_delay()
-                log.exception("task %s failed; restarting in %.0f s", name, delay)
-                msg = f"internal task {name} failed: {exc!r}"[:500]
-                self.emit(Event("agent.task_fault", msg, level="alarm", data={"task": name}))
-                await asyncio.sleep(delay)
+        await supervised(name, fn, self.emit, log)
 
     async def _store_pending(self) -> None:
         events, cycles = self.pending.take()

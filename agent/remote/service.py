@@ -22,6 +22,7 @@ from agent.remote.layer import state_dir
 from agent.remote.models import ModelStore
 from agent.remote.shadow import ShadowSync
 from agent.remote.update import ModelUpdater
+from agent.tasks import supervised
 from agent.uplink.link import SubscribingLink
 from drivers.backoff import Backoff
 from drivers.base import Event
@@ -103,22 +104,8 @@ class RemoteService:
         self.tasks.append(asyncio.create_task(self._guard(name, fn), name=name))
 
     async def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
-        backoff = Backoff(initial_s=1.0, max_s=60.0, stable_after_s=60.0)
-        while True:
-            started = time.monotonic()
-            try:
-                await fn()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                backoff.succeeded_after(time.monotonic() - started)
-                delay = backoff.next_delay()
-                log.exception("remote: task %s failed; restarting in %.0f s", name, delay)
-                if self.control is not None:
-                    msg = f"remote task {name} failed: {exc!r}"[:500]
-                    self.control.emit(Event("remote.task_fault", msg, source="remote", data={"task": name}))
-                await asyncio.sleep(delay)
+        emit = self.control.emit if self.control is not None else None
+        await supervised(name, fn, emit, log, kind="remote.task_fault", source="remote", level="warning")
 
     async def stop(self) -> None:
         for t in self.tasks:
