@@ -57,6 +57,14 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "artifacts" {
 resource "aws_s3_bucket_lifecycle_configuration" "artifacts" {
   bucket = aws_s3_bucket.artifacts.id
   rule {
+    id     = "abort-incomplete-uploads"
+    status = "Enabled"
+    filter {}
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+  rule {
     id     = "expire-diagnostics-and-old-versions"
     status = "Enabled"
     filter {
@@ -67,9 +75,6 @@ resource "aws_s3_bucket_lifecycle_configuration" "artifacts" {
     }
     noncurrent_version_expiration {
       noncurrent_days = 90
-    }
-    abort_incomplete_multipart_upload {
-      days_after_initiation = 1
     }
   }
 }
