@@ -49,6 +49,7 @@ def test_a_shadow_change_at_64_cells_10_hz_is_applied_and_the_broker_misses_no_r
     # Set at once: a delta published before the agent subscribed is read by its get after subscribing.
     v = cloud.set_desired(RIG, {"drivers": {"sim": {"sample_hz": 5.0}}, "uplink": {"linger_ms": 100}})
     wait(lambda: cloud.reported(RIG).get("status", {}).get("desired_version") == v, 30, "the outcome in reported")
+    at_apply = max(subscriber.telemetry_seqs())
     rep = cloud.reported(RIG)
     assert rep["status"]["outcome"] == "applied", rep
     assert rep["drivers"] == {"sim": {"sample_hz": 5.0}} and rep["uplink"] == {"linger_ms": 100}
@@ -61,7 +62,7 @@ def test_a_shadow_change_at_64_cells_10_hz_is_applied_and_the_broker_misses_no_r
     top = committed_max_seq(cfg["store"]["path"])
     wait(lambda: max(subscriber.telemetry_seqs()) >= top, 10, "the last readings at the broker")
     seqs = subscriber.telemetry_seqs()
-    assert top > 1000 and missing(seqs, top) == [], f"{len(missing(seqs, top))} of {top} readings missing"
+    assert top > at_apply > 500 and missing(seqs, top) == [], f"{len(missing(seqs, top))} of {top} readings missing"
 
 
 def test_a_power_cut_at_each_step_of_a_model_update_leaves_a_model_and_the_job_completes_on_restart(
