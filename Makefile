@@ -24,7 +24,7 @@ $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/activate
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run
-	$(PIP) install -e '.[dev,train,dashboard]'
+	$(PIP) install -e '.[dev,train,dashboard,cloud]'
 	@touch $@
 
 # checkov lives in a virtual environment of its own: it pulls bc-python-hcl2, which silently overwrites

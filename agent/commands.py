@@ -46,6 +46,14 @@ def register_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     c = csub.add_parser("check", help="validate FILE; print the effective config, or every error (exit 2)")
     c.add_argument("file")
     c.set_defaults(func=cmd_config_check)
+    s = csub.add_parser("show", help="print the config FILE runs with (--effective: with the shadow layer, by source)")
+    s.add_argument("file")
+    s.add_argument(
+        "--effective",
+        action="store_true",
+        help="merge the confirmed shadow layer over FILE and say where each value came from (file, shadow vN, default)",
+    )
+    s.set_defaults(func=cmd_config_show)
     d = csub.add_parser("default", help="print the embedded default config")
     d.set_defaults(func=lambda a: print(DEFAULT_CONFIG_TOML, end="") or 0)
 
@@ -58,4 +66,22 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     print(json.dumps(cfg.model_dump(mode="json", by_alias=True, serialize_as_any=True), indent=2))
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    """One ``key = value  # source`` line per value; secrets are shown as ``**********``."""
+    if not args.effective:
+        return cmd_config_check(args)
+    from agent.remote.layer import provenance
+
+    try:
+        _, rows = provenance(args.file)
+    except ConfigError as exc:
+        print(f"{len(exc.problems)} problem(s) in {exc.source}:", file=sys.stderr)
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    width = max((len(k) for k, _, _ in rows), default=0)
+    for key, value, source in rows:
+        print(f"{key:<{width}} = {json.dumps(value)}  # {source}")
     return 0

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from agent.remote.config import RemoteConfig, merge_layer
 from drivers.base import CONFIG_DIR, DriverConfig, config_relative
 from drivers.registry import get_driver_class
 from drivers.tomlfile import TomlFileError, read_toml
@@ -337,6 +338,7 @@ class AgentConfig(Strict):
     supervisor: SupervisorConfig = SupervisorConfig()
     dashboard: DashboardConfig = DashboardConfig()
     twin: TwinConfig = TwinConfig()
+    remote: RemoteConfig = RemoteConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -450,8 +452,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> AgentConfig:
     return cfg
 
 
-def load_config(path: str | Path | None) -> AgentConfig:
-    """Load and validate a TOML config file; ``None`` gives the embedded default."""
+def load_config(path: str | Path | None, layer: dict[str, Any] | None = None) -> AgentConfig:
+    """Load and validate a TOML config file (with a remote ``layer`` merged over it); ``None``: the default."""
     if path is None:
         return parse_config(tomllib.loads(DEFAULT_CONFIG_TOML), "<default>")
     p = Path(path)
@@ -459,6 +461,7 @@ def load_config(path: str | Path | None) -> AgentConfig:
         data = read_toml(p)
     except TomlFileError as exc:
         raise ConfigError(str(p), [exc.problem]) from None
+    data = merge_layer(data, layer) if layer else data
     # Relative paths in a config file are relative to that file, so a service finds them from any cwd.
     base = p.resolve().parent
     token = CONFIG_DIR.set(base)  # drivers resolve their own paths (profiles, DBC files) against it

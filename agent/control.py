@@ -5,7 +5,7 @@ fields or rewrites them from outside; the agent (``pipeline.Agent``) implements 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from agent.config import AgentConfig
 from drivers.base import Event
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from agent.health import RateMeter
     from agent.reload import ReloadPlan
     from agent.store.stats import StoreStats
+    from agent.uplink.link import SubscribingLink
 
 
 class AgentControl(Protocol):
@@ -43,6 +44,15 @@ class AgentControl(Protocol):
         """True if the store thread takes a call within ``timeout_s`` (it is not stuck)."""
         ...
 
+    def drivers_status(self) -> list[dict[str, Any]]:
+        """Each driver's name, type, state (starting/running/backoff/stopped), restarts and last error."""
+        ...
+
+    def processor_faults(self) -> int:
+        """Batches a processor (the twin) failed on since start, plus model calls that failed inside the current
+        processors (a model that raises costs predictions, not readings: see ``UsesModels.model_failures``)."""
+        ...
+
     # ---------------------------------------------------------------- health
     def health(self, store: StoreStats, meter: RateMeter) -> dict[str, Any]:
         """The health message (health.v1) around store figures the caller read on its own connection."""
@@ -60,3 +70,33 @@ class AgentControl(Protocol):
     def dashboard_token(self) -> str:
         """The dashboard token in force now (by value; empty = none), for a guard that checks each request."""
         ...
+
+    # ---------------------------------------------------------------- remote control (agent/remote)
+    def mqtt(self) -> SubscribingLink | None:
+        """The broker connection the uplink publishes on (None while the uplink is off)."""
+        ...
+
+    async def rebuild_processors(self) -> dict[str, str | None]:
+        """Build the processors (the twin) again from the running config, so they load the models in force now;
+        the old ones run until the new ones are ready. Returns the model version per family now in use."""
+        ...
+
+    def model_versions(self) -> dict[str, str | None]:
+        """The version of each model family the processors use (None: that model is not loaded)."""
+        ...
+
+
+@runtime_checkable
+class UsesModels(Protocol):
+    """A processor that runs models (the twin): the version of each family it loaded (None: not loaded)."""
+
+    def model_versions(self) -> dict[str, str | None]: ...
+
+    def model_failures(self) -> int: ...
+
+
+@runtime_checkable
+class HealthPart(Protocol):
+    """A service that adds fields to the health message (the remote parts: config and model versions)."""
+
+    def health_fields(self) -> dict[str, Any]: ...

@@ -6,7 +6,9 @@ reliability tests to check the store-and-forward promise at every step between c
 
 Points: ``store.after_commit`` (a batch is durable, nothing published), ``uplink.after_publish`` (a message is
 handed to the MQTT client), ``uplink.after_puback`` (the broker acknowledged it, the store does not know yet),
-``uplink.after_mark_sent`` (the store recorded the acknowledgement).
+``uplink.after_mark_sent`` (the store recorded the acknowledgement); for model updates through IoT Jobs
+(``agent/remote``): ``remote.after_download``, ``remote.after_canary``, ``remote.before_swap`` (the files are in
+place, the pointer not yet), ``remote.after_swap`` (the pointer names the new model, the twin does not run it yet).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 
 POINTS = ("store.after_commit", "uplink.after_publish", "uplink.after_puback", "uplink.after_mark_sent")
+REMOTE_POINTS = ("remote.after_download", "remote.after_canary", "remote.before_swap", "remote.after_swap")
 
 _spec = os.environ.get("BATTERY_TWIN_FAULTPOINT", "")
 _name, _, _nth = _spec.partition(":")

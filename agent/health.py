@@ -47,7 +47,9 @@ def build_health(
     drivers: list[dict[str, Any]],
     meter: RateMeter,
     now: float,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``extra``: fields services add (``remote``: config and model versions)."""
     up = uplink or {}
     msgs_s, readings_s = meter.update(now, up.get("acked_msgs", 0), up.get("acked_readings", 0))
     return {
@@ -71,4 +73,5 @@ def build_health(
         "publish_held": up.get("publish_held", []),
         "uplink_state": uplink_state,
         "drivers": drivers,
+        **(extra or {}),
     }

@@ -8,6 +8,7 @@ journald each line starts with its syslog priority (``<3>``..``<7>``), which jou
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -67,13 +68,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+_RECENT: collections.deque[str] = collections.deque(maxlen=1000)
+
+
+class _Recent(logging.Handler):
+    """The last log lines in memory, as written (redacted, with time), for a diagnostics bundle (agent/remote)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _RECENT.append(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def recent_lines() -> list[str]:
+    return list(_RECENT)
+
+
 def setup_logging(level: str = "INFO", fmt: str = "kv") -> None:
     under_journald = bool(os.environ.get("JOURNAL_STREAM"))
     handler = logging.StreamHandler(sys.stderr)
     inner = JsonFormatter() if fmt == "json" else KeyValueFormatter(with_time=not under_journald)
     handler.setFormatter(_Redacting(inner, level_prefix=under_journald))
+    recent = _Recent()
+    recent.setFormatter(_Redacting(KeyValueFormatter(with_time=True), level_prefix=False))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, recent]
     root.setLevel(level)
     for noisy in ("pymodbus", "can", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -21,6 +21,7 @@ import orjson
 
 from agent import __version__
 from agent.config import AgentConfig
+from agent.control import HealthPart, UsesModels
 from agent.health import RateMeter, build_health
 from agent.healthcadence import HealthCadence
 from agent.logs import setup_logging
@@ -32,6 +33,7 @@ from agent.store.db import is_corruption
 from agent.store.stats import StoreStats
 from agent.store.worker import StoreClosed, StoreWorker
 from agent.supervise import CellClash, DriverRunner, Drivers
+from agent.tasks import supervised
 from agent.uplink.mqtt import MqttLink
 from agent.uplink.uplink import Uplink
 from drivers.backoff import Backoff
@@ -48,6 +50,9 @@ class Processor(Protocol):
     def process(self, batch: ReadingBatch, source: str) -> tuple[list[Event], Cycles]: ...
 
 
+ProcessorFactory = Callable[[AgentConfig], list[Processor]]
+
+
 class StartupError(Exception):
     """A configuration problem found at start (e.g. two drivers reporting the same cell id)."""
 
@@ -59,8 +64,12 @@ class Agent:
         processors: list[Processor] | None = None,
         services: list[Service] | None = None,
         store_open: OpenPolicy | None = None,
+        processor_factory: ProcessorFactory | None = None,
     ):
+        """``processor_factory`` builds the processors for a config; with it they are rebuilt when ``[twin]``
+        changes or a model is updated (without it, ``processors`` are fixed)."""
         self.cfg = cfg
+        self.processor_factory = processor_factory
         self.processors: list[Processor] = list(processors or [])
         self.services: list[Service] = list(services or [])
         st = cfg.store
@@ -84,6 +93,8 @@ class Agent:
         self.last_health: dict[str, Any] = {}
         self._meter = RateMeter()
         self.lost_batches = 0
+        self.faults_in_processors = 0
+        self._reload_lock = asyncio.Lock()
 
     @property
     def runners(self) -> dict[str, DriverRunner]:
@@ -103,6 +114,7 @@ class Agent:
                 events.extend(ev)
                 cycles.extend(cy)
             except Exception as exc:
+                self.faults_in_processors += 1
                 log.exception("processor %s failed", type(proc).__name__)
                 msg = f"{type(proc).__name__} failed: {exc!r}"[:500]
                 events.append(Event("agent.processor_fault", msg, level="warning", source="twin"))
@@ -179,21 +191,7 @@ class Agent:
 
     async def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         """Supervise an internal task: log, back off, restart; never let it die silently."""
-        backoff = Backoff(initial_s=1.0, max_s=60.0, stable_after_s=60.0)
-        while True:
-            started = time.monotonic()
-            try:
-                await fn()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                backoff.succeeded_after(time.monotonic() - started)
-                delay = backoff.next_delay()
-                log.exception("task %s failed; restarting in %.0f s", name, delay)
-                msg = f"internal task {name} failed: {exc!r}"[:500]
-                self.emit(Event("agent.task_fault", msg, level="alarm", data={"task": name}))
-                await asyncio.sleep(delay)
+        await supervised(name, fn, self.emit, log)
 
     async def _store_pending(self) -> None:
         events, cycles = self.pending.take()
@@ -220,6 +218,11 @@ class Agent:
 
     # ---------------------------------------------------------------- health (AgentControl)
     def health(self, store: StoreStats, meter: RateMeter) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        for svc in self.services:
+            part = getattr(svc, "inner", svc)  # a SectionService wraps its service
+            if isinstance(part, HealthPart):
+                extra.update(part.health_fields())
         return build_health(
             rig=self.cfg.rig,
             uptime_s=time.monotonic() - self.started_monotonic,
@@ -229,6 +232,7 @@ class Agent:
             drivers=self.drivers.status(),
             meter=meter,
             now=time.monotonic(),
+            extra=extra,
         )
 
     async def health_now(self) -> dict[str, Any]:
@@ -281,6 +285,13 @@ class Agent:
         """For the service watchdog: every internal task alive."""
         return not self.dead_tasks()
 
+    def drivers_status(self) -> list[dict[str, Any]]:
+        return self.drivers.status()
+
+    def processor_faults(self) -> int:
+        models = sum(p.model_failures() for p in self.processors if isinstance(p, UsesModels))
+        return self.faults_in_processors + models
+
     async def store_answers(self, timeout_s: float) -> bool:
         try:
             async with asyncio.timeout(timeout_s):
@@ -292,7 +303,12 @@ class Agent:
     # ---------------------------------------------------------------- configuration (AgentControl)
     async def reload(self, new: AgentConfig) -> ReloadPlan:
         """Restart changed drivers, start added ones, stop removed ones, restart changed services; the store and
-        the uplink keep running. Raises ValueError (nothing applied) if one cell id would come from two drivers."""
+        the uplink keep running. Raises ValueError (nothing applied) if one cell id would come from two drivers.
+        One reload at a time (SIGHUP and the shadow may ask at once)."""
+        async with self._reload_lock:
+            return await self._reload(new)
+
+    async def _reload(self, new: AgentConfig) -> ReloadPlan:
         plan = plan_reload(self.cfg, new)
         cfg = effective_config(self.cfg, new)
         runners = self.drivers.plan(cfg, keep=plan.kept)  # checks the whole new set before touching anything
@@ -302,6 +318,10 @@ class Agent:
         for name in plan.kept:  # new ranges and backoff settings, same state
             self.drivers.runners[name].reconfigure(cfg)
         self.drivers.start({n: r for n, r in runners.items() if n not in plan.kept})
+        if self.uplink is not None:
+            self.uplink.cfg = cfg.uplink  # live keys (linger_ms); the rest is the running value
+        if "twin" in plan.sections:
+            await self.rebuild_processors()
         for svc in self.services:
             if isinstance(svc, SectionService):
                 await svc.reconfigure(cfg)
@@ -309,6 +329,23 @@ class Agent:
 
     def dashboard_token(self) -> str:
         return self.cfg.dashboard.token.get_secret_value()
+
+    # ---------------------------------------------------------------- remote control (AgentControl)
+    def mqtt(self) -> MqttLink | None:
+        return self.link
+
+    async def rebuild_processors(self) -> dict[str, str | None]:
+        if self.processor_factory is not None:
+            # Built off the loop (model loading, the twin's restore from the store); swapped between two batches.
+            self.processors = await asyncio.to_thread(self.processor_factory, self.cfg)
+        return self.model_versions()
+
+    def model_versions(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for proc in self.processors:
+            if isinstance(proc, UsesModels):
+                out.update(proc.model_versions())
+        return out
 
     # ---------------------------------------------------------------- stop
     async def stop(self, drain_timeout_s: float = 5.0) -> None:

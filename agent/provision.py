@@ -22,6 +22,7 @@ import stat
 import subprocess
 import sys
 import tomllib
+from importlib.metadata import entry_points
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="accepted for scripts; an existing config is always updated in place (previous version kept as .bak)",
     )
     g.set_defaults(func=cmd_config)
+    # More actions from other packages (cloud: signing-key), found by entry point so the agent never imports them.
+    for ep in entry_points(group="battery_twin.provision"):
+        try:
+            ep.load()(psub)
+        except ImportError:
+            continue
 
 
 def cmd_csr(args: argparse.Namespace) -> int:

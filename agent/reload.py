@@ -3,10 +3,12 @@
 Only drivers are restarted, and only those whose section changed (added and removed ones too); the store, the
 uplink and its MQTT session are never torn down by a reload, so ``seq`` keeps growing without a gap and the broker
 sees one connection. Logging, plausibility ranges and supervisor settings apply in place; a changed
-``[dashboard]`` section (a new token included) restarts the dashboard, so an old token stops working at once. Any
-other change (``rig``, ``[store]``, ``[uplink]``, sections this module does not know) is reported as needing a
-restart and the running value is kept. A file that fails validation is reported, problem by problem, and the
-running config stays.
+``[dashboard]`` section (a new token included) restarts the dashboard, so an old token stops working at once; a
+changed ``[twin]`` rebuilds the twin from the store, as at a start (``Agent.rebuild_processors``); in ``[uplink]``
+``linger_ms`` applies in place. Any other change (``rig``, ``[store]``, the rest of ``[uplink]``, ``[remote]``,
+sections this module does not know) is reported as needing a restart and the running value is kept. A file that
+fails validation is reported, problem by problem, and the running config stays. The same path applies a change from
+the device shadow (``agent/remote/shadow.py``).
 
 Sections are compared by value, secrets included: ``model_dump(mode="json")`` prints every ``SecretStr`` as
 ``**********``, so a changed token used to compare equal and the old one stayed valid (issue 14.2).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,8 +42,11 @@ class ReloadNotifier(Protocol):
     def reloaded(self, summary: str) -> None: ...
 
 
-# AgentConfig fields applied without a restart ("dashboard" by restarting the dashboard service)
-RELOADABLE = {"drivers", "validate_", "log", "supervisor", "dashboard"}
+# AgentConfig fields applied without a restart ("dashboard" by restarting the dashboard service, "twin" by rebuilding
+# it); LIVE_KEYS: keys applied in place inside sections that otherwise need a restart.
+RELOADABLE = {"drivers", "validate_", "log", "supervisor", "dashboard", "twin"}
+LIVE_KEYS = {"uplink": {"linger_ms"}}
+Loader = Callable[[str | Path], AgentConfig]
 
 
 @dataclass
@@ -102,20 +108,29 @@ def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
         if key == "drivers" or comparable(getattr(old, key)) == comparable(getattr(new, key)):
             continue
         name = "validate" if key == "validate_" else key
-        (plan.sections if key in RELOADABLE else plan.needs_restart).append(name)
+        (plan.sections if key in RELOADABLE or _only_live(old, new, key) else plan.needs_restart).append(name)
     return plan
+
+
+def _only_live(old: AgentConfig, new: AgentConfig, key: str) -> bool:
+    a, b = comparable(getattr(old, key)), comparable(getattr(new, key))
+    return key in LIVE_KEYS and {k for k in a if a[k] != b[k]} <= LIVE_KEYS[key]
 
 
 def effective_config(old: AgentConfig, new: AgentConfig) -> AgentConfig:
     """``new`` with every field that cannot change at run time kept at its running value."""
     keep = {k: getattr(old, k) for k in type(new).model_fields if k not in RELOADABLE}
+    for key, live in LIVE_KEYS.items():
+        if _only_live(old, new, key):
+            keep[key] = getattr(old, key).model_copy(update={k: getattr(getattr(new, key), k) for k in live})
     return new.model_copy(update=keep)
 
 
 async def reload_from_file(
-    agent: AgentControl, path: str | Path | None, notifier: ReloadNotifier | None = None
+    agent: AgentControl, path: str | Path | None, notifier: ReloadNotifier | None = None, loader: Loader = load_config
 ) -> ReloadPlan | None:
-    """Load ``path`` and apply it; on any problem log it, raise an event and keep the running config."""
+    """Load ``path`` (with ``loader``: the remote parts add the confirmed shadow layer) and apply it; on any problem
+    log it, raise an event and keep the running config."""
     if path is None:
         log.warning(
             "reload requested, but the agent runs on the embedded default config: nothing to re-read "
@@ -126,7 +141,7 @@ async def reload_from_file(
         notifier.reloading()
     plan: ReloadPlan | None = None
     try:
-        plan = await _load_and_apply(agent, path)
+        plan = await _load_and_apply(agent, path, loader)
     finally:
         if notifier is not None:
             notifier.reloaded(plan.summary() if plan is not None else "rejected, running config kept")
@@ -156,9 +171,9 @@ async def reload_from_file(
     return plan
 
 
-async def _load_and_apply(agent: AgentControl, path: str | Path) -> ReloadPlan | None:
+async def _load_and_apply(agent: AgentControl, path: str | Path, loader: Loader) -> ReloadPlan | None:
     try:
-        new = await asyncio.to_thread(load_config, path)
+        new = await asyncio.to_thread(loader, path)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("reload rejected: %s: %s", exc.source, problem)
@@ -183,7 +198,11 @@ async def _load_and_apply(agent: AgentControl, path: str | Path) -> ReloadPlan |
 
 
 async def reload_on_signal(
-    agent: AgentControl, path: str | Path | None, requested: asyncio.Event, notifier: ReloadNotifier | None = None
+    agent: AgentControl,
+    path: str | Path | None,
+    requested: asyncio.Event,
+    notifier: ReloadNotifier | None = None,
+    loader: Loader = load_config,
 ) -> None:
     """Task: one reload per SIGHUP (signals arriving during a reload are folded into one more)."""
     while True:
@@ -191,6 +210,6 @@ async def reload_on_signal(
         requested.clear()
         log.info("SIGHUP: reloading %s", path or "(embedded default)")
         try:
-            await reload_from_file(agent, path, notifier)
+            await reload_from_file(agent, path, notifier, loader)
         except Exception:
             log.exception("reload failed; the running config stays in force")

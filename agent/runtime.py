@@ -15,14 +15,17 @@ import faulthandler
 import logging
 import signal
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ConfigError, load_config
 from agent.logs import setup_logging
 from agent.pipeline import Agent, Processor, StartupError
 from agent.reload import reload_on_signal
+from agent.remote.layer import load_effective, loader, state_dir
+from agent.remote.models import ModelStore
 from agent.sdnotify import SystemdNotifier
 from agent.services import SectionService, Service
 from agent.store import StoreUnavailable
 from agent.uplink.mqtt import TlsFilesError
+from drivers.base import Event
 
 log = logging.getLogger("agent")
 
@@ -35,19 +38,42 @@ def _dashboard(cfg: AgentConfig) -> Service | None:
     return DashboardService(cfg.dashboard)
 
 
-def build_agent(cfg: AgentConfig) -> Agent:
-    """The agent with the processors (twin) and services (dashboard, watchdog) its config asks for."""
-    processors: list[Processor] = []
-    services: list[Service] = [SectionService("dashboard", _dashboard, cfg), SystemdNotifier()]
-    if cfg.twin.enabled:
+class Processors:
+    """Builds the processors (the twin) for a config; with ``[remote] jobs`` the twin loads the models jobs
+    installed (agent/remote/models.py) instead of the configured or shipped files."""
+
+    def __init__(self, models: ModelStore | None):
+        self.models = models
+
+    def __call__(self, cfg: AgentConfig) -> list[Processor]:
+        if not cfg.twin.enabled:
+            return []
         from agent.twin import build_twin
 
-        processors.append(build_twin(cfg))
-    return Agent(cfg, processors=processors, services=services)
+        return [build_twin(self.models.apply(cfg) if self.models is not None else cfg)]
+
+
+def build_agent(cfg: AgentConfig, config_path: str | None = None) -> Agent:
+    """The agent with the processors (twin) and services (dashboard, watchdog, remote) its config asks for."""
+    services: list[Service] = [SectionService("dashboard", _dashboard, cfg), SystemdNotifier()]
+    if cfg.remote.enabled:
+        from agent.remote.service import RemoteService
+
+        services.append(RemoteService(cfg, config_path))
+    factory = Processors(ModelStore(state_dir(cfg)) if cfg.remote.jobs else None)
+    return Agent(cfg, processors=factory(cfg), services=services, processor_factory=factory)
 
 
 async def _main(cfg: AgentConfig, config_path: str | None = None) -> int:
-    agent = build_agent(cfg)
+    events: list[Event] = []
+    if cfg.remote.shadow and config_path is not None:
+        try:  # the file with the shadow layer confirmed before (a restart without network runs it)
+            cfg, events = load_effective(config_path)
+        except ConfigError as exc:
+            log.error("cannot read %s again: %s; running what was loaded", config_path, exc)
+    agent = build_agent(cfg, config_path)
+    for event in events:
+        agent.emit(event)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -61,7 +87,10 @@ async def _main(cfg: AgentConfig, config_path: str | None = None) -> int:
         await agent.stop(drain_timeout_s=0.1)
         return StoreUnavailable.exit_code if isinstance(exc, StoreUnavailable) else 2
     notifier = next((s for s in agent.services if isinstance(s, SystemdNotifier)), None)
-    reloader = asyncio.create_task(reload_on_signal(agent, config_path, reload_requested, notifier), name="reload")
+    reread = loader if cfg.remote.shadow else load_config
+    reloader = asyncio.create_task(
+        reload_on_signal(agent, config_path, reload_requested, notifier, reread), name="reload"
+    )
     await stop.wait()
     reloader.cancel()
     await asyncio.gather(reloader, return_exceptions=True)

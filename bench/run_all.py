@@ -16,7 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-ORDER = ["pipeline", "simulator", "drivers", "models", "dashboard"]
+ORDER = ["pipeline", "simulator", "drivers", "models", "dashboard", "remote"]
 
 
 def flatten(prefix: str, obj, out: list[tuple[str, object]]) -> None:

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from cloud.publish import register_publish
+
 EXIT_USAGE = 2
 TRAIN_EXTRA_HINT = "pip install 'battery-twin[train]'"
 
@@ -107,6 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--out", type=Path, required=True)
     d.set_defaults(func=_needs_train(cmd_dataset))
+    register_publish(msub)  # publish: sign, upload, roll out through IoT Jobs (cloud/publish.py, [cloud] extra)
     i = msub.add_parser("info", help="print a model's metadata")
     i.add_argument("model", type=Path)
     i.set_defaults(func=_needs_train(cmd_info))

@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from cloud.canary import onnx_canary
+
 OPSET = 17
 FORMAT_VERSION = 1
 
@@ -66,8 +68,16 @@ def sklearn_to_onnx(pipeline: Any, n_features: int, log10_output: bool) -> onnx.
     return model
 
 
-def finalize(model: onnx.ModelProto, family: str, metadata: dict[str, Any], out_dir: Path, name: str) -> dict:
-    """Stamp the version, embed a metadata summary in the ONNX file, write ``name.onnx`` and ``name.json``."""
+def finalize(
+    model: onnx.ModelProto,
+    family: str,
+    metadata: dict[str, Any],
+    out_dir: Path,
+    name: str,
+    canary_inputs: dict[str, np.ndarray] | None = None,
+) -> dict:
+    """Stamp the version, embed a metadata summary in the ONNX file, write ``name.onnx`` and ``name.json``; the
+    metadata records a canary (``cloud/canary.py``: ``canary_inputs``, or inputs made from its input spec)."""
     del model.metadata_props[:]
     model.producer_name = "battery-twin"
     model.doc_string = ""
@@ -86,6 +96,8 @@ def finalize(model: onnx.ModelProto, family: str, metadata: dict[str, Any], out_
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.onnx").write_bytes(data)
     meta["onnx_sha256"] = sha256_bytes(data)
+    meta["model_format"] = "onnx"
+    meta["canary"] = onnx_canary(data, meta, canary_inputs)
     (out_dir / f"{name}.json").write_text(json.dumps(_jsonable(meta), indent=2, sort_keys=False) + "\n")
     return meta
 

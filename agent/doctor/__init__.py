@@ -3,8 +3,8 @@
 One line per check: ``OK``/``WARN``/``FAIL``, what was found, and for anything not OK the fix. Exit 1 when any
 check fails (warnings alone exit 0), 2 when the command itself is misused. Checks, in order: the config; the TLS
 files (readable, key mode, key matches cert, cert dates, CA bundle); the endpoint (DNS, a TLS handshake with the
-client certificate); each driver's device (the driver's own ``doctor()`` hook, else generic probes); the store
-(integrity, disk space); the clock. Nothing here prints key material: keys are loaded only to compare public keys.
+client certificate); each driver's device (the driver's own ``doctor()`` hook, else generic probes); ``[remote]``
+(shadow outcome, installed models); the store (integrity, disk space); the clock. Nothing here prints key material: keys are loaded only to compare public keys.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def run_checks(config_path: str | None, emit: Callable[[Check], None]) -> list[C
     """Run every check, handing each result to ``emit`` as soon as it is known; returns them all."""
     from agent.config import ConfigError, load_config
     from agent.doctor import devices, system, tls
+    from agent.remote.doctor import check_remote
 
     results: list[Check] = []
 
@@ -125,6 +126,7 @@ def run_checks(config_path: str | None, emit: Callable[[Check], None]) -> list[C
             ]
         )
     out(devices.check_drivers(drivers))
+    out(check_remote(cfg))
     store_checks, store_info = system.check_store(cfg.store)
     out(store_checks)
     out(system.check_clock(store_info))

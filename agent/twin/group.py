@@ -58,6 +58,7 @@ class CellGroup:
         self.cap_2_100 = np.full((n, N_CAP), np.nan)
         self.curves: list[dict[int, np.ndarray]] = [{} for _ in range(n)]
         self.cycle_life_done = np.zeros(n, dtype=bool)
+        self.inference_failures = 0  # model calls that raised (a new model is rolled back for them: agent/remote)
         self.last_soh, self.last_dcr, self.last_ce = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
         self.first_dis = np.full(n, np.nan)  # discharge Ah of the first complete cycle seen (EKF capacity scale)
         self.eol_ah = cfg.eol_fraction * model.nominal_ah
@@ -215,6 +216,7 @@ class CellGroup:
             try:
                 cap, eol = self.soh_model.forecast(x[ok], self.horizons, self.eol_ah[idx[ok]])
             except Exception as exc:  # noqa: BLE001 - a model failure costs predictions, not the cycle
+                self.inference_failures += 1
                 log.error("SOH inference failed: %r", exc)
         j = 0
         for f, row, good in zip(finished, out, ok):
@@ -248,6 +250,7 @@ class CellGroup:
                     continue
                 life = float(self.cycle_life.predict(x)[0])
             except Exception as exc:  # noqa: BLE001
+                self.inference_failures += 1
                 log.error("cycle-life inference failed for %s: %r", self.cell_ids[k], exc)
                 continue
             row["predicted_cycle_life"] = _num(life, 1)

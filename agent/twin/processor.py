@@ -139,6 +139,17 @@ class TwinProcessor:
             cycles += cy
         return events, cycles
 
+    def model_versions(self) -> dict[str, str | None]:
+        """The model of each family this twin loaded (None: not loaded): health, and model updates' check."""
+        return {
+            "cycle-life": self.cycle_life.version if self.cycle_life is not None else None,
+            "soh": self.soh.version if self.soh is not None else None,
+        }
+
+    def model_failures(self) -> int:
+        """Model calls that raised since this twin was built (the batch goes on without those predictions)."""
+        return sum(g.inference_failures for g in self.groups)
+
     # ------------------------------------------------------------------ views (dashboard, tests, bench)
     def state(self) -> dict[str, dict[str, Any]]:
         """SOC, cycle and latest per-cycle values per cell (``source/cell`` keys)."""

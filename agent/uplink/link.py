@@ -4,11 +4,15 @@ A ``Link`` publishes QoS1 and hands back an asyncio future of the PUBACK's MQTT5
 ``PublishFailed`` when there was no PUBACK: timeout, disconnect, a client that refused the packet); it mirrors
 connect/disconnect into ``connected``. ``mqtt.MqttLink`` (awsiotsdk) is the real one; tests use an in-process
 fake (``tests/support/fakelink.py``) to drive the uplink's logic in virtual time, without a broker.
+
+A ``SubscribingLink`` also receives, on the same connection: the remote parts (``agent/remote``: device shadow and
+IoT Jobs) subscribe to their topics after every new connection (sessions are clean) and get each message on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 SUCCESS = 0x00
@@ -55,4 +59,25 @@ class Link(Protocol):
     def publish(self, topic: str, payload: bytes) -> asyncio.Future[int]:
         """QoS1 publish; the future resolves (on the loop) to the PUBACK's reason code or fails with
         ``PublishFailed``. Call on the loop thread."""
+        ...
+
+
+MessageHandler = Callable[[str, bytes], None]
+
+
+class SubscribingLink(Link, Protocol):
+    """A link that also receives: what the remote parts need of the connection."""
+
+    @property
+    def connects(self) -> int:
+        """Connections made so far; a new one has no subscriptions yet (clean session)."""
+        ...
+
+    def subscribe(self, topic_filters: list[str]) -> asyncio.Future[list[int]]:
+        """QoS1 SUBSCRIBE; the future resolves to the SUBACK's reason codes, one per filter (below 0x80: granted),
+        or fails with ``PublishFailed`` when there was no SUBACK. Call on the loop thread."""
+        ...
+
+    def on_message(self, handler: MessageHandler) -> None:
+        """Every message received on the connection goes to ``handler(topic, payload)``, called on the loop."""
         ...

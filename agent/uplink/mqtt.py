@@ -4,8 +4,8 @@
 The SDK keeps the connection up by itself (reconnects with backoff); this wrapper checks the TLS files before
 connecting (a missing CA otherwise fails only after ~24 s; a private key that other users can read is refused,
 as ``doctor`` does), chooses flow control, mirrors the connection state into the asyncio side, and turns the SDK's
-publish future (completed on the SDK's thread) into an asyncio future of the PUBACK's reason code. It never logs
-key material.
+publish future (completed on the SDK's thread) into an asyncio future of the PUBACK's reason code. Messages received
+on subscribed topics (the remote parts' shadow and jobs topics) are handed to the loop. It never logs key material.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from awscrt import mqtt5
 from awsiot import mqtt5_client_builder
 
 from agent.config import UplinkConfig
-from agent.uplink.link import PublishFailed
+from agent.uplink.link import MessageHandler, PublishFailed
 
 log = logging.getLogger("agent.uplink")
 
@@ -100,6 +100,7 @@ class MqttLink:
         self._lock = threading.Lock()
         self._client: mqtt5.Client | None = None
         self._stopped = threading.Event()
+        self._handlers: list[MessageHandler] = []
 
     # -- lifecycle callbacks run on the SDK's event-loop thread
     def _set_state(self, state: str, error: str | None = None) -> None:
@@ -140,6 +141,24 @@ class MqttLink:
         log.warning("uplink disconnected error=%s", err)
         self._set_state("disconnected", err)
 
+    def _on_publish(self, data: mqtt5.PublishReceivedData) -> None:
+        packet = data.publish_packet
+        topic, payload = str(packet.topic), bytes(packet.payload or b"")
+        try:
+            self.loop.call_soon_threadsafe(self._dispatch, topic, payload)
+        except RuntimeError:  # the loop is closed: shutting down
+            pass
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        for handler in list(self._handlers):
+            try:
+                handler(topic, payload)
+            except Exception:
+                log.exception("handler for a message on %s failed", topic)
+
+    def on_message(self, handler: MessageHandler) -> None:
+        self._handlers.append(handler)
+
     def _on_stopped(self, data: Any) -> None:
         self._set_state("stopped")
         self._stopped.set()
@@ -168,6 +187,7 @@ class MqttLink:
             on_lifecycle_connection_failure=self._on_failure,
             on_lifecycle_disconnection=self._on_disconnect,
             on_lifecycle_stopped=self._on_stopped,
+            on_publish_received=self._on_publish,
             enable_metrics_collection=False,
         )
         self._set_state("connecting")
@@ -202,6 +222,31 @@ class MqttLink:
         sdk.add_done_callback(done)
         return fut
 
+    def subscribe(self, topic_filters: list[str]) -> asyncio.Future[list[int]]:
+        """QoS1 SUBSCRIBE; an asyncio future of the SUBACK's reason codes (``PublishFailed`` without a SUBACK)."""
+        fut: asyncio.Future[list[int]] = self.loop.create_future()
+        client = self._client
+        if client is None:
+            fut.set_exception(PublishFailed("the MQTT client is not running"))
+            return fut
+        packet = mqtt5.SubscribePacket(
+            subscriptions=[mqtt5.Subscription(topic_filter=f, qos=mqtt5.QoS.AT_LEAST_ONCE) for f in topic_filters]
+        )
+        try:
+            sdk = client.subscribe(packet)
+        except Exception as exc:  # noqa: BLE001 - refused synchronously (stopped, invalid filter)
+            fut.set_exception(PublishFailed(_describe(exc)))
+            return fut
+
+        def done(f: Future[Any]) -> None:  # on the SDK's thread
+            try:
+                self.loop.call_soon_threadsafe(_settle_suback, fut, f)
+            except RuntimeError:  # the loop is closed
+                pass
+
+        sdk.add_done_callback(done)
+        return fut
+
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._client is None:
             return
@@ -226,6 +271,17 @@ def _settle(fut: asyncio.Future[int], sdk: Future[Any]) -> None:
         fut.set_exception(PublishFailed("no PUBACK in the publish result"))
     else:
         fut.set_result(int(puback.reason_code))
+
+
+def _settle_suback(fut: asyncio.Future[list[int]], sdk: Future[Any]) -> None:
+    if fut.done():
+        return
+    try:
+        codes = [int(c) for c in sdk.result().reason_codes]
+    except Exception as exc:  # noqa: BLE001 - timeout, connection lost, stopped
+        fut.set_exception(PublishFailed(_describe(exc)))
+        return
+    fut.set_result(codes)
 
 
 def _describe(exc: Any) -> str:

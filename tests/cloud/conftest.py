@@ -24,6 +24,7 @@ PLAN_VARS = {
         "agent_repo_url": "https://git.example.invalid/battery-twin.git",
         "agent_ref": "v1.2.3",
         "quicksight_principal_arns": ["arn:aws:quicksight:eu-west-1:123456789012:user/default/analyst"],
+        "remote": True,
     },
     "fleet": {
         "rigs": ["lab-a", "lab-b"],

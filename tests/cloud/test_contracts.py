@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -225,23 +226,66 @@ def test_policy_allows_nothing_outside_the_things_own_topics_and_client_id(plan)
                 f"cmd/battery-twin/{who}/{s}",
                 f"$aws/things/{who}/shadow/update",
             }
+    remote = PLAN_VARS[plan_name(plan)].get("remote", False)
+    shadow, jobs = f"$aws/things/{me}/shadow/name/config", f"$aws/things/{me}/jobs"
+    requests = {f"{shadow}/update", f"{shadow}/get", f"{jobs}/start-next", f"{jobs}/job-7/update"}
+    filters, replies = remote_filters(me), remote_replies(me)
+    if remote:
+        expected |= requests
+    for who in (me, other, "+", "#", "*"):
+        for name in ("config", "other", "+"):
+            candidates |= {
+                f"$aws/things/{who}/shadow/name/{name}/{t}"
+                for t in ("update", "get", "delete", "update/delta", "update/accepted", "get/accepted")
+            }
+        candidates |= {f"$aws/things/{who}/jobs/{t}" for t in ("start-next", "job-7/update", "job-7/get", "get", "#")}
+        candidates |= {f"$aws/things/{who}/shadow/{t}" for t in ("update", "get", "update/delta")}
+    candidates |= {f.replace(me, other) for f in filters | replies} | filters | replies
+    topics = {t for t in candidates if "+" not in t and "#" not in t}
     granted = {t for t in candidates if c.policy_allows(pol, "iot:Publish", f"{arn}:topic/{t}", me)}
     assert granted == expected
+    # Subscribe and receive: exactly the shadow and jobs replies the agent subscribes to, of its own thing only.
+    subscribable = {t for t in candidates if c.policy_allows(pol, "iot:Subscribe", f"{arn}:topicfilter/{t}", me)}
+    receivable = {t for t in topics if c.policy_allows(pol, "iot:Receive", f"{arn}:topic/{t}", me)}
+    assert subscribable == (filters if remote else set())
+    assert receivable == (replies if remote else set())
     # Connect: only with its own client id, and only with a certificate attached to that thing.
     assert c.policy_allows(pol, "iot:Connect", f"{arn}:client/{me}", me)
     assert not c.policy_allows(pol, "iot:Connect", f"{arn}:client/{me}", me, attached=False)
     for cid in (other, me + "-2", "*", ""):
         assert not c.policy_allows(pol, "iot:Connect", f"{arn}:client/{cid}", me), cid
-    # Nothing else: no subscribe/receive by default, no wildcard action, every resource names the thing.
-    for action in ("iot:Subscribe", "iot:Receive", "iot:UpdateThingShadow", "iot:GetThingShadow", "iot:DeleteThing"):
+    # Nothing else: no shadow or thing API action, no wildcard action, every resource names the thing.
+    for action in ("iot:UpdateThingShadow", "iot:GetThingShadow", "iot:DeleteThing", "iot:DescribeJobExecution"):
         for res in candidates:
             assert not c.policy_allows(pol, action, f"{arn}:topicfilter/{res}", me), (action, res)
             assert not c.policy_allows(pol, action, f"{arn}:topic/{res}", me), (action, res)
     for st in pol["Statement"]:
         acts = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
-        assert set(acts) <= {"iot:Connect", "iot:Publish"}, acts
+        assert set(acts) <= {"iot:Connect", "iot:Publish", "iot:Subscribe", "iot:Receive"}, acts
         res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
-        assert all(c.THING_VAR in r and "*" not in r.replace(c.THING_VAR, "") for r in res), res
+        assert all(c.THING_VAR in r for r in res), res
+        # The one wildcard left is a job id: a topic level inside the thing's own jobs prefix.
+        assert all("*" not in r.replace(c.THING_VAR, "").replace("/jobs/*/update", "") for r in res), res
+
+
+def remote_filters(rig: str) -> set[str]:
+    """The topic filters the agent's shadow and jobs parts subscribe to (their own code)."""
+    from types import SimpleNamespace
+
+    from agent.remote.config import RemoteConfig
+    from agent.remote.jobs import JobRunner
+    from agent.remote.shadow import ShadowSync
+
+    control = SimpleNamespace(cfg=SimpleNamespace(rig=rig, remote=RemoteConfig()))
+    channel = SimpleNamespace(route=lambda *a: None)
+    shadow = ShadowSync(control, channel, None, Path("/nonexistent"))  # type: ignore[arg-type]
+    jobs = JobRunner(control, channel, RemoteConfig(), None)  # type: ignore[arg-type]
+    return set(shadow.filters()) | set(jobs.filters())
+
+
+def remote_replies(rig: str) -> set[str]:
+    """Topics those filters match, with a job id where the filter has '+'."""
+    return {f.replace("+", "job-7") for f in remote_filters(rig)}
 
 
 def test_certificates_come_from_csrs_and_no_private_key_is_planned(plan, plans):

@@ -115,11 +115,12 @@ def test_sighup_restarts_only_changed_drivers(tmp_path, broker, subscriber, rig_
     fd_before = _db_fd(agent.proc.pid, db)
     before = _sim_s(_last_health(subscriber))
 
-    # b changes, c is added, a stays; an uplink change cannot apply without a restart and must be kept.
+    # b changes, c is added, a stays; an uplink change other than linger_ms (live since issue 16) cannot apply
+    # without a restart and must be kept.
     new = {
         **cfg,
         "drivers": [drivers[0], {**drivers[1], "sample_hz": 5.0}, {**sim, "name": "c", "cell_prefix": "c"}],
-        "uplink": {**cfg["uplink"], "linger_ms": 300},
+        "uplink": {**cfg["uplink"], "health_heartbeat_s": 7.0},
     }
     agent.config_path.write_text(to_toml(new))
     reload_ms = time.time_ns() // 1_000_000

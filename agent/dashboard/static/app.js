@@ -306,7 +306,10 @@
       ["publish rate", fmt(h.publish_rate_msgs_s, 2) + " msg/s · " + fmt(h.readings_rate_s, 1) + " readings/s", "publish_rate_msgs_s"],
       ["publish errors", h.publish_errors, "publish_errors"], ["dropped readings", h.dropped_readings, "dropped_readings"],
       ["uptime", fmt(h.uptime_s, 0) + " s", "uptime_s"]];
-    for (const [k, v, key] of kv) { dl.append(el("dt", k)); const dd = el("dd", String(v)); dd.dataset.key = key; dd.dataset.value = h[key]; dl.append(dd); }
+    const r = h.remote; // [remote]: the shadow config version and the models in force (agent/remote)
+    if (r) kv.push(["config (shadow)", r.config_version == null ? "file only" : "v" + r.config_version + " " + (r.config_status || ""), "config_version"],
+      ["models", Object.entries(r.models || {}).map(([f, v]) => f + " " + (v || "shipped")).join(" · ") || "shipped", "models"]);
+    for (const [k, v, key] of kv) { dl.append(el("dt", k)); const dd = el("dd", String(v)); dd.dataset.key = key; dd.dataset.value = key in h ? h[key] : r && JSON.stringify(r[key]); dl.append(dd); }
     const tb = $("drivers-table").tBodies[0]; tb.textContent = "";
     for (const d of h.drivers) row(tb, [d.name, d.type, { text: d.state, cls: d.state === "running" ? "" : "lvl-warning" }, String(d.restarts), String(d.detail.readings), d.last_error || ""], { driver: d.name });
   }

@@ -26,6 +26,16 @@ module "iot" {
   csrs                     = local.csrs
   basic_ingest_rule        = local.basic_ingest_rule
   basic_ingest_health_rule = local.basic_ingest_health_rule
+  shadow_name              = var.remote ? "config" : ""
+  jobs                     = var.remote
+}
+
+# Models and diagnostics through IoT Jobs, SageMaker training into the same bucket (docs/ota.md).
+module "ota" {
+  source      = "../../modules/ota"
+  name_prefix = var.name_prefix
+  kms_key_arn = module.kms.key_arn
+  thing_names = values(module.iot.thing_names)
 }
 
 module "ingest" {

@@ -59,3 +59,14 @@ output "ec2_rig" {
     certificate_parameter = module.ec2_rig[0].certificate_parameter
   } : null
 }
+
+output "ota" {
+  description = "For battery-twin model publish (--bucket, --presign-role-arn, --target) and SageMaker training (docs/ota.md)."
+  value = {
+    bucket             = module.ota.bucket
+    presign_role_arn   = module.ota.presign_role_arn
+    thing_group        = module.ota.thing_group
+    sagemaker_role_arn = module.ota.sagemaker_role_arn
+    sagemaker_channels = module.ota.sagemaker_channels
+  }
+}

@@ -23,6 +23,32 @@ locals {
       "${local.arn_prefix}:topic/$aws/rules/${var.basic_ingest_health_rule}/${var.topic_prefix}/${local.thing}/health"
     ],
   )
+  # Device Shadow (one named shadow) and Jobs, each thing its own only (agent/remote: [remote] shadow, jobs).
+  shadow_prefix = "$aws/things/${local.thing}/shadow/name/${var.shadow_name}"
+  jobs_prefix   = "$aws/things/${local.thing}/jobs"
+  remote_publish = concat(
+    var.shadow_name == "" ? [] : ["${local.shadow_prefix}/update", "${local.shadow_prefix}/get"],
+    var.jobs ? ["${local.jobs_prefix}/start-next", "${local.jobs_prefix}/*/update"] : [],
+  )
+  # Subscribe takes the filters as the agent writes them ('+' is a literal character in a policy resource);
+  # receive takes the topics, where the job id is the one wildcard.
+  remote_replies = concat(
+    var.shadow_name == "" ? [] : [
+      for t in ["update/delta", "update/accepted", "update/rejected", "get/accepted", "get/rejected"] :
+      "${local.shadow_prefix}/${t}"
+    ],
+    var.jobs ? ["${local.jobs_prefix}/notify-next", "${local.jobs_prefix}/start-next/accepted", "${local.jobs_prefix}/start-next/rejected"] : [],
+  )
+  remote_job_replies = var.jobs ? ["update/accepted", "update/rejected"] : []
+  remote_subscribe = concat(
+    [for t in local.remote_replies : "${local.arn_prefix}:topicfilter/${t}"],
+    [for t in local.remote_job_replies : "${local.arn_prefix}:topicfilter/${local.jobs_prefix}/+/${t}"],
+  )
+  remote_receive = concat(
+    [for t in local.remote_replies : "${local.arn_prefix}:topic/${t}"],
+    [for t in local.remote_job_replies : "${local.arn_prefix}:topic/${local.jobs_prefix}/*/${t}"],
+  )
+
   command_prefix = "cmd/${element(split("/", var.topic_prefix), length(split("/", var.topic_prefix)) - 1)}/${local.thing}"
 
   statements = concat(
@@ -38,7 +64,21 @@ locals {
         Sid      = "PublishOnlyToItsOwnTopics"
         Effect   = "Allow"
         Action   = "iot:Publish"
-        Resource = local.publish_topics
+        Resource = concat(local.publish_topics, [for t in local.remote_publish : "${local.arn_prefix}:topic/${t}"])
+      },
+    ],
+    length(local.remote_subscribe) == 0 ? [] : [
+      {
+        Sid      = "SubscribeOnlyToItsOwnShadowAndJobs"
+        Effect   = "Allow"
+        Action   = "iot:Subscribe"
+        Resource = local.remote_subscribe
+      },
+      {
+        Sid      = "ReceiveOnlyItsOwnShadowAndJobs"
+        Effect   = "Allow"
+        Action   = "iot:Receive"
+        Resource = local.remote_receive
       },
     ],
     var.command_topics ? [

@@ -59,6 +59,23 @@ variable "command_topics" {
   default     = false
 }
 
+variable "shadow_name" {
+  description = "Named shadow each thing may use for remote config (agent [remote] shadow_name; \"config\"). Empty: no shadow permission (the agent's [remote] shadow is off)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9:_-]{0,64}$", var.shadow_name))
+    error_message = "A shadow name is 1-64 of letters, digits, ':', '_' and '-' (or empty for none)."
+  }
+}
+
+variable "jobs" {
+  description = "Let each thing use its own IoT Jobs topics (model updates, diagnostics: agent [remote] jobs)."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   description = "Tags for every resource that takes them."
   type        = map(string)
