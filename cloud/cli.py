@@ -48,6 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     tc.add_argument("--test-dir", type=Path, help="held-out folder to evaluate in the same run (optional)")
     tc.add_argument("--test-lives", type=Path)
     tc.add_argument("--exclude-file", action="append", default=[], help="test file to leave out (repeatable)")
+    tc.add_argument(
+        "--groups",
+        type=Path,
+        help="charging policy (any group label) of each training cell, one per line (line k = cell<k>): cells of a "
+        "group stay together in the cross-validation that chooses the model (default: the policies of Severson's "
+        "SI table 9 for the shipped splits, else every cell its own group)",
+    )
     tc.add_argument("--out", type=Path, required=True, help="output folder for <name>.onnx and <name>.json")
     tc.add_argument("--name", default="cycle_life")
     tc.add_argument("--seed", type=int, default=0)
@@ -125,10 +132,15 @@ def _severson_defaults(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def cmd_train_cycle_life(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cloud.datasets.severson import known_policies, read_groups
     from cloud.train import train_cycle_life
 
     train_dir, train_lives = _severson_defaults(args)
     try:
+        lives = np.loadtxt(train_lives, ndmin=1)
+        groups = read_groups(args.groups, lives.size) if args.groups else known_policies(train_dir, lives)
         meta = train_cycle_life(
             train_dir,
             train_lives,
@@ -138,8 +150,9 @@ def cmd_train_cycle_life(args: argparse.Namespace) -> int:
             args.test_dir,
             args.test_lives,
             tuple(args.exclude_file),
+            groups=groups,
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, OSError) as exc:
         return _err(str(exc))
     print(
         json.dumps(
