@@ -244,6 +244,13 @@ def _print_table(r: dict) -> None:
             f"cycle life, {r['n_cells']} cells: model RMSE {r['rmse_cycles']:.1f} cycles, MAPE {r['mape_pct']:.1f}% "
             f"| variance baseline RMSE {r['baseline']['rmse_cycles']:.1f}, MAPE {r['baseline']['mape_pct']:.1f}%"
         )
+        if "interval" in r:
+            i = r["interval"]
+            print(
+                f"interval {i['quantiles']}: covers {i['coverage']:.0%} of the cells (nominal {i['nominal_coverage']:.0%})"
+            )
+        if r.get("scored_split_in_training"):
+            print("note: the model was fitted on these cells, so these are not held-out figures")
         return
     print(f"SOH forecast ({r['mode']}, from {r['from_fraction']:.0%}, EOL {r['eol_capacity_ah']:.3f} Ah)")
     print(

@@ -62,43 +62,60 @@ class CycleLifeModel:
         return self.linear.interval(x)
 
 
-def train(data: QdlinSet, groups: list[str] | None = None, seed: int = S.SEED) -> CycleLifeModel:
-    """Select and fit the cycle-life model on ``data`` (training cells only). Deterministic for a seed.
+def train(
+    data: QdlinSet,
+    groups: list[str] | None = None,
+    seed: int = S.SEED,
+    chosen: dict[str, Any] | None = None,
+) -> CycleLifeModel:
+    """Select and fit the cycle-life model on ``data``. Deterministic for a seed.
 
     ``groups``: one label per cell (the charging policy); cells of a group are never split between fitting and
-    scoring. None: every cell is its own group.
+    scoring. None: every cell is its own group. ``chosen``: the ``selection`` of a model trained earlier (on a
+    training split): its members are refit on ``data`` instead of being chosen again, and its out-of-fold figures
+    and interval come from ``data``'s grouped folds.
     """
     labels = np.asarray(groups if groups is not None else [f.removesuffix(".csv") for f in data.files])
     if labels.size != data.cycle_life.size:
         raise ValueError(f"{labels.size} group labels for {data.cycle_life.size} training cells")
     feats = S.all_features(data.qdlin)
     y = np.log10(data.cycle_life)
-    sel = S.select(feats, data.cycle_life, labels, seed=seed)
-    linear = S.fit_ensemble(sel.members, feats, y)
-    linear.offsets = S.interval_offsets(sel.oof, y)
-    x = np.column_stack([feats[r] for r in linear.refs])
-    lo, hi = linear.interval(x)
-    oof_lo, oof_hi = 10 ** (sel.oof + linear.offsets[0]), 10 ** (sel.oof + linear.offsets[1])
-    cv_rmse = [rmse(10**p, data.cycle_life) for p in sel.oof]
-    model = CycleLifeModel(
-        linear,
-        selection={
+    grouping = {
+        "grouping": "charging policy" if groups is not None else "none (every cell its own group)",
+        "n_groups": int(np.unique(labels).size),
+        "cv": {"repeats": S.REPEATS, "folds": S.FOLDS, "seed": seed},
+    }
+    if chosen is None:
+        sel = S.select(feats, data.cycle_life, labels, seed=seed)
+        members, oof = sel.members, sel.oof
+        selection = {
             "rule": sel.rule,
-            "grouping": "charging policy" if groups is not None else "none (every cell its own group)",
-            "n_groups": int(np.unique(labels).size),
-            "cv": {"repeats": S.REPEATS, "folds": S.FOLDS, "seed": seed},
+            **grouping,
             "best_single": sel.best,
             "threshold_cycles": sel.threshold_cycles,
-            "members": [m.label for m in sel.members],
+            "members": [m.label for m in members],
             "table": sel.table,
-        },
+        }
+    else:
+        members = S.by_label(chosen["members"])
+        oof = S.ensemble_oof(members, feats, data.cycle_life, labels, seed=seed)
+        selection = {**chosen, "refit": {"n_cells": int(y.size), **grouping}}
+    linear = S.fit_ensemble(members, feats, y)
+    linear.offsets = S.interval_offsets(oof, y)
+    x = np.column_stack([feats[r] for r in linear.refs])
+    lo, hi = linear.interval(x)
+    oof_lo, oof_hi = 10 ** (oof + linear.offsets[0]), 10 ** (oof + linear.offsets[1])
+    cv_rmse = [rmse(10**p, data.cycle_life) for p in oof]
+    model = CycleLifeModel(
+        linear,
+        selection=selection,
         feature_ranges={r.key: [float(x[:, i].min()), float(x[:, i].max())] for i, r in enumerate(linear.refs)},
     )
     model.metrics = {
         "train_rmse_cycles": rmse(model.predict(x), data.cycle_life),
         "train_mape_pct": mape_pct(model.predict(x), data.cycle_life),
         "train_interval_coverage": coverage(lo, hi, data.cycle_life),
-        # The ensemble's own grouped-CV figures (members fixed as chosen; cloud.cyclelife_study gives the nested,
+        # The ensemble's own grouped-CV figures (members fixed; cloud.cyclelife_study gives the nested,
         # selection-aware figure).
         "cv_rmse_cycles": float(np.mean(cv_rmse)),
         "cv_rmse_sd_over_repeats": float(np.std(cv_rmse)),

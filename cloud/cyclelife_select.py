@@ -228,6 +228,30 @@ def select(
     return Selection(members, table, oof, threshold, best["candidate"])
 
 
+def ensemble_oof(
+    members: list[Candidate],
+    features: dict[F.FeatureRef, np.ndarray],
+    life: np.ndarray,
+    groups: np.ndarray,
+    repeats: int = REPEATS,
+    k: int = FOLDS,
+    seed: int = SEED,
+) -> np.ndarray:
+    """Out-of-fold log10 predictions [repeats, cells] of a fixed ensemble (members chosen elsewhere)."""
+    y, folds = np.log10(life), grouped_folds(groups, repeats, k, seed)
+    return np.mean(
+        [oof_log10(m.regressor, np.column_stack([features[r] for r in m.refs]), y, folds) for m in members], axis=0
+    )
+
+
+def by_label(labels: list[str]) -> list[Candidate]:
+    known = {c.label: c for c in candidates()}
+    unknown = [x for x in labels if x not in known]
+    if unknown:
+        raise ValueError(f"unknown cycle-life candidate(s) {unknown}")
+    return [known[x] for x in labels]
+
+
 def interval_offsets(oof: np.ndarray, y_log10: np.ndarray) -> tuple[float, float]:
     """log10 offsets (lower, upper) from the out-of-fold residuals: the INTERVAL_QUANTILES of actual - predicted."""
     res = (y_log10[None, :] - oof).ravel()

@@ -17,6 +17,7 @@ from agent.inference import CycleLifePredictor, SohForecaster
 from cloud import cyclelife, soh
 from cloud.datasets.capacity import CapacityHistory
 from cloud.datasets.severson import QdlinSet
+from cloud.onnx_export import sha256_files
 
 SEVERSON_PUBLISHED = {"variance": 138, "discharge": 91, "full": 118}
 
@@ -33,6 +34,8 @@ def evaluate_cycle_life(model_path: Path | None, test: QdlinSet, train: QdlinSet
     actual = test.cycle_life
     extrap = predictor.extrapolating(x)
     meta = predictor.model.meta
+    trained = meta.get("training_data", {})
+    trained_hashes = {trained.get("sha256")} | {s.get("sha256") for s in trained.get("splits", [])}
     report: dict[str, Any] = {
         "task": "cycle-life",
         "n_cells": int(actual.size),
@@ -43,8 +46,10 @@ def evaluate_cycle_life(model_path: Path | None, test: QdlinSet, train: QdlinSet
             "file": predictor.model.path.name,
             "features": [r.key for r in predictor.refs],
             "windows": [s.as_dict() for s in cyclelife.F.windows(predictor.refs)],
-            "trained_on": meta.get("training_data", {}).get("source"),
+            "trained_on": [s["source"] for s in trained.get("splits", [])] or trained.get("source"),
         },
+        # True when the scored folder is one the model was fitted on: the figures are then not held-out ones.
+        "scored_split_in_training": sha256_files(test.paths) in trained_hashes,
         "baseline": {
             "name": "variance (Severson 2019: OLS on log10 var dQ100-10), refit on the training cells in this run",
             "n_train_cells": int(train.cycle_life.size),

@@ -28,6 +28,16 @@ class QdlinSet:
     paths: list[Path]  # every file read (for the training-data hash)
 
 
+def concat(sets: dict[str, QdlinSet]) -> QdlinSet:
+    """Several splits as one set; files are named ``<split>/cell<k>.csv``."""
+    return QdlinSet(
+        [f"{name}/{f}" for name, d in sets.items() for f in d.files],
+        np.concatenate([d.qdlin for d in sets.values()]),
+        np.concatenate([d.cycle_life for d in sets.values()]),
+        [p for d in sets.values() for p in d.paths],
+    )
+
+
 def default_data_dir() -> Path:
     """The shared real-data folder: $BATTERY_TWIN_DATA, else ../shared/data beside the project root."""
     env = os.environ.get("BATTERY_TWIN_DATA")

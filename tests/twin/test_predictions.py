@@ -82,13 +82,11 @@ def test_cycle_life_at_cycle_100_matches_offline(test1):
     picks = [int(np.argmin(test.cycle_life)), int(np.argmax(test.cycle_life))]
     qd = test.qdlin[picks]
     predictor = CycleLifePredictor()
-    from agent.features.cyclelife import window_curves
 
     # Offline reference on the curves the replay follows: Qd from 0 at 3.5 V (Qdlin starts at about -0.4 mAh, noise a
     # measured discharge cannot have) and monotone, at the data's full resolution.
     replayed = np.maximum.accumulate(qd - qd[:, :1, :], axis=1)
-    early, late, cap = window_curves(replayed, predictor.spec)
-    offline = predictor.predict(predictor.features(early, late, cap))
+    offline, off_lo, off_hi = predictor.predict_interval(predictor.features_qdlin(replayed))
     cfg = TwinConfig(drivers={"rep": TwinCellConfig(chemistry="lfp", nominal_capacity_ah=1.1)}, max_gap_s=3600)
     tp = TwinProcessor(cfg)
     cycles = []
@@ -101,12 +99,17 @@ def test_cycle_life_at_cycle_100_matches_offline(test1):
     got = {c["cell"]: c["predicted_cycle_life"] for c in with_life}
     np.testing.assert_allclose([got["s0"], got["s1"]], offline, rtol=0.03)
     assert all(c["cycle_life_model_version"] == predictor.version for c in with_life)
+    # The interval travels with the prediction: the model's 10th/90th percentiles, around it.
+    for c, lo, hi in zip(sorted(with_life, key=lambda c: c["cell"]), off_lo, off_hi):
+        assert c["predicted_cycle_life_lower"] < c["predicted_cycle_life"] < c["predicted_cycle_life_upper"]
+        np.testing.assert_allclose(
+            [c["predicted_cycle_life_lower"], c["predicted_cycle_life_upper"]], [lo, hi], rtol=0.03
+        )
     # The short-lived and the long-lived cell are told apart as in the data.
     assert got["s0"] < 600 < 1500 < got["s1"]
     # Qd(V) was published on the cycles the model uses.
-    spec = predictor.spec
     sent = {c["cycle"] for c in cycles if c["cell"] == "s0" and c["qd_ah"] is not None}
-    assert set(spec.early_cycles() + spec.late_cycles()) <= sent
+    assert predictor.curve_cycles <= sent
 
 
 def test_soh_forecast_on_every_cycle_and_restart_keeps_state(tmp_path):
