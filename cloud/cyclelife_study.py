@@ -122,6 +122,13 @@ def study(data_dir: Path | None = None) -> dict[str, Any]:
         "cv_rmse_cycles (members chosen on these folds)": float(np.mean([S.rmse(10**p, life) for p in sel_all.oof])),
         "members": [m.label for m in sel_all.members],
     }
+    # How hard each structure leans on its inputs, fitted on all pooled cells: sum of |coefficient x input sd|
+    # (log10 cycles). Large, opposing weights on collinear inputs are what a shift between batches amplifies.
+    report["standardised_coefficient_sum"] = {}
+    for name, members in structures.items():
+        m = S.fit_ensemble(members, pooled, np.log10(life))
+        x = _columns(pooled, m.refs)
+        report["standardised_coefficient_sum"][name] = float(np.sum(np.abs(m.coef * x.std(axis=0))))
     report["by_batch"] = {}
     for b in np.unique(batch):
         fit = batch != b

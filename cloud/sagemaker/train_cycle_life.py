@@ -4,7 +4,8 @@
 The train channel holds a Severson-layout folder (``<split>/cell<k>.csv`` and
 ``cycle_lives/<split>_cycle_lives.csv``, i.e. ``severson2019/qdlin_cycles2to100`` as shipped). Hyperparameters:
 ``--train-split`` (train), ``--test-split`` (test1; skipped if absent or empty), ``--exclude-file``
-(cell22.csv), ``--seed``, ``--name``. Local run:
+(cell22.csv), ``--seed``, ``--name``. The cross-validation that chooses the model is grouped by charging policy
+when Severson's ``severson_et_al_SI_table9.csv`` is in the channel or beside it. Local run:
 
     python cloud/sagemaker/train_cycle_life.py --train ../shared/data/severson2019/qdlin_cycles2to100 --model-dir out
 """
