@@ -73,6 +73,13 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu, np.where(sd > 0, sd, 1.0)
 
 
+def _row_median(v: np.ndarray, n_in: np.ndarray) -> np.ndarray:
+    """Median of each row's first ``n_in`` values in sorted order (NaN sorts last): ``np.nanmedian(v, axis=1,
+    keepdims=True)`` to the bit, without its masked-array path (half of the selection's time)."""
+    s = np.sort(v, axis=1)
+    return (np.take_along_axis(s, (n_in - 1) // 2, axis=1) + np.take_along_axis(s, n_in // 2, axis=1)) / 2
+
+
 def _irls(a: np.ndarray, y: np.ndarray, mask: np.ndarray, huber: bool, iterations: int = 50) -> np.ndarray:
     """Least squares (OLS) or the Huber M-estimate (IRLS, residual scale 1.4826 x MAD) of y on the columns of
     ``a``, for several fits at once: ``mask`` [fits, cells] is 1 where a cell takes part in a fit. Returns
@@ -83,10 +90,11 @@ def _irls(a: np.ndarray, y: np.ndarray, mask: np.ndarray, huber: bool, iteration
         return np.linalg.solve(gram, np.einsum("fn,ni,n->fi", w, a, y)[..., None])[..., 0]
 
     b = solve(mask)
+    n_in = np.count_nonzero(mask > 0, axis=1)[:, None]
     for _ in range(iterations if huber else 0):
         r = np.where(mask > 0, y[None, :] - b @ a.T, np.nan)
-        med = np.nanmedian(r, axis=1, keepdims=True)
-        scale = 1.4826 * np.nanmedian(np.abs(r - med), axis=1, keepdims=True) + 1e-12
+        med = _row_median(r, n_in)
+        scale = 1.4826 * _row_median(np.abs(r - med), n_in) + 1e-12
         w = mask * np.minimum(1.0, HUBER_EPSILON * scale / np.maximum(np.nan_to_num(np.abs(r)), 1e-12))
         new = solve(w)
         done = float(np.max(np.abs(new - b))) < 1e-8  # standardised units: far below any effect

@@ -12,7 +12,7 @@ cells.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -99,7 +99,7 @@ class CycleLifeSpec:
     def late_cycles(self) -> list[int]:
         return list(range(self.late_cycle - self.half_width, self.late_cycle + self.half_width + 1))
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, int]:
         return {**asdict(self), "late_cycle": self.late_cycle, "first_cycle": FIRST_CYCLE, "last_cycle": LAST_CYCLE}
 
 
@@ -117,17 +117,15 @@ def repair_capacity(capacity_ah: np.ndarray, rel_threshold: float = 0.01) -> np.
     return np.where(bad, med, q)
 
 
-def _moments(dq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Variance (ddof=1), skewness and excess kurtosis (biased, as scipy.stats' defaults) along axis 1."""
+def _moments(dq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Skewness and excess kurtosis (biased, as scipy.stats' defaults) along axis 1."""
     d = dq - dq.mean(axis=1, keepdims=True)
     d2 = d * d  # products, not float powers: 5x faster on [1000 cells x 1000 points]
     m2 = np.mean(d2, axis=1)
     m3 = np.mean(d2 * d, axis=1)
     m4 = np.mean(d2 * d2, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        skew = m3 / m2**1.5
-        kurt = m4 / m2**2 - 3.0
-    return np.var(dq, axis=1, ddof=1), skew, kurt
+        return m3 / m2**1.5, m4 / m2**2 - 3.0
 
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -139,15 +137,20 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _dq_features(dq: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
-    need_moments = bool({"skew_dq", "kurtosis_dq"} & set(names))
-    var, skew, kurt = _moments(dq) if need_moments else (np.var(dq, axis=1, ddof=1), None, None)
-    fns = {
-        "log10_var_dq_ah2": lambda: np.log10(var),
+    moments: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def moment(i: int) -> np.ndarray:
+        if not moments:
+            moments.append(_moments(dq))
+        return moments[0][i]
+
+    fns: dict[str, Callable[[], np.ndarray]] = {
+        "log10_var_dq_ah2": lambda: np.log10(np.var(dq, axis=1, ddof=1)),
         "log10_abs_min_dq_ah": lambda: np.log10(np.abs(dq.min(axis=1))),
         "log10_abs_mean_dq_ah": lambda: np.log10(np.abs(dq.mean(axis=1))),
         "log10_iqr_dq_ah": lambda: np.log10(np.subtract(*np.percentile(dq, [75, 25], axis=1))),
-        "skew_dq": lambda: skew,
-        "kurtosis_dq": lambda: kurt,
+        "skew_dq": lambda: moment(0),
+        "kurtosis_dq": lambda: moment(1),
     }
     with np.errstate(divide="ignore", invalid="ignore"):
         return {n: fns[n]() for n in names}
@@ -168,7 +171,7 @@ def _capacity_features(capacity_ah: np.ndarray, names: Sequence[str]) -> dict[st
             lines[key] = _line(cycles, cap) if key == "full" else _line(cycles[-10:], cap[:, -10:])
         return lines[key]
 
-    fns = {
+    fns: dict[str, Callable[[], np.ndarray]] = {
         "qd_cycle2_ah": lambda: cap[:, 0],
         "qd_max_minus_cycle2_ah": lambda: cap.max(axis=1) - cap[:, 0],
         "qd_cycle100_ah": lambda: cap[:, -1],
@@ -210,9 +213,8 @@ def window_curves(qdlin: np.ndarray, spec: CycleLifeSpec) -> tuple[np.ndarray, n
     q = np.asarray(qdlin, dtype=float)
     if q.ndim == 2:
         q = q[None]
-    col = lambda cycles: [c - FIRST_CYCLE for c in cycles]
-    early = np.median(q[:, :, col(spec.early_cycles())], axis=2)
-    late = np.median(q[:, :, col(spec.late_cycles())], axis=2)
+    early = np.median(q[:, :, np.array(spec.early_cycles()) - FIRST_CYCLE], axis=2)
+    late = np.median(q[:, :, np.array(spec.late_cycles()) - FIRST_CYCLE], axis=2)
     return early, late, q[:, -1, :]
 
 
