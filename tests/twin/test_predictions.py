@@ -18,18 +18,23 @@ I_DIS_A = 4.4  # 4C discharge of a 1.1 Ah cell, as in Severson's protocol
 I_CHG_A = 1.1
 
 
-def replay_batches(qdlin: np.ndarray, stride: int = 5):
+def replay_batches(qdlin: np.ndarray, fine_cycles: set[int], stride: int = 5, coarse_stride: int = 50):
     """One batch per cycle for each cell: rest, CC charge, rest, CC discharge along that cycle's Qd(V), rest.
 
     ``qdlin`` is [cells, 1000, 99] (cycles 2..100); cycle 1 repeats cycle 2. Discharge samples follow the curve at
-    every ``stride``-th grid voltage, timed so that the current integrates to the curve's capacity.
+    every ``stride``-th grid voltage on ``fine_cycles`` (the cycles whose curves the model reads) and every
+    ``coarse_stride``-th elsewhere (still a Qd(V) curve, from 21 samples; the capacity is exact either way), timed so
+    that the current integrates to the curve's capacity. The coarse cycles keep the replay a third as long as a fine
+    one, and a twin that took a curve from a cycle outside the model's windows would be off by more.
     """
     cells = tuple(f"s{k}" for k in range(qdlin.shape[0]))
-    idx = np.r_[np.arange(0, qdlin.shape[1] - 1, stride), qdlin.shape[1] - 1]
-    volts = np.linspace(3.5, 2.0, qdlin.shape[1])[idx]
+    grid_v = np.linspace(3.5, 2.0, qdlin.shape[1])
     t_ms = np.full(qdlin.shape[0], rigdata.T0_MS, dtype=np.int64)
     for cyc in range(1, 101):
         col = max(cyc - 2, 0)
+        step = stride if cyc in fine_cycles else coarse_stride
+        idx = np.r_[np.arange(0, qdlin.shape[1] - 1, step), qdlin.shape[1] - 1]
+        volts = grid_v[idx]
         rows = []
         for k in range(qdlin.shape[0]):
             q = np.maximum.accumulate(qdlin[k, idx, col] - qdlin[k, 0, col])
@@ -90,7 +95,7 @@ def test_cycle_life_at_cycle_100_matches_offline(test1):
     cfg = TwinConfig(drivers={"rep": TwinCellConfig(chemistry="lfp", nominal_capacity_ah=1.1)}, max_gap_s=3600)
     tp = TwinProcessor(cfg)
     cycles = []
-    for b in replay_batches(qd):
+    for b in replay_batches(qd, predictor.curve_cycles):
         cycles += tp.process(b, "rep")[1]
     with_life = [c for c in cycles if c.get("predicted_cycle_life") is not None]
     notes = [(c["cell"], c["cycle"], c.get("cycle_life_note")) for c in cycles if c["cycle"] >= 99]
