@@ -1,6 +1,7 @@
 """How robust is the cycle-life rule? Figures measured inside the data we have (train and the primary test split).
 
     python -m cloud.cyclelife_study --out cloud/reports/cycle_life_robustness.json
+    python -m cloud.cyclelife_study --compare A.onnx B.onnx   # how far apart two models' predictions are
 
 - nested cross-validation on the training cells: the whole rule (selection + ensemble + interval) is rerun inside
   each outer training fold and scored on the outer fold's unseen policies; the winner alone is scored beside it;
@@ -172,12 +173,45 @@ def data_size(feats: dict, life: np.ndarray, groups: np.ndarray, outer_repeats: 
     }
 
 
+def compare(model_a: Path, model_b: Path, data_dir: Path | None = None) -> dict[str, Any]:
+    """How far apart two cycle-life models' predictions are on train + test1 (without cell22). By the triangle
+    inequality, their RMSEs on any set of cells differ by at most the RMS of their difference there: a model
+    that predicts within d cycles of another cannot score more than d better on the same cells."""
+    from agent.inference import CycleLifePredictor
+
+    root = severson_root(data_dir)
+    sets = [load_qdlin(*split_paths(root, "train")), load_qdlin(*split_paths(root, "test1"), SEVERSON_EXCLUDE)]
+    qdlin, life = np.concatenate([d.qdlin for d in sets]), np.concatenate([d.cycle_life for d in sets])
+    pred = {}
+    for path in (model_a, model_b):
+        m = CycleLifePredictor(path)
+        pred[m.version] = m.predict(m.features_qdlin(qdlin))
+    (va, a), (vb, b) = pred.items()
+    la, lb, ly = np.log10(a), np.log10(b), np.log10(life)
+    return {
+        "models": [va, vb],
+        "n_cells": int(life.size),
+        "rmse_cycles": {va: S.rmse(a, life), vb: S.rmse(b, life)},
+        "rms_difference_cycles": S.rmse(a, b),
+        "mean_log10_difference": float(np.mean(la - lb)),
+        "sd_log10_difference": float(np.std(la - lb)),
+        "residual_correlation_log10": float(np.corrcoef(ly - la, ly - lb)[0, 1]),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", type=Path, help="shared data folder (default: ../shared/data or $BATTERY_TWIN_DATA)")
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar="ONNX",
+        help="instead of the study: how far apart two models' predictions are on train + test1",
+    )
     args = p.parse_args(argv)
-    report = study(args.data_dir)
+    report = compare(*args.compare, args.data_dir) if args.compare else study(args.data_dir)
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
