@@ -176,3 +176,22 @@ def test_evaluate_command_json(tmp_path):
     assert json.loads((tmp_path / "cycle_life_evaluation.json").read_text())["rmse_cycles"] == report["rmse_cycles"]
     bad = subprocess.run(cmd[:-5] + ["--exclude-file", "cell999.csv"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "cell999.csv" in bad.stderr
+
+
+def test_compare_two_models_on_train_and_test1(shared_data, tmp_path):
+    """``cyclelife_study --compare`` scores both models on the 83 cells the shipped one was fitted on (train + test1
+    without cell22): its RMSE there is the metadata's training figure, and a model differs from itself by nothing."""
+    import shutil
+
+    from agent.inference import default_model_path
+    from cloud.cyclelife_study import compare
+
+    shipped = default_model_path("cycle_life")
+    meta = json.loads(shipped.with_suffix(".json").read_text())
+    for ext in (".onnx", ".json"):  # the same model under another path
+        shutil.copy(shipped.with_suffix(ext), tmp_path / f"cycle_life{ext}")
+    report = compare(shipped, tmp_path / "cycle_life.onnx", shared_data)
+    assert report["n_cells"] == meta["metrics"]["n_train_cells"] == 83
+    assert report["models"] == [meta["version"]] * 2
+    assert report["rmse_cycles"][0] == pytest.approx(meta["metrics"]["train_rmse_cycles"], rel=1e-9)
+    assert report["rms_difference_cycles"] == 0 and report["residual_correlation_log10"] == pytest.approx(1.0)
