@@ -50,6 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     tc.add_argument("--test-dir", type=Path, help="held-out folder to evaluate in the same run (optional)")
     tc.add_argument("--test-lives", type=Path)
     tc.add_argument("--exclude-file", action="append", default=[], help="test file to leave out (repeatable)")
+    tc.add_argument(
+        "--groups",
+        type=Path,
+        help="charging policy (any group label) of each training cell, one per line (line k = cell<k>): cells of a "
+        "group stay together in the cross-validation that chooses the model (default: the policies of Severson's "
+        "SI table 9 for the shipped splits, else every cell its own group)",
+    )
     tc.add_argument("--out", type=Path, required=True, help="output folder for <name>.onnx and <name>.json")
     tc.add_argument("--name", default="cycle_life")
     tc.add_argument("--seed", type=int, default=0)
@@ -128,10 +135,15 @@ def _severson_defaults(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def cmd_train_cycle_life(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cloud.datasets.severson import known_policies, read_groups
     from cloud.train import train_cycle_life
 
     train_dir, train_lives = _severson_defaults(args)
     try:
+        lives = np.loadtxt(train_lives, ndmin=1)
+        groups = read_groups(args.groups, lives.size) if args.groups else known_policies(train_dir, lives)
         meta = train_cycle_life(
             train_dir,
             train_lives,
@@ -141,8 +153,9 @@ def cmd_train_cycle_life(args: argparse.Namespace) -> int:
             args.test_dir,
             args.test_lives,
             tuple(args.exclude_file),
+            groups=groups,
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, OSError) as exc:
         return _err(str(exc))
     print(
         json.dumps(
@@ -234,6 +247,13 @@ def _print_table(r: dict) -> None:
             f"cycle life, {r['n_cells']} cells: model RMSE {r['rmse_cycles']:.1f} cycles, MAPE {r['mape_pct']:.1f}% "
             f"| variance baseline RMSE {r['baseline']['rmse_cycles']:.1f}, MAPE {r['baseline']['mape_pct']:.1f}%"
         )
+        if "interval" in r:
+            i = r["interval"]
+            print(
+                f"interval {i['quantiles']}: covers {i['coverage']:.0%} of the cells (nominal {i['nominal_coverage']:.0%})"
+            )
+        if r.get("scored_split_in_training"):
+            print("note: the model was fitted on these cells, so these are not held-out figures")
         return
     print(f"SOH forecast ({r['mode']}, from {r['from_fraction']:.0%}, EOL {r['eol_capacity_ah']:.3f} Ah)")
     print(

@@ -1,35 +1,30 @@
-"""Early cycle-life model: train on the Severson train split, select by leave-one-out CV, export to ONNX.
+"""Early cycle-life model: chosen on the training cells by grouped cross-validation, exported to ONNX with its interval.
 
-The model is linear in log10(cycle life), like Severson et al.'s (a ridge regression on standardised
-features). What is chosen, and how, is fixed here and uses the training cells only:
-  - candidates: dQ(V) window spec (early cycle 10 or 20, single cycle or 5-cycle median) x feature set
-    (``agent.features.cyclelife.FEATURE_SETS``); ridge penalty chosen inside each fit by RidgeCV;
-  - selection: the smallest leave-one-cell-out RMSE (cycles) on the training cells; ties go to fewer features.
-The "variance" baseline (Severson's one-feature model: log10 var dQ100-10, ordinary least squares) is refit on the
-same training cells in the same run, so every report compares both side by side.
+The model is linear in log10(cycle life), like Severson et al.'s. What is chosen, and how, is fixed in
+``cloud.cyclelife_select`` and uses the training cells only (grouped by charging policy); the result is an
+average of the near-best candidates, folded into one linear model over the union of their inputs, plus the
+log10 offsets of its 10th/90th-percentile interval. The "variance" baseline (Severson's one-feature model: OLS on
+log10 var dQ100-10) is refit on the same training cells in the same run, so every report compares both.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LinearRegression, Ridge, RidgeCV
-from sklearn.model_selection import LeaveOneOut, cross_val_predict
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from agent.features import cyclelife as F
 from agent.features.qdv import SEVERSON_GRID, VoltageGrid
+from cloud import cyclelife_select as S
 from cloud.datasets.severson import QdlinSet
 
-ALPHAS = np.logspace(-3, 2, 30)
-SPECS = [F.CycleLifeSpec(10, 0), F.CycleLifeSpec(10, 2), F.CycleLifeSpec(20, 0), F.CycleLifeSpec(20, 2)]
 BASELINE_SPEC = F.CycleLifeSpec(10, 0)
 BASELINE_FEATURES = ("log10_var_dq_ah2",)
+rmse = S.rmse
 
 
 def features(data: QdlinSet, spec: F.CycleLifeSpec, names: tuple[str, ...]) -> np.ndarray:
@@ -37,107 +32,159 @@ def features(data: QdlinSet, spec: F.CycleLifeSpec, names: tuple[str, ...]) -> n
     return F.compute(early, late, cap, names)
 
 
-def rmse(pred: np.ndarray, actual: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((np.asarray(pred) - np.asarray(actual)) ** 2)))
-
-
 def mape_pct(pred: np.ndarray, actual: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(pred) - actual) / actual) * 100)
 
 
-def _ridge_cv() -> Pipeline:
-    return Pipeline([("scale", StandardScaler()), ("ridge", RidgeCV(alphas=ALPHAS))])
-
-
-def _ols() -> Pipeline:
-    return Pipeline([("scale", StandardScaler()), ("ols", LinearRegression())])
-
-
-def loo_predictions(make, x: np.ndarray, life: np.ndarray) -> np.ndarray:
-    """Leave-one-cell-out predictions (cycles) of a log10-life model."""
-    return 10 ** cross_val_predict(make(), x, np.log10(life), cv=LeaveOneOut())
+def coverage(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray) -> float:
+    """Fraction of cells whose actual life lies inside [lower, upper]."""
+    return float(np.mean((np.asarray(actual) >= lower) & (np.asarray(actual) <= upper)))
 
 
 @dataclass
 class CycleLifeModel:
-    spec: F.CycleLifeSpec
-    feature_names: tuple[str, ...]
-    feature_set: str
-    pipeline: Pipeline  # StandardScaler + Ridge(alpha) (or OLS for the baseline), target log10(cycle life)
+    linear: S.LinearLog10Model
     metrics: dict[str, Any] = field(default_factory=dict)
-    candidates: list[dict[str, Any]] = field(default_factory=list)
+    selection: dict[str, Any] = field(default_factory=dict)  # rule, members, grouping, the whole table
     feature_ranges: dict[str, list[float]] = field(default_factory=dict)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return 10 ** self.pipeline.predict(x)
-
     @property
-    def hyperparameters(self) -> dict[str, Any]:
-        last = self.pipeline.steps[-1][1]
-        return {
-            "spec": self.spec.as_dict(),
-            "feature_set": self.feature_set,
-            "regressor": type(last).__name__,
-            "alpha": getattr(last, "alpha", None),
-            "alpha_grid": [float(ALPHAS[0]), float(ALPHAS[-1]), len(ALPHAS)],
-            "target": "log10(cycle_life)",
-            "selection": "min leave-one-cell-out RMSE on the training cells",
-        }
+    def refs(self) -> tuple[F.FeatureRef, ...]:
+        return self.linear.refs
+
+    def features(self, data: QdlinSet) -> np.ndarray:
+        return F.qdlin_features(data.qdlin, self.refs)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.linear.predict(x)
+
+    def interval(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.linear.interval(x)
 
 
-def train(data: QdlinSet, seed: int = 0) -> CycleLifeModel:
-    """Select and fit the cycle-life model on ``data`` (the training split only). Deterministic."""
-    np.random.seed(seed)  # nothing here draws random numbers; kept so the contract (fixed seed) is explicit
-    table = []
-    for spec, (set_name, names) in itertools.product(SPECS, F.FEATURE_SETS.items()):
-        x = features(data, spec, names)
-        if not np.all(np.isfinite(x)):
-            continue
-        pred = loo_predictions(_ridge_cv, x, data.cycle_life)
-        table.append(
-            {
-                "early_cycle": spec.early_cycle,
-                "half_width": spec.half_width,
-                "feature_set": set_name,
-                "n_features": len(names),
-                "loo_rmse_cycles": rmse(pred, data.cycle_life),
-                "loo_mape_pct": mape_pct(pred, data.cycle_life),
-            }
-        )
-    best = min(table, key=lambda r: (round(r["loo_rmse_cycles"], 6), r["n_features"]))
-    spec = F.CycleLifeSpec(best["early_cycle"], best["half_width"])
-    names = F.FEATURE_SETS[best["feature_set"]]
-    x = features(data, spec, names)
+def train(
+    data: QdlinSet,
+    groups: list[str] | None = None,
+    seed: int = S.SEED,
+    chosen: dict[str, Any] | None = None,
+) -> CycleLifeModel:
+    """Select and fit the cycle-life model on ``data``. Deterministic for a seed.
+
+    ``groups``: one label per cell (the charging policy); cells of a group are never split between fitting and
+    scoring. None: every cell is its own group. ``chosen``: the ``selection`` of a model trained earlier (on a
+    training split): its members are refit on ``data`` instead of being chosen again, and its out-of-fold figures
+    and interval come from ``data``'s grouped folds.
+    """
+    labels = np.asarray(groups if groups is not None else [f.removesuffix(".csv") for f in data.files])
+    if labels.size != data.cycle_life.size:
+        raise ValueError(f"{labels.size} group labels for {data.cycle_life.size} training cells")
+    feats = S.all_features(data.qdlin)
     y = np.log10(data.cycle_life)
-    alpha = float(_ridge_cv().fit(x, y).named_steps["ridge"].alpha_)
-    pipe = Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=alpha))]).fit(x, y)
+    grouping = {
+        "grouping": "charging policy" if groups is not None else "none (every cell its own group)",
+        "n_groups": int(np.unique(labels).size),
+        "cv": {"repeats": S.REPEATS, "folds": S.FOLDS, "seed": seed},
+    }
+    if chosen is None:
+        sel = S.select(feats, data.cycle_life, labels, seed=seed)
+        members, oof = sel.members, sel.oof
+        selection = {
+            "rule": sel.rule,
+            **grouping,
+            "best_single": sel.best,
+            "threshold_cycles": sel.threshold_cycles,
+            "members": [m.label for m in members],
+            "table": sel.table,
+        }
+    else:
+        members = S.by_label(chosen["members"])
+        oof = S.ensemble_oof(members, feats, data.cycle_life, labels, seed=seed)
+        selection = {**chosen, "refit": {"n_cells": int(y.size), **grouping}}
+    linear = S.fit_ensemble(members, feats, y)
+    linear.offsets = S.interval_offsets(oof, y)
+    x = np.column_stack([feats[r] for r in linear.refs])
+    lo, hi = linear.interval(x)
+    oof_lo, oof_hi = 10 ** (oof + linear.offsets[0]), 10 ** (oof + linear.offsets[1])
+    cv_rmse = [rmse(10**p, data.cycle_life) for p in oof]
     model = CycleLifeModel(
-        spec,
-        names,
-        best["feature_set"],
-        pipe,
-        candidates=table,
-        feature_ranges={n: [float(x[:, i].min()), float(x[:, i].max())] for i, n in enumerate(names)},
+        linear,
+        selection=selection,
+        feature_ranges={r.key: [float(x[:, i].min()), float(x[:, i].max())] for i, r in enumerate(linear.refs)},
     )
     model.metrics = {
         "train_rmse_cycles": rmse(model.predict(x), data.cycle_life),
         "train_mape_pct": mape_pct(model.predict(x), data.cycle_life),
-        "loo_rmse_cycles": best["loo_rmse_cycles"],
+        "train_interval_coverage": coverage(lo, hi, data.cycle_life),
+        # The ensemble's own grouped-CV figures (members fixed; cloud.cyclelife_study gives the nested,
+        # selection-aware figure).
+        "cv_rmse_cycles": float(np.mean(cv_rmse)),
+        "cv_rmse_sd_over_repeats": float(np.std(cv_rmse)),
+        "cv_interval_coverage": float(np.mean([coverage(a, b, data.cycle_life) for a, b in zip(oof_lo, oof_hi)])),
         "n_train_cells": int(x.shape[0]),
     }
     return model
 
 
-def train_baseline(data: QdlinSet) -> CycleLifeModel:
+@dataclass
+class BaselineModel:
+    spec: F.CycleLifeSpec
+    feature_names: tuple[str, ...]
+    intercept: float
+    coef: np.ndarray
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return 10 ** (self.intercept + np.atleast_2d(x) @ self.coef)
+
+
+def train_baseline(data: QdlinSet) -> BaselineModel:
     """Severson's "variance" model: OLS of log10(cycle life) on log10 var(dQ100-10(V))."""
     x = features(data, BASELINE_SPEC, BASELINE_FEATURES)
-    pipe = _ols().fit(x, np.log10(data.cycle_life))
-    m = CycleLifeModel(BASELINE_SPEC, BASELINE_FEATURES, "variance", pipe)
+    y = np.log10(data.cycle_life)
+    c, b = S.fit_linear("ols", x, y)
+    m = BaselineModel(BASELINE_SPEC, BASELINE_FEATURES, c, b)
+    loo = S.oof_log10("ols", x, y, [np.arange(y.size)])
     m.metrics = {
         "train_rmse_cycles": rmse(m.predict(x), data.cycle_life),
-        "loo_rmse_cycles": rmse(loo_predictions(_ols, x, data.cycle_life), data.cycle_life),
+        "loo_rmse_cycles": rmse(10 ** loo[0], data.cycle_life),
     }
     return m
+
+
+def to_onnx(linear: S.LinearLog10Model) -> onnx.ModelProto:
+    """The model as a graph: log10 life = features @ coef + intercept; life and its interval are 10 ** (that [+ offset])."""
+    dbl = TensorProto.DOUBLE
+    c = lambda name, v: numpy_helper.from_array(np.asarray(v, dtype=np.float64), name)
+    n = helper.make_node
+    init = [
+        c("coef", linear.coef.reshape(-1, 1)),
+        c("intercept", [linear.intercept]),
+        c("ten", 10.0),
+        c("lower_offset", [linear.offsets[0]]),
+        c("upper_offset", [linear.offsets[1]]),
+    ]
+    nodes = [
+        n("MatMul", ["features", "coef"], ["xw"]),
+        n("Add", ["xw", "intercept"], ["log10_cycle_life"]),
+        n("Pow", ["ten", "log10_cycle_life"], ["cycle_life"]),
+        n("Add", ["log10_cycle_life", "lower_offset"], ["log10_lower"]),
+        n("Pow", ["ten", "log10_lower"], ["cycle_life_lower"]),
+        n("Add", ["log10_cycle_life", "upper_offset"], ["log10_upper"]),
+        n("Pow", ["ten", "log10_upper"], ["cycle_life_upper"]),
+    ]
+    out = lambda name: helper.make_tensor_value_info(name, dbl, ["cells", 1])
+    graph = helper.make_graph(
+        nodes,
+        "cycle_life_linear_log10",
+        [helper.make_tensor_value_info("features", dbl, ["cells", len(linear.refs)])],
+        [out("cycle_life"), out("cycle_life_lower"), out("cycle_life_upper"), out("log10_cycle_life")],
+        init,
+    )
+    from cloud.onnx_export import OPSET
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    onnx.checker.check_model(model)
+    return model
 
 
 def export(
@@ -151,26 +198,51 @@ def export(
     """Write ``name.onnx`` + ``name.json``; returns the metadata."""
     from cloud import onnx_export
 
-    onnx_model = onnx_export.sklearn_to_onnx(model.pipeline, len(model.feature_names), log10_output=True)
+    refs = model.refs
+    windows = F.windows(refs)
+    lo_q, hi_q = S.INTERVAL_QUANTILES
     meta = {
-        "task": "early cycle-life prediction from the first 100 cycles",
-        "features": [{"name": n, "unit": F.FEATURES[n]} for n in model.feature_names],
+        "task": "early cycle-life prediction from the first 100 cycles, with an interval",
+        "features": [
+            {
+                "name": r.name,
+                "key": r.key,
+                "unit": F.FEATURES[r.name],
+                "window": {"early_cycle": r.spec.early_cycle, "half_width": r.spec.half_width} if r.spec else None,
+            }
+            for r in refs
+        ],
         "feature_ranges": model.feature_ranges,
-        "inputs": [{"name": "features", "dtype": "float64", "shape": ["cells", len(model.feature_names)]}],
+        "windows": [s.as_dict() for s in windows],
+        "inputs": [{"name": "features", "dtype": "float64", "shape": ["cells", len(refs)]}],
         "outputs": [
             {"name": "cycle_life", "unit": "cycles", "shape": ["cells", 1]},
+            {"name": "cycle_life_lower", "unit": "cycles", "shape": ["cells", 1], "quantile": lo_q},
+            {"name": "cycle_life_upper", "unit": "cycles", "shape": ["cells", 1], "quantile": hi_q},
             {"name": "log10_cycle_life", "unit": "log10(cycles)", "shape": ["cells", 1]},
         ],
+        "interval": {
+            "quantiles": [lo_q, hi_q],
+            "log10_offsets": list(model.linear.offsets),
+            "method": "quantiles of the ensemble's out-of-fold log10 residuals in the grouped cross-validation",
+        },
         "applies_to": {
             "chemistry": "lfp",
             "cell": "A123 APR18650M1A 1.1 Ah (Severson et al. 2019)",
             "voltage_grid": grid.as_dict(),
             "cycle_life_definition": "cycles to 80% of nominal",
         },
-        "feature_spec": model.spec.as_dict(),
-        "hyperparameters": model.hyperparameters,
+        "hyperparameters": {
+            "target": "log10(cycle_life)",
+            "regressors": list(S.REGRESSORS),
+            "ridge_alpha_grid": [float(S.ALPHAS[0]), float(S.ALPHAS[-1]), len(S.ALPHAS)],
+            "huber_epsilon": S.HUBER_EPSILON,
+            "coefficients": {r.key: float(v) for r, v in zip(refs, model.linear.coef)},
+            "intercept": model.linear.intercept,
+            **{k: v for k, v in model.selection.items() if k != "table"},
+        },
         "training_data": training,
         "metrics": {**model.metrics, **(extra_metrics or {})},
-        "selection_table": model.candidates,
+        "selection_table": model.selection.get("table", []),
     }
-    return onnx_export.finalize(onnx_model, "cycle-life", meta, Path(out_dir), name)
+    return onnx_export.finalize(to_onnx(model.linear), "cycle-life", meta, Path(out_dir), name)

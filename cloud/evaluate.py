@@ -17,22 +17,26 @@ from agent.inference import CycleLifePredictor, SohForecaster
 from cloud import cyclelife, soh
 from cloud.datasets.capacity import CapacityHistory
 from cloud.datasets.severson import QdlinSet
+from cloud.onnx_export import sha256_files
 
 SEVERSON_PUBLISHED = {"variance": 138, "discharge": 91, "full": 118}
 
 
 # ---------------------------------------------------------------------------------------------- cycle life
 def evaluate_cycle_life(model_path: Path | None, test: QdlinSet, train: QdlinSet) -> dict[str, Any]:
-    """Score a cycle-life ONNX model on ``test``; refit and score the variance baseline on ``train``."""
+    """Score a cycle-life ONNX model (point and interval) on ``test``; refit and score the variance baseline on
+    ``train``."""
     predictor = CycleLifePredictor(model_path)
-    early, late, cap = cyclelife.F.window_curves(test.qdlin, predictor.spec)
-    x = predictor.features(early, late, cap)
-    pred = predictor.predict(x)
+    x = predictor.features_qdlin(test.qdlin)
+    pred, lower, upper = predictor.predict_interval(x)
     baseline = cyclelife.train_baseline(train)
     pred_base = baseline.predict(cyclelife.features(test, baseline.spec, baseline.feature_names))
     actual = test.cycle_life
     extrap = predictor.extrapolating(x)
-    return {
+    meta = predictor.model.meta
+    trained = meta.get("training_data", {})
+    trained_hashes = {trained.get("sha256")} | {s.get("sha256") for s in trained.get("splits", [])}
+    report: dict[str, Any] = {
         "task": "cycle-life",
         "n_cells": int(actual.size),
         "rmse_cycles": cyclelife.rmse(pred, actual),
@@ -40,9 +44,12 @@ def evaluate_cycle_life(model_path: Path | None, test: QdlinSet, train: QdlinSet
         "model": {
             "version": predictor.version,
             "file": predictor.model.path.name,
-            "features": list(predictor.model.feature_names),
-            "feature_spec": predictor.spec.as_dict(),
+            "features": [r.key for r in predictor.refs],
+            "windows": [s.as_dict() for s in cyclelife.F.windows(predictor.refs)],
+            "trained_on": [s["source"] for s in trained.get("splits", [])] or trained.get("source"),
         },
+        # True when the scored folder is one the model was fitted on: the figures are then not held-out ones.
+        "scored_split_in_training": sha256_files(test.paths) in trained_hashes,
         "baseline": {
             "name": "variance (Severson 2019: OLS on log10 var dQ100-10), refit on the training cells in this run",
             "n_train_cells": int(train.cycle_life.size),
@@ -51,18 +58,32 @@ def evaluate_cycle_life(model_path: Path | None, test: QdlinSet, train: QdlinSet
             "train_rmse_cycles": baseline.metrics["train_rmse_cycles"],
         },
         "published_primary_test_rmse_cycles": SEVERSON_PUBLISHED,
-        "cells": [
-            {
-                "file": f,
-                "actual": float(a),
-                "predicted": float(p),
-                "baseline_predicted": float(b),
-                "error": float(p - a),
-                "extrapolating": bool(e),
-            }
-            for f, a, p, b, e in zip(test.files, actual, pred, pred_base, extrap)
-        ],
     }
+    if lower is not None and upper is not None:
+        inside = (actual >= lower) & (actual <= upper)
+        report["interval"] = {
+            "quantiles": list(predictor.quantiles),
+            "coverage": float(np.mean(inside)),
+            "nominal_coverage": float(predictor.quantiles[1] - predictor.quantiles[0]) if predictor.quantiles else None,
+            "below": int(np.sum(actual < lower)),
+            "above": int(np.sum(actual > upper)),
+            "median_width_cycles": float(np.median(upper - lower)),
+        }
+    bounds = zip(lower, upper) if lower is not None and upper is not None else ((None, None) for _ in actual)
+    report["cells"] = [
+        {
+            "file": f,
+            "actual": float(a),
+            "predicted": float(p),
+            "lower": None if lo is None else float(lo),
+            "upper": None if hi is None else float(hi),
+            "baseline_predicted": float(b),
+            "error": float(p - a),
+            "extrapolating": bool(e),
+        }
+        for f, a, p, (lo, hi), b, e in zip(test.files, actual, pred, bounds, pred_base, extrap)
+    ]
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- SOH

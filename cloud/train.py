@@ -15,7 +15,7 @@ import numpy as np
 
 from cloud import cyclelife, evaluate, plots, soh
 from cloud.datasets.capacity import CapacityHistory
-from cloud.datasets.severson import load_qdlin
+from cloud.datasets.severson import QdlinSet, concat, load_qdlin
 from cloud.onnx_export import sha256_files
 
 
@@ -29,50 +29,94 @@ def train_cycle_life(
     test_lives: Path | None = None,
     exclude: tuple[str, ...] = (),
     report_dir: Path | None = None,
+    groups: list[str] | None = None,
 ) -> dict[str, Any]:
+    """Select and fit on the training split (``groups``: one label per training cell, e.g. its charging policy),
+    export, and score the test split in the same run (point and interval, through the exported ONNX graph)."""
     train = load_qdlin(train_dir, train_lives)
-    model = cyclelife.train(train, seed=seed)
+    model = cyclelife.train(train, groups, seed=seed)
     baseline = cyclelife.train_baseline(train)
+    training = {**split_record(train_dir, train_lives, train), "seed": seed}
+    extra = _baseline_metrics(baseline)
+    test = None
+    if test_dir is not None and test_lives is not None:
+        test = load_qdlin(test_dir, test_lives, exclude)
+        extra.update(split_metrics(model, baseline, test, Path(test_dir).name, exclude))
+    meta = cyclelife.export(model, out_dir, name, training, extra_metrics=extra)
+    if test is not None:
+        report = evaluate.evaluate_cycle_life(Path(out_dir) / f"{name}.onnx", test, train)
+        _write_report(report, report_dir or out_dir, f"{name}_evaluation", plots.cycle_life)
+    return meta
+
+
+def train_cycle_life_pooled(
+    splits: dict[str, tuple[Path, Path, tuple[str, ...], list[str]]],
+    out_dir: Path,
+    name: str = "cycle_life",
+    seed: int = 0,
+    chosen: dict[str, Any] | None = None,
+    extra_metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fit on several splits at once: ``splits`` maps a split name to (folder, lives file, files to leave out,
+    group label of each kept cell). ``chosen``: the selection of a model trained on a training split alone, whose
+    members are refit here (None: the rule chooses again on all the cells). Nothing is held out here: the caller
+    reports held-out figures from a fit that left them out (``extra_metrics``)."""
+    sets = {k: load_qdlin(folder, lives, excl) for k, (folder, lives, excl, _) in splits.items()}
+    data = concat(sets)
+    groups = [g for _, _, _, labels in splits.values() for g in labels]
+    model = cyclelife.train(data, groups, seed=seed, chosen=chosen)
     training = {
-        "source": "/".join(Path(train_dir).resolve().parts[-3:]),
-        "lives_file": Path(train_lives).name,
-        "n_cells": int(train.cycle_life.size),
-        "sha256": sha256_files(train.paths),
+        "splits": [
+            {**split_record(folder, lives, sets[k]), "excluded": list(excl)}
+            for k, (folder, lives, excl, _) in splits.items()
+        ],
+        "n_cells": int(data.cycle_life.size),
+        "sha256": sha256_files(data.paths),
         "seed": seed,
     }
-    extra: dict[str, Any] = {
+    extra = {**_baseline_metrics(cyclelife.train_baseline(data)), **(extra_metrics or {})}
+    return cyclelife.export(model, out_dir, name, training, extra_metrics=extra)
+
+
+def split_record(folder: Path, lives: Path, data: QdlinSet) -> dict[str, Any]:
+    """What a model was trained on, with the hash ``evaluate`` compares a scored split against."""
+    return {
+        "source": "/".join(Path(folder).resolve().parts[-3:]),
+        "lives_file": Path(lives).name,
+        "n_cells": int(data.cycle_life.size),
+        "sha256": sha256_files(data.paths),
+    }
+
+
+def _baseline_metrics(baseline: cyclelife.BaselineModel) -> dict[str, Any]:
+    return {
         "baseline_variance_train_rmse_cycles": baseline.metrics["train_rmse_cycles"],
         "baseline_variance_loo_rmse_cycles": baseline.metrics["loo_rmse_cycles"],
     }
-    report = None
-    if test_dir is not None and test_lives is not None:
-        test = load_qdlin(test_dir, test_lives, exclude)
-        # Score the fitted pipeline directly here; the ONNX path is scored below once the file exists.
-        x = cyclelife.features(test, model.spec, model.feature_names)
-        pred = model.predict(x)
-        extra.update(
-            {
-                "test_split": Path(test_dir).name,
-                "test_excluded": list(exclude),
-                "test_n_cells": int(test.cycle_life.size),
-                "test_rmse_cycles": cyclelife.rmse(pred, test.cycle_life),
-                "test_mape_pct": cyclelife.mape_pct(pred, test.cycle_life),
-            }
-        )
-        bx = cyclelife.features(test, baseline.spec, baseline.feature_names)
-        extra.update(
-            {
-                "baseline_variance_test_rmse_cycles": cyclelife.rmse(baseline.predict(bx), test.cycle_life),
-                "baseline_variance_test_mape_pct": cyclelife.mape_pct(baseline.predict(bx), test.cycle_life),
-            }
-        )
-    meta = cyclelife.export(model, out_dir, name, training, extra_metrics=extra)
-    if test_dir is not None and test_lives is not None:
-        report = evaluate.evaluate_cycle_life(
-            Path(out_dir) / f"{name}.onnx", load_qdlin(test_dir, test_lives, exclude), train
-        )
-        _write_report(report, report_dir or out_dir, f"{name}_evaluation", plots.cycle_life)
-    return meta
+
+
+def split_metrics(
+    model: cyclelife.CycleLifeModel,
+    baseline: cyclelife.BaselineModel,
+    test: QdlinSet,
+    split: str,
+    exclude: tuple[str, ...],
+) -> dict[str, Any]:
+    """The test split's figures of a fitted model (numpy side; the ONNX side is scored by ``evaluate``)."""
+    x = model.features(test)
+    pred = model.predict(x)
+    lo, hi = model.interval(x)
+    bx = cyclelife.features(test, baseline.spec, baseline.feature_names)
+    return {
+        "test_split": split,
+        "test_excluded": list(exclude),
+        "test_n_cells": int(test.cycle_life.size),
+        "test_rmse_cycles": cyclelife.rmse(pred, test.cycle_life),
+        "test_mape_pct": cyclelife.mape_pct(pred, test.cycle_life),
+        "test_interval_coverage": cyclelife.coverage(lo, hi, test.cycle_life),
+        "baseline_variance_test_rmse_cycles": cyclelife.rmse(baseline.predict(bx), test.cycle_life),
+        "baseline_variance_test_mape_pct": cyclelife.mape_pct(baseline.predict(bx), test.cycle_life),
+    }
 
 
 def train_soh(

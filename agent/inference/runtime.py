@@ -71,38 +71,65 @@ class OnnxModel:
 
 
 class CycleLifePredictor:
-    """Early cycle-life prediction from Qd(V) curves (``agent.features.cyclelife``)."""
+    """Early cycle-life prediction, with its interval, from Qd(V) curves (``agent.features.cyclelife``)."""
 
     def __init__(self, path: str | Path | None = None):
         self.model = OnnxModel(path or default_model_path("cycle_life"))
         if self.model.family != "cycle-life":
             raise ModelError(f"{self.model.path.name} is a {self.model.family!r} model, not cycle-life")
-        unknown = [n for n in self.model.feature_names if n not in cl_features.FEATURES]
-        if unknown:
-            raise ModelError(f"{self.model.path.name} needs features this agent cannot compute: {unknown}")
-        fs = self.model.meta["feature_spec"]
-        self.spec = cl_features.CycleLifeSpec(int(fs["early_cycle"]), int(fs["half_width"]))
+        try:
+            self.refs = tuple(self._ref(f) for f in self.model.meta.get("features", []))
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"{self.model.path.name} needs features this agent cannot compute: {exc}") from None
         self.grid = VoltageGrid(**self.model.meta["applies_to"]["voltage_grid"])
         self.chemistry = self.model.meta["applies_to"].get("chemistry")
         self.ranges = self.model.meta.get("feature_ranges", {})
+        self.quantiles = tuple(self.model.meta.get("interval", {}).get("quantiles", ()))
+        self.has_interval = {"cycle_life_lower", "cycle_life_upper"} <= set(self.model.output_names)
+
+    def _ref(self, f: dict[str, Any]) -> cl_features.FeatureRef:
+        if "key" in f:
+            return cl_features.FeatureRef.parse(f["key"])
+        # Models of the first format name one window for all their dQ features.
+        fs = self.model.meta["feature_spec"]
+        spec = cl_features.CycleLifeSpec(int(fs["early_cycle"]), int(fs["half_width"]))
+        return cl_features.refs_for([f["name"]], spec)[0]
 
     @property
     def version(self) -> str:
         return self.model.version
 
-    def features(self, curve_early: np.ndarray, curve_late: np.ndarray, capacity_ah: np.ndarray) -> np.ndarray:
-        return cl_features.compute(curve_early, curve_late, capacity_ah, self.model.feature_names)
+    @property
+    def curve_cycles(self) -> set[int]:
+        """Cycles whose Qd(V) curves the model's features need."""
+        return cl_features.curve_cycles(self.refs)
+
+    def features_qdlin(self, qdlin: np.ndarray) -> np.ndarray:
+        """Features [cells, inputs] from full Qdlin matrices [cells, grid, cycles 2..100]."""
+        return cl_features.qdlin_features(qdlin, self.refs)
+
+    def features_from_curves(self, curves: dict[int, np.ndarray], capacity_ah: np.ndarray) -> np.ndarray | None:
+        """One cell's features [1, inputs] from its curves (cycle -> Qd(V)); None when a window has no curve."""
+        return cl_features.curves_features(curves, capacity_ah, self.refs)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Cycle life (cycles) per row of the feature matrix."""
         return self.model.run({"features": np.atleast_2d(x)})["cycle_life"][:, 0]
 
+    def predict_interval(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(cycle life, lower, upper) per row; the bounds are the quantiles in ``self.quantiles`` (None if the
+        model has no interval)."""
+        out = self.model.run({"features": np.atleast_2d(x)})
+        if not self.has_interval:
+            return out["cycle_life"][:, 0], None, None
+        return out["cycle_life"][:, 0], out["cycle_life_lower"][:, 0], out["cycle_life_upper"][:, 0]
+
     def extrapolating(self, x: np.ndarray) -> np.ndarray:
         """True per row where a feature lies outside the training range (the prediction is an extrapolation)."""
         x = np.atleast_2d(x)
         out = np.zeros(x.shape[0], dtype=bool)
-        for i, n in enumerate(self.model.feature_names):
-            lo, hi = self.ranges.get(n, (-np.inf, np.inf))
+        for i, r in enumerate(self.refs):
+            lo, hi = self.ranges.get(r.key, self.ranges.get(r.name, (-np.inf, np.inf)))
             out |= ~((x[:, i] >= lo) & (x[:, i] <= hi))
         return out
 

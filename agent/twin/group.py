@@ -51,8 +51,7 @@ class CellGroup:
         self.soh_model = soh
         self.cycle_life = cycle_life if cycle_life is not None and cycle_life.chemistry == model.name else None
         self.grid = self.cycle_life.grid if self.cycle_life else VoltageGrid(model.chem.v_max, model.chem.v_min, 1000)
-        spec = self.cycle_life.spec if self.cycle_life else None
-        self.curve_cycles = set(spec.early_cycles() + spec.late_cycles()) if spec else set()
+        self.curve_cycles = self.cycle_life.curve_cycles if self.cycle_life else set()
         self.history = np.full((n, cfg.history_cycles), np.nan)  # discharge Ah, newest column = hist_cycle
         self.hist_cycle = np.zeros(n, dtype=np.int64)
         self.cap_2_100 = np.full((n, N_CAP), np.nan)
@@ -232,28 +231,30 @@ class CellGroup:
     def _predict_cycle_life(self, finished: list[FinishedCycle], out: list[dict[str, Any]]) -> None:
         if self.cycle_life is None:
             return
-        spec = self.cycle_life.spec
         for f, row in zip(finished, out):
             k = f.cell
             if f.cycle < cl_features.LAST_CYCLE or self.cycle_life_done[k]:
                 continue
             self.cycle_life_done[k] = True
-            early = [self.curves[k][c].astype(float) for c in spec.early_cycles() if c in self.curves[k]]
-            late = [self.curves[k][c].astype(float) for c in spec.late_cycles() if c in self.curves[k]]
-            if not early or not late or np.isnan(self.cap_2_100[k]).mean() > 0.2:
-                row["cycle_life_note"] = "not enough of cycles 2..100 observed for the cycle-life model"
-                continue
+            enough = np.isnan(self.cap_2_100[k]).mean() <= 0.2
             try:
-                x = self.cycle_life.features(np.median(early, axis=0), np.median(late, axis=0), self.cap_2_100[k])
+                curves = {c: q.astype(float) for c, q in self.curves[k].items()}
+                x = self.cycle_life.features_from_curves(curves, self.cap_2_100[k]) if enough else None
+                if x is None:
+                    row["cycle_life_note"] = "not enough of cycles 2..100 observed for the cycle-life model"
+                    continue
                 if not np.all(np.isfinite(x)):
                     row["cycle_life_note"] = "cycle-life features not finite (flat or missing discharge curves)"
                     continue
-                life = float(self.cycle_life.predict(x)[0])
-            except Exception as exc:  # noqa: BLE001
+                life, lower, upper = self.cycle_life.predict_interval(x)
+            except Exception as exc:  # noqa: BLE001 - a model failure costs the prediction, not the cycle
                 self.inference_failures += 1
                 log.error("cycle-life inference failed for %s: %r", self.cell_ids[k], exc)
                 continue
-            row["predicted_cycle_life"] = _num(life, 1)
+            row["predicted_cycle_life"] = _num(float(life[0]), 1)
+            if lower is not None and upper is not None:
+                row["predicted_cycle_life_lower"] = _num(float(lower[0]), 1)
+                row["predicted_cycle_life_upper"] = _num(float(upper[0]), 1)
             row["cycle_life_model_version"] = self.cycle_life.version
             if self.cycle_life.extrapolating(x)[0]:
                 row["cycle_life_note"] = "extrapolating: a feature lies outside the model's training range"

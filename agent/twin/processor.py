@@ -42,10 +42,7 @@ class TwinProcessor:
         self.pending: list[Event] = []
         self.cycle_life = self._load(CycleLifePredictor, cfg.cycle_life_model, "cycle-life")
         self.soh = self._load(SohForecaster, cfg.soh_model, "SOH")
-        curve_cycles: set[int] = set()
-        if self.cycle_life is not None:
-            spec = self.cycle_life.spec
-            curve_cycles = set(spec.early_cycles() + spec.late_cycles())
+        curve_cycles = self.cycle_life.curve_cycles if self.cycle_life is not None else set()
         self.restored = (
             restore.load(Path(store_path), cfg.history_cycles, curve_cycles, cl_features.LAST_CYCLE)
             if store_path

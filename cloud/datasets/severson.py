@@ -7,6 +7,7 @@ voltage grid; line k of the lives file is cell k's cycle life. This is the layou
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from dataclasses import dataclass
@@ -25,6 +26,16 @@ class QdlinSet:
     qdlin: np.ndarray  # [cells, grid, 99]
     cycle_life: np.ndarray  # [cells]
     paths: list[Path]  # every file read (for the training-data hash)
+
+
+def concat(sets: dict[str, QdlinSet]) -> QdlinSet:
+    """Several splits as one set; files are named ``<split>/cell<k>.csv``."""
+    return QdlinSet(
+        [f"{name}/{f}" for name, d in sets.items() for f in d.files],
+        np.concatenate([d.qdlin for d in sets.values()]),
+        np.concatenate([d.cycle_life for d in sets.values()]),
+        [p for d in sets.values() for p in d.paths],
+    )
 
 
 def default_data_dir() -> Path:
@@ -78,3 +89,60 @@ def load_qdlin(folder: Path, lives_file: Path, exclude: tuple[str, ...] = ()) ->
         lives[[k - 1 for k in keep]],
         [found[k] for k in ks] + [lives_file],
     )
+
+
+POLICY_TABLE = "severson_et_al_SI_table9.csv"
+_TABLE_SPLITS = {"train": "Train", "test1": "Prim. Test"}
+
+
+@dataclass
+class CellPolicies:
+    policy: list[str]  # charging policy of each cell, in cell order (cell1, cell2, ...)
+    batch: list[str]  # batch date of each cell
+
+
+def policy_table(root: Path) -> Path | None:
+    """Severson's SI table 9 in ``root`` (e.g. a SageMaker channel) or beside it (the shared data layout)."""
+    for p in (Path(root) / POLICY_TABLE, Path(root).parent / POLICY_TABLE):
+        if p.is_file():
+            return p
+    return None
+
+
+def known_policies(folder: Path, lives: np.ndarray) -> list[str] | None:
+    """The charging policies of a shipped split's cells (``folder`` = <root>/train or <root>/test1) when the
+    table is there and matches its lives; None otherwise (a lab's own cells: group them with --groups)."""
+    folder = Path(folder)
+    if folder.name not in _TABLE_SPLITS or policy_table(folder.parent) is None:
+        return None
+    try:
+        return split_policies(folder.parent, folder.name, lives).policy
+    except ValueError:
+        return None
+
+
+def split_policies(root: Path, split: str, lives: np.ndarray) -> CellPolicies:
+    """Charging policy and batch of each cell of a shipped split, from Severson's SI table 9 (beside ``root``).
+
+    The table lists the cells of each split in cell order; the cycle lives are checked against it, so a reordered
+    or foreign split is refused instead of being grouped wrongly.
+    """
+    if split not in _TABLE_SPLITS:
+        raise ValueError(f"no charging policies for split {split!r} (known: {', '.join(_TABLE_SPLITS)})")
+    path = policy_table(root)
+    if path is None:
+        raise FileNotFoundError(f"{POLICY_TABLE} not found in {root} or beside it")
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["Dataset"] == _TABLE_SPLITS[split]]
+    table_lives = np.array([float(r["Cycle life"]) for r in rows])
+    if table_lives.shape != np.shape(lives) or not np.array_equal(table_lives, np.asarray(lives, dtype=float)):
+        raise ValueError(f"{path.name}: the {split} rows do not match the {np.size(lives)} cycle lives of the split")
+    return CellPolicies([r["Charging policy"] for r in rows], [r["Batch date"] for r in rows])
+
+
+def read_groups(path: Path, n_cells: int) -> list[str]:
+    """Group labels, one per line (line k = cell<k>), e.g. the charging policy of each cell."""
+    labels = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if len(labels) != n_cells:
+        raise ValueError(f"{path}: {len(labels)} group labels for {n_cells} cells (one per line, line k = cell<k>)")
+    return labels

@@ -85,6 +85,8 @@ SELECT CAST(l.payload.topic_rig AS VARCHAR(128)) AS rig,
        cy.predicted_capacity_ah AS predicted_capacity_ah,
        CAST(cy.predicted_eol_cycle AS DOUBLE PRECISION) AS predicted_eol_cycle,
        CAST(cy.predicted_cycle_life AS DOUBLE PRECISION) AS predicted_cycle_life,
+       CAST(cy.predicted_cycle_life_lower AS DOUBLE PRECISION) AS predicted_cycle_life_lower,
+       CAST(cy.predicted_cycle_life_upper AS DOUBLE PRECISION) AS predicted_cycle_life_upper,
        CAST(cy.model_version AS VARCHAR(256)) AS model_version,
        CAST(cy.soc_end AS DOUBLE PRECISION) AS soc_end,
        CAST(cy.eol_capacity_ah AS DOUBLE PRECISION) AS eol_capacity_ah,
@@ -103,11 +105,13 @@ CREATE OR REPLACE VIEW ${schema}.cycles AS
 SELECT rig, seq, ts, cell, cycle, start_ts, duration_s, charge_ah, discharge_ah, charge_wh, discharge_wh,
        coulombic_efficiency, temperature_mean_c, temperature_max_c, dc_resistance_ohm, soh,
        predicted_capacity_ah, predicted_eol_cycle, predicted_cycle_life, model_version, soc_end, eol_capacity_ah,
+       predicted_cycle_life_lower, predicted_cycle_life_upper,
        cycle_life_model_version, cycle_life_note, qd_ah, qd_grid, doc, arrival_ts
 FROM (SELECT c.rig, c.seq, c.ts, c.cell, c.cycle, c.start_ts, c.duration_s, c.charge_ah, c.discharge_ah,
              c.charge_wh, c.discharge_wh, c.coulombic_efficiency, c.temperature_mean_c, c.temperature_max_c,
              c.dc_resistance_ohm, c.soh, c.predicted_capacity_ah, c.predicted_eol_cycle, c.predicted_cycle_life,
              c.model_version, c.soc_end, c.eol_capacity_ah, c.cycle_life_model_version, c.cycle_life_note, c.qd_ah,
+             c.predicted_cycle_life_lower, c.predicted_cycle_life_upper,
              c.qd_grid, c.doc, c.arrival_ts,
              ROW_NUMBER() OVER (PARTITION BY c.rig, c.seq ORDER BY c.arrival_ts) AS copy_rank
       FROM ${schema}.cycles_all AS c) AS d

@@ -65,6 +65,45 @@ def test_spec_windows():
         cl.compute(np.zeros((1, 5)), np.ones((1, 5)), np.ones((1, 99)), ("no_such_feature",))
 
 
+def test_iqr_and_fade_features():
+    rng = np.random.default_rng(2)
+    early = rng.normal(0, 0.01, (4, 500)).cumsum(axis=1)
+    late = early - rng.gamma(2.0, 0.002, (4, 500))
+    cap = np.linspace(1.06, 1.04, 99)[None, :].repeat(4, axis=0)
+    x = cl.compute(early, late, cap, ("log10_iqr_dq_ah", "qd_fade_10_100_ah"))
+    np.testing.assert_allclose(x[:, 0], np.log10(stats.iqr(late - early, axis=1)), rtol=1e-12)
+    np.testing.assert_allclose(x[:, 1], cap[:, -1] - cap[:, 8], rtol=1e-12)  # column 8 = cycle 10
+
+
+def test_feature_refs_keys_windows_and_bad_keys():
+    ref = cl.FeatureRef.parse("log10_var_dq_ah2@20/2")
+    assert ref == cl.FeatureRef("log10_var_dq_ah2", cl.CycleLifeSpec(20, 2)) and ref.key == "log10_var_dq_ah2@20/2"
+    assert cl.FeatureRef.parse("qd_cycle2_ah") == cl.FeatureRef("qd_cycle2_ah")
+    refs = cl.refs_for(cl.FEATURE_SETS["discharge"], cl.CycleLifeSpec(10, 0)) + (ref,)
+    assert cl.windows(refs) == [cl.CycleLifeSpec(10, 0), cl.CycleLifeSpec(20, 2)]
+    assert cl.curve_cycles(refs) == {10, 100, 18, 19, 20, 21, 22, 96, 97, 98, 99}
+    for bad in ("log10_var_dq_ah2", "qd_cycle2_ah@10/0", "log10_var_dq_ah2@1/2", "log10_var_dq_ah2@x/y", "nope@10/0"):
+        with pytest.raises((ValueError, KeyError)):
+            cl.FeatureRef.parse(bad)
+
+
+def test_windowed_features_match_the_single_window_path_and_the_twins_curves():
+    rng = np.random.default_rng(3)
+    q = np.cumsum(rng.uniform(0, 2e-3, (3, 200, 99)), axis=1) - np.linspace(0, 5e-3, 99)
+    a, b = cl.CycleLifeSpec(10, 0), cl.CycleLifeSpec(20, 2)
+    refs = cl.refs_for(("log10_var_dq_ah2", "skew_dq", "qd_cycle2_ah"), a) + cl.refs_for(("log10_var_dq_ah2",), b)
+    x = cl.qdlin_features(q, refs)
+    ea, la, cap = cl.window_curves(q, a)
+    eb, lb, _ = cl.window_curves(q, b)
+    np.testing.assert_allclose(x[:, :3], cl.compute(ea, la, cap, ("log10_var_dq_ah2", "skew_dq", "qd_cycle2_ah")))
+    np.testing.assert_allclose(x[:, 3], cl.compute(eb, lb, cap, ("log10_var_dq_ah2",))[:, 0])
+    # The twin's path: a dict of the curves it kept, one cell at a time; a cycle missing from a window is skipped.
+    curves = {c: q[1, :, c - 2] for c in cl.curve_cycles(refs)}
+    np.testing.assert_allclose(cl.curves_features(curves, q[1, -1, :], refs)[0], x[1], rtol=1e-12)
+    del curves[10]  # window 10/0 has a single cycle: no prediction possible
+    assert cl.curves_features(curves, q[1, -1, :], refs) is None
+
+
 def test_soh_features_on_a_line_and_with_gaps():
     hist = 2.0 - 0.004 * np.arange(50)  # exact line: slope -4 mAh/cycle, level = last value
     x = soh.compute(hist[None, :], level_window=5)

@@ -18,18 +18,23 @@ I_DIS_A = 4.4  # 4C discharge of a 1.1 Ah cell, as in Severson's protocol
 I_CHG_A = 1.1
 
 
-def replay_batches(qdlin: np.ndarray, stride: int = 5):
+def replay_batches(qdlin: np.ndarray, fine_cycles: set[int], stride: int = 5, coarse_stride: int = 50):
     """One batch per cycle for each cell: rest, CC charge, rest, CC discharge along that cycle's Qd(V), rest.
 
     ``qdlin`` is [cells, 1000, 99] (cycles 2..100); cycle 1 repeats cycle 2. Discharge samples follow the curve at
-    every ``stride``-th grid voltage, timed so that the current integrates to the curve's capacity.
+    every ``stride``-th grid voltage on ``fine_cycles`` (the cycles whose curves the model reads) and every
+    ``coarse_stride``-th elsewhere (still a Qd(V) curve, from 21 samples; the capacity is exact either way), timed so
+    that the current integrates to the curve's capacity. The coarse cycles keep the replay a third as long as a fine
+    one, and a twin that took a curve from a cycle outside the model's windows would be off by more.
     """
     cells = tuple(f"s{k}" for k in range(qdlin.shape[0]))
-    idx = np.r_[np.arange(0, qdlin.shape[1] - 1, stride), qdlin.shape[1] - 1]
-    volts = np.linspace(3.5, 2.0, qdlin.shape[1])[idx]
+    grid_v = np.linspace(3.5, 2.0, qdlin.shape[1])
     t_ms = np.full(qdlin.shape[0], rigdata.T0_MS, dtype=np.int64)
     for cyc in range(1, 101):
         col = max(cyc - 2, 0)
+        step = stride if cyc in fine_cycles else coarse_stride
+        idx = np.r_[np.arange(0, qdlin.shape[1] - 1, step), qdlin.shape[1] - 1]
+        volts = grid_v[idx]
         rows = []
         for k in range(qdlin.shape[0]):
             q = np.maximum.accumulate(qdlin[k, idx, col] - qdlin[k, 0, col])
@@ -82,17 +87,15 @@ def test_cycle_life_at_cycle_100_matches_offline(test1):
     picks = [int(np.argmin(test.cycle_life)), int(np.argmax(test.cycle_life))]
     qd = test.qdlin[picks]
     predictor = CycleLifePredictor()
-    from agent.features.cyclelife import window_curves
 
     # Offline reference on the curves the replay follows: Qd from 0 at 3.5 V (Qdlin starts at about -0.4 mAh, noise a
     # measured discharge cannot have) and monotone, at the data's full resolution.
     replayed = np.maximum.accumulate(qd - qd[:, :1, :], axis=1)
-    early, late, cap = window_curves(replayed, predictor.spec)
-    offline = predictor.predict(predictor.features(early, late, cap))
+    offline, off_lo, off_hi = predictor.predict_interval(predictor.features_qdlin(replayed))
     cfg = TwinConfig(drivers={"rep": TwinCellConfig(chemistry="lfp", nominal_capacity_ah=1.1)}, max_gap_s=3600)
     tp = TwinProcessor(cfg)
     cycles = []
-    for b in replay_batches(qd):
+    for b in replay_batches(qd, predictor.curve_cycles):
         cycles += tp.process(b, "rep")[1]
     with_life = [c for c in cycles if c.get("predicted_cycle_life") is not None]
     notes = [(c["cell"], c["cycle"], c.get("cycle_life_note")) for c in cycles if c["cycle"] >= 99]
@@ -101,12 +104,17 @@ def test_cycle_life_at_cycle_100_matches_offline(test1):
     got = {c["cell"]: c["predicted_cycle_life"] for c in with_life}
     np.testing.assert_allclose([got["s0"], got["s1"]], offline, rtol=0.03)
     assert all(c["cycle_life_model_version"] == predictor.version for c in with_life)
+    # The interval travels with the prediction: the model's 10th/90th percentiles, around it.
+    for c, lo, hi in zip(sorted(with_life, key=lambda c: c["cell"]), off_lo, off_hi):
+        assert c["predicted_cycle_life_lower"] < c["predicted_cycle_life"] < c["predicted_cycle_life_upper"]
+        np.testing.assert_allclose(
+            [c["predicted_cycle_life_lower"], c["predicted_cycle_life_upper"]], [lo, hi], rtol=0.03
+        )
     # The short-lived and the long-lived cell are told apart as in the data.
     assert got["s0"] < 600 < 1500 < got["s1"]
     # Qd(V) was published on the cycles the model uses.
-    spec = predictor.spec
     sent = {c["cycle"] for c in cycles if c["cell"] == "s0" and c["qd_ah"] is not None}
-    assert set(spec.early_cycles() + spec.late_cycles()) <= sent
+    assert predictor.curve_cycles <= sent
 
 
 def test_soh_forecast_on_every_cycle_and_restart_keeps_state(tmp_path):
