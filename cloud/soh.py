@@ -148,7 +148,7 @@ def export(
             {"name": "eol_capacity_ah", "shape": ["cells"], "unit": "Ah"},
         ],
         "outputs": [
-            {"name": "capacity_ah", "unit": "Ah", "shape": ["cells", "H"], "note": "weighted mean of the members"},
+            {"name": "capacity_ah", "unit": "Ah", "shape": ["cells", "H"], "note": "weighted median of the members"},
             {"name": "lower_ah", "unit": "Ah", "shape": ["cells", "H"], "note": f"{QUANTILES[0]:.0%} percentile"},
             {"name": "upper_ah", "unit": "Ah", "shape": ["cells", "H"], "note": f"{QUANTILES[1]:.0%} percentile"},
             {"name": "eol_cycle", "unit": "cycle", "shape": ["cells"], "note": "median; eol_lower / eol_upper"},

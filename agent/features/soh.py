@@ -41,7 +41,7 @@ class Prepared:
 
     @property
     def valid(self) -> np.ndarray:
-        return np.isfinite(self.capacity_ah)
+        return np.asarray(np.isfinite(self.capacity_ah))
 
     @property
     def n_points(self) -> np.ndarray:

@@ -10,13 +10,15 @@ with, at a rate a relative to the reference: the cell's capacity h cycles after 
     C(h) / nominal = q_j(tau + a*h) + d
 
 where d is the mean residual of the last few history points (so the forecast starts where the cell is).
-tau (a shift: "this cell is where reference j was at tau") runs over the whole reference; a runs over a
-log-spaced grid with a log-normal prior (sister cells age at nearly the same rate). Each member is weighted by how
+tau (a shift: "this cell is where reference j was at tau") runs over a window around the time the reference passed
+the cell's current capacity; a runs over a log-spaced grid around the rate that maps the cell's own fade so far onto
+the reference, with a log-normal prior on a for sister cells (they age at nearly the same rate). Each member is weighted by how
 well it reproduces the cell's history (RMSE r over the condensed history, Gaussian kernel of width
-``bandwidth`` x the best member's r) times the prior. The forecast is the weighted mean over the ``top_k`` heaviest
-members, the band the weighted 10th/90th percentiles of the members' forecasts widened by the history's residual
-noise, the end of life the weighted median (and percentiles) of the members' own crossing cycles. Cells whose
-cleaned history has already crossed the threshold get the observed crossing.
+``bandwidth`` x the best member's r) times the prior. Over the ``top_k`` heaviest members, widened by the best fit's
+residual noise, the forecast is the weighted median and the band the weighted 10th/90th percentiles (one
+distribution, so the forecast always lies inside its band); the end of life is the weighted median (and
+percentiles) of the members' own crossing cycles. Cells whose cleaned history has already crossed the threshold get
+the observed crossing.
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ class SohForecaster:
         val = q0 + f * (self.ref_q[j, i0 + 1] - q0)
         beyond = x > self.ref_t1[j]
         val = np.where(beyond, self.ref_q[j, g - 1] + self.ref_tail[j] * (x - self.ref_t1[j]), val)
-        return np.maximum(val, 0.0)
+        return np.asarray(np.maximum(val, 0.0))
 
     def _crossing(self, j: np.ndarray, tau: np.ndarray, level: np.ndarray) -> np.ndarray:
         """Reference time at which q_j first falls to ``level`` after ``tau`` (inf if never); arrays [N, K]."""
@@ -184,7 +186,7 @@ class SohForecaster:
             ext = np.where(
                 tail < 0, self.ref_t1[j] + (level - self.ref_q[j, g - 1]) / np.where(tail < 0, tail, -1.0), np.inf
             )
-        return np.where(has, at, np.maximum(ext, tau))
+        return np.asarray(np.where(has, at, np.maximum(ext, tau)))
 
     # ---------------------------------------------------------------- forecast
     def forecast(
@@ -289,9 +291,9 @@ class SohForecaster:
         base = np.maximum(rmse.min(axis=1), self.noise_floor)
         logw = -0.5 * (rmse / (self.bandwidth * base[:, None])) ** 2
         if self.rate_sigma is None:
-            return logw
+            return np.asarray(logw)
         prior = -0.5 * (np.log(rate) / self.rate_sigma) ** 2
-        return logw + np.repeat(prior.reshape(nb, -1), self.shifts, axis=1)
+        return np.asarray(logw + np.repeat(prior.reshape(nb, -1), self.shifts, axis=1))
 
     def _forecast_block(
         self, u: np.ndarray, q: np.ndarray, h: np.ndarray, eol_frac: np.ndarray
@@ -316,14 +318,13 @@ class SohForecaster:
         a = rate[rows, mj, ma]
         d = np.take_along_axis(level, top, 1)
         fc = self._ref(mj[..., None], mtau[..., None] + a[..., None] * h[None, None, :]) + d[..., None]  # [B, K, H]
-        mean = (w[..., None] * fc).sum(axis=1)
         noise = rmse.min(axis=1)  # the best fit's residual scatter: measurement noise as the history shows it
         spread = fc[:, :, None, :] + noise[:, None, None, None] * NOISE_NODES[None, None, :, None]
         wn = (w[:, :, None] * NOISE_WEIGHTS[None, None, :]).reshape(nb, -1)
-        lo, hi = _quantiles(spread.reshape(nb, -1, h.size), wn, self.quantiles)
+        lo, mid, hi = _quantiles(spread.reshape(nb, -1, h.size), wn, (self.quantiles[0], 0.5, self.quantiles[1]))
         ahead = (self._crossing(mj, mtau, eol_frac[:, None] - d) - mtau) / a  # cycles after the origin
         e_lo, e_mid, e_hi = _quantiles(ahead[..., None], w, (self.quantiles[0], 0.5, self.quantiles[1]))[..., 0]
-        return mean, lo, hi, e_mid, e_lo, e_hi
+        return mid, lo, hi, e_mid, e_lo, e_hi
 
     @staticmethod
     def _observed_crossing(prep: F.Prepared, eol_ah: np.ndarray, ok: np.ndarray, out: dict[str, np.ndarray]) -> None:
