@@ -70,7 +70,7 @@ def build(
         BAUMHOFER_EOL_FRACTION,
         0.5,
         report_dir,
-        sisters=False,
+        coarse=True,
         evaluate_on=baum,
         evaluate_nominal_ah=BAUMHOFER_NOMINAL_AH,
         extra_metrics={"nasa_leave_one_cell_out": loo_summary(nasa_report)},

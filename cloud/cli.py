@@ -60,13 +60,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--nominal-ah", type=float, help="nominal capacity of the cells (Ah); required with --capacity-csv (NASA: 2.0)"
     )
     ts.add_argument(
-        "--generic",
+        "--coarse",
         action="store_true",
-        help="the model will forecast cells of other types than these (the rate is left free); default: sister cells",
+        help="the cheaper grid of the shipped default (21 shifts x 9 rates), for a model run on every cell of a rig",
     )
     ts.add_argument("--eol-fraction", type=float, default=0.8)
     ts.add_argument("--from-fraction", type=float, default=0.5)
-    ts.add_argument("--out", type=Path, required=True)
+    ts.add_argument(
+        "--out",
+        type=Path,
+        default=Path("models"),
+        help="output folder for <name>.refs and <name>.json (default: ./models)",
+    )
     ts.add_argument("--name", default="soh")
     ts.add_argument("--seed", type=int, default=0)
     ts.set_defaults(func=_needs_train(cmd_train_soh))
@@ -194,13 +199,18 @@ def cmd_train_soh(args: argparse.Namespace) -> int:
             nominal,
             args.eol_fraction,
             args.from_fraction,
-            sisters=not args.generic,
+            coarse=args.coarse,
         )
     except (FileNotFoundError, ValueError) as exc:
         return _err(str(exc))
     print(
         json.dumps(
-            {"version": meta["version"], "hyperparameters": meta["hyperparameters"], "metrics": meta["metrics"]},
+            {
+                "version": meta["version"],
+                "files": [str(args.out / f"{args.name}.refs"), str(args.out / f"{args.name}.json")],
+                "hyperparameters": meta["hyperparameters"],
+                "metrics": meta["metrics"],
+            },
             indent=2,
         )
     )

@@ -34,8 +34,9 @@ RATES = tuple(float(np.round(v, 6)) for v in np.exp(np.linspace(-0.7, 0.7, 15)))
 RATE_SIGMA_ONE = 0.69
 SHIFTS = 31
 SHIFT_WINDOW = 0.3
-# A generic model (cells of unknown type; the shipped default) runs on every cycle of every cell of a rig: a coarser
-# grid keeps it cheap (the rate is centred on the cell's own fade anyway, see agent.inference.soh).
+# A coarse model (the shipped default) runs on every cycle of every cell of a rig: a coarser grid keeps it cheap (the
+# rate is centred on the cell's own fade anyway, see agent.inference.soh). It keeps the rate prior: leaving the rate
+# free (an earlier default) let knee references read slowly match a knee-free cell's history (docs/models.md).
 GENERIC_RATES = tuple(float(np.round(v, 6)) for v in np.exp(np.linspace(-0.4, 0.4, 9)))
 GENERIC_SHIFTS = 21
 GENERIC_SHIFT_WINDOW = 0.2
@@ -83,20 +84,21 @@ def reference(h: CapacityHistory, nominal_ah: float) -> dict[str, Any]:
     }
 
 
-def fit(histories: list[CapacityHistory], nominal_ah: float | dict[str, float], sisters: bool = True) -> dict[str, Any]:
+def fit(histories: list[CapacityHistory], nominal_ah: float | dict[str, float], coarse: bool = False) -> dict[str, Any]:
     """The model (a JSON-ready dict) from finished cells; ``nominal_ah`` per cell or one for all."""
     if not histories:
         raise ValueError("no training histories")
     nominal = nominal_ah if isinstance(nominal_ah, dict) else {h.cell: float(nominal_ah) for h in histories}
-    return assemble([reference(h, nominal[h.cell]) for h in histories], sisters)
+    return assemble([reference(h, nominal[h.cell]) for h in histories], coarse)
 
 
-def assemble(refs: list[dict[str, Any]], sisters: bool = True) -> dict[str, Any]:
+def assemble(refs: list[dict[str, Any]], coarse: bool = False) -> dict[str, Any]:
     """The model from reference trajectories (``reference``).
 
-    ``sisters``: the cells to forecast are of the same type and test as these (a lab's own finished cells, or
-    leave-one-cell-out): the rate prior is log-normal with width RATE_SIGMA_ONE / sqrt(references). Otherwise (a
-    generic default for cells of unknown type) the rate is left to the cell's history."""
+    The rate prior is log-normal with width RATE_SIGMA_ONE / sqrt(references): with many references one of them
+    already ages at the cell's rate, and references that must be read much faster or slower than they aged (another
+    cell type, another test) lose weight. ``coarse``: the cheaper grid of the shipped default, which runs on every
+    cell of a rig on every cycle."""
     if not refs:
         raise ValueError("no reference trajectories")
     return {
@@ -106,10 +108,10 @@ def assemble(refs: list[dict[str, Any]], sisters: bool = True) -> dict[str, Any]
             "bandwidth": BANDWIDTH,
             "noise_floor": NOISE_FLOOR,
             "level_points": LEVEL_POINTS,
-            "rates": list(RATES if sisters else GENERIC_RATES),
-            "rate_sigma": round(RATE_SIGMA_ONE / np.sqrt(len(refs)), 6) if sisters else None,
-            "shifts": SHIFTS if sisters else GENERIC_SHIFTS,
-            "shift_window": SHIFT_WINDOW if sisters else GENERIC_SHIFT_WINDOW,
+            "rates": list(GENERIC_RATES if coarse else RATES),
+            "rate_sigma": round(RATE_SIGMA_ONE / np.sqrt(len(refs)), 6),
+            "shifts": GENERIC_SHIFTS if coarse else SHIFTS,
+            "shift_window": GENERIC_SHIFT_WINDOW if coarse else SHIFT_WINDOW,
             "top_k": TOP_K,
             "lower_quantile": QUANTILES[0],
             "upper_quantile": QUANTILES[1],

@@ -85,19 +85,18 @@ def train_soh(
     eol_fraction: float = 0.8,
     from_fraction: float = 0.5,
     report_dir: Path | None = None,
-    sisters: bool = True,
+    coarse: bool = False,
     evaluate_on: list[CapacityHistory] | None = None,
     evaluate_nominal_ah: float | None = None,
     extra_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the SOH model from finished cells and, in the same run, score it leave-one-cell-out.
 
-    ``sisters``: the model will forecast cells of the same type as the training cells (a lab's own cells): the
-    rate prior narrows with their number. Otherwise (a generic default) the rate is free. The leave-one-cell-out
+    ``coarse``: the cheaper grid of the shipped default (``cloud.soh.assemble``). The leave-one-cell-out
     report runs on ``evaluate_on`` (default: the training cells) with ``evaluate_nominal_ah``.
     """
     np.random.seed(seed)  # the build is deterministic; the seed is recorded for the contract
-    model = soh.fit(histories, nominal_ah, sisters=sisters)
+    model = soh.fit(histories, nominal_ah, coarse=coarse)
     training = {
         "cells": [h.cell for h in histories],
         "n_points": {h.cell: len(h) for h in histories},

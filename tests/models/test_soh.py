@@ -92,8 +92,8 @@ def test_sister_cells_announce_the_knee(dense):
     assert [f["held_out"] not in f["training_cells"] for f in r["folds"]] == [True] * len(fleet)
 
 
-def _model(tmp_path, cells, nominal=2.0, name="m", sisters=True):
-    soh.export(soh.fit(cells, nominal, sisters=sisters), tmp_path, name, {"cells": [c.cell for c in cells]})
+def _model(tmp_path, cells, nominal=2.0, name="m", coarse=False):
+    soh.export(soh.fit(cells, nominal, coarse=coarse), tmp_path, name, {"cells": [c.cell for c in cells]})
     return SohForecaster(tmp_path / f"{name}.refs")
 
 
@@ -146,8 +146,8 @@ def test_model_file_and_metadata_must_match(tmp_path):
     fleet = knee_fleet(4)
     f = _model(tmp_path, fleet)
     assert f.version.startswith("soh-v2-") and f.rate_sigma == pytest.approx(soh.RATE_SIGMA_ONE / 2)
-    generic = _model(tmp_path, fleet, name="g", sisters=False)
-    assert generic.rate_sigma is None and generic.version != f.version
+    coarse = _model(tmp_path, fleet, name="g", coarse=True)
+    assert coarse.rate_sigma == f.rate_sigma and coarse.shifts < f.shifts and coarse.version != f.version
     refs = tmp_path / "m.refs"
     model = json.loads(refs.read_text())
     model["references"][0]["q"][5] += 0.01  # one number changed, the metadata not rebuilt
@@ -191,9 +191,9 @@ def test_nasa_leave_one_cell_out(nasa_loo):
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def _cli(*args, timeout=600):
+def _cli(*args, timeout=600, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", "model", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "agent.cli", "model", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
     )
 
 
@@ -234,14 +234,15 @@ def test_evaluate_and_train_soh_commands(shared_data, tmp_path):
     )
     p = _cli("train", "soh", "--capacity-csv", str(csv_path), "--out", str(tmp_path / "m"))
     assert p.returncode == 2 and "--nominal-ah" in p.stderr
-    p = _cli("train", "soh", *common, "--out", str(tmp_path / "m"))
+    p = _cli("train", "soh", *common, cwd=tmp_path)  # the command: no --out, the model goes to ./models
     assert p.returncode == 0, p.stderr
-    meta = json.loads((tmp_path / "m" / "soh.json").read_text())
+    assert json.loads(p.stdout)["files"] == ["models/soh.refs", "models/soh.json"]
+    meta = json.loads((tmp_path / "models" / "soh.json").read_text())
     assert meta["training_data"]["cells"] == [c.cell for c in pick]
     assert set(meta["metrics"]["leave_one_cell_out"]["cells"]) == {c.cell for c in pick}
-    f = SohForecaster(tmp_path / "m" / "soh.refs")
+    f = SohForecaster(tmp_path / "models" / "soh.refs")
     assert f.version == meta["version"] and f.ref_cells == [c.cell for c in pick]
-    p = _cli("evaluate", "soh", *common, "--model", str(tmp_path / "m" / "soh.refs"), "--json")
+    p = _cli("evaluate", "soh", *common, "--model", str(tmp_path / "models" / "soh.refs"), "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["mode"] == "fixed model"
 
