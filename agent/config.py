@@ -314,7 +314,9 @@ class TwinConfig(Strict):
         0.1, gt=0, le=1, description="a discharge smaller than this fraction of nominal does not close a cycle (pulses)"
     )
     cycle_life_model: Path | None = Field(None, description="ONNX file; default: the shipped cycle_life.onnx")
-    soh_model: Path | None = Field(None, description="ONNX file; default: the shipped soh.onnx")
+    soh_model: Path | None = Field(
+        None, description="SOH model file (<name>.refs, its <name>.json beside it); default: the shipped soh.refs"
+    )
     forecast_cycles: int = Field(100, ge=1, le=2000, description="predicted_capacity_ah covers the next N cycles")
     qdv_every_cycles: int = Field(50, ge=1, description="publish Qd(V) every N cycles (and on the model's cycles)")
     qdv_max_points: int = Field(2048, ge=64, le=65536, description="discharge samples kept per cell and cycle")

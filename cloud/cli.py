@@ -65,10 +65,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = ts.add_mutually_exclusive_group(required=True)
     src.add_argument("--capacity-csv", type=Path)
     src.add_argument("--nasa-dir", type=Path, help="NASA PCoE capacity_per_cycle folder")
-    ts.add_argument("--nominal-ah", type=float, help="nominal capacity (Ah): enables the leave-one-cell-out report")
+    ts.add_argument(
+        "--nominal-ah", type=float, help="nominal capacity of the cells (Ah); required with --capacity-csv (NASA: 2.0)"
+    )
+    ts.add_argument(
+        "--coarse",
+        action="store_true",
+        help="the cheaper grid of the shipped default (21 shifts x 9 rates), for a model run on every cell of a rig",
+    )
     ts.add_argument("--eol-fraction", type=float, default=0.8)
     ts.add_argument("--from-fraction", type=float, default=0.5)
-    ts.add_argument("--out", type=Path, required=True)
+    ts.add_argument(
+        "--out",
+        type=Path,
+        default=Path("models"),
+        help="output folder for <name>.refs and <name>.json (default: ./models)",
+    )
     ts.add_argument("--name", default="soh")
     ts.add_argument("--seed", type=int, default=0)
     ts.set_defaults(func=_needs_train(cmd_train_soh))
@@ -92,7 +104,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     es.add_argument("--nominal-ah", type=float, required=True)
     es.add_argument("--eol-fraction", type=float, default=0.8)
     es.add_argument("--from-fraction", type=float, default=0.5)
-    es.add_argument("--model", type=Path, help="a fixed ONNX model for every cell (default: leave-one-cell-out)")
+    es.add_argument("--model", type=Path, help="a fixed model (.refs) for every cell (default: leave-one-cell-out)")
+    es.add_argument(
+        "--subsets",
+        type=int,
+        help="the few-sister check: leave-one-cell-out inside random subsets of this many cells (see --repeats)",
+    )
+    es.add_argument("--repeats", type=int, default=50, help="random subsets drawn with --subsets")
+    es.add_argument("--seed", type=int, default=0, help="seed of the subset draw")
     es.add_argument("--json", action="store_true")
     es.add_argument("--out-dir", type=Path, help="write <out-dir>/soh_evaluation.{json,png}")
     es.set_defaults(func=_needs_train(cmd_eval_soh))
@@ -182,16 +201,32 @@ def _histories(args: argparse.Namespace):
 def cmd_train_soh(args: argparse.Namespace) -> int:
     from cloud.train import train_soh
 
+    nominal = args.nominal_ah if args.nominal_ah is not None else (2.0 if args.nasa_dir else None)
+    if nominal is None or not nominal > 0:
+        return _err("train soh needs --nominal-ah (the cells' nominal capacity in Ah, > 0)")
     try:
         histories, files = _histories(args)
         meta = train_soh(
-            histories, args.out, args.name, args.seed, files, args.nominal_ah, args.eol_fraction, args.from_fraction
+            histories,
+            args.out,
+            args.name,
+            args.seed,
+            files,
+            nominal,
+            args.eol_fraction,
+            args.from_fraction,
+            coarse=args.coarse,
         )
     except (FileNotFoundError, ValueError) as exc:
         return _err(str(exc))
     print(
         json.dumps(
-            {"version": meta["version"], "hyperparameters": meta["hyperparameters"], "metrics": meta["metrics"]},
+            {
+                "version": meta["version"],
+                "files": [str(args.out / f"{args.name}.refs"), str(args.out / f"{args.name}.json")],
+                "hyperparameters": meta["hyperparameters"],
+                "metrics": meta["metrics"],
+            },
             indent=2,
         )
     )
@@ -220,6 +255,20 @@ def cmd_eval_soh(args: argparse.Namespace) -> int:
 
     try:
         cells = read_capacity_csv(args.capacity_csv)
+        if args.subsets:
+            from cloud.soh_subsets import evaluate_subsets
+
+            if args.model:
+                return _err("--subsets runs leave-one-cell-out inside each subset: it takes no --model")
+            report = evaluate_subsets(
+                cells, args.nominal_ah, args.eol_fraction, args.from_fraction, args.subsets, args.repeats, args.seed
+            )
+            print(
+                json.dumps(report)
+                if args.json
+                else json.dumps({k: v for k, v in report.items() if k != "forecasts"}, indent=2)
+            )
+            return 0
         report = evaluate.evaluate_soh(cells, args.nominal_ah, args.eol_fraction, args.from_fraction, args.model)
     except (FileNotFoundError, ValueError) as exc:
         return _err(str(exc))
@@ -257,16 +306,24 @@ def _print_table(r: dict) -> None:
         return
     print(f"SOH forecast ({r['mode']}, from {r['from_fraction']:.0%}, EOL {r['eol_capacity_ah']:.3f} Ah)")
     print(
-        f"{'cell':10s} {'rmse_mAh':>9s} {'base_mAh':>9s} {'ratio':>6s} {'floor':>6s} {'eol_pred':>9s} {'eol_act':>8s}"
+        f"{'cell':10s} {'rmse_mAh':>9s} {'base_mAh':>9s} {'ratio':>6s} {'band%':>6s} {'eol_pred':>9s} "
+        f"{'eol_10-90%':>13s} {'eol_act':>8s}"
     )
+    f = lambda v, spec: format(v, spec) if v is not None else "-"
     for c in r["cells"]:
-        f = lambda v, spec: format(v, spec) if v is not None else "-"
+        band = f"{f(c['eol_cycle_lower'], '.0f')}-{f(c['eol_cycle_upper'], '.0f')}"
         print(
             f"{c['cell']:10s} {c['rmse_ah'] * 1e3:9.1f} {c['baseline_rmse_ah'] * 1e3:9.1f} "
-            f"{f(c['ratio_to_baseline'], '6.2f')} {f(c['noise_floor_rmse_ah'] and c['noise_floor_rmse_ah'] * 1e3, '6.1f')} "
-            f"{f(c['eol_cycle_predicted'], '9.1f')} {f(c['eol_cycle_actual'], '8.0f')}"
+            f"{f(c['ratio_to_baseline'], '6.2f')} {c['interval_coverage'] * 100:6.0f} "
+            f"{f(c['eol_cycle_predicted'], '9.1f')} {band:>13s} {f(c['eol_cycle_actual'], '8.1f')}"
         )
-    print(f"overall RMSE {r['rmse_ah'] * 1e3:.1f} mAh, baseline {r['baseline_rmse_ah'] * 1e3:.1f} mAh")
+    print(
+        f"overall RMSE {r['rmse_ah'] * 1e3:.1f} mAh, baseline {r['baseline_rmse_ah'] * 1e3:.1f} mAh; per-cell ratio "
+        f"median {f(r['ratio_to_baseline_median'], '.3f')}, max {f(r['ratio_to_baseline_max'], '.3f')}; EOL error "
+        f"median {f(r['eol_abs_error_median_cycles'], '.1f')} cycles; 10-90 % band covers "
+        f"{f(r['interval_coverage'] and r['interval_coverage'] * 100, '.0f')} % of the points; "
+        f"{r['data_cleaning']['outliers']} outliers dropped, {r['data_cleaning']['repeats_combined']} repeats combined"
+    )
 
 
 def cmd_build_defaults(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 from agent.features import soh as soh_features
 from agent.inference import CycleLifePredictor, SohForecaster
 from cloud import cyclelife, soh
-from cloud.datasets.capacity import CapacityHistory
+from cloud.datasets.capacity import CapacityHistory, cleaning_summary
 from cloud.datasets.severson import QdlinSet
 from cloud.onnx_export import sha256_files
 
@@ -87,62 +87,100 @@ def evaluate_cycle_life(model_path: Path | None, test: QdlinSet, train: QdlinSet
 
 
 # ---------------------------------------------------------------------------------------------- SOH
-def _first_crossing(cycles: np.ndarray, values: np.ndarray, threshold: float) -> float | None:
+def first_crossing(cycles: np.ndarray, values: np.ndarray, threshold: float) -> float | None:
+    """Cycle at which capacity first falls to ``threshold``: linear interpolation between the last point above it
+    and the first at or below it (sparse checkpoints are 100+ cycles apart; the first point below would be late)."""
     below = np.nonzero(values <= threshold)[0]
-    return float(cycles[below[0]]) if below.size else None
+    if not below.size:
+        return None
+    i = int(below[0])
+    if i == 0 or values[i - 1] <= values[i]:
+        return float(cycles[i])
+    c0, c1, q0, q1 = float(cycles[i - 1]), float(cycles[i]), float(values[i - 1]), float(values[i])
+    return c0 + (q0 - threshold) / (q0 - q1) * (c1 - c0)
 
 
-def _cap(h: float) -> float | None:
-    return float(h) if np.isfinite(h) and h < 1e6 else None
+def _num(h: float) -> float | None:
+    return float(h) if np.isfinite(h) and abs(h) < 1e7 else None
 
 
-def forecast_cell(model_path: Path, cell: CapacityHistory, k: int, eol_ah: float) -> dict[str, Any]:
-    """Forecast one cell from its first k cycles with an ONNX SOH model; baseline and floor from the same data."""
+def forecast_cell(model_path: Path, cell: CapacityHistory, k: int, nominal_ah: float, eol_ah: float) -> dict[str, Any]:
+    """Forecast one cell from its first k points with a SOH model file (the edge's code); baseline from the same data."""
     forecaster = SohForecaster(model_path)
-    hist_dense = soh.dense_history(CapacityHistory(cell.cell, cell.cycle[:k], cell.capacity_ah[:k]))
-    x = forecaster.features(soh_features.right_align([hist_dense]))
     origin = int(cell.cycle[k - 1])
-    fut_cycles, fut_actual = cell.cycle[k:], cell.capacity_ah[k:]
-    pred, eol_ahead = forecaster.forecast(x, fut_cycles - origin, eol_ah)
-    pred = pred[0]
+    fut_cycles, fut_actual = cell.cycle[k:].astype(float), cell.capacity_ah[k:]
+    dense = np.linspace(origin, float(cell.cycle[-1]), 121)[1:]
+    horizons = np.r_[fut_cycles, dense] - origin
+    f = forecaster.forecast(cell.cycle[None, :k], cell.capacity_ah[None, :k], nominal_ah, horizons, eol_ah)
+    n = fut_cycles.size
+    pred, lo, hi = f.capacity_ah[0, :n], f.lower_ah[0, :n], f.upper_ah[0, :n]
     line = np.polyfit(cell.cycle[:k].astype(float), cell.capacity_ah[:k], 1)
-    base = np.polyval(line, fut_cycles.astype(float))
+    base = np.polyval(line, fut_cycles)
     rmse = float(np.sqrt(np.mean((pred - fut_actual) ** 2)))
     base_rmse = float(np.sqrt(np.mean((base - fut_actual) ** 2)))
     floor = None
-    if fut_cycles.size >= 8:  # the best cubic fitted to the future itself: what no smooth forecast can beat
-        c3 = np.polyfit(fut_cycles.astype(float), fut_actual, 3)
-        floor = float(np.sqrt(np.mean((np.polyval(c3, fut_cycles.astype(float)) - fut_actual) ** 2)))
-    actual_eol = _first_crossing(cell.cycle, cell.capacity_ah, eol_ah)
-    eol_pred = _cap(origin + eol_ahead[0])
-    base_eol = None
-    if line[0] < 0:
-        base_eol = _cap(max((eol_ah - line[1]) / line[0], float(origin)))
+    if n >= 8:  # the best cubic fitted to the future itself: what no smooth forecast can beat
+        c3 = np.polyfit(fut_cycles, fut_actual, 3)
+        floor = float(np.sqrt(np.mean((np.polyval(c3, fut_cycles) - fut_actual) ** 2)))
+    actual_eol = first_crossing(cell.cycle, cell.capacity_ah, eol_ah)
+    eol_pred, eol_lo, eol_hi = (_num(v[0]) for v in (f.eol_cycle, f.eol_lower, f.eol_upper))
+    base_eol = _num(max((eol_ah - line[1]) / line[0], float(origin))) if line[0] < 0 else None
+    inside = (fut_actual >= lo) & (fut_actual <= hi)
     return {
         "cell": cell.cell,
         "n_cycles": len(cell),
         "origin_cycle": origin,
-        "forecast_cycles": int(fut_cycles.size),
+        "forecast_cycles": int(n),
         "rmse_ah": rmse,
         "baseline_rmse_ah": base_rmse,
         "ratio_to_baseline": rmse / base_rmse if base_rmse > 0 else None,
         "noise_floor_rmse_ah": floor,
+        "interval_coverage": float(inside.mean()),
         "eol_cycle_predicted": eol_pred,
+        "eol_cycle_lower": eol_lo,
+        "eol_cycle_upper": eol_hi,
         "eol_cycle_baseline": base_eol,
         "eol_cycle_actual": actual_eol,
         "eol_error_cycles": (eol_pred - actual_eol) if (eol_pred is not None and actual_eol is not None) else None,
         "eol_baseline_error_cycles": (base_eol - actual_eol)
         if (base_eol is not None and actual_eol is not None)
         else None,
+        "eol_within_interval": bool(eol_lo <= actual_eol <= eol_hi)
+        if (actual_eol is not None and eol_lo is not None and eol_hi is not None)
+        else None,
         "eol_reached_before_origin": bool(actual_eol is not None and actual_eol <= origin),
+        "history_outliers_dropped": int(f.outliers[0]),
         "model_version": forecaster.version,
         "_series": {
             "cycles": cell.cycle.tolist(),
             "actual": cell.capacity_ah.tolist(),
             "forecast_cycles": fut_cycles.tolist(),
             "forecast": pred.tolist(),
+            "lower": lo.tolist(),
+            "upper": hi.tolist(),
             "baseline": base.tolist(),
+            "dense_cycles": dense.tolist(),
+            "dense_forecast": f.capacity_ah[0, n:].tolist(),
+            "dense_lower": f.lower_ah[0, n:].tolist(),
+            "dense_upper": f.upper_ah[0, n:].tolist(),
         },
+    }
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    ratios = np.array([r["ratio_to_baseline"] for r in results if r["ratio_to_baseline"] is not None])
+    eol_err = np.array([abs(r["eol_error_cycles"]) for r in results if r["eol_error_cycles"] is not None])
+    n = np.array([r["forecast_cycles"] for r in results], dtype=float)
+    cov = np.array([r["interval_coverage"] for r in results])
+    eol_in = [r["eol_within_interval"] for r in results if r["eol_within_interval"] is not None]
+    return {
+        "ratio_to_baseline_median": float(np.median(ratios)) if ratios.size else None,
+        "ratio_to_baseline_max": float(ratios.max()) if ratios.size else None,
+        "eol_abs_error_median_cycles": float(np.median(eol_err)) if eol_err.size else None,
+        "eol_abs_error_max_cycles": float(eol_err.max()) if eol_err.size else None,
+        "eol_cells_scored": int(eol_err.size),
+        "interval_coverage": float((cov * n).sum() / n.sum()) if n.sum() else None,
+        "eol_interval_coverage": float(np.mean(eol_in)) if eol_in else None,
     }
 
 
@@ -153,35 +191,39 @@ def evaluate_soh(
     from_fraction: float,
     model_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Leave-one-cell-out (default: each cell forecast by a model fitted on the others and exported to ONNX),
-    or a fixed ONNX model for every cell (``model_path``)."""
+    """Leave-one-cell-out (default: each cell forecast by a model built from the others and written to its files),
+    or a fixed model file for every cell (``model_path``)."""
     if not 0 < from_fraction < 1:
         raise ValueError("--from-fraction must be between 0 and 1")
+    if not nominal_ah > 0:
+        raise ValueError("--nominal-ah must be positive")
     if model_path is None and len(cells) < 2:
         raise ValueError("leave-one-cell-out needs at least 2 cells (or give --model)")
     eol_ah = eol_fraction * nominal_ah
+    refs = {c.cell: soh.reference(c, nominal_ah) for c in cells} if model_path is None else {}
     results, folds, sq, sq_base = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i, cell in enumerate(cells):
             k = int(len(cell) * from_fraction)
-            if k < soh.MIN_CYCLES or k >= len(cell):
+            if k < soh_features.MIN_POINTS or k >= len(cell):
                 raise ValueError(
-                    f"cell {cell.cell}: {len(cell)} cycles is too short to forecast from "
-                    f"{from_fraction:.0%} of its history"
+                    f"cell {cell.cell}: {len(cell)} points is too short to forecast from {from_fraction:.0%} of its "
+                    f"history (needs at least {soh_features.MIN_POINTS} before and 1 after)"
                 )
             path = model_path
             if path is None:
-                fold = soh.fit([c for j, c in enumerate(cells) if j != i])
-                meta = soh.export(fold, Path(tmp), f"fold{i}", {"cells": fold.fit_info["training_cells"]})
-                path = Path(tmp) / f"fold{i}.onnx"
+                train = [c for j, c in enumerate(cells) if j != i]
+                model = soh.assemble([refs[c.cell] for c in train])
+                soh.export(model, Path(tmp), f"fold{i}", {"cells": [c.cell for c in train]})
+                path = Path(tmp) / f"fold{i}.refs"
                 folds.append(
                     {
                         "held_out": cell.cell,
-                        **{k2: meta["hyperparameters"][k2] for k2 in ("kappa", "level_window")},
-                        "training_cells": fold.fit_info["training_cells"],
+                        "training_cells": [c.cell for c in train],
+                        "rate_sigma": model["params"]["rate_sigma"],
                     }
                 )
-            r = forecast_cell(path, cell, k, eol_ah)
+            r = forecast_cell(path, cell, k, nominal_ah, eol_ah)
             s = r["_series"]
             sq.extend((np.array(s["forecast"]) - s["actual"][k:]) ** 2)
             sq_base.extend((np.array(s["baseline"]) - s["actual"][k:]) ** 2)
@@ -198,8 +240,11 @@ def evaluate_soh(
         "rmse_ah": float(np.sqrt(np.mean(sq))),
         "baseline_rmse_ah": float(np.sqrt(np.mean(sq_base))),
         "baseline": "linear extrapolation of a least-squares line through the cell's history up to the origin",
+        "interval": {"lower_quantile": soh.QUANTILES[0], "upper_quantile": soh.QUANTILES[1]},
+        **_summary(results),
         "goal_half_baseline_met_for": goal,
         "goal_half_baseline_met": len(goal) == len(results),
+        "data_cleaning": cleaning_summary(cells),
         "folds": folds,
         "cells": results,
     }

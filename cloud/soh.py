@@ -1,235 +1,172 @@
-"""SOH / capacity-fade forecaster: a damped trend whose damping is learned from other cells.
+"""SOH forecaster training: reference trajectories from finished cells, the rule's parameters, the model files.
 
-From a cell's capacity history the features (``agent.features.soh``) give the level L and trend slope s at the
-origin. The forecast h cycles ahead is
+The method (``agent.inference.soh``) forecasts a cell from the trajectories of its sister cells, each aligned on the
+cell's current capacity and read at a fitted rate, weighted by how well it reproduces the cell's history. Training is
+therefore mostly data preparation: each finished cell's capacity history is cleaned (``agent.features.soh``),
+expressed as a fraction of its nominal capacity, made non-increasing (isotonic regression: capacity regeneration
+after rests is a transient the forecast should not replay), and resampled on ``GRID_POINTS`` equal steps of cycles.
 
-    C(h) = L + s * ln(1 + lam*h) / lam,    lam = kappa * (-s) / L
-
-the solution of dC/dh = s / (1 + lam*h): the fade rate decays hyperbolically, faster for cells that fade fast
-relative to their capacity (a self-limiting, SEI-like fade), and never stops, so a cell always reaches end of
-life eventually (an exponential damping would give it an asymptote). kappa (dimensionless) and the level
-window are the only learned parameters: fitted on the training cells by minimising the mean RMSE of forecasts
-made from every origin between 30% and 80% of each training cell's history. With a handful of cells in the real
-data, a model with two parameters is what the data can support. s >= 0 (capacity not falling) gives a flat
-forecast and no end of life.
-
-End of life: the horizon where C(h) crosses the threshold, in closed form: h = (exp(lam*(C_eol - L)/s) - 1)/lam.
-The same formulas are the ONNX graph (``to_onnx``), so the edge runs exactly what was evaluated here.
+The rule is fixed here, not searched per data set: the parameters below were chosen on Baumhoefer's 48 cells and
+on random four-cell subsets of them (docs/models.md, "SOH"); the one parameter that follows the data is the width of
+the prior on the rate, ``RATE_SIGMA_ONE / sqrt(number of references)``: with many sisters one of them already ages
+at the cell's rate, so the rate stays near 1; with three, the cell's own history must set it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from agent.features import soh as F
+from agent.inference.soh import FORMAT
 from cloud.datasets.capacity import CapacityHistory
 
-LAMBDA_FLOOR = 1e-9  # per cycle: below this the forecast is the straight line (and no division by zero)
-SLOPE_CEIL = -1e-12  # Ah/cycle used for the EOL formula when the slope is not negative
-KAPPA_GRID = np.round(np.linspace(0.0, 20.0, 201), 6)
-LEVEL_WINDOWS = (5, 10, 20)
-ORIGINS = (0.3, 0.8)
-HISTORY_CYCLES = 500
-MIN_CYCLES = 3
+GRID_POINTS = 160
+MAX_POINTS = 16  # history points the forecaster fits (longer histories are condensed to bin means)
+BANDWIDTH = 1.8  # kernel width in units of the best member's history RMSE
+NOISE_FLOOR = 0.002  # of nominal: the RMSE below which two fits count as equally good
+LEVEL_POINTS = 2
+RATES = tuple(float(np.round(v, 6)) for v in np.exp(np.linspace(-0.7, 0.7, 15)))
+RATE_SIGMA_ONE = 0.69
+SHIFTS = 31
+SHIFT_WINDOW = 0.3
+# A coarse model (the shipped default) runs on every cycle of every cell of a rig: a coarser grid keeps it cheap (the
+# rate is centred on the cell's own fade anyway, see agent.inference.soh). It keeps the rate prior: leaving the rate
+# free (an earlier default) let knee references read slowly match a knee-free cell's history (docs/models.md).
+GENERIC_RATES = tuple(float(np.round(v, 6)) for v in np.exp(np.linspace(-0.4, 0.4, 9)))
+GENERIC_SHIFTS = 21
+GENERIC_SHIFT_WINDOW = 0.2
+TOP_K = 64
+QUANTILES = (0.1, 0.9)
+TAIL_FRACTION = 0.2  # the extension past a reference's last cycle follows the slope of its last 20 %
+FAMILY = "soh"
+FORMAT_VERSION = 2
 
 
-@dataclass
-class DampedTrendSOH:
-    kappa: float
-    level_window: int
-    history_cycles: int = HISTORY_CYCLES
-    min_cycles: int = MIN_CYCLES
-    fit_info: dict[str, Any] = field(default_factory=dict)
-
-    def _parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = np.atleast_2d(np.asarray(x, dtype=float))
-        level, slope = x[:, 0:1], np.minimum(x[:, 1:2], 0.0)
-        lam = np.maximum(self.kappa * (-slope) / np.maximum(level, 1e-9), LAMBDA_FLOOR)
-        return level, slope, lam
-
-    def forecast(self, x: np.ndarray, horizons: np.ndarray) -> np.ndarray:
-        level, slope, lam = self._parts(x)
-        h = np.asarray(horizons, dtype=float).reshape(1, -1)
-        return level + slope * np.log(1.0 + lam * h) / lam
-
-    def eol_ahead(self, x: np.ndarray, eol_capacity_ah: np.ndarray | float) -> np.ndarray:
-        level, slope, lam = self._parts(x)
-        eol = np.broadcast_to(np.asarray(eol_capacity_ah, dtype=float), (level.shape[0],)).reshape(-1, 1)
-        s = np.minimum(slope, SLOPE_CEIL)
-        with np.errstate(over="ignore"):
-            h = (np.exp(lam * (eol - level) / s) - 1.0) / lam
-        return np.maximum(h, 0.0)[:, 0]
-
-    def features(self, history_ah: np.ndarray) -> np.ndarray:
-        return F.compute(np.atleast_2d(history_ah)[:, -self.history_cycles :], self.level_window, self.min_cycles)
-
-    @property
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "kappa": self.kappa,
-            "level_window": self.level_window,
-            "history_cycles": self.history_cycles,
-            "min_cycles": self.min_cycles,
-            "form": "C(h) = L + s*ln(1+lam*h)/lam, lam = kappa*(-s)/L",
-            "kappa_grid": [float(KAPPA_GRID[0]), float(KAPPA_GRID[-1]), len(KAPPA_GRID)],
-            "level_windows": list(LEVEL_WINDOWS),
-            "training_origins_fraction": list(ORIGINS),
-        }
+def _isotonic_decreasing(y: np.ndarray) -> np.ndarray:
+    """Least-squares non-increasing fit (pool adjacent violators)."""
+    means: list[float] = []
+    counts: list[int] = []
+    for v in np.asarray(y, dtype=float):
+        means.append(float(v))
+        counts.append(1)
+        while len(means) > 1 and means[-2] < means[-1]:  # a rise: pool the two blocks
+            n = counts[-2] + counts[-1]
+            means[-2] = (means[-2] * counts[-2] + means[-1] * counts[-1]) / n
+            counts[-2] = n
+            means.pop()
+            counts.pop()
+    return np.repeat(means, counts)
 
 
-def dense_history(h: CapacityHistory) -> np.ndarray:
-    """Capacity indexed by cycle number from the first cycle (NaN where a cycle is missing)."""
-    out = np.full(int(h.cycle[-1] - h.cycle[0] + 1), np.nan)
-    out[h.cycle - h.cycle[0]] = h.capacity_ah
-    return out
+def reference(h: CapacityHistory, nominal_ah: float) -> dict[str, Any]:
+    """One finished cell as a reference trajectory (fraction of nominal on a uniform grid of cycles)."""
+    prep = F.prepare(h.cycle[None, :], h.capacity_ah[None, :], max(len(h), 1))
+    ok = prep.valid[0]
+    c, q = prep.cycle[0, ok], prep.capacity_ah[0, ok] / nominal_ah
+    if c.size < F.MIN_POINTS or c[-1] <= c[0]:
+        raise ValueError(f"cell {h.cell}: {c.size} usable points, too few to serve as a reference")
+    q = _isotonic_decreasing(q)
+    grid = np.linspace(c[0], c[-1], GRID_POINTS)
+    qg = np.interp(grid, c, q)
+    n_tail = max(2, int(np.ceil(c.size * TAIL_FRACTION)))
+    tail = float(min(np.polyfit(c[-n_tail:], q[-n_tail:], 1)[0], 0.0)) if np.ptp(c[-n_tail:]) > 0 else 0.0
+    return {
+        "cell": h.cell,
+        "t0": float(c[0]),
+        "dt": float(grid[1] - grid[0]),
+        "tail_slope": round(tail, 9),
+        "q": [round(float(v), 6) for v in qg],
+    }
 
 
-def _origin_samples(
-    histories: list[CapacityHistory], level_window: int
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per training cell: (features at each origin [K,2], horizons [H], actual [K,H] with NaN past the end)."""
-    out = []
-    for h in histories:
-        q = dense_history(h)
-        n = q.size
-        ks = np.arange(max(int(ORIGINS[0] * n), MIN_CYCLES), int(ORIGINS[1] * n))
-        if ks.size == 0:
-            continue
-        hist = F.right_align([q[:k] for k in ks], width=int(ks.max()))
-        x = F.compute(hist[:, -HISTORY_CYCLES:], level_window, MIN_CYCLES)
-        horizons = np.arange(1, n - ks.min() + 1)
-        idx = ks[:, None] - 1 + horizons[None, :]
-        actual = np.where(idx < n, q[np.minimum(idx, n - 1)], np.nan)
-        out.append((x, horizons, actual))
-    return out
-
-
-def fit(histories: list[CapacityHistory]) -> DampedTrendSOH:
-    """Choose kappa and the level window on ``histories`` (training cells only). Deterministic grid search."""
+def fit(histories: list[CapacityHistory], nominal_ah: float | dict[str, float], coarse: bool = False) -> dict[str, Any]:
+    """The model (a JSON-ready dict) from finished cells; ``nominal_ah`` per cell or one for all."""
     if not histories:
         raise ValueError("no training histories")
-    best: tuple[float, float, int] | None = None
-    for w in LEVEL_WINDOWS:
-        samples = _origin_samples(histories, w)
-        losses = np.zeros(KAPPA_GRID.size)
-        count = 0
-        for x, horizons, actual in samples:
-            for j, kappa in enumerate(KAPPA_GRID):
-                pred = DampedTrendSOH(float(kappa), w).forecast(x, horizons)
-                err = np.where(np.isfinite(actual), (pred - actual) ** 2, np.nan)
-                per_origin = np.sqrt(np.nanmean(err, axis=1))
-                losses[j] += np.nansum(per_origin)
-            count += x.shape[0]
-        losses /= max(count, 1)
-        j = int(np.argmin(losses))
-        if best is None or losses[j] < best[0] - 1e-15:
-            best = (float(losses[j]), float(KAPPA_GRID[j]), w)
-    assert best is not None
-    return DampedTrendSOH(
-        best[1],
-        best[2],
-        fit_info={"training_loss_mean_rmse_ah": best[0], "training_cells": [h.cell for h in histories]},
-    )
+    nominal = nominal_ah if isinstance(nominal_ah, dict) else {h.cell: float(nominal_ah) for h in histories}
+    return assemble([reference(h, nominal[h.cell]) for h in histories], coarse)
 
 
-def to_onnx(model: DampedTrendSOH) -> onnx.ModelProto:
-    """The forecaster as an ONNX graph (float64): features [N,2], horizon_cycles [H], eol_capacity_ah [N,1]."""
-    c = lambda name, v: numpy_helper.from_array(np.asarray(v, dtype=np.float64), name)
-    inits = [
-        c("kappa", model.kappa),
-        c("lam_floor", LAMBDA_FLOOR),
-        c("zero", 0.0),
-        c("one", 1.0),
-        c("tiny", 1e-9),
-        c("slope_ceil", SLOPE_CEIL),
-        numpy_helper.from_array(np.array([0], np.int64), "i0"),
-        numpy_helper.from_array(np.array([1], np.int64), "i1"),
-        numpy_helper.from_array(np.array([2], np.int64), "i2"),
-        numpy_helper.from_array(np.array([1, -1], np.int64), "row"),
-    ]
-    n = helper.make_node
-    nodes = [
-        n("Slice", ["features", "i0", "i1", "i1"], ["level"]),
-        n("Slice", ["features", "i1", "i2", "i1"], ["slope_raw"]),
-        n("Min", ["slope_raw", "zero"], ["slope"]),
-        n("Neg", ["slope"], ["fade_rate"]),
-        n("Max", ["level", "tiny"], ["level_pos"]),
-        n("Div", ["fade_rate", "level_pos"], ["rel_rate"]),
-        n("Mul", ["rel_rate", "kappa"], ["lam_raw"]),
-        n("Max", ["lam_raw", "lam_floor"], ["lam"]),
-        n("Reshape", ["horizon_cycles", "row"], ["h_row"]),
-        n("Mul", ["lam", "h_row"], ["lam_h"]),
-        n("Add", ["lam_h", "one"], ["one_plus"]),
-        n("Log", ["one_plus"], ["log_term"]),
-        n("Div", ["log_term", "lam"], ["shape"]),
-        n("Mul", ["slope", "shape"], ["drop"]),
-        n("Add", ["level", "drop"], ["capacity_ah"]),
-        n("Min", ["slope", "slope_ceil"], ["slope_neg"]),
-        n("Sub", ["eol_capacity_ah", "level"], ["gap"]),
-        n("Mul", ["lam", "gap"], ["lam_gap"]),
-        n("Div", ["lam_gap", "slope_neg"], ["expo"]),
-        n("Exp", ["expo"], ["e"]),
-        n("Sub", ["e", "one"], ["e1"]),
-        n("Div", ["e1", "lam"], ["h_eol"]),
-        n("Max", ["h_eol", "zero"], ["eol_cycles_ahead"]),
-    ]
-    dbl = TensorProto.DOUBLE
-    graph = helper.make_graph(
-        nodes,
-        "soh_damped_trend",
-        [
-            helper.make_tensor_value_info("features", dbl, ["cells", 2]),
-            helper.make_tensor_value_info("horizon_cycles", dbl, ["horizons"]),
-            helper.make_tensor_value_info("eol_capacity_ah", dbl, ["cells", 1]),
-        ],
-        [
-            helper.make_tensor_value_info("capacity_ah", dbl, ["cells", "horizons"]),
-            helper.make_tensor_value_info("eol_cycles_ahead", dbl, ["cells", 1]),
-        ],
-        inits,
-    )
-    from cloud.onnx_export import OPSET
+def assemble(refs: list[dict[str, Any]], coarse: bool = False) -> dict[str, Any]:
+    """The model from reference trajectories (``reference``).
 
-    model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model_proto.ir_version = 8
-    onnx.checker.check_model(model_proto)
-    return model_proto
+    The rate prior is log-normal with width RATE_SIGMA_ONE / sqrt(references): with many references one of them
+    already ages at the cell's rate, and references that must be read much faster or slower than they aged (another
+    cell type, another test) lose weight. ``coarse``: the cheaper grid of the shipped default, which runs on every
+    cell of a rig on every cycle."""
+    if not refs:
+        raise ValueError("no reference trajectories")
+    return {
+        "format": FORMAT,
+        "params": {
+            "max_points": MAX_POINTS,
+            "bandwidth": BANDWIDTH,
+            "noise_floor": NOISE_FLOOR,
+            "level_points": LEVEL_POINTS,
+            "rates": list(GENERIC_RATES if coarse else RATES),
+            "rate_sigma": round(RATE_SIGMA_ONE / np.sqrt(len(refs)), 6),
+            "shifts": GENERIC_SHIFTS if coarse else SHIFTS,
+            "shift_window": GENERIC_SHIFT_WINDOW if coarse else SHIFT_WINDOW,
+            "top_k": TOP_K,
+            "lower_quantile": QUANTILES[0],
+            "upper_quantile": QUANTILES[1],
+        },
+        "references": refs,
+    }
+
+
+def model_bytes(model: dict[str, Any]) -> bytes:
+    return (json.dumps(model, separators=(",", ":"), sort_keys=True) + "\n").encode()
 
 
 def export(
-    model: DampedTrendSOH, out_dir: Path, name: str, training: dict[str, Any], metrics: dict[str, Any] | None = None
-) -> dict:
-    from cloud import onnx_export
+    model: dict[str, Any], out_dir: Path, name: str, training: dict[str, Any], metrics: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write ``<name>.refs`` (the model) and ``<name>.json`` (metadata with the model's SHA-256 and version)."""
+    from cloud.onnx_export import _jsonable
 
+    data = model_bytes(model)
+    digest = hashlib.sha256(data).hexdigest()
+    version = f"{FAMILY}-v{FORMAT_VERSION}-{digest[:12]}"
     meta = {
-        "task": "capacity-fade forecast and end-of-life cycle from a capacity history",
-        "features": [{"name": k, "unit": u} for k, u in F.FEATURES.items()],
+        "name": name,
+        "family": FAMILY,
+        "version": version,
+        "format_version": FORMAT_VERSION,
+        "task": "capacity forecast with a 10-90 % band and end-of-life cycle, from sister-cell trajectories",
+        "method": "sister-cell trajectories aligned on the cell's current capacity, read at a fitted rate, "
+        "weighted by their fit to the cell's history (agent/inference/soh.py)",
+        "model_file": f"{name}.refs",
         "inputs": [
-            {"name": "features", "dtype": "float64", "shape": ["cells", 2]},
-            {"name": "horizon_cycles", "dtype": "float64", "shape": ["horizons"], "unit": "cycles"},
-            {"name": "eol_capacity_ah", "dtype": "float64", "shape": ["cells", 1], "unit": "Ah"},
+            {"name": "cycle", "shape": ["cells", "T"], "unit": "cycle", "note": "any order; NaN = none"},
+            {"name": "capacity_ah", "shape": ["cells", "T"], "unit": "Ah"},
+            {"name": "nominal_ah", "shape": ["cells"], "unit": "Ah"},
+            {"name": "horizons", "shape": ["H"], "unit": "cycles after the latest cycle"},
+            {"name": "eol_capacity_ah", "shape": ["cells"], "unit": "Ah"},
         ],
         "outputs": [
-            {"name": "capacity_ah", "unit": "Ah", "shape": ["cells", "horizons"]},
-            {
-                "name": "eol_cycles_ahead",
-                "unit": "cycles",
-                "shape": ["cells", 1],
-                "note": "cycles from the origin until capacity reaches eol_capacity_ah (0 if already below)",
-            },
+            {"name": "capacity_ah", "unit": "Ah", "shape": ["cells", "H"], "note": "weighted median of the members"},
+            {"name": "lower_ah", "unit": "Ah", "shape": ["cells", "H"], "note": f"{QUANTILES[0]:.0%} percentile"},
+            {"name": "upper_ah", "unit": "Ah", "shape": ["cells", "H"], "note": f"{QUANTILES[1]:.0%} percentile"},
+            {"name": "eol_cycle", "unit": "cycle", "shape": ["cells"], "note": "median; eol_lower / eol_upper"},
         ],
         "applies_to": {
-            "chemistry": "any (trained on NASA PCoE 18650 Li-ion cells)",
-            "capacity": "one discharge capacity per cycle, consecutive cycles",
+            "capacity": "discharge capacity per cycle or at reference checkpoints, cycle numbers counted as in the "
+            "references (full cycles from the start of life)",
+            "references": [r["cell"] for r in model["references"]],
         },
-        "hyperparameters": model.hyperparameters,
+        "hyperparameters": {k: v for k, v in model["params"].items()},
         "training_data": training,
-        "metrics": {**model.fit_info, **(metrics or {})},
+        "metrics": metrics or {},
+        "model_sha256": digest,
     }
-    return onnx_export.finalize(to_onnx(model), "soh", meta, Path(out_dir), name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.refs").write_bytes(data)
+    (out_dir / f"{name}.json").write_text(json.dumps(_jsonable(meta), indent=2) + "\n")
+    return meta

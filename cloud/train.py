@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cloud import cyclelife, evaluate, plots, soh
-from cloud.datasets.capacity import CapacityHistory
+from cloud.datasets.capacity import CapacityHistory, cleaning_summary
 from cloud.datasets.severson import QdlinSet, concat, load_qdlin
 from cloud.onnx_export import sha256_files
 
@@ -45,7 +45,7 @@ def train_cycle_life(
     meta = cyclelife.export(model, out_dir, name, training, extra_metrics=extra)
     if test is not None:
         report = evaluate.evaluate_cycle_life(Path(out_dir) / f"{name}.onnx", test, train)
-        _write_report(report, report_dir or out_dir, f"{name}_evaluation", plots.cycle_life)
+        write_report(report, report_dir or out_dir, f"{name}_evaluation", plots.cycle_life)
     return meta
 
 
@@ -125,50 +125,69 @@ def train_soh(
     name: str = "soh",
     seed: int = 0,
     source_files: list[Path] | None = None,
-    nominal_ah: float | None = None,
+    nominal_ah: float | dict[str, float] = 1.0,
     eol_fraction: float = 0.8,
     from_fraction: float = 0.5,
     report_dir: Path | None = None,
+    coarse: bool = False,
+    evaluate_on: list[CapacityHistory] | None = None,
+    evaluate_nominal_ah: float | None = None,
+    extra_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    np.random.seed(seed)  # the fit is a deterministic grid search; the seed is recorded for the contract
-    model = soh.fit(histories)
+    """Build the SOH model from finished cells and, in the same run, score it leave-one-cell-out.
+
+    ``coarse``: the cheaper grid of the shipped default (``cloud.soh.assemble``). The leave-one-cell-out
+    report runs on ``evaluate_on`` (default: the training cells) with ``evaluate_nominal_ah``.
+    """
+    np.random.seed(seed)  # the build is deterministic; the seed is recorded for the contract
+    model = soh.fit(histories, nominal_ah, coarse=coarse)
     training = {
         "cells": [h.cell for h in histories],
-        "n_cycles": {h.cell: len(h) for h in histories},
+        "n_points": {h.cell: len(h) for h in histories},
+        "nominal_ah": nominal_ah,
         "sha256": sha256_files(source_files) if source_files else None,
         "seed": seed,
+        "cleaning": cleaning_summary(histories),
     }
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = dict(extra_metrics or {})
     report = None
-    if nominal_ah is not None and len(histories) >= 2:
-        report = evaluate.evaluate_soh(histories, nominal_ah, eol_fraction, from_fraction)
-        metrics["leave_one_cell_out"] = {
-            "from_fraction": from_fraction,
-            "nominal_ah": nominal_ah,
-            "eol_fraction": eol_fraction,
-            "rmse_ah": report["rmse_ah"],
-            "baseline_rmse_ah": report["baseline_rmse_ah"],
-            "cells": {
-                c["cell"]: {
-                    k: c[k]
-                    for k in (
-                        "rmse_ah",
-                        "baseline_rmse_ah",
-                        "noise_floor_rmse_ah",
-                        "eol_cycle_predicted",
-                        "eol_cycle_actual",
-                    )
-                }
-                for c in report["cells"]
-            },
-        }
+    scored = evaluate_on if evaluate_on is not None else histories
+    nominal_eval = evaluate_nominal_ah if evaluate_nominal_ah is not None else nominal_ah
+    if len(scored) >= 2 and isinstance(nominal_eval, float | int):
+        report = evaluate.evaluate_soh(scored, float(nominal_eval), eol_fraction, from_fraction)
+        metrics["leave_one_cell_out"] = loo_summary(report)
     meta = soh.export(model, out_dir, name, training, metrics)
     if report is not None:
-        _write_report(report, report_dir or out_dir, f"{name}_evaluation", plots.soh)
+        write_report(report, report_dir or out_dir, f"{name}_evaluation", plots.soh)
     return meta
 
 
-def _write_report(report: dict[str, Any], folder: Path, stem: str, plotter) -> None:
+def loo_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures of an ``evaluate soh`` report that a model's metadata records."""
+    out = {
+        k: report[k]
+        for k in (
+            "nominal_ah",
+            "eol_fraction",
+            "from_fraction",
+            "rmse_ah",
+            "baseline_rmse_ah",
+            "ratio_to_baseline_median",
+            "ratio_to_baseline_max",
+            "eol_abs_error_median_cycles",
+            "eol_abs_error_max_cycles",
+            "interval_coverage",
+            "eol_interval_coverage",
+        )
+    }
+    out["cells"] = {
+        c["cell"]: {k: c[k] for k in ("rmse_ah", "baseline_rmse_ah", "eol_cycle_predicted", "eol_cycle_actual")}
+        for c in report["cells"]
+    }
+    return out
+
+
+def write_report(report: dict[str, Any], folder: Path, stem: str, plotter) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{stem}.json").write_text(json.dumps(evaluate.strip_series(report), indent=2) + "\n")

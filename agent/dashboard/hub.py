@@ -23,7 +23,7 @@ import orjson
 from agent import __version__
 from agent.config import DashboardConfig
 from agent.control import AgentControl
-from agent.dashboard.reader import Readings, StoreReader
+from agent.dashboard.reader import FORECAST_LISTS, Readings, StoreReader
 from agent.health import RateMeter
 from agent.store.stats import StoreStats
 
@@ -69,7 +69,7 @@ def last_per_cell(r: Readings) -> Readings:
 
 
 def cycle_json(rows: list[dict[str, Any]], newest_forecast_only: bool = True) -> list[dict[str, Any]]:
-    """Decode the forecast list of the newest cycle per cell; older forecasts are dropped (bytes)."""
+    """Decode the forecast lists (with the band) of the newest cycle per cell; older forecasts are dropped (bytes)."""
     newest: dict[str, int] = {}
     for k, c in enumerate(rows):
         if c["predicted_capacity_ah"] is not None:
@@ -78,10 +78,9 @@ def cycle_json(rows: list[dict[str, Any]], newest_forecast_only: bool = True) ->
                 newest[c["cell"]] = k
     keep = set(newest.values())
     for k, c in enumerate(rows):
-        raw = c["predicted_capacity_ah"]
-        c["predicted_capacity_ah"] = (
-            orjson.loads(raw) if raw is not None and (k in keep or not newest_forecast_only) else None
-        )
+        for f in FORECAST_LISTS:
+            raw = c.get(f)
+            c[f] = orjson.loads(raw) if raw is not None and (k in keep or not newest_forecast_only) else None
     return rows
 
 

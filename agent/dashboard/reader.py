@@ -27,20 +27,23 @@ from agent.store.stats import StoreStats, store_stats
 T = TypeVar("T")
 
 EVENT_COLS = "seq, ts_ms, kind, level, source, cell, message, data"
-# The fields of a cycles.v1 payload the views use; predicted_capacity_ah (a list) only for the newest cycle.
+# The fields of a cycles.v1 payload the views use; the forecast lists (FORECAST_LISTS) only for the newest cycle.
 CYCLE_FIELDS = (
     "discharge_ah",
     "soh",
     "temperature_mean_c",
     "temperature_max_c",
     "predicted_eol_cycle",
+    "predicted_eol_cycle_lower",
+    "predicted_eol_cycle_upper",
     "predicted_cycle_life",
     "model_version",
 )
+FORECAST_LISTS = ("predicted_capacity_ah", "predicted_capacity_lower_ah", "predicted_capacity_upper_ah")
 CYCLE_SELECT = (
     "SELECT seq, ts_ms, cell, cycle, "
-    + ", ".join(f"json_extract(payload, '$.{f}')" for f in CYCLE_FIELDS)
-    + ", json_extract(payload, '$.predicted_capacity_ah') FROM cycles"
+    + ", ".join(f"json_extract(payload, '$.{f}')" for f in CYCLE_FIELDS + FORECAST_LISTS)
+    + " FROM cycles"
 )
 
 
@@ -76,7 +79,8 @@ def _cycle_row(r: tuple[Any, ...]) -> dict[str, Any]:
     d: dict[str, Any] = {"seq": r[0], "ts": r[1], "cell": r[2], "cycle": r[3]}
     for k, f in enumerate(CYCLE_FIELDS):
         d[f] = r[4 + k]
-    d["predicted_capacity_ah"] = r[4 + len(CYCLE_FIELDS)]  # JSON text or None; decoded by the caller if needed
+    for k, f in enumerate(FORECAST_LISTS):
+        d[f] = r[4 + len(CYCLE_FIELDS) + k]  # JSON text or None; decoded by the caller if needed
     return d
 
 

@@ -1,4 +1,4 @@
-"""onnxruntime sessions for the twin's two model families, with their metadata checks."""
+"""onnxruntime sessions for the twin's ONNX models (cycle life), with their metadata checks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from agent.features import cyclelife as cl_features
-from agent.features import soh as soh_features
 from agent.features.qdv import VoltageGrid
 
 MODELS_PACKAGE = "agent.models"
@@ -132,39 +131,3 @@ class CycleLifePredictor:
             lo, hi = self.ranges.get(r.key, self.ranges.get(r.name, (-np.inf, np.inf)))
             out |= ~((x[:, i] >= lo) & (x[:, i] <= hi))
         return out
-
-
-class SohForecaster:
-    """Capacity forecast and end-of-life cycle from a capacity history (``agent.features.soh``)."""
-
-    def __init__(self, path: str | Path | None = None):
-        self.model = OnnxModel(path or default_model_path("soh"))
-        if self.model.family != "soh":
-            raise ModelError(f"{self.model.path.name} is a {self.model.family!r} model, not soh")
-        if self.model.feature_names != soh_features.FEATURE_NAMES:
-            raise ModelError(
-                f"{self.model.path.name} expects features {self.model.feature_names}, this agent "
-                f"computes {soh_features.FEATURE_NAMES}"
-            )
-        hp = self.model.meta["hyperparameters"]
-        self.level_window = int(hp["level_window"])
-        self.history_cycles = int(hp["history_cycles"])
-        self.min_cycles = int(hp.get("min_cycles", 3))
-
-    @property
-    def version(self) -> str:
-        return self.model.version
-
-    def features(self, history_ah: np.ndarray) -> np.ndarray:
-        return soh_features.compute(history_ah[:, -self.history_cycles :], self.level_window, self.min_cycles)
-
-    def forecast(
-        self, x: np.ndarray, horizons: np.ndarray, eol_capacity_ah: np.ndarray | float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(capacity [cells, H] at origin + horizons, cycles from the origin to the EOL capacity [cells])."""
-        x = np.atleast_2d(x)
-        eol = np.broadcast_to(np.asarray(eol_capacity_ah, dtype=float), (x.shape[0],)).reshape(-1, 1)
-        out = self.model.run(
-            {"features": x, "horizon_cycles": np.asarray(horizons, dtype=float).reshape(-1), "eol_capacity_ah": eol}
-        )
-        return out["capacity_ah"], out["eol_cycles_ahead"][:, 0]

@@ -2,7 +2,7 @@
 
 A batch is split into ticks (the k-th sample of every cell in the batch), and each tick runs the EKF, the cycle
 tracker and the per-tick detectors for all its cells at once. Completed cycles become summary dicts with the
-models' predictions (SOH forecast on every cycle, cycle life when a cell completes cycle 100).
+models' predictions (SOH forecast with its band on every cycle, cycle life when a cell completes cycle 100).
 """
 
 from __future__ import annotations
@@ -205,28 +205,37 @@ class CellGroup:
         return out
 
     def _predict_soh(self, finished: list[FinishedCycle], out: list[dict[str, Any]]) -> None:
+        """One batched forecast for every cell that finished a cycle: capacity with its 10-90 % band, end of life."""
         if self.soh_model is None:
             return
         idx = np.array([f.cell for f in finished])
-        x = self.soh_model.features(self.history[idx])
-        ok = np.all(np.isfinite(x), axis=1)
-        cap = eol = None
-        if ok.any():
-            try:
-                cap, eol = self.soh_model.forecast(x[ok], self.horizons, self.eol_ah[idx[ok]])
-            except Exception as exc:  # noqa: BLE001 - a model failure costs predictions, not the cycle
-                self.inference_failures += 1
-                log.error("SOH inference failed: %r", exc)
-        j = 0
-        for f, row, good in zip(finished, out, ok):
+        width = self.history.shape[1]
+        cycles = (self.hist_cycle[idx, None] - (width - 1 - np.arange(width))[None, :]).astype(float)
+        fc = None
+        try:
+            fc = self.soh_model.forecast(
+                cycles, self.history[idx], self.model.nominal_ah[idx], self.horizons, self.eol_ah[idx]
+            )
+        except Exception as exc:  # noqa: BLE001 - a model failure costs predictions, not the cycle
+            self.inference_failures += 1
+            log.error("SOH inference failed: %r", exc)
+        for j, (f, row) in enumerate(zip(finished, out)):
             row["model_version"] = self.soh_model.version
             row["eol_capacity_ah"] = _num(self.eol_ah[f.cell])
-            if good and cap is not None:
-                row["predicted_capacity_ah"] = [round(float(q), 5) for q in cap[j]]
-                row["predicted_eol_cycle"] = _num(f.cycle + eol[j], 1) if eol[j] < 1e6 else None
-                j += 1
-            elif good:
-                j += 1
+            if fc is None or not np.isfinite(fc.capacity_ah[j]).all():
+                continue
+            for key, arr in (
+                ("predicted_capacity_ah", fc.capacity_ah),
+                ("predicted_capacity_lower_ah", fc.lower_ah),
+                ("predicted_capacity_upper_ah", fc.upper_ah),
+            ):
+                row[key] = [round(float(q), 5) for q in arr[j]]
+            for key, vec in (
+                ("predicted_eol_cycle", fc.eol_cycle),
+                ("predicted_eol_cycle_lower", fc.eol_lower),
+                ("predicted_eol_cycle_upper", fc.eol_upper),
+            ):
+                row[key] = _num(vec[j], 1) if abs(vec[j]) < 1e7 else None
 
     def _predict_cycle_life(self, finished: list[FinishedCycle], out: list[dict[str, Any]]) -> None:
         if self.cycle_life is None:

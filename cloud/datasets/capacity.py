@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.features import soh as soh_features
+
 COLUMNS = ("cell", "cycle", "capacity_ah")
 OPTIONAL = ("temperature_c",)
 
@@ -31,7 +33,13 @@ class CapacityHistory:
 
 
 def read_capacity_csv(path: Path) -> list[CapacityHistory]:
-    """Read a capacity CSV; rows are grouped by cell (first-seen order) and sorted by cycle."""
+    """Read a capacity CSV; rows are grouped by cell (first-seen order) and sorted by cycle.
+
+    Real files are not clean, and none of this is an error: a cycle measured twice (a checkpoint repeated) is one
+    point, the mean of the two; a row whose capacity is empty, not finite or not positive is dropped; outliers are
+    dropped by the robust filter of ``agent.features.soh`` (the forecaster's own). What was dropped or combined is
+    counted per cell in ``meta["cleaning"]``. A cycle or capacity that is not a number is an error naming the line.
+    """
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -42,24 +50,64 @@ def read_capacity_csv(path: Path) -> list[CapacityHistory]:
                 f"[,{','.join(OPTIONAL)}], got {reader.fieldnames}"
             )
         has_t = "temperature_c" in (reader.fieldnames or [])
-        rows: dict[str, list[tuple[int, float, float]]] = {}
+        rows: dict[str, list[tuple[float, float, float]]] = {}
         for line, r in enumerate(reader, start=2):
             try:
                 t = float(r["temperature_c"]) if has_t and r["temperature_c"] not in ("", None) else np.nan
-                rows.setdefault(r["cell"], []).append((int(r["cycle"]), float(r["capacity_ah"]), t))
+                cap = float(r["capacity_ah"]) if r["capacity_ah"] not in ("", None) else np.nan
+                cycle = float(r["cycle"])
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}:{line}: {exc}") from None
-    out = []
-    for cell, items in rows.items():
-        items.sort()
-        a = np.array(items, dtype=float)
-        cycles = a[:, 0].astype(int)
-        if np.any(np.diff(cycles) <= 0):
-            raise ValueError(f"{path}: cell {cell} has repeated cycle numbers")
-        out.append(CapacityHistory(cell, cycles, a[:, 1], a[:, 2] if has_t else None))
+            if not np.isfinite(cycle) or cycle != int(cycle):
+                raise ValueError(f"{path}:{line}: cycle {r['cycle']!r} is not a whole number")
+            if not r["cell"]:
+                raise ValueError(f"{path}:{line}: empty cell name")
+            rows.setdefault(r["cell"], []).append((cycle, cap, t))
+    try:
+        out = [_clean(cell, np.array(items, dtype=float), has_t) for cell, items in rows.items()]
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     if not out:
         raise ValueError(f"{path}: no rows")
     return out
+
+
+def _clean(cell: str, a: np.ndarray, has_t: bool) -> CapacityHistory:
+    """One cell's rows [cycle, capacity, temperature] -> a history with repeats combined and outliers dropped."""
+    bad = ~(np.isfinite(a[:, 1]) & (a[:, 1] > 0))
+    if bad.all():
+        raise ValueError(f"cell {cell}: no usable capacity value in its {bad.size} row(s)")
+    a = a[~bad]
+    cycles, inverse = np.unique(a[:, 0], return_inverse=True)
+    counts = np.bincount(inverse, minlength=cycles.size)
+    cap = np.bincount(inverse, a[:, 1], cycles.size) / np.maximum(counts, 1)
+    temp = None
+    if has_t:
+        tv = np.where(np.isfinite(a[:, 2]), a[:, 2], 0.0)
+        tn = np.bincount(inverse, np.isfinite(a[:, 2]).astype(float), cycles.size)
+        temp = np.where(tn > 0, np.bincount(inverse, tv, cycles.size) / np.maximum(tn, 1), np.nan)
+    prep = soh_features.prepare(cycles[None, :], cap[None, :], max(cycles.size, 1))
+    kept = np.isin(cycles, prep.cycle[0][prep.valid[0]])
+    cleaning = {
+        "rows": int(bad.size),
+        "not_a_capacity": int(bad.sum()),
+        "repeats_combined": int((counts - 1).clip(min=0).sum()),
+        "outliers": int(prep.outliers[0]),
+    }
+    return CapacityHistory(
+        cell,
+        cycles[kept].astype(int),
+        cap[kept],
+        temp[kept] if temp is not None else None,
+        {"cleaning": cleaning},
+    )
+
+
+def cleaning_summary(histories: list[CapacityHistory]) -> dict[str, object]:
+    """Totals and per-cell counts of what the reader combined or dropped (empty for histories built otherwise)."""
+    per = {h.cell: h.meta["cleaning"] for h in histories if "cleaning" in h.meta}
+    keys = ("rows", "not_a_capacity", "repeats_combined", "outliers")
+    return {**{k: sum(int(c[k]) for c in per.values()) for k in keys}, "cells": per}
 
 
 def write_capacity_csv(path: Path, histories: list[CapacityHistory]) -> None:

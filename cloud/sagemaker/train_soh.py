@@ -3,7 +3,7 @@
 
 The train channel holds ``cell,cycle,capacity_ah[,temperature_c]`` CSV file(s) (``battery-twin model dataset``
 builds them from NASA PCoE files or an agent's store). Hyperparameters: ``--capacity-file`` (default: every
-*.csv in the channel), ``--nominal-ah`` (enables the leave-one-cell-out report), ``--eol-fraction`` (0.8),
+*.csv in the channel), ``--nominal-ah`` (required: the cells' nominal capacity), ``--eol-fraction`` (0.8),
 ``--from-fraction`` (0.5), ``--seed``, ``--name``.
 """
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = _env.parser("Train the SOH forecaster (SageMaker script mode or local).")
     p.add_argument("--capacity-file", default="", help="file name inside the channel (default: all *.csv)")
-    p.add_argument("--nominal-ah", type=float, default=None)
+    p.add_argument("--nominal-ah", type=float, default=None, help="the cells' nominal capacity (Ah), required")
     p.add_argument("--eol-fraction", type=float, default=0.8)
     p.add_argument("--from-fraction", type=float, default=0.5)
     p.add_argument("--name", default="soh")
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     files = [args.train / args.capacity_file] if args.capacity_file else sorted(args.train.glob("*.csv"))
     if not files:
         p.error(f"no *.csv in {args.train}")
+    if args.nominal_ah is None or not args.nominal_ah > 0:
+        p.error("--nominal-ah (the cells' nominal capacity in Ah, > 0) is required")
     histories = [h for f in files for h in read_capacity_csv(f)]
     meta = train_soh(
         histories,

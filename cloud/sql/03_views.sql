@@ -83,7 +83,11 @@ SELECT CAST(l.payload.topic_rig AS VARCHAR(128)) AS rig,
        CAST(cy.dc_resistance_ohm AS DOUBLE PRECISION) AS dc_resistance_ohm,
        CAST(cy.soh AS DOUBLE PRECISION) AS soh,
        cy.predicted_capacity_ah AS predicted_capacity_ah,
+       cy.predicted_capacity_lower_ah AS predicted_capacity_lower_ah,
+       cy.predicted_capacity_upper_ah AS predicted_capacity_upper_ah,
        CAST(cy.predicted_eol_cycle AS DOUBLE PRECISION) AS predicted_eol_cycle,
+       CAST(cy.predicted_eol_cycle_lower AS DOUBLE PRECISION) AS predicted_eol_cycle_lower,
+       CAST(cy.predicted_eol_cycle_upper AS DOUBLE PRECISION) AS predicted_eol_cycle_upper,
        CAST(cy.predicted_cycle_life AS DOUBLE PRECISION) AS predicted_cycle_life,
        CAST(cy.predicted_cycle_life_lower AS DOUBLE PRECISION) AS predicted_cycle_life_lower,
        CAST(cy.predicted_cycle_life_upper AS DOUBLE PRECISION) AS predicted_cycle_life_upper,
@@ -104,29 +108,45 @@ WITH NO SCHEMA BINDING;
 CREATE OR REPLACE VIEW ${schema}.cycles AS
 SELECT rig, seq, ts, cell, cycle, start_ts, duration_s, charge_ah, discharge_ah, charge_wh, discharge_wh,
        coulombic_efficiency, temperature_mean_c, temperature_max_c, dc_resistance_ohm, soh,
-       predicted_capacity_ah, predicted_eol_cycle, predicted_cycle_life, model_version, soc_end, eol_capacity_ah,
-       predicted_cycle_life_lower, predicted_cycle_life_upper,
-       cycle_life_model_version, cycle_life_note, qd_ah, qd_grid, doc, arrival_ts
+       predicted_capacity_ah, predicted_capacity_lower_ah, predicted_capacity_upper_ah, predicted_eol_cycle,
+       predicted_eol_cycle_lower, predicted_eol_cycle_upper, predicted_cycle_life, predicted_cycle_life_lower,
+       predicted_cycle_life_upper, model_version, soc_end,
+       eol_capacity_ah, cycle_life_model_version, cycle_life_note, qd_ah, qd_grid, doc, arrival_ts
 FROM (SELECT c.rig, c.seq, c.ts, c.cell, c.cycle, c.start_ts, c.duration_s, c.charge_ah, c.discharge_ah,
              c.charge_wh, c.discharge_wh, c.coulombic_efficiency, c.temperature_mean_c, c.temperature_max_c,
-             c.dc_resistance_ohm, c.soh, c.predicted_capacity_ah, c.predicted_eol_cycle, c.predicted_cycle_life,
-             c.model_version, c.soc_end, c.eol_capacity_ah, c.cycle_life_model_version, c.cycle_life_note, c.qd_ah,
-             c.predicted_cycle_life_lower, c.predicted_cycle_life_upper,
-             c.qd_grid, c.doc, c.arrival_ts,
+             c.dc_resistance_ohm, c.soh, c.predicted_capacity_ah, c.predicted_capacity_lower_ah,
+             c.predicted_capacity_upper_ah, c.predicted_eol_cycle, c.predicted_eol_cycle_lower,
+             c.predicted_eol_cycle_upper, c.predicted_cycle_life, c.predicted_cycle_life_lower,
+             c.predicted_cycle_life_upper, c.model_version, c.soc_end, c.eol_capacity_ah,
+             c.cycle_life_model_version, c.cycle_life_note, c.qd_ah, c.qd_grid, c.doc, c.arrival_ts,
              ROW_NUMBER() OVER (PARTITION BY c.rig, c.seq ORDER BY c.arrival_ts) AS copy_rank
       FROM ${schema}.cycles_all AS c) AS d
 WHERE d.copy_rank = 1
 WITH NO SCHEMA BINDING;
 
 -- The SOH model's capacity forecast, one row per forecast step: predicted_capacity_ah[k] is the capacity
--- predicted for cycle + k + 1.
+-- predicted for cycle + k + 1, with its 10-90 % band (predicted_capacity_lower_ah[k], _upper_ah[k]). Each array
+-- is unnested on its own (PartiQL's AT gives the step) and the bounds are joined to the forecast on the step.
 CREATE OR REPLACE VIEW ${schema}.predictions AS
-SELECT c.rig, c.seq, c.cell, c.cycle AS forecast_from_cycle,
-       c.cycle + CAST(k AS INTEGER) + 1 AS target_cycle,
-       CAST(k AS INTEGER) + 1 AS horizon_cycles,
-       CAST(p AS DOUBLE PRECISION) AS predicted_capacity_ah,
-       c.predicted_eol_cycle, c.predicted_cycle_life, c.model_version, c.ts
-FROM ${schema}.cycles AS c, c.predicted_capacity_ah AS p AT k
+SELECT f.rig, f.seq, f.cell, f.forecast_from_cycle, f.target_cycle, f.horizon_cycles, f.predicted_capacity_ah,
+       lb.predicted_capacity_lower_ah, ub.predicted_capacity_upper_ah,
+       f.predicted_eol_cycle, f.predicted_eol_cycle_lower, f.predicted_eol_cycle_upper,
+       f.predicted_cycle_life, f.model_version, f.ts
+FROM (SELECT c.rig, c.seq, c.cell, c.cycle AS forecast_from_cycle,
+             c.cycle + CAST(k AS INTEGER) + 1 AS target_cycle,
+             CAST(k AS INTEGER) + 1 AS horizon_cycles,
+             CAST(p AS DOUBLE PRECISION) AS predicted_capacity_ah,
+             c.predicted_eol_cycle, c.predicted_eol_cycle_lower, c.predicted_eol_cycle_upper,
+             c.predicted_cycle_life, c.model_version, c.ts
+      FROM ${schema}.cycles AS c, c.predicted_capacity_ah AS p AT k) AS f
+LEFT JOIN (SELECT c.rig, c.seq, CAST(k AS INTEGER) + 1 AS horizon_cycles,
+                  CAST(v AS DOUBLE PRECISION) AS predicted_capacity_lower_ah
+           FROM ${schema}.cycles AS c, c.predicted_capacity_lower_ah AS v AT k) AS lb
+       ON lb.rig = f.rig AND lb.seq = f.seq AND lb.horizon_cycles = f.horizon_cycles
+LEFT JOIN (SELECT c.rig, c.seq, CAST(k AS INTEGER) + 1 AS horizon_cycles,
+                  CAST(v AS DOUBLE PRECISION) AS predicted_capacity_upper_ah
+           FROM ${schema}.cycles AS c, c.predicted_capacity_upper_ah AS v AT k) AS ub
+       ON ub.rig = f.rig AND ub.seq = f.seq AND ub.horizon_cycles = f.horizon_cycles
 WITH NO SCHEMA BINDING;
 
 -- Events (events.v1): alarms, anomalies, driver faults, store incidents.
@@ -175,13 +195,19 @@ SELECT rig, cell, cycle, TIMESTAMP 'epoch' + ts / 1000.0 * INTERVAL '1 second' A
 FROM ${schema}.cycles
 WITH NO SCHEMA BINDING;
 
--- 3. Predicted against actual capacity fade: each forecast step next to the capacity measured at that cycle
--- (NULL until the cell gets there).
+-- 3. Predicted against actual capacity fade: each forecast step with its 10-90 % band next to the capacity measured
+-- at that cycle (NULL until the cell gets there); actual_within_band is 1 where the band held it (its mean over
+-- many steps is the band's coverage, 0.8 for a calibrated band).
 CREATE OR REPLACE VIEW ${schema}.qs_capacity_fade AS
 SELECT p.rig, p.cell, p.forecast_from_cycle, p.target_cycle, p.horizon_cycles, p.predicted_capacity_ah,
+       p.predicted_capacity_lower_ah, p.predicted_capacity_upper_ah,
        a.discharge_ah AS actual_capacity_ah,
        p.predicted_capacity_ah - a.discharge_ah AS error_ah,
-       p.predicted_eol_cycle, p.predicted_cycle_life, p.model_version
+       CAST(CASE WHEN a.discharge_ah IS NULL THEN NULL
+                 WHEN a.discharge_ah BETWEEN p.predicted_capacity_lower_ah AND p.predicted_capacity_upper_ah THEN 1
+                 ELSE 0 END AS INTEGER) AS actual_within_band,
+       p.predicted_eol_cycle, p.predicted_eol_cycle_lower, p.predicted_eol_cycle_upper,
+       p.predicted_cycle_life, p.model_version
 FROM ${schema}.predictions AS p
 LEFT JOIN ${schema}.cycles AS a
        ON a.rig = p.rig AND a.cell = p.cell AND a.cycle = p.target_cycle

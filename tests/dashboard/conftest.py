@@ -133,6 +133,8 @@ def seed_cycles(
             if c == n_cycles:
                 horizon = np.arange(1, 41)
                 row["predicted_capacity_ah"] = [round(cap0 * (1 - fade * (c + h)), 5) for h in horizon]
+                row["predicted_capacity_lower_ah"] = [round(cap0 * (1 - 1.2 * fade * (c + h)), 5) for h in horizon]
+                row["predicted_capacity_upper_ah"] = [round(cap0 * (1 - 0.8 * fade * (c + h)), 5) for h in horizon]
                 row["predicted_eol_cycle"] = float(round(0.2 / fade))
                 row["predicted_cycle_life"] = float(round(0.19 / fade))
             rows.append(row)

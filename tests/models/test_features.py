@@ -104,15 +104,45 @@ def test_windowed_features_match_the_single_window_path_and_the_twins_curves():
     assert cl.curves_features(curves, q[1, -1, :], refs) is None
 
 
-def test_soh_features_on_a_line_and_with_gaps():
-    hist = 2.0 - 0.004 * np.arange(50)  # exact line: slope -4 mAh/cycle, level = last value
-    x = soh.compute(hist[None, :], level_window=5)
-    assert x[0, 1] == pytest.approx(-0.004, rel=1e-9)
-    assert x[0, 0] == pytest.approx(hist[-1], rel=1e-12)
-    holes = hist.copy()
-    holes[[3, 17, 30]] = np.nan  # missing cycles are skipped, not zeros
-    np.testing.assert_allclose(soh.compute(holes[None, :], 5), x, rtol=1e-9)
-    padded = soh.right_align([hist, hist[:2]])  # second cell: too short
-    out = soh.compute(padded, 5)
-    np.testing.assert_allclose(out[0], x[0])
-    assert np.isnan(out[1]).all()
+def test_soh_history_prepared_the_same_whatever_the_layout():
+    """Column order, NaN gaps and repeated checkpoints do not change what the forecaster sees."""
+    cycles = np.arange(0, 400, 20, dtype=float)
+    cap = 2.0 - 0.001 * cycles
+    base = soh.prepare(cycles[None, :], cap[None, :], 32)
+    assert base.n_points[0] == cycles.size and base.outliers[0] == 0
+    rng = np.random.default_rng(0)
+    order = rng.permutation(cycles.size)
+    gaps = np.full((1, 30), np.nan), np.full((1, 30), np.nan)
+    gaps[0][0, order + 5] = cycles[order]
+    gaps[1][0, order + 5] = cap[order]
+    shuffled = soh.prepare(*gaps, 32)
+    np.testing.assert_array_equal(shuffled.cycle[shuffled.valid], base.cycle[base.valid])
+    np.testing.assert_allclose(shuffled.capacity_ah[shuffled.valid], base.capacity_ah[base.valid])
+    # A checkpoint measured twice is one point, the mean; a zero or negative capacity is no measurement.
+    twice = soh.prepare(np.r_[cycles, 100.0, 60.0][None, :], np.r_[cap, 1.92, -1.0][None, :], 32)
+    assert twice.n_points[0] == cycles.size
+    k = int(np.nonzero(twice.cycle[twice.valid] == 100.0)[0][0])
+    assert twice.capacity_ah[twice.valid][k] == pytest.approx((1.9 + 1.92) / 2)
+
+
+def test_soh_outliers_are_dropped_and_counted_but_real_fade_is_not():
+    cycles = np.arange(0, 300, dtype=float)
+    cap = 2.0 - 0.0005 * cycles - 0.5 * np.clip((cycles - 200) / 100, 0, None) ** 2  # a knee: real, kept
+    bad = cap.copy()
+    bad[[50, 120]] = [0.9, 2.6]  # a partial discharge and a unit slip
+    out = soh.prepare(cycles[None, :], bad[None, :], 1000)
+    assert out.outliers[0] == 2 and out.n_points[0] == cycles.size - 2
+    assert not np.isin([50.0, 120.0], out.cycle[out.valid]).any()
+    clean = soh.prepare(cycles[None, :], cap[None, :], 1000)
+    assert clean.outliers[0] == 0  # the knee's curvature is not an outlier
+    sparse = soh.prepare(cycles[None, ::40], cap[None, ::40], 1000)
+    assert sparse.outliers[0] == 0
+
+
+def test_soh_long_histories_are_condensed_to_bin_means():
+    cycles = np.arange(1000, dtype=float)
+    cap = 2.0 - 0.0004 * cycles + np.where(cycles % 2 == 0, 0.01, -0.01)  # alternating noise averages out
+    out = soh.prepare(cycles[None, :], cap[None, :], 20)
+    assert out.n_points[0] == 20
+    np.testing.assert_allclose(out.capacity_ah[0], 2.0 - 0.0004 * out.cycle[0], atol=1e-3)
+    assert np.all(np.diff(out.cycle[0]) > 0)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from agent.inference import default_model_path
+from agent.inference import default_soh_path
 from cloud.datasets import simulated
 from cloud.datasets.capacity import read_capacity_csv
 from cloud.datasets.severson import load_qdlin
@@ -64,7 +64,7 @@ def test_simulated_fleet_to_capacity_csv_and_soh_evaluation(tmp_path):
         "--from-fraction",
         "0.5",
         "--model",
-        str(default_model_path("soh")),
+        str(default_soh_path()),
         "--json",
     )
     assert e.returncode == 0, e.stderr

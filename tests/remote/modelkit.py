@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper, numpy_helper
 
 from agent.inference.runtime import default_model_path
-from cloud.canary import onnx_canary
+from agent.inference.soh import SohForecaster, default_soh_path
+from cloud.canary import method_canary, onnx_canary
 from cloud.publish import placeholder
 from cloud.signing import job_document, manifest_for
 from tests.support.https import FileServer
@@ -33,6 +34,8 @@ def variant(
     shape_bug: bool = False,
 ) -> Path:
     """A model of ``family`` with a version of its own; returns the artifact path (metadata beside it)."""
+    if family == "soh":
+        return _refs_variant(out_dir, tag, pad_bytes, canary)
     name = NAMES[family]
     src = default_model_path(name)
     model = onnx.load(src)
@@ -60,6 +63,48 @@ def variant(
     path = out_dir / tag / src.name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    return path
+
+
+SOH_CANARY_CELLS = 3
+
+
+def soh_canary_inputs() -> dict[str, np.ndarray]:
+    """Three short fading histories (the twin runs other shapes: ``shape_bug`` tests rely on it)."""
+    cycle = np.tile(np.arange(0.0, 200.0, 10.0), (SOH_CANARY_CELLS, 1))
+    fade = np.array([[0.0008], [0.0012], [0.0016]])
+    return {
+        "cycle": cycle,
+        "capacity_ah": 2.0 - fade * cycle,
+        "nominal_ah": np.full(SOH_CANARY_CELLS, 2.0),
+        "horizons": np.arange(1.0, 51.0, 7.0),
+        "eol_capacity_ah": np.full(SOH_CANARY_CELLS, 1.6),
+    }
+
+
+def _refs_variant(out_dir: Path, tag: str, pad_bytes: int, canary: str) -> Path:
+    """The SOH model is a ``.refs`` file (reference trajectories, JSON), not ONNX: a variant carries a note of its
+    own (and padding), and its canary runs ``SohForecaster.forecast`` as the rig will."""
+    src = default_soh_path()
+    model = json.loads(src.read_bytes())
+    model["note"] = f"battery-twin test variant {tag}"
+    if pad_bytes:
+        model["pad"] = "0" * pad_bytes
+    data = json.dumps(model, sort_keys=True).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    meta: dict[str, Any] = json.loads(src.with_suffix(".json").read_text())
+    meta.update(version=f"soh-v2-test-{tag}-{digest[:8]}", model_sha256=digest, model_format="refs")
+    meta.pop("canary", None)
+    path = out_dir / tag / src.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    if canary != "none":
+        meta["canary"] = method_canary(SohForecaster(path), meta, "forecast", soh_canary_inputs())
+    if canary == "wrong":
+        first = next(iter(meta["canary"]["outputs"]))
+        meta["canary"]["outputs"][first] = (np.asarray(meta["canary"]["outputs"][first], dtype=float) * 1.01).tolist()
     path.with_suffix(".json").write_text(json.dumps(meta))
     return path
 

@@ -10,14 +10,17 @@ import gzip
 import json
 import logging
 import shutil
+from typing import Any
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.inference.soh import SohForecaster
 from agent.logs import setup_logging
 from agent.remote.models import ModelStore
 from tests.conftest import RIG
 from tests.remote.conftest import jobs_remote, running, write_config
-from tests.remote.modelkit import serve_job, served_path, variant, version_of
+from tests.remote.modelkit import serve_job, served_path, soh_canary_inputs, variant, version_of
 from tests.support.awsiot import Services
 
 
@@ -138,7 +141,7 @@ def test_every_bad_job_is_refused_with_its_reason_and_the_model_in_use_stays(tmp
     asyncio.run(scenario())
 
 
-def test_a_model_that_passes_its_canary_but_fails_in_the_twin_is_rolled_back(tmp_path, signing_key, files):
+def test_a_model_that_passes_its_canary_but_fails_in_the_twin_is_rolled_back(tmp_path, signing_key, files, monkeypatch):
     remote = jobs_remote(signing_key, files, confirm_s=30.0)
     path = write_config(
         tmp_path,
@@ -146,7 +149,18 @@ def test_a_model_that_passes_its_canary_but_fails_in_the_twin_is_rolled_back(tmp
         drivers=[{"type": "simulator", "name": "sim", "cells": 4, "sample_hz": 0.05, "speed": 50000.0}],
         twin={"forecast_cycles": 20},
     )
-    good, buggy = variant(tmp_path / "m", "good"), variant(tmp_path / "m", "buggy", shape_bug=True)
+    good, buggy = variant(tmp_path / "m", "good"), variant(tmp_path / "m", "buggy")
+    # The SOH model is data (reference trajectories), so no file of it can carry a bug in code: the test injects one
+    # that shows only on histories of another length than the canary's, as real shape bugs do.
+    real_forecast = SohForecaster.forecast
+    canary_len = soh_canary_inputs()["capacity_ah"].shape[1]
+
+    def forecast(self: SohForecaster, cycle: Any, capacity_ah: Any, *args: Any, **kw: Any) -> Any:
+        if self.version == version_of(buggy) and np.shape(capacity_ah)[1] != canary_len:
+            raise ValueError("injected by the test: fails beyond the canary's shapes")
+        return real_forecast(self, cycle, capacity_ah, *args, **kw)
+
+    monkeypatch.setattr(SohForecaster, "forecast", forecast)
     store = ModelStore(tmp_path / "store")
     # "good" was installed by an earlier job (that path is the first test's): the rollback has a model to go back to.
     staged = store.staging("earlier")

@@ -133,8 +133,16 @@ def test_soh_forecast_on_every_cycle_and_restart_keeps_state(tmp_path):
     with_forecast = [c for c in first if c.get("predicted_capacity_ah")]
     assert with_forecast and all(c["cycle"] >= 3 for c in with_forecast)  # the model needs three cycles
     c = with_forecast[-1]
-    assert c["model_version"].startswith("soh-v1-") and len(c["predicted_capacity_ah"]) == 100
+    assert c["model_version"].startswith("soh-v2-") and len(c["predicted_capacity_ah"]) == 100
     assert c["predicted_capacity_ah"][0] >= c["predicted_capacity_ah"][-1]
+    # Every forecast carries its 10-90 % band, item by item, and the end of life its own.
+    for row in with_forecast:
+        lo, mid, hi = (
+            row[k] for k in ("predicted_capacity_lower_ah", "predicted_capacity_ah", "predicted_capacity_upper_ah")
+        )
+        assert len(lo) == len(hi) == len(mid) and all(a <= p + 1e-5 and p <= b + 1e-5 for a, p, b in zip(lo, mid, hi))
+        if row["predicted_eol_cycle"] is not None:
+            assert row["predicted_eol_cycle_lower"] <= row["predicted_eol_cycle"] <= row["predicted_eol_cycle_upper"]
     # Restart: a new processor restores counters and history from the store and goes on from there.
     t_next = int(b.ts_ms[-1]) + 10_000
     tp2 = TwinProcessor(TwinConfig(), store_path=db, chemistries=chem)

@@ -182,8 +182,10 @@
     makeChart("temperature", "temperature (°C)", true, "°C");
     makeChart("cap-time", "discharge capacity over time (Ah)", true, "Ah");
     makeChart("cap-cycle", "discharge capacity over cycle number (Ah)", false, "Ah");
-    makeChart("fade", "actual (solid) and predicted (dashed) capacity; | predicted end of life", false, "Ah", {
-      series: S.selected.map((id) => ({ label: id + " predicted", stroke: color(id), dash: [6, 4], width: 1.5, spanGaps: true, points: { show: false } })),
+    const band = (id, what) => ({ label: id + " " + what, stroke: color(id) + "88", dash: [2, 3], width: 1, spanGaps: true, points: { show: false } });
+    makeChart("fade", "actual (solid), predicted (dashed) with its 10-90 % band (dotted); | predicted end of life", false, "Ah", {
+      series: S.selected.flatMap((id) => [{ label: id + " predicted", stroke: color(id), dash: [6, 4], width: 1.5, spanGaps: true, points: { show: false } },
+        band(id, "10 %"), band(id, "90 %")]),
       xScale: { range: (u, lo, hi) => { const eol = Math.max(0, ...eols().map((e) => e[1])); return [lo, Math.max(hi, eol * 1.03)]; } },
       hooks: { draw: [drawEol] },
     });
@@ -258,7 +260,10 @@
     cyc.forEach((c) => { xs.push(c.map((r) => r.cycle)); ys.push(c.map((r) => r.discharge_ah)); });
     S.selected.forEach((id) => {
       const f = forecastOf(id);
-      xs.push(f ? f.predicted_capacity_ah.map((_, k) => f.cycle + 1 + k) : []); ys.push(f ? f.predicted_capacity_ah : []);
+      const x = f ? f.predicted_capacity_ah.map((_, k) => f.cycle + 1 + k) : [];
+      for (const key of ["predicted_capacity_ah", "predicted_capacity_lower_ah", "predicted_capacity_upper_ah"]) {
+        xs.push(f && f[key] ? x : []); ys.push(f && f[key] ? f[key] : []);
+      }
     });
     charts.fade.setData(align(xs, ys));
     const tb = $("fade-table").tBodies[0]; tb.textContent = "";

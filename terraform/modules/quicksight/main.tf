@@ -42,17 +42,22 @@ locals {
     capacity_fade = {
       view = "qs_capacity_fade"
       columns = {
-        rig                   = "STRING"
-        cell                  = "STRING"
-        forecast_from_cycle   = "INTEGER"
-        target_cycle          = "INTEGER"
-        horizon_cycles        = "INTEGER"
-        predicted_capacity_ah = "DECIMAL"
-        actual_capacity_ah    = "DECIMAL"
-        error_ah              = "DECIMAL"
-        predicted_eol_cycle   = "DECIMAL"
-        predicted_cycle_life  = "DECIMAL"
-        model_version         = "STRING"
+        rig                         = "STRING"
+        cell                        = "STRING"
+        forecast_from_cycle         = "INTEGER"
+        target_cycle                = "INTEGER"
+        horizon_cycles              = "INTEGER"
+        predicted_capacity_ah       = "DECIMAL"
+        predicted_capacity_lower_ah = "DECIMAL"
+        predicted_capacity_upper_ah = "DECIMAL"
+        actual_capacity_ah          = "DECIMAL"
+        error_ah                    = "DECIMAL"
+        actual_within_band          = "INTEGER"
+        predicted_eol_cycle         = "DECIMAL"
+        predicted_eol_cycle_lower   = "DECIMAL"
+        predicted_eol_cycle_upper   = "DECIMAL"
+        predicted_cycle_life        = "DECIMAL"
+        model_version               = "STRING"
       }
     }
     temperature_distribution = {
