@@ -23,7 +23,7 @@ from simulator.protocol import cccv
 from simulator.rig import Rig, RigSpec
 
 
-HISTORY_BATCH_SAMPLES = 1024  # samples per cell per batch while the simulated past is replayed
+HISTORY_BATCH_SAMPLES = 256  # samples per cell per batch while the simulated past is replayed
 
 
 class SimulatorConfig(DriverConfig):

@@ -78,7 +78,14 @@ def test_newcomer_sees_the_twin_within_a_minute(tmp_path, agent_proc, browser, a
     try:
         page.goto(base + "/")
         left_ms = max(1000, int((60 - (time.monotonic() - t0)) * 1000))
-        page.wait_for_function(READY, timeout=left_ms, polling=500)
+        try:
+            page.wait_for_function(READY, timeout=left_ms, polling=500)
+        except Exception as exc:  # noqa: BLE001 - say what the page had when time ran out
+            state = page.evaluate(
+                "() => ({ selected: btDash.S.selected, auto: btDash.S.auto, cycles: btDash.S.selected.map((id) => "
+                "[id, btDash.S.cycles.get(id) ? btDash.S.cycles.get(id).size : null]), eol: btDash.snapshot().eol })"
+            )
+            raise AssertionError(f"not ready 60 s after start: {exc}\npage: {state}\nlog: {agent.log()[-3000:]}")
         S = page.evaluate(
             "() => ({ selected: btDash.S.selected, health: btDash.S.health, cycles: Object.fromEntries("
             "btDash.S.selected.map((id) => [id, [...btDash.S.cycles.get(id).values()]])) })"

@@ -172,7 +172,7 @@
     for (const id of S.selected) series.push({ label: id, stroke: color(id), width: 1.5, spanGaps: true, points: { show: false } });
     for (const s of (extra && extra.series) || []) series.push(s);
     const opts = {
-      title, width: Math.max(300, host.clientWidth || 500), height: 170, series, legend: { show: S.selected.length <= 8 },
+      title, width: Math.max(160, host.clientWidth || 500), height: 170, series, legend: { show: S.selected.length <= 8 },
       scales: { x: { time: xTime, ...(extra && extra.xScale) } }, axes: [xTime ? timeAxis() : { label: "cycle" }, { label: yLabel, size: 60 }],
       cursor: { drag: { x: false, y: false } }, hooks: (extra && extra.hooks) || {},
     };
@@ -183,7 +183,7 @@
   const resizer = new ResizeObserver((entries) => {
     for (const e of entries) {
       const c = Object.values(charts).find((u) => u.root.parentElement === e.target);
-      const w = Math.max(300, Math.floor(e.contentRect.width));
+      const w = Math.max(160, Math.floor(e.contentRect.width));
       if (c && Math.abs(c.width - w) > 2) c.setSize({ width: w, height: c.height });
     }
   });
@@ -208,7 +208,7 @@
     const host = $("chart-temp-hist"); host.textContent = "";
     const bars = uPlot.paths.bars({ size: [0.45, 40], align: 0 });
     charts["temp-hist"] = new uPlot({
-      title: "Cycles of the shown cells per 1 °C of cycle temperature.", width: Math.max(300, host.clientWidth || 500), height: 190,
+      title: "Cycles of the shown cells per 1 °C of cycle temperature.", width: Math.max(160, host.clientWidth || 500), height: 190,
       scales: { x: { time: false } }, axes: [{ label: "°C" }, { label: "cycles", size: 50 }],
       series: [{ label: "°C" }, { label: "mean temperature", fill: "#2563eb88", stroke: "#2563eb", paths: bars, points: { show: false } },
         { label: "max temperature", fill: "#dc262688", stroke: "#dc2626", paths: bars, points: { show: false } }],
