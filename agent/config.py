@@ -272,6 +272,9 @@ class TwinAlarmConfig(Strict):
     )
     voltage_noise_mv: float = Field(25.0, gt=0, description="RMS of the voltage residual, smoothed")
     residual_window_s: float = Field(60.0, gt=0, description="smoothing time constant of the residuals")
+    residual_max_step_s: float = Field(
+        10.0, gt=0, description="samples further apart than this do not feed the residual alarms (coarse data)"
+    )
     max_temperature_c: float = Field(60.0, description="over-temperature alarm")
     thermal_rate_c_per_min: float = Field(
         1.5, gt=0, description="temperature rise rate the twin's Joule-heating and cooling model does not explain"

@@ -22,7 +22,6 @@ from drivers.simulator.history import History, HistoryStats, generate
 from simulator.protocol import cccv
 from simulator.rig import Rig, RigSpec
 
-
 HISTORY_BATCH_SAMPLES = 256  # samples per cell per batch while the simulated past is replayed
 
 
@@ -61,8 +60,11 @@ class SimulatorConfig(DriverConfig):
         0, ge=0, le=2000, description="start with a simulated past of N cycles, generated at start-up, ending now"
     )
     history_sample_s: float = Field(
-        60.0, ge=1, le=600, description="seconds between samples of the simulated past (coarser is faster; keep it "
-        "within [twin] max_gap_s or the twin does not integrate it)"
+        60.0,
+        ge=1,
+        le=600,
+        description="seconds between samples of the simulated past (coarser is faster; keep it "
+        "within [twin] max_gap_s or the twin does not integrate it)",
     )
     history_ageing_acceleration: float = Field(
         1.0, ge=0, le=1e6, description="ageing runs this many times faster during the simulated past"

@@ -50,7 +50,9 @@ LAYOUT = """() => {
 
 
 def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
-    return a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+    return (
+        a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+    )
 
 
 def check_layout(page: Any, size: tuple[int, int]) -> None:
@@ -89,7 +91,9 @@ def test_newcomer_sees_the_twin_within_a_minute(tmp_path, agent_proc, browser, a
                 "() => ({ selected: btDash.S.selected, auto: btDash.S.auto, cycles: btDash.S.selected.map((id) => "
                 "[id, btDash.S.cycles.get(id) ? btDash.S.cycles.get(id).size : null]), eol: btDash.snapshot().eol })"
             )
-            raise AssertionError(f"not ready {READY_TIMEOUT_S} s after start: {exc}\npage: {state}\nlog: {agent.log()[-3000:]}")
+            raise AssertionError(
+                f"not ready {READY_TIMEOUT_S} s after start: {exc}\npage: {state}\nlog: {agent.log()[-3000:]}"
+            )
         ready_s = round(time.monotonic() - t0, 1)
         S = page.evaluate(
             "() => ({ selected: btDash.S.selected, health: btDash.S.health, cycles: Object.fromEntries("

@@ -12,7 +12,7 @@ import pytest
 from drivers.base import DriverContext, Event
 from drivers.simulator.driver import SimulatorConfig, SimulatorDriver
 
-CFG = dict(type="simulator", name="sim", cells=3, charge_c_rate=2.0, discharge_c_rate=2.0, rest_s=60.0)
+CFG = {"type": "simulator", "name": "sim", "cells": 3, "charge_c_rate": 2.0, "discharge_c_rate": 2.0, "rest_s": 60.0}
 
 
 async def _drain(drv: SimulatorDriver, live_batches: int) -> tuple[list, list]:
