@@ -22,7 +22,7 @@ def _cli(*args: str) -> str:
 
 
 def test_readme_shows_the_default_config_verbatim():
-    blocks = re.findall(r"```toml\n(.*?)```", SECTION, re.S)
+    blocks = re.findall(r"```toml\n(.*?)```", SECTION, re.DOTALL)
     assert _cli("config", "default") in blocks, "README's default config differs from `battery-twin config default`"
 
 
@@ -35,7 +35,7 @@ def test_run_help_and_printed_guidance_match_the_readme():
     for phrase in ("simulated past", "4 NMC811", "4 LFP", "battery-twin config default", "Ctrl-C"):
         assert phrase in help_text, phrase
     # the README quotes the printed block line by line (the simulated line shortened with "(...)")
-    quoted = re.search(r"```text\n(.*?)```", SECTION, re.S)
+    quoted = re.search(r"```text\n(.*?)```", SECTION, re.DOTALL)
     assert quoted
     for line in printed.splitlines()[1:]:
         head = line.split("(health")[0].split(" (SQLite")[0]
