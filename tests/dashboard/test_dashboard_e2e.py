@@ -75,8 +75,13 @@ def check_cycles(snap: dict[str, Any], db: sqlite3.Connection, page) -> None:
         # (3) actual vs predicted fade: actual series, forecast series, and the table's predictions
         last = rows[-1]
         assert series_pairs(ch["fade"], j) == [(r["cycle"], r["discharge_ah"]) for r in rows]
-        forecast = series_pairs(ch["fade"], len(snap["selected"]) + j)
-        assert forecast == [(last["cycle"] + 1 + k, y) for k, y in enumerate(last["predicted_capacity_ah"])]
+        # per cell: the forecast, then its 10 % and 90 % bounds (empty when the model gives none)
+        first = len(snap["selected"]) + 3 * (j - 1) + 1
+        for offset, key in enumerate(
+            ("predicted_capacity_ah", "predicted_capacity_lower_ah", "predicted_capacity_upper_ah")
+        ):
+            got = series_pairs(ch["fade"], first + offset)
+            assert got == [(last["cycle"] + 1 + k, y) for k, y in enumerate(last.get(key) or [])], key
         cells = page.locator(f'#fade-table tr[data-cell="{cell}"] td').all_inner_texts()
         assert cells[0] == cell and int(cells[1]) == last["cycle"]
         assert float(cells[2]) == pytest.approx(last["discharge_ah"], abs=1e-4)
