@@ -142,7 +142,7 @@ class SimulatorDriver(SampledDriver):
                 cfg.history_cycles,
                 cfg.history_sample_s,
                 cfg.history_ageing_acceleration,
-                self.ctx.clock_ms(),
+                self.ctx.clock_ms,
             )
             st = self.history_stats
             self.history_state = "replaying"

@@ -12,6 +12,7 @@ they are simulated history.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,9 +65,11 @@ class History:
         return out
 
 
-def generate(rig: Rig, cycles: int, dt_s: float, acceleration: float, end_ms: int) -> tuple[History, HistoryStats]:
+def generate(
+    rig: Rig, cycles: int, dt_s: float, acceleration: float, clock_ms: Callable[[], int]
+) -> tuple[History, HistoryStats]:
     """Run ``rig`` until every cell completed ``cycles`` more cycles (or finished its protocol), sampling every
-    ``dt_s``; timestamps end at ``end_ms``. Ageing runs ``acceleration`` times faster meanwhile, then is restored.
+    ``dt_s``; timestamps end at ``clock_ms()`` when the run is over. Ageing runs ``acceleration`` times faster meanwhile, then is restored.
     Raises ValueError if the history would exceed ``MAX_READINGS``."""
     n = len(rig.cell_ids)
     max_samples = MAX_READINGS // n
@@ -102,6 +105,7 @@ def generate(rig: Rig, cycles: int, dt_s: float, acceleration: float, end_ms: in
             rig.ageing.acceleration = saved
     chunks.append(buf[:k])
     data = np.concatenate(chunks)
+    end_ms = clock_ms()
     sim_s = data[:, 0, 0]
     ts_ms = end_ms - np.round((rig.time_s - sim_s) * 1000.0).astype(np.int64)
     hist = History(rig.cell_ids, data[:, 1].copy(), data[:, 2].copy(), data[:, 3].copy(), ts_ms)
