@@ -136,7 +136,7 @@ class SimulatorDriver(SampledDriver):
             self.history_state = "skipped: the store already holds cycles of these cells"
         elif cfg.history_cycles:
             self.history_state = "generating"
-            self.history, self.history_stats = await asyncio.to_thread(
+            self.history, st = await asyncio.to_thread(
                 generate,
                 self.rig,
                 cfg.history_cycles,
@@ -144,7 +144,7 @@ class SimulatorDriver(SampledDriver):
                 cfg.history_ageing_acceleration,
                 self.ctx.clock_ms,
             )
-            st = self.history_stats
+            self.history_stats = st
             self.history_state = "replaying"
             self.emit(
                 "simulator.history",
