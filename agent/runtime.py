@@ -63,7 +63,7 @@ async def _main(cfg: AgentConfig, config_path: str | None = None) -> int:
         log.error("cannot start: %s", exc)
         await agent.stop(drain_timeout_s=0.1)
         return StoreUnavailable.exit_code if isinstance(exc, StoreUnavailable) else 2
-    if not os.environ.get("NOTIFY_SOCKET"):  # a person at a terminal, not systemd: say what to do next
+    if not (os.environ.get("NOTIFY_SOCKET") or os.environ.get("JOURNAL_STREAM")):  # a person, not systemd
         sys.stderr.write(first_run_text(cfg, dashboard_url(agent.services), config_path))
         sys.stderr.flush()
     notifier = next((s for s in agent.services if isinstance(s, SystemdNotifier)), None)
