@@ -17,12 +17,19 @@ def _config_path(args: argparse.Namespace) -> str | None:
 
 
 def register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("run", help="run the agent (default config: simulated rig, uplink off)")
+    p = sub.add_parser(
+        "run",
+        help="run the agent (default config: simulated rig, uplink off)",
+        description="Run the agent. Without a config it runs the embedded default: two simulated drivers (4 NMC811 "
+        "and 4 LFP cells) that start with a simulated past, the store under ./var, the dashboard on "
+        "http://127.0.0.1:8080/, the uplink off. After start-up it prints the dashboard address, where the data is, "
+        "how to reach AWS IoT Core (battery-twin provision) and how to stop (Ctrl-C).",
+    )
     p.add_argument(
         "--config",
         "-c",
-        help="TOML config file (default: $BATTERY_TWIN_CONFIG or the embedded "
-        "default: simulator driver, store under ./var, uplink off)",
+        help="TOML config file (default: $BATTERY_TWIN_CONFIG or the embedded default, which "
+        "`battery-twin config default` prints)",
     )
     p.set_defaults(func=cmd_run)
 

@@ -32,20 +32,50 @@ def is_thing_name(text: str) -> bool:
 TOPIC_PREFIX = re.compile(r"(?=.{1,96}\Z)[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+){0,5}")  # same rule in terraform/modules
 
 DEFAULT_CONFIG_TOML = """\
-# battery-twin default: a simulated rig of 8 cells, store under ./var, uplink off until an endpoint is set.
+# battery-twin default: a simulated rig of 8 cells of two chemistries, store under ./var, uplink off until an
+# endpoint is set (`battery-twin provision`). Print it with `battery-twin config default`; edit a copy and run
+# `battery-twin run --config FILE`.
 rig = "sim-rig-01"
 
 [store]
 path = "var/battery-twin.db"
 
+# Each simulated driver starts with a simulated past: history_cycles cycles generated at start-up (a few seconds),
+# with ageing history_ageing_acceleration times faster, stamped so that they end now. Those readings and cycles go
+# through the store and the uplink like live ones; health shows them as simulated history. Once the store holds
+# cycles of these cells, a restart continues from there instead of making a new past.
 [[drivers]]
 type = "simulator"
-name = "sim"
-cells = 8
+name = "sim-nmc"
+cells = 4
+cell_prefix = "nmc"
+chemistry = "nmc811"
+charge_c_rate = 1.0
+rest_s = 60
+history_cycles = 120
+history_sample_s = 120
+history_ageing_acceleration = 4.0
+seed = 1
+
+[[drivers]]
+type = "simulator"
+name = "sim-lfp"
+cells = 4
+cell_prefix = "lfp"
+chemistry = "lfp"
+charge_c_rate = 1.0
+rest_s = 60
+history_cycles = 120
+history_sample_s = 120
+history_ageing_acceleration = 15.0
+seed = 2
 
 # Local dashboard on http://127.0.0.1:8080/ (loopback only; binding beyond loopback needs a token).
 [dashboard]
 enabled = true
+
+[twin]
+max_gap_s = 150  # the simulated past is sampled every 120 s: the twin integrates across it
 """
 
 
@@ -275,6 +305,9 @@ class TwinAlarmConfig(Strict):
     )
     voltage_noise_mv: float = Field(25.0, gt=0, description="RMS of the voltage residual, smoothed")
     residual_window_s: float = Field(60.0, gt=0, description="smoothing time constant of the residuals")
+    residual_max_step_s: float = Field(
+        10.0, gt=0, description="samples further apart than this do not feed the residual alarms (coarse data)"
+    )
     max_temperature_c: float = Field(60.0, description="over-temperature alarm")
     thermal_rate_c_per_min: float = Field(
         1.5, gt=0, description="temperature rise rate the twin's Joule-heating and cooling model does not explain"

@@ -83,7 +83,7 @@ class Agent:
             policy=store_open or OpenPolicy(),
         )
         self.worker = StoreWorker(opener)
-        self.drivers = Drivers(self.ingest, self.emit)
+        self.drivers = Drivers(self.ingest, self.emit, self.stored_cells)
         self.link: MqttLink | None = None
         self.uplink: Uplink | None = None
         self.tasks: list[asyncio.Task[None]] = []
@@ -99,6 +99,15 @@ class Agent:
     @property
     def runners(self) -> dict[str, DriverRunner]:
         return self.drivers.runners
+
+    def stored_cells(self) -> set[str]:
+        """Cells a processor (the twin) already knows from the store or this run: no simulated past for them."""
+        out: set[str] = set()
+        for proc in self.processors:
+            known = getattr(proc, "known_cells", None)
+            if known is not None:
+                out |= set(known())
+        return out
 
     def emit(self, event: Event) -> None:
         """Event sink for drivers and stages: bounded; written with the next store transaction."""

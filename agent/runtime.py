@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import logging
+import os
 import signal
+import sys
 
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.guidance import dashboard_url, first_run_text
 from agent.logs import setup_logging
 from agent.pipeline import Agent, Processor, StartupError
 from agent.reload import reload_on_signal
@@ -86,6 +89,9 @@ async def _main(cfg: AgentConfig, config_path: str | None = None) -> int:
         log.error("cannot start: %s", exc)
         await agent.stop(drain_timeout_s=0.1)
         return StoreUnavailable.exit_code if isinstance(exc, StoreUnavailable) else 2
+    if not (os.environ.get("NOTIFY_SOCKET") or os.environ.get("JOURNAL_STREAM")):  # a person, not systemd
+        sys.stderr.write(first_run_text(cfg, dashboard_url(agent.services), config_path))
+        sys.stderr.flush()
     notifier = next((s for s in agent.services if isinstance(s, SystemdNotifier)), None)
     reread = loader if cfg.remote.shadow else load_config
     reloader = asyncio.create_task(

@@ -152,10 +152,11 @@ class Drivers:
         self,
         ingest: Callable[[DriverRunner, ReadingBatch], Awaitable[None]],
         emit: Callable[[Event], None],
+        stored_cells: Callable[[], Collection[str]] = lambda: (),
     ):
         self.ingest = ingest
         self.emit = emit
-        self.ctx = DriverContext(emit=emit)
+        self.ctx = DriverContext(emit=emit, stored_cells=stored_cells)
         self.runners: dict[str, DriverRunner] = {}
 
     def plan(self, cfg: AgentConfig, keep: Collection[str] = ()) -> dict[str, DriverRunner]:

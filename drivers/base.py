@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +184,8 @@ class DriverContext:
     emit: Callable[[Event], None]
     clock_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
     logger_name: str = "drivers"
+    # cells the store already holds completed cycles of (a simulated past is made once per store, not per start)
+    stored_cells: Callable[[], Collection[str]] = field(default=lambda: ())
 
 
 class Driver(abc.ABC):

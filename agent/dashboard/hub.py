@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -84,9 +85,25 @@ def cycle_json(rows: list[dict[str, Any]], newest_forecast_only: bool = True) ->
     return rows
 
 
+def first_of_each_group(cell_ids: Iterable[str], n: int) -> list[str]:
+    """``n`` cells taken in turn from each id prefix (``nmc01``, ``lfp01``, ``nmc02``...): a rig of two kinds of
+    cell shows both at first, not only the kind that sorts first."""
+    groups: dict[str, list[str]] = {}
+    for cid in sorted(cell_ids, key=lambda c: (len(c), c)):
+        groups.setdefault(cid.rstrip("0123456789"), []).append(cid)
+    out: list[str] = []
+    queues = list(groups.values())
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
 class Subscriber:
     def __init__(self, cell_ids: list[str]):
         self.cell_ids = cell_ids  # may name cells the store has not seen yet (the agent just started)
+        self.auto = not cell_ids  # the browser left the choice to the agent
         self.cells = np.zeros(0, dtype=np.int64)  # their store indices, re-resolved when cells appear
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_TICKS)
         self.dropped = False
@@ -94,9 +111,11 @@ class Subscriber:
 
     def resolve(self, cells: dict[int, str]) -> None:
         by_id = {cid: idx for idx, cid in cells.items()}
-        if not self.cell_ids and by_id:  # asked for "any": the first cells, once there are some
-            self.cell_ids = sorted(by_id)[:DEFAULT_SELECTED]
-            self.reselect = True
+        if self.auto and by_id:  # asked for "any": the first cells of each kind, again as more cells appear
+            pick = first_of_each_group(by_id, DEFAULT_SELECTED)
+            if pick != self.cell_ids:
+                self.cell_ids = pick
+                self.reselect = True
         self.cells = np.array([by_id[c] for c in self.cell_ids if c in by_id], dtype=np.int64)
 
     def offer(self, msg: bytes | None) -> None:

@@ -122,6 +122,8 @@ class CellGroup:
         if run.any():
             innov[run] = self.ekf.step(c[run], i[run], v[run], dt[run], t[run])
             innov[run] = np.where(self.ekf.trust, innov[run], np.nan)  # steep OCV: not evidence either way
+            # a prediction across a long step (samples minutes apart, as a simulated past is) is not evidence either
+            innov[run] = np.where(dt[run] <= self.cfg.alarms.residual_max_step_s, innov[run], np.nan)
         soc = self.ekf.soc[c]
         r0, r1, _, r2, _ = self.model.rc(soc, c, t)
         joule = np.where(np.isfinite(i), i, 0.0) ** 2 * (r0 + r1 + r2)

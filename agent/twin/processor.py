@@ -147,6 +147,10 @@ class TwinProcessor:
         """Model calls that raised since this twin was built (the batch goes on without those predictions)."""
         return sum(g.inference_failures for g in self.groups)
 
+    def known_cells(self) -> set[str]:
+        """Cells with cycles in the store at start, or seen since (a simulator makes its past only for new cells)."""
+        return set(self.restored) | {cell for _, cell in self._where}
+
     # ------------------------------------------------------------------ views (dashboard, tests, bench)
     def state(self) -> dict[str, dict[str, Any]]:
         """SOC, cycle and latest per-cycle values per cell (``source/cell`` keys)."""

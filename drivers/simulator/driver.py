@@ -9,6 +9,7 @@ test of anomaly detection knows the ground truth.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 import numpy as np
@@ -17,8 +18,11 @@ from pydantic import Field, model_validator
 from drivers.base import DriverConfig, DriverContext, ReadingBatch
 from drivers.pacing import Pacer
 from drivers.sampling import SampledDriver
+from drivers.simulator.history import History, HistoryStats, generate
 from simulator.protocol import cccv
 from simulator.rig import Rig, RigSpec
+
+HISTORY_BATCH_SAMPLES = 256  # samples per cell per batch while the simulated past is replayed
 
 
 class SimulatorConfig(DriverConfig):
@@ -51,6 +55,19 @@ class SimulatorConfig(DriverConfig):
     coupling_w_k: float = Field(0.0, ge=0, le=100, description="thermal conductance between neighbour cells (W/K)")
     faults: list[dict[str, Any]] = Field(
         default_factory=list, description="injected faults (drivers/simulator/README.md)"
+    )
+    history_cycles: int = Field(
+        0, ge=0, le=2000, description="start with a simulated past of N cycles, generated at start-up, ending now"
+    )
+    history_sample_s: float = Field(
+        60.0,
+        ge=1,
+        le=600,
+        description="seconds between samples of the simulated past (coarser is faster; keep it "
+        "within [twin] max_gap_s or the twin does not integrate it)",
+    )
+    history_ageing_acceleration: float = Field(
+        1.0, ge=0, le=1e6, description="ageing runs this many times faster during the simulated past"
     )
 
     def rig_spec(self) -> RigSpec:
@@ -105,15 +122,66 @@ class SimulatorDriver(SampledDriver):
         self._ticks = 0
         self._t0_ms = 0
         self._announced: set[int] = set()
+        self.history: History | None = None
+        self.history_stats: HistoryStats | None = None
+        self.history_state = "off" if config.history_cycles == 0 else "pending"
 
     @property
     def cells(self) -> tuple[str, ...]:
         return self.rig.cell_ids
 
     async def _open_transport(self) -> None:
-        self._t0_ms = self.ctx.clock_ms()
+        cfg = self.config
+        if cfg.history_cycles and set(self.cells) & set(self.ctx.stored_cells()):
+            self.history_state = "skipped: the store already holds cycles of these cells"
+        elif cfg.history_cycles:
+            self.history_state = "generating"
+            self.history, st = await asyncio.to_thread(
+                generate,
+                self.rig,
+                cfg.history_cycles,
+                cfg.history_sample_s,
+                cfg.history_ageing_acceleration,
+                self.ctx.clock_ms,
+            )
+            self.history_stats = st
+            self.history_state = "replaying"
+            self.emit(
+                "simulator.history",
+                f"simulated history: {st.cycles} cycles of {len(self.cells)} cells ({st.readings} readings, "
+                f"{st.simulated_s / 86400:.1f} simulated days at {cfg.history_ageing_acceleration:g}x ageing) "
+                f"generated in {st.cpu_s:.1f} s of CPU; stamped to end now",
+                level="info",
+                history=self.history_status(),
+            )
+        self._t0_ms = self.history_stats.last_ts_ms if self.history_stats else self.ctx.clock_ms()
+
+    async def _wait(self) -> int:
+        if self.history is not None and not self.history.done:
+            return 0  # the past is replayed as fast as the agent stores it
+        return await super()._wait()
+
+    def history_status(self) -> dict[str, Any]:
+        """What health shows of the simulated past: it is simulated, how much, and when it ends."""
+        out: dict[str, Any] = {"simulated": True, "state": self.history_state, "cycles": self.config.history_cycles}
+        st = self.history_stats
+        if st is not None:
+            out.update(
+                readings=st.readings,
+                replayed_readings=(self.history.pos if self.history else 0) * len(self.cells),
+                from_ts=st.first_ts_ms,
+                until_ts=st.last_ts_ms,
+                generate_cpu_s=round(st.cpu_s, 2),
+                ageing_acceleration=self.config.history_ageing_acceleration,
+            )
+        return out
 
     async def _sample(self, now_ms: int, ticks: int) -> ReadingBatch:
+        if self.history is not None and not self.history.done:
+            batch = self.history.next_batch(HISTORY_BATCH_SAMPLES)
+            if self.history.done:  # live samples follow from where the past ended; the pacer catches up
+                self.history_state = "done"
+            return batch
         n_ticks = ticks if self.pacer is not None else self.config.max_batch_samples
         n_cells = len(self.rig.cell_ids)
         v = np.empty((n_ticks, n_cells))
@@ -156,4 +224,5 @@ class SimulatorDriver(SampledDriver):
             "simulated_s": round(self.rig.time_s, 1),
             "cycles_completed": int(self.rig.cycle.max(initial=0)),
             "chemistry": self.rig.chem.name,
+            **({"history": self.history_status()} if self.config.history_cycles else {}),
         }

@@ -14,12 +14,25 @@
   const el = (tag, text, cls) => { const e = document.createElement(tag); if (text != null) e.textContent = text; if (cls) e.className = cls; return e; };
   const fmt = (x, d) => (x == null || Number.isNaN(x) ? "–" : Number(x).toFixed(d));
   const time = (ms) => new Date(ms).toLocaleTimeString();
+  // Time axes: whole-second steps at least, and one label per tick in the browser's locale (uPlot's default
+  // prints a second line with the date, which collides with its neighbours in a narrow chart).
+  const TIME_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+    172800, 604800, 1209600, 2592000, 7776000, 31536000];
+  function tickLabel(sec, incr, spanS) {
+    const d = new Date(sec * 1000);
+    if (incr >= 86400) return d.toLocaleDateString(undefined, { month: "short", day: "numeric" });
+    const hm = { hour: "2-digit", minute: "2-digit" };
+    if (spanS > 86400) return d.toLocaleString(undefined, { month: "short", day: "numeric", ...hm });
+    return d.toLocaleTimeString(undefined, incr >= 60 ? hm : { ...hm, second: "2-digit" });
+  }
+  const timeAxis = () => ({ space: 110, incrs: TIME_INCRS,
+    values: (u, splits, ax, space, incr) => splits.map((s) => tickLabel(s, incr, u.scales.x.max - u.scales.x.min)) });
   const color = (id) => PALETTE[Math.max(0, S.selected.indexOf(id)) % PALETTE.length];
 
   // ------------------------------------------------------------------ stream
   function connect() {
     if (S.es) S.es.close();
-    const q = S.selected.length ? "?cells=" + encodeURIComponent(S.selected.join(",")) : "";
+    const q = S.selected.length && !S.auto ? "?cells=" + encodeURIComponent(S.selected.join(",")) : "";
     const es = new EventSource("/api/stream" + q);
     S.es = es;
     es.addEventListener("init", (m) => onInit(JSON.parse(m.data)));
@@ -70,8 +83,10 @@
       s.ts.push(r.ts[k]); s.v.push(r.v[k]); s.i.push(r.i[k]); s.t.push(r.t[k]); s.seq.push(r.seq[k]);
       if (r.ts[k] > newest) newest = r.ts[k];
     }
+    // One window for the rig, ending at the newest reading of any shown cell: while a simulated past is being
+    // replayed, a cell whose data is still days behind is left out rather than stretching the time axis.
+    let last = 0; for (const s of S.series.values()) if (s.ts.length) last = Math.max(last, s.ts[s.ts.length - 1]);
     for (const s of S.series.values()) {
-      const last = s.ts.length ? s.ts[s.ts.length - 1] : 0;
       let cut = 0; while (cut < s.ts.length && s.ts[cut] < last - S.windowMs) cut++;
       if (cut) for (const f of ["ts", "v", "i", "t", "seq"]) s[f].splice(0, cut);
     }
@@ -136,6 +151,7 @@
   $("cell-filter").addEventListener("input", applyFilter);
 
   function toggle(id) {
+    S.auto = false;  // the person chose: the agent no longer picks the cells on show
     let sel = S.selected.filter((x) => x !== id);
     if (sel.length === S.selected.length) { sel.push(id); if (sel.length > S.maxSelected) sel.shift(); }
     if (!sel.length) return; // keep at least one cell on show
@@ -158,8 +174,8 @@
     for (const id of S.selected) series.push({ label: id, stroke: color(id), width: 1.5, spanGaps: true, points: { show: false } });
     for (const s of (extra && extra.series) || []) series.push(s);
     const opts = {
-      title, width: Math.max(300, host.clientWidth || 500), height: 170, series, legend: { show: S.selected.length <= 8 },
-      scales: { x: { time: xTime, ...(extra && extra.xScale) } }, axes: [{}, { label: yLabel, size: 60 }],
+      title, width: Math.max(160, host.clientWidth || 500), height: 170, series, legend: { show: S.selected.length <= 8 },
+      scales: { x: { time: xTime, ...(extra && extra.xScale) } }, axes: [xTime ? timeAxis() : { label: "cycle" }, { label: yLabel, size: 60 }],
       cursor: { drag: { x: false, y: false } }, hooks: (extra && extra.hooks) || {},
     };
     const data = [[]]; for (let k = 1; k < series.length; k++) data.push([]);
@@ -169,7 +185,7 @@
   const resizer = new ResizeObserver((entries) => {
     for (const e of entries) {
       const c = Object.values(charts).find((u) => u.root.parentElement === e.target);
-      const w = Math.max(300, Math.floor(e.contentRect.width));
+      const w = Math.max(160, Math.floor(e.contentRect.width));
       if (c && Math.abs(c.width - w) > 2) c.setSize({ width: w, height: c.height });
     }
   });
@@ -177,14 +193,16 @@
 
   function buildCharts() {
     for (const c of Object.values(charts)) c.destroy();
-    makeChart("voltage", "voltage (V)", true, "V");
-    makeChart("current", "current (A, + = charging)", true, "A");
-    makeChart("temperature", "temperature (°C)", true, "°C");
-    makeChart("cap-time", "discharge capacity over time (Ah)", true, "Ah");
-    makeChart("cap-cycle", "discharge capacity over cycle number (Ah)", false, "Ah");
+    makeChart("voltage", "Voltage of each shown cell.", true, "V");
+    makeChart("current", "Current of each cell (positive while charging).", true, "A");
+    makeChart("temperature", "Temperature of each cell.", true, "°C");
+    makeChart("cap-time", "Discharge capacity by date.", true, "Ah");
+    makeChart("cap-cycle", "Discharge capacity by cycle.", false, "Ah");
+    // Forecast (dashed) with its 10-90 % band (dotted) when the SOH model gives one; the predicted end of life is a
+    // vertical line in the cell's colour (drawEol).
     const band = (id, what) => ({ label: id + " " + what, stroke: color(id) + "88", dash: [2, 3], width: 1, spanGaps: true, points: { show: false } });
-    makeChart("fade", "actual (solid), predicted (dashed) with its 10-90 % band (dotted); | predicted end of life", false, "Ah", {
-      series: S.selected.flatMap((id) => [{ label: id + " predicted", stroke: color(id), dash: [6, 4], width: 1.5, spanGaps: true, points: { show: false } },
+    makeChart("fade", "Measured capacity (solid) and forecast (dashed, band dotted); a vertical line marks the predicted end of life.", false, "Ah", {
+      series: S.selected.flatMap((id) => [{ label: id + " forecast", stroke: color(id), dash: [6, 4], width: 1.5, spanGaps: true, points: { show: false } },
         band(id, "10 %"), band(id, "90 %")]),
       xScale: { range: (u, lo, hi) => { const eol = Math.max(0, ...eols().map((e) => e[1])); return [lo, Math.max(hi, eol * 1.03)]; } },
       hooks: { draw: [drawEol] },
@@ -192,7 +210,7 @@
     const host = $("chart-temp-hist"); host.textContent = "";
     const bars = uPlot.paths.bars({ size: [0.45, 40], align: 0 });
     charts["temp-hist"] = new uPlot({
-      title: "cycles per 1 °C bin (shown cells)", width: Math.max(300, host.clientWidth || 500), height: 190,
+      title: "Cycles of the shown cells per 1 °C of cycle temperature.", width: Math.max(160, host.clientWidth || 500), height: 190,
       scales: { x: { time: false } }, axes: [{ label: "°C" }, { label: "cycles", size: 50 }],
       series: [{ label: "°C" }, { label: "mean temperature", fill: "#2563eb88", stroke: "#2563eb", paths: bars, points: { show: false } },
         { label: "max temperature", fill: "#dc262688", stroke: "#dc2626", paths: bars, points: { show: false } }],
@@ -234,7 +252,7 @@
     charts["cap-time"].setData(align(cyc.map((c) => c.map((r) => r.ts / 1000)), cyc.map((c) => c.map((r) => r.discharge_ah))));
     charts["cap-cycle"].setData(align(cyc.map((c) => c.map((r) => r.cycle)), cyc.map((c) => c.map((r) => r.discharge_ah))));
     const n = cyc.reduce((a, c) => a + c.length, 0);
-    $("cap-empty").textContent = n ? n + " cycles shown" : "no completed cycles yet for the cells on show";
+    $("cap-empty").textContent = n ? n + " cycles shown." : EMPTY_CYCLES;
     renderFade(cyc); renderTemp(cyc); renderEvents(); renderHealth();
   }
   (function frame() { try { render(); } finally { requestAnimationFrame(frame); } })();
@@ -267,6 +285,8 @@
     });
     charts.fade.setData(align(xs, ys));
     const tb = $("fade-table").tBodies[0]; tb.textContent = "";
+    $("fade-empty").textContent = S.selected.some((id) => lastCycle(id)) ? "" : EMPTY_CYCLES +
+      " Forecasts and the predicted end of life follow once the SOH model has enough cycles of a cell.";
     for (const id of S.selected) {
       const c = lastCycle(id);
       if (!c) { row(tb, [id, "–", "–", "–", "–", "–", "–"], { cell: id }); continue; }
@@ -276,6 +296,10 @@
     }
   }
 
+  // What fills the cycle views, and roughly when (a cycle ends with its discharge).
+  const EMPTY_CYCLES = "No completed cycles yet: each point is one full charge and discharge of a shown cell, so the first " +
+    "appears when a cell finishes its first discharge (about 2-3 h at 1C on a simulated rig; a simulator with " +
+    "history_cycles starts with its past within a minute).";
   function renderTemp(cyc) {
     const mean = new Map(), max = new Map(); let lo = Infinity, hi = -Infinity, nMean = 0;
     const add = (m, t) => { if (t == null) return; const b = Math.floor(t); m.set(b, (m.get(b) || 0) + 1); lo = Math.min(lo, b); hi = Math.max(hi, b); };
@@ -288,7 +312,7 @@
     const s = $("temp-summary");
     s.dataset.cycles = nMean;
     s.textContent = maxes.length ? nMean + " cycles; max temperature per cycle: median " + fmt(pct(0.5), 1) + " °C, 95th percentile " +
-      fmt(pct(0.95), 1) + " °C, highest " + fmt(maxes[maxes.length - 1], 1) + " °C" : "no cycles with temperatures yet";
+      fmt(pct(0.95), 1) + " °C, highest " + fmt(maxes[maxes.length - 1], 1) + " °C." : EMPTY_CYCLES;
   }
 
   function renderEvents() {
@@ -300,6 +324,10 @@
     const tb = $("events-table").tBodies[0]; tb.textContent = "";
     for (const e of [...S.events].reverse().slice(0, 100))
       row(tb, [time(e.ts), { text: e.level, cls: "lvl-" + e.level }, e.kind, e.source, e.cell || "", e.message], { seq: e.seq });
+    if (!S.events.length) {
+      row(tb, [{ text: "No events yet: drivers, the twin's alarms and the store report here as they happen.", cls: "muted" }]);
+      tb.lastChild.firstChild.colSpan = 6;
+    }
   }
 
   function renderHealth() {
@@ -321,11 +349,14 @@
 
   const fromHash = decodeURIComponent((location.hash.match(/cells=([^&]*)/) || [])[1] || "");
   S.selected = fromHash ? fromHash.split(",").filter(Boolean) : [];
+  S.auto = !S.selected.length;  // nothing asked for: the agent picks (and picks again as cells of a new kind appear)
   // For tests and the browser console: render now and return what every chart shows, with the seq it covers.
   function snapshot() {
     S.dirty = true; render();
     const data = {}; for (const [k, c] of Object.entries(charts)) data[k] = c.data.map((a) => Array.from(a));
-    return { seq: S.seq, ticks: S.ticks, selected: S.selected.slice(), charts: data };
+    const fade = charts.fade, eol = eols().map(([id, c]) => ({ cell: id, cycle: c, shown: c >= fade.scales.x.min && c <= fade.scales.x.max }));
+    const timeTicks = {}; for (const k of ["voltage", "cap-time"]) timeTicks[k] = (charts[k].axes[0]._values || []).slice();
+    return { seq: S.seq, ticks: S.ticks, selected: S.selected.slice(), charts: data, eol, timeTicks };
   }
   window.btDash = { S, charts, toggle, snapshot };
   connect();
