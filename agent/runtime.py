@@ -14,6 +14,7 @@ import logging
 import signal
 
 from agent.config import AgentConfig
+from agent.healthfile import HealthFile, health_file_path
 from agent.logs import setup_logging
 from agent.pipeline import Agent, StartupError
 from agent.reload import reload_on_signal
@@ -32,6 +33,7 @@ def build_agent(cfg: AgentConfig) -> Agent:
 
         services.append(DashboardService(cfg.dashboard))
     services.append(SystemdNotifier())
+    services.append(HealthFile(health_file_path(cfg)))  # for probes that cannot ask the process (HEALTHCHECK)
     if cfg.twin.enabled:
         from agent.twin import build_twin
 

@@ -1,0 +1,95 @@
+#!/bin/bash
+# A Raspberry Pi's userland under emulation: a Debian bookworm arm64 root (mmdebstrap) with the locked edge install
+# in /opt/battery-twin/venv, installed by pip inside the root (qemu-user-static), as on a Pi. Built once and cached
+# in $BATTERY_TWIN_CACHE (default /var/cache/battery-twin); the venv is rebuilt when the lock changes.
+#
+#   container/arm64-root.sh build           build or reuse the root; prints its path
+#   container/arm64-root.sh run CMD [ARG]   run CMD inside the root, as root, sharing the host's network
+#
+# pip itself is in /opt/pip inside the root: `run /opt/pip/bin/pip --python /opt/battery-twin/venv/bin/python
+# install ...` adds to the agent's venv.
+#
+# `run` mounts /proc and /sys in a private mount namespace (unshare -m), so they disappear with the command, even
+# when it is killed: nothing stays mounted under the cached root. The host's resolv.conf, hosts and CA bundle are
+# copied in for pip (the package index is reached through the host's CA bundle).
+# Environment: BATTERY_TWIN_CACHE, PIP_INDEX_URL and PIP_CA as for container/image.sh.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+LOCK="$HERE/requirements-edge.txt"
+CACHE="${BATTERY_TWIN_CACHE:-/var/cache/battery-twin}"
+# shellcheck disable=SC2054  # the commas separate the packages of one --include
+MMDEBSTRAP_ARGS=(--arch=arm64 --variant=essential --include=python3,python3-venv,libstdc++6,usr-is-merged
+    --format=directory
+    --dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-include=/usr/share/doc/*/copyright
+    --dpkgopt=path-exclude=/usr/share/man/* --dpkgopt=path-exclude=/usr/share/locale/*
+    --dpkgopt=path-exclude=/usr/share/info/*)
+KEY="$(printf '%s\n' "${MMDEBSTRAP_ARGS[@]}" | sha256sum | cut -c1-12)"
+DIR="$CACHE/arm64-root-$KEY"
+
+die() { echo "arm64-root.sh: $*" >&2; exit 1; }
+
+in_root() {
+    # Private mount namespace: /proc and /sys go away with the process. `exec` all the way down, so a signal sent
+    # to this script's pid reaches the command itself.
+    # shellcheck disable=SC2016  # expanded by the inner sh, where $0 is the root
+    exec unshare --mount --propagation private -- /bin/sh -c \
+        'mount -t proc proc "$0/proc" && mount -t sysfs sysfs "$0/sys" && exec chroot "$0" "$@"' "$DIR" "$@"
+}
+
+copy_host_network_files() {
+    pip_ca="${PIP_CA:-$(python3 -m pip config get global.cert 2>/dev/null || true)}"
+    pip_ca="${pip_ca:-/etc/ssl/certs/ca-certificates.crt}"
+    install -d "$DIR/etc/ssl/certs"
+    cp -L /etc/resolv.conf "$DIR/etc/resolv.conf"
+    cp -L /etc/hosts "$DIR/etc/hosts"
+    cp -L "$pip_ca" "$DIR/etc/ssl/certs/ca-certificates.crt"
+}
+
+build() {
+    [ "$(id -u)" = 0 ] || die "needs root (mmdebstrap, chroot, mount)"
+    for tool in mmdebstrap unshare chroot; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (apt-get install mmdebstrap util-linux coreutils)"
+    done
+    "$HERE/binfmt.sh" arm64
+    mkdir -p "$CACHE"
+    exec 9>"$CACHE/.arm64-root.lock"
+    flock 9
+    if [ ! -x "$DIR/usr/bin/python3" ]; then
+        echo "arm64-root.sh: building the arm64 root with mmdebstrap into $DIR (cached for next time)" >&2
+        rm -rf "$DIR.part"
+        mmdebstrap --quiet "${MMDEBSTRAP_ARGS[@]}" bookworm "$DIR.part"
+        rm -rf "$DIR"
+        mv "$DIR.part" "$DIR"
+    fi
+    # pip in a venv of its own (/opt/pip) installs into the agent's venv with --python, as in the image: the venv
+    # holds exactly the lock. Redone when the lock or this recipe changes.
+    install_cmd='python3 -m venv /opt/pip && python3 -m venv --without-pip /opt/battery-twin/venv \
+        && /opt/pip/bin/pip --python /opt/battery-twin/venv/bin/python install -q --require-hashes --no-deps \
+           --only-binary=:all: -r /opt/battery-twin/requirements-edge.txt'
+    want="$( (cat "$LOCK"; echo "$install_cmd") | sha256sum | cut -c1-64)"
+    if [ "$(cat "$DIR/opt/battery-twin/installed.sha256" 2>/dev/null || true)" != "$want" ]; then
+        echo "arm64-root.sh: installing the locked edge install into $DIR/opt/battery-twin/venv (pip under qemu)" >&2
+        copy_host_network_files
+        rm -rf "$DIR/opt/battery-twin" "$DIR/opt/pip"
+        install -d "$DIR/opt/battery-twin"
+        cp "$LOCK" "$DIR/opt/battery-twin/requirements-edge.txt"
+        index="${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null || true)}"
+        (in_root /usr/bin/env PIP_INDEX_URL="${index:-https://pypi.org/simple}" \
+            PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
+            /bin/sh -c "$install_cmd")
+        echo "$want" >"$DIR/opt/battery-twin/installed.sha256"
+    fi
+    echo "$DIR"
+}
+
+case "${1:-}" in
+    build) build ;;
+    run)
+        shift
+        [ -x "$DIR/opt/battery-twin/venv/bin/python" ] || die "no arm64 root at $DIR yet: run $0 build"
+        "$HERE/binfmt.sh" arm64
+        in_root "$@"
+        ;;
+    *) echo "usage: $0 build | run CMD [ARG...]" >&2; exit 2 ;;
+esac
