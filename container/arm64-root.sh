@@ -75,7 +75,8 @@ build() {
         install -d "$DIR/opt/battery-twin"
         cp "$LOCK" "$DIR/opt/battery-twin/requirements-edge.txt"
         index="${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null || true)}"
-        (in_root /usr/bin/env PIP_INDEX_URL="${index:-https://pypi.org/simple}" \
+        (in_root /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+            PIP_INDEX_URL="${index:-https://pypi.org/simple}" \
             PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
             /bin/sh -c "$install_cmd")
         echo "$want" >"$DIR/opt/battery-twin/installed.sha256"

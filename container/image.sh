@@ -39,12 +39,14 @@ if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
     "$HERE/binfmt.sh" "$ARCH"
 fi
 
-# The base: Debian's essential set plus python3 and python3-venv, passwd (useradd), libstdc++6 (the manylinux wheels
-# of numpy and onnxruntime need it) and usr-is-merged (else apt picks usrmerge, which drags in perl); mmdebstrap
-# installs no Recommends. No docs, man pages or locales, and no apt: the image installs nothing from Debian later.
+# The base: Debian's essential set plus python3 and python3-venv, passwd (useradd) and libstdc++6 (the manylinux
+# wheels of numpy and onnxruntime need it); mmdebstrap installs no Recommends, and its merged-usr hook installs
+# usr-is-merged (else apt picks usrmerge, which drags in 50 MB of perl). No docs, man pages or locales, and no
+# apt: the image installs nothing from Debian later.
 # The base's tag carries a hash of these arguments: changing them builds a new base instead of reusing a stale one.
 # shellcheck disable=SC2054  # the commas separate the packages of one --include
-MMDEBSTRAP_ARGS=(--variant=essential --include=python3,python3-venv,passwd,libstdc++6,usr-is-merged --format=tar
+MMDEBSTRAP_ARGS=(--variant=essential --include=python3,python3-venv,passwd,libstdc++6 --format=tar
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
     --dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-include=/usr/share/doc/*/copyright
     --dpkgopt=path-exclude=/usr/share/man/* --dpkgopt=path-exclude=/usr/share/locale/*
     --dpkgopt=path-exclude=/usr/share/info/*)
@@ -64,6 +66,12 @@ mkdir -p "$CACHE"
             mv "$TAR.part" "$TAR"
         fi
         "$PODMAN" import --quiet --arch "$ARCH" "$TAR" "$BASE" >/dev/null
+        # Bases made with other arguments are stale: drop their tars (their images go once no image uses them).
+        for old in "$CACHE"/base-bookworm-"$ARCH"-*.tar; do
+            [ "$old" = "$TAR" ] || [ ! -e "$old" ] || rm -f "$old"
+        done
+        "$PODMAN" images --format '{{.Repository}}:{{.Tag}}' localhost/battery-twin-base \
+            | grep -- "-$ARCH-" | grep -v -- "-$KEY\$" | xargs -r "$PODMAN" rmi >/dev/null 2>&1 || true
     fi
 ) 9>"$CACHE/.base-$ARCH.lock"
 t1=$(date +%s)

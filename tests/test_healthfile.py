@@ -124,6 +124,11 @@ def test_probe_exit_codes_for_every_kind_of_file(tmp_path):
     f.write_text(json.dumps(doc(healthy=False, problems=["internal task uplink stopped"])))
     code, out = probe("--file", str(f))
     assert code == 1 and "internal task uplink stopped" in out
+    # The light entry point the container HEALTHCHECK runs says the same.
+    light = subprocess.run(
+        [sys.executable, "-m", "agent.healthfile", "--file", str(f)], capture_output=True, text=True, timeout=60
+    )
+    assert (light.returncode, light.stdout) == (code, out)
 
 
 def test_probe_finds_the_file_through_the_config_and_a_broken_config_is_unhealthy_not_2(tmp_path, monkeypatch):
