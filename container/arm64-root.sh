@@ -29,12 +29,29 @@ DIR="$CACHE/arm64-root-$KEY"
 
 die() { echo "arm64-root.sh: $*" >&2; exit 1; }
 
+# qemu-user (7.2, bookworm) shows the emulated program the host's /proc/cpuinfo: an x86 CPU. onnxruntime's cpuinfo
+# library, reading it with /sys mounted, crashes (SIGSEGV at import); on a Pi it reads an ARM one. So the root gets
+# what a Raspberry Pi 4 (Cortex-A72) shows, one entry per host CPU (matching /sys/devices/system/cpu/present).
+EMULATED_CPUINFO=/etc/battery-twin-emulated-cpuinfo
+write_cpuinfo() {
+    n="$(nproc --all)"
+    for i in $(seq 0 $((n - 1))); do
+        printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n' "$i"
+        printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n'
+        printf 'CPU revision\t: 3\n\n'
+    done >"$DIR$EMULATED_CPUINFO"
+    printf 'Hardware\t: BCM2835\nRevision\t: c03111\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1\n' \
+        >>"$DIR$EMULATED_CPUINFO"
+}
+
 in_root() {
-    # Private mount namespace: /proc and /sys go away with the process. `exec` all the way down, so a signal sent
-    # to this script's pid reaches the command itself.
-    # shellcheck disable=SC2016  # expanded by the inner sh, where $0 is the root
+    # Private mount namespace: /proc, /sys and the cpuinfo above go away with the process. `exec` all the way down,
+    # so a signal sent to this script's pid reaches the command itself.
+    write_cpuinfo
+    # shellcheck disable=SC2016  # expanded by the inner sh, where $0 is the root and $1 the cpuinfo file
     exec unshare --mount --propagation private -- /bin/sh -c \
-        'mount -t proc proc "$0/proc" && mount -t sysfs sysfs "$0/sys" && exec chroot "$0" "$@"' "$DIR" "$@"
+        'mount -t proc proc "$0/proc" && mount -t sysfs sysfs "$0/sys" && mount --bind "$0$1" "$0/proc/cpuinfo" \
+         && shift && exec chroot "$0" "$@"' "$DIR" "$EMULATED_CPUINFO" "$@"
 }
 
 copy_host_network_files() {
