@@ -1,5 +1,6 @@
 #!/bin/bash
-# A Raspberry Pi's userland under emulation: a Debian bookworm arm64 root (mmdebstrap) with the locked edge install
+# A Raspberry Pi's userland under emulation: a Debian bookworm arm64 root (mmdebstrap: the essential set, python3,
+# libstdc++6; the same recipe as the image's base, see image.sh) with the locked edge install
 # in /opt/battery-twin/venv, installed by pip inside the root (qemu-user-static), as on a Pi. Built once and cached
 # in $BATTERY_TWIN_CACHE (default /var/cache/battery-twin); the venv is rebuilt when the lock changes.
 #
@@ -19,8 +20,8 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 LOCK="$HERE/requirements-edge.txt"
 CACHE="${BATTERY_TWIN_CACHE:-/var/cache/battery-twin}"
 # shellcheck disable=SC2054  # the commas separate the packages of one --include
-MMDEBSTRAP_ARGS=(--arch=arm64 --variant=essential --include=python3,python3-venv,libstdc++6,usr-is-merged
-    --format=directory
+MMDEBSTRAP_ARGS=(--arch=arm64 --variant=essential --include=python3,python3-venv,libstdc++6 --format=directory
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
     --dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-include=/usr/share/doc/*/copyright
     --dpkgopt=path-exclude=/usr/share/man/* --dpkgopt=path-exclude=/usr/share/locale/*
     --dpkgopt=path-exclude=/usr/share/info/*)

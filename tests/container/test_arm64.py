@@ -36,6 +36,8 @@ from tests.container.support import (
 from tests.reliability.common import committed_max_seq, report
 from tests.support.agentproc import to_toml
 
+# A fresh machine builds the arm64 root first (minutes under emulation; cached after).
+pytestmark = pytest.mark.timeout(1800)
 SCRIPT = ROOT / "container" / "arm64-root.sh"
 VENV = "/opt/battery-twin/venv"
 RUN_S = 30.0

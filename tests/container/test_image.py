@@ -34,6 +34,8 @@ from tests.container.support import (
 from tests.reliability.common import committed_max_seq, report
 from tests.support.agentproc import to_toml
 
+# A fresh machine builds the base and the dependency layer first (minutes; cached after).
+pytestmark = pytest.mark.timeout(1800)
 UID = 10001
 SIZE_GOAL_BYTES = 250_000_000
 LOG_LINE = re.compile(r'^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ level=(INFO|WARNING|ERROR|DEBUG) logger=\S+ msg=".*"$')
@@ -126,7 +128,10 @@ def deployment(image, tmp_path, broker, pki, rig_cert):
     d = Deployment(image, tmp_path, broker, pki, rig_cert)
     yield d
     d.remove()
+    # Nothing left behind: no container, no volume, no secret of this deployment.
     assert podman("ps", "-a", "--filter", f"name={d.name}", "--format", "{{.Names}}").stdout.strip() == ""
+    assert d.volume not in podman("volume", "ls", "--format", "{{.Name}}").stdout.split()
+    assert d.secret not in podman("secret", "ls", "--format", "{{.Name}}").stdout.split()
 
 
 def test_hardened_container_publishes_and_writes_only_its_state_volume(deployment, subscriber):
@@ -151,7 +156,7 @@ def test_hardened_container_publishes_and_writes_only_its_state_volume(deploymen
                  "/var/tmp/probe", "/opt/battery-twin/venv/probe", "/run/secrets/device.key"):  # fmt: skip
         code, out = d.exec("sh", "-c", f"echo x >> {path}")
         assert code != 0 and ("Read-only file system" in out or "Permission denied" in out), (path, code, out)
-    # The key came in as a secret: readable by the agent only, and not part of any mount from the host.
+    # The key came in as a podman secret: readable by the agent only, not writable even by it.
     assert d.exec("stat", "-c", "%a %u", "/run/secrets/device.key") == (0, f"400 {UID}\n")
     # The HEALTHCHECK reads the health file the agent keeps in its state volume.
     deadline = time.monotonic() + 60

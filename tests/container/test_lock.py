@@ -5,6 +5,8 @@ regenerates it."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import tomllib
 
 from packaging.requirements import Requirement
@@ -37,3 +39,12 @@ def test_every_locked_package_is_pinned_with_a_hash_per_wheel():
     # Compiled packages need one wheel per architecture (x86_64 and aarch64).
     for compiled in ("numpy", "onnxruntime", "awscrt", "pydantic-core", "orjson", "cryptography"):
         assert len(lock[compiled][1]) == 2, f"{compiled} needs a wheel for each architecture"
+
+
+def test_container_scripts_are_shellcheck_clean():
+    sc = shutil.which("shellcheck")
+    assert sc, "shellcheck is not installed (apt-get install shellcheck; `make test` does this when root)"
+    scripts = sorted((ROOT / "container").glob("*.sh"))
+    assert len(scripts) >= 4
+    p = subprocess.run([sc, *map(str, scripts)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
