@@ -1,19 +1,20 @@
 #!/bin/bash
 # A Raspberry Pi's userland under emulation: a Debian bookworm arm64 root (mmdebstrap: the essential set, python3,
 # libstdc++6; the same recipe as the image's base, see image.sh) with the locked edge install
-# in /opt/battery-twin/venv, installed by pip inside the root (qemu-user-static), as on a Pi. Built once and cached
-# in $BATTERY_TWIN_CACHE (default /var/cache/battery-twin); the venv is rebuilt when the lock changes.
+# in /opt/battery-twin/venv, installed by pip inside the root (qemu-user-static) from wheels the host's pip fetched.
+# Built once and cached in $BATTERY_TWIN_CACHE (default /var/cache/battery-twin); the venv is redone when the lock
+# changes.
 #
 #   container/arm64-root.sh build           build or reuse the root; prints its path
 #   container/arm64-root.sh run CMD [ARG]   run CMD inside the root, as root, sharing the host's network
 #
-# pip itself is in /opt/pip inside the root: `run /opt/pip/bin/pip --python /opt/battery-twin/venv/bin/python
-# install ...` adds to the agent's venv.
+# pip inside the root: `run /opt/battery-twin/venv/bin/python /usr/share/python-wheels/pip-VERSION-py3-none-any.whl/pip
+# install ...` adds to the agent's venv (Debian's pip wheel, run in place: the venv itself holds no pip).
 #
 # `run` mounts /proc and /sys in a private mount namespace (unshare -m), so they disappear with the command, even
 # when it is killed: nothing stays mounted under the cached root. The host's resolv.conf, hosts and CA bundle are
-# copied in for pip (the package index is reached through the host's CA bundle).
-# Environment: BATTERY_TWIN_CACHE, PIP_INDEX_URL and PIP_CA as for container/image.sh.
+# copied in, so that pip inside the root can reach a package index too.
+# Environment: BATTERY_TWIN_CACHE, PIP_CA (default: pip's `global.cert`, else the system bundle).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -67,7 +68,7 @@ copy_host_network_files() {
 build() {
     [ "$(id -u)" = 0 ] || die "needs root (mmdebstrap, chroot, mount)"
     for tool in mmdebstrap unshare chroot; do
-        command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (apt-get install mmdebstrap util-linux coreutils)"
+        command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (apt-get install mmdebstrap util-linux)"
     done
     "$HERE/binfmt.sh" arm64
     mkdir -p "$CACHE"
@@ -80,23 +81,33 @@ build() {
         rm -rf "$DIR"
         mv "$DIR.part" "$DIR"
     fi
-    # pip in a venv of its own (/opt/pip) installs into the agent's venv with --python, as in the image: the venv
-    # holds exactly the lock. Redone when the lock or this recipe changes.
-    install_cmd='python3 -m venv /opt/pip && python3 -m venv --without-pip /opt/battery-twin/venv \
-        && /opt/pip/bin/pip --python /opt/battery-twin/venv/bin/python install -q --require-hashes --no-deps \
-           --only-binary=:all: -r /opt/battery-twin/requirements-edge.txt'
+    # The wheels come through the host's pip (native speed, its cache, the project's index and CA bundle), checked
+    # against the lock's hashes; pip inside the root installs them offline into the agent's venv, as on a Pi with a
+    # wheelhouse. That pip is Debian's own wheel run in place (python3-venv ships it: `python PIP.whl/pip`), so the
+    # venv holds the lock and nothing else, and no ensurepip runs under emulation. No bytecode at install time:
+    # compiling everything under emulation takes minutes; Python writes what it imports on first use (the root is
+    # writable) and the cache keeps it. Redone when the lock or this recipe changes.
+    # shellcheck disable=SC2016  # expanded by the sh inside the root
+    install_cmd='python3 -m venv --without-pip /opt/battery-twin/venv \
+        && pip_whl=$(echo /usr/share/python-wheels/pip-*.whl) \
+        && /opt/battery-twin/venv/bin/python "$pip_whl/pip" install -q --require-hashes \
+           --no-deps --no-index --find-links /opt/battery-twin/wheels --no-compile \
+           -r /opt/battery-twin/requirements-edge.txt'
     want="$( (cat "$LOCK"; echo "$install_cmd") | sha256sum | cut -c1-64)"
+    copy_host_network_files
     if [ "$(cat "$DIR/opt/battery-twin/installed.sha256" 2>/dev/null || true)" != "$want" ]; then
-        echo "arm64-root.sh: installing the locked edge install into $DIR/opt/battery-twin/venv (pip under qemu)" >&2
-        copy_host_network_files
-        rm -rf "$DIR/opt/battery-twin" "$DIR/opt/pip"
-        install -d "$DIR/opt/battery-twin"
+        echo "arm64-root.sh: installing the locked edge install into $DIR/opt/battery-twin/venv" >&2
+        rm -rf "$DIR/opt/battery-twin"
+        install -d "$DIR/opt/battery-twin/wheels"
         cp "$LOCK" "$DIR/opt/battery-twin/requirements-edge.txt"
-        index="${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null || true)}"
-        (in_root /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-            PIP_INDEX_URL="${index:-https://pypi.org/simple}" \
-            PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
-            /bin/sh -c "$install_cmd")
+        platforms=(--platform manylinux2014_aarch64)
+        for minor in $(seq 17 36); do platforms+=(--platform "manylinux_2_${minor}_aarch64"); done
+        python3 -m pip download -q --disable-pip-version-check --no-deps --require-hashes --only-binary=:all: \
+            --implementation cp --python-version 3.11 --abi cp311 "${platforms[@]}" \
+            -d "$DIR/opt/battery-twin/wheels" -r "$LOCK"
+        (in_root /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_DISABLE_PIP_VERSION_CHECK=1 \
+            PIP_ROOT_USER_ACTION=ignore /bin/sh -c "$install_cmd")
+        rm -rf "$DIR/opt/battery-twin/wheels"
         echo "$want" >"$DIR/opt/battery-twin/installed.sha256"
     fi
     echo "$DIR"

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -64,9 +65,7 @@ def build_image(arch: str, tag: str, workdir: Path) -> str:
     """container/image.sh (base cached, layers cached); returns the built image id."""
     iid = workdir / f"iid-{arch}"
     env = {**os.environ, "IMAGE": tag, "IIDFILE": str(iid)}
-    p = subprocess.run(
-        [str(ROOT / "container" / "image.sh"), arch], capture_output=True, text=True, timeout=1200, env=env
-    )
+    p = run_group([str(ROOT / "container" / "image.sh"), arch], timeout_s=1500, env=env)
     if p.returncode != 0:
         raise AssertionError(
             f"container/image.sh {arch} failed ({p.returncode}):\n{p.stdout[-3000:]}{p.stderr[-5000:]}"
@@ -131,3 +130,18 @@ def max_abs_diff(a: dict, b: dict) -> float:
         assert x.shape == y.shape, (key, x.shape, y.shape)
         worst = max(worst, float(np.max(np.abs(x - y))))
     return worst
+
+
+def run_group(cmd: list[str], timeout_s: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own session; on timeout kill the whole group (mmdebstrap, pip under qemu), not only the
+    script: nothing may keep running after the test."""
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env
+    ) as p:
+        try:
+            out, err = p.communicate(timeout=timeout_s)
+        except BaseException:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -32,6 +33,7 @@ from tests.container.support import (
     installed_vs_lock,
     max_abs_diff,
     require_tools,
+    run_group,
 )
 from tests.reliability.common import committed_max_seq, report
 from tests.support.agentproc import to_toml
@@ -76,7 +78,7 @@ def arm64(tmp_path_factory):
     lock = open(CACHE / ".arm64-smoke.lock", "w")  # noqa: SIM115 - held for the whole module
     fcntl.flock(lock, fcntl.LOCK_EX)
     t0 = time.monotonic()
-    p = subprocess.run([str(SCRIPT), "build"], capture_output=True, text=True, timeout=900)
+    p = run_group([str(SCRIPT), "build"], timeout_s=1500)
     if p.returncode != 0:
         raise AssertionError(f"arm64-root.sh build failed:\n{p.stdout[-2000:]}{p.stderr[-4000:]}")
     root = Path(p.stdout.strip().splitlines()[-1])
@@ -105,10 +107,11 @@ def arm64(tmp_path_factory):
         wheel = next((src / "dist").glob("battery_twin-*.whl"))
         shutil.copy(wheel, a.work / wheel.name)
         marker.unlink(missing_ok=True)
+        pip_whl = next((root / "usr/share/python-wheels").glob("pip-*.whl"))  # Debian's pip, run in place
         in_root(
-            "/opt/pip/bin/pip", "--python", f"{VENV}/bin/python", "install", "-q", "--no-deps", "--no-index",
-            "--force-reinstall", "--disable-pip-version-check", "--root-user-action=ignore",
-            a.inside(a.work / wheel.name),
+            f"{VENV}/bin/python", f"/usr/share/python-wheels/{pip_whl.name}/pip", "install", "-q", "--no-deps",
+            "--no-index", "--no-compile", "--force-reinstall", "--disable-pip-version-check",
+            "--root-user-action=ignore", a.inside(a.work / wheel.name),
         )  # fmt: skip
         marker.write_text(digest.hexdigest())
     report(
@@ -126,20 +129,9 @@ def arm64(tmp_path_factory):
     assert mounts_under(root) == [], f"left mounted under the cached arm64 root: {mounts_under(root)}"
 
 
-def test_arm64_install_is_the_lock_and_the_models_give_the_x86_64_numbers(arm64):
-    shutil.copy(PROBE, arm64.work / PROBE.name)
-    got = json.loads(in_root(f"{VENV}/bin/python", arm64.inside(arm64.work / PROBE.name)).stdout)
-    assert got["machine"] == "aarch64"
-    diff = installed_vs_lock(got["distributions"], agent.__version__)
-    assert diff == {"not locked": [], "locked, not installed": []}, diff
-    host = host_probe()
-    assert host["machine"] == "x86_64"
-    worst = max_abs_diff(got, host)
-    report("arm64_onnx", max_abs_diff=worst, cycle_life_arm64=got["cycle_life"], cycle_life_x86_64=host["cycle_life"])
-    assert worst <= 1e-6, (got, host)
-
-
-def test_arm64_config_doctor_and_30_s_on_the_simulator_over_mtls(arm64, broker, subscriber, pki, rig_cert):
+def test_arm64_smoke_under_emulation(arm64, broker, subscriber, pki, rig_cert):
+    """The agent publishes for 30 s over mTLS while the other checks run beside it, as they would on a live Pi
+    (and because every Python start costs seconds under emulation, the 30 s are the time the checks take)."""
     certs = arm64.work / "certs"
     certs.mkdir()
     for src, name in ((rig_cert[0], "device.pem.crt"), (rig_cert[1], "private.pem.key"), (pki.ca_cert, "ca.pem")):
@@ -151,37 +143,65 @@ def test_arm64_config_doctor_and_30_s_on_the_simulator_over_mtls(arm64, broker, 
                           (("cert", "device.pem.crt"), ("key", "private.pem.key"), ("ca", "ca.pem"))})  # fmt: skip
     conf = arm64.work / "agent.toml"
     conf.write_text(to_toml(cfg))
+    shutil.copy(PROBE, arm64.work / PROBE.name)
     bt = f"{VENV}/bin/battery-twin"
-
-    checked = in_root(bt, "config", "check", arm64.inside(conf))
-    assert json.loads(checked.stdout)["rig"] == cfg["rig"]
-    doctor = in_root(bt, "doctor", "--config", arm64.inside(conf), check=False)
-    status = {m.group(2): m.group(1).strip() for m in map(DOCTOR_LINE.match, doctor.stdout.splitlines()) if m}
-    assert doctor.returncode == 0 and "FAIL" not in status.values(), doctor.stdout + doctor.stderr
-    for name in ("config", "tls.key.match", "tls.ca", "endpoint.tls", "store.disk", "clock"):
-        assert status.get(name) == "OK", (name, doctor.stdout)
-
     log_path = arm64.work / "agent.log"
+
+    def agent_log() -> str:
+        return log_path.read_text(errors="replace")
+
     t0 = time.monotonic()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(SCRIPT), "run", bt, "run", "--config", arm64.inside(conf)], stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [str(SCRIPT), "run", bt, "run", "--config", arm64.inside(conf)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     try:
-        subscriber.wait_for(lambda: "uplink connected" in log_path.read_text(errors="replace") or proc.poll() is not None,
-                            180, "the arm64 agent to connect")  # fmt: skip
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-        t_connected = time.monotonic() - t0
-        time.sleep(RUN_S)
+        # `config check` prints the effective config.
+        checked = in_root(bt, "config", "check", arm64.inside(conf))
+        assert json.loads(checked.stdout)["rig"] == cfg["rig"]
+
+        # The installed packages are the lock; the shipped models give the x86_64 numbers.
+        got = json.loads(in_root(f"{VENV}/bin/python", arm64.inside(arm64.work / PROBE.name)).stdout)
+        assert got["machine"] == "aarch64"
+        diff = installed_vs_lock(got["distributions"], agent.__version__)
+        assert diff == {"not locked": [], "locked, not installed": []}, diff
+        host = host_probe()
+        worst = max_abs_diff(got, host)
+        report("arm64_onnx", max_abs_diff=worst, arm64=got["cycle_life"], x86_64=host["cycle_life"])
+        assert host["machine"] == "x86_64" and worst <= 1e-6, (got, host)
+
+        subscriber.wait_for(lambda: "uplink connected" in agent_log() or proc.poll() is not None, 240,
+                            "the arm64 agent to connect")  # fmt: skip
+        assert proc.poll() is None, agent_log()[-3000:]
+        connected_at = time.monotonic()
+
+        # `doctor` on the running installation: config, TLS files, a TLS handshake with the broker, store, clock.
+        doctor = in_root(bt, "doctor", "--config", arm64.inside(conf), check=False)
+        status = {m.group(2): m.group(1).strip() for m in map(DOCTOR_LINE.match, doctor.stdout.splitlines()) if m}
+        assert doctor.returncode == 0 and "FAIL" not in status.values(), doctor.stdout + doctor.stderr
+        for name in ("config", "tls.key.match", "tls.ca", "endpoint.tls", "store.integrity", "store.disk", "clock"):
+            assert status.get(name) == "OK", (name, doctor.stdout)
+
+        time.sleep(max(0.0, RUN_S - (time.monotonic() - connected_at)))
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(90)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
-    text = log_path.read_text(errors="replace")
-    assert code == 0 and "agent stopped" in text, text[-3000:]
+    assert code == 0 and "agent stopped" in agent_log(), agent_log()[-3000:]
     upto = committed_max_seq(arm64.work / "store" / "agent.db")
     subscriber.wait_for(lambda: not audit(subscriber, upto).missing, 60, f"every seq up to {upto} at the broker")
     a = audit(subscriber, upto)
-    report("arm64_agent", run_s=RUN_S, start_to_connected_s=round(t_connected, 1), committed=upto, received=a.received)
-    # 4 cells x 10 Hz for 30 s: about 1,200 readings, every one at the broker once or more, none with two contents.
-    assert upto >= 0.8 * 4 * 10 * RUN_S and a.missing == [] and a.reused == {}, (upto, a.missing[:20], a.reused)
+    report(
+        "arm64_agent",
+        published_s=round(time.monotonic() - connected_at, 1),
+        start_to_connected_s=round(connected_at - t0, 1),
+        committed=upto,
+        received=a.received,
+    )
+    # 4 cells x 10 Hz for at least 30 s: over 1,200 readings, each at the broker once or more, none with two contents.
+    assert upto >= 4 * 10 * RUN_S and a.missing == [] and a.reused == {}, (upto, a.missing[:20], a.reused)
