@@ -10,10 +10,11 @@ Healthy means what the systemd watchdog checks: every internal task alive and th
 uplink outage is not unhealthy (the store grows, nothing is lost, restarting would not help); the file says how
 the uplink is doing for anyone who reads it.
 
-``battery-twin health`` (or, lighter, ``python -m agent.healthfile``) reads the file and exits 0 (fresh and healthy) or 1 (missing, unreadable, stale or
-unhealthy), printing one line that says which: the exit codes a container ``HEALTHCHECK`` expects (2 is reserved
-there). Staleness uses ``CLOCK_MONOTONIC`` when the file was written during this boot (it does not jump when NTP
-sets the wall clock of a Raspberry Pi that has no RTC), the wall clock otherwise.
+``battery-twin health`` (or, lighter, ``python -m agent.healthfile``) reads the file and exits 0 (fresh and
+healthy) or 1 (missing, unreadable, stale or unhealthy), printing one line that says which: the exit codes a
+container ``HEALTHCHECK`` expects (2 is reserved there). Staleness uses ``CLOCK_MONOTONIC`` when the file was
+written during this boot (it does not jump when NTP sets the wall clock of a Raspberry Pi that has no RTC), the
+wall clock otherwise.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -74,6 +75,50 @@ def _noop() -> None:
     return None
 
 
+class HealthSource(Protocol):
+    """All the health file asks of the running agent: the liveness names of ``AgentControl`` on main
+    (agent/control.py), which the agent there implements, so this service needs nothing else of it."""
+
+    @property
+    def cfg(self) -> AgentConfig: ...
+
+    def dead_tasks(self) -> list[str]: ...
+
+    async def store_answers(self, timeout_s: float) -> bool: ...
+
+    def status_line(self) -> str: ...
+
+
+class _AgentSource:
+    """``HealthSource`` over an ``Agent`` that does not implement those names itself (this branch's); where the
+    agent does, ``HealthFile`` takes it as it is and this adapter is unused."""
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+
+    @property
+    def cfg(self) -> AgentConfig:
+        return self.agent.cfg
+
+    def dead_tasks(self) -> list[str]:
+        return [t.get_name() for t in self.agent.tasks if t.done()]
+
+    async def store_answers(self, timeout_s: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.agent.worker.call(_noop)
+        except (TimeoutError, RuntimeError):
+            return False
+        return True
+
+    def status_line(self) -> str:
+        a = self.agent
+        drivers = ",".join(f"{name}:{r.state}" for name, r in a.runners.items()) or "-"
+        depth = getattr(a, "_last_health", {}).get("store_depth_readings")
+        unsent = f"; unsent readings {depth}" if depth is not None else ""
+        return f"rig {a.cfg.rig}; drivers {drivers}; uplink {a.link.state if a.link is not None else 'off'}{unsent}"
+
+
 class HealthFile:
     """The agent ``Service`` that keeps ``health.json`` current while the agent runs."""
 
@@ -81,7 +126,7 @@ class HealthFile:
         self.path = path
         self.interval_s = interval_s
         self.writes = 0
-        self.agent: Agent | None = None
+        self.source: HealthSource | None = None
         self._task: asyncio.Task[None] | None = None
         self._boot_id = boot_id()
         try:
@@ -91,8 +136,8 @@ class HealthFile:
         except OSError as exc:
             log.warning("cannot remove the previous health file %s: %s", path, exc)
 
-    async def start(self, agent: Agent) -> None:
-        self.agent = agent
+    async def start(self, agent: Agent | HealthSource) -> None:
+        self.source = agent if hasattr(agent, "dead_tasks") else _AgentSource(agent)  # type: ignore[assignment]
         self._task = asyncio.create_task(self._run(), name="healthfile")
 
     async def stop(self) -> None:
@@ -103,26 +148,19 @@ class HealthFile:
         self._write({**self._stamp(), "healthy": False, "state": "stopped", "problems": ["the agent stopped"]})
 
     async def snapshot(self) -> dict[str, Any]:
-        """The document to write now: liveness verdict plus the figures of the last health report."""
-        agent = self.agent
-        assert agent is not None
-        problems = [f"internal task {t.get_name()} stopped" for t in agent.tasks if t.done()]
-        try:
-            async with asyncio.timeout(STORE_ANSWER_TIMEOUT_S):
-                await agent.worker.call(_noop)
-        except (TimeoutError, RuntimeError) as exc:
-            problems.append(f"the store thread did not answer within {STORE_ANSWER_TIMEOUT_S:.0f} s ({exc!r})")
-        last = getattr(agent, "_last_health", {})
+        """The document to write now: the liveness verdict the systemd watchdog uses, and the agent's status."""
+        source = self.source
+        assert source is not None
+        problems = [f"internal task {name} stopped" for name in source.dead_tasks()]
+        if not await source.store_answers(STORE_ANSWER_TIMEOUT_S):
+            problems.append(f"the store thread did not answer within {STORE_ANSWER_TIMEOUT_S:.1f} s")
         return {
             **self._stamp(),
             "healthy": not problems,
             "state": "running",
             "problems": problems,
-            "rig": agent.cfg.rig,
-            "uplink_state": agent.link.state if agent.link is not None else "off",
-            "drivers": {name: r.state for name, r in agent.runners.items()},
-            "store_depth_readings": last.get("store_depth_readings"),
-            "oldest_unsent_age_s": last.get("oldest_unsent_age_s"),
+            "rig": source.cfg.rig,
+            "status": source.status_line(),
         }
 
     def _stamp(self) -> dict[str, Any]:
@@ -173,11 +211,7 @@ def verdict(path: Path, max_age_s: float) -> tuple[int, str]:
     if doc.get("healthy") is not True:
         problems = "; ".join(str(p) for p in doc.get("problems") or []) or "no reason given"
         return UNHEALTHY, f"unhealthy ({doc.get('state', '?')}): {problems}"
-    drivers = ",".join(f"{k}:{v}" for k, v in (doc.get("drivers") or {}).items()) or "-"
-    return HEALTHY, (
-        f"healthy: rig {doc.get('rig')} uplink {doc.get('uplink_state')} drivers {drivers} "
-        f"unsent {doc.get('store_depth_readings')} (written {max(age, 0.0):.0f} s ago)"
-    )
+    return HEALTHY, f"healthy: {doc.get('status') or 'rig ' + str(doc.get('rig'))} (written {max(age, 0.0):.0f} s ago)"
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
