@@ -6,10 +6,15 @@
 # changes.
 #
 #   container/arm64-root.sh build           build or reuse the root; prints its path
+#   container/arm64-root.sh install WHEEL   install (or reinstall) a wheel of battery-twin into the agent's venv
 #   container/arm64-root.sh run CMD [ARG]   run CMD inside the root, as root, sharing the host's network
 #
-# pip inside the root: `run /opt/battery-twin/venv/bin/python /usr/share/python-wheels/pip-VERSION-py3-none-any.whl/pip
-# install ...` adds to the agent's venv (Debian's pip wheel, run in place: the venv itself holds no pip).
+# pip inside the root is Debian's pip wheel, unpacked in /opt/pip (`PYTHONPATH=/opt/pip python -m pip`): the venv
+# itself holds no pip, only the lock and battery-twin.
+#
+# Bytecode: Python 3.11's .pyc files are the same on every architecture, so the host's python3.11 compiles the
+# venv and /opt/pip at native speed (compileall, with the paths as the root sees them) instead of the emulated
+# interpreter compiling on every start: $PYTHONDONTWRITEBYTECODE, often set, would keep it from ever caching them.
 #
 # `run` mounts /proc and /sys in a private mount namespace (unshare -m), so they disappear with the command, even
 # when it is killed: nothing stays mounted under the cached root. The host's resolv.conf, hosts and CA bundle are
@@ -65,6 +70,31 @@ copy_host_network_files() {
     cp -L "$pip_ca" "$DIR/etc/ssl/certs/ca-certificates.crt"
 }
 
+SITE=opt/battery-twin/venv/lib/python3.11/site-packages
+compile_for_root() {  # compile these folders of the root (relative paths) with the host's Python 3.11
+    if python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+        for d in "$@"; do
+            python3 -m compileall -q -j 0 -s "$DIR" -p / "$DIR/$d" >/dev/null
+        done
+    else
+        echo "arm64-root.sh: the host's python3 is not 3.11: bytecode is left to the emulated interpreter" >&2
+    fi
+}
+
+install_project() {
+    whl="$1"
+    [ -f "$whl" ] || die "no such wheel: $whl"
+    [ -x "$DIR/opt/battery-twin/venv/bin/python" ] || die "no arm64 root at $DIR yet: run $0 build"
+    work="tmp/install-$$"
+    install -d "$DIR/$work"
+    cp "$whl" "$DIR/$work/"
+    (in_root /usr/bin/env PYTHONPATH=/opt/pip /opt/battery-twin/venv/bin/python -m pip install -q --no-deps \
+        --no-index --no-compile --force-reinstall --disable-pip-version-check --root-user-action=ignore \
+        "/$work/$(basename "$whl")")
+    rm -rf "${DIR:?}/$work"
+    compile_for_root "$SITE"
+}
+
 build() {
     [ "$(id -u)" = 0 ] || die "needs root (mmdebstrap, chroot, mount)"
     for tool in mmdebstrap unshare chroot; do
@@ -83,22 +113,22 @@ build() {
     fi
     # The wheels come through the host's pip (native speed, its cache, the project's index and CA bundle), checked
     # against the lock's hashes; pip inside the root installs them offline into the agent's venv, as on a Pi with a
-    # wheelhouse. That pip is Debian's own wheel run in place (python3-venv ships it: `python PIP.whl/pip`), so the
-    # venv holds the lock and nothing else, and no ensurepip runs under emulation. No bytecode at install time:
-    # compiling everything under emulation takes minutes; Python writes what it imports on first use (the root is
-    # writable) and the cache keeps it. Redone when the lock or this recipe changes.
+    # wheelhouse. That pip is Debian's own wheel (python3-venv ships it) unpacked in /opt/pip, so the venv holds the
+    # lock and nothing else, and no ensurepip runs under emulation. pip compiles nothing under emulation (minutes);
+    # the host compiles the venv instead (compile_for_root, seconds). Redone when the lock or this recipe changes.
     # shellcheck disable=SC2016  # expanded by the sh inside the root
     install_cmd='python3 -m venv --without-pip /opt/battery-twin/venv \
-        && pip_whl=$(echo /usr/share/python-wheels/pip-*.whl) \
-        && /opt/battery-twin/venv/bin/python "$pip_whl/pip" install -q --require-hashes \
+        && PYTHONPATH=/opt/pip /opt/battery-twin/venv/bin/python -m pip install -q --require-hashes \
            --no-deps --no-index --find-links /opt/battery-twin/wheels --no-compile \
            -r /opt/battery-twin/requirements-edge.txt'
-    want="$( (cat "$LOCK"; echo "$install_cmd") | sha256sum | cut -c1-64)"
+    want="$( (cat "$LOCK"; echo "$install_cmd"; declare -f compile_for_root) | sha256sum | cut -c1-64)"
     copy_host_network_files
     if [ "$(cat "$DIR/opt/battery-twin/installed.sha256" 2>/dev/null || true)" != "$want" ]; then
         echo "arm64-root.sh: installing the locked edge install into $DIR/opt/battery-twin/venv" >&2
-        rm -rf "$DIR/opt/battery-twin"
-        install -d "$DIR/opt/battery-twin/wheels"
+        rm -rf "$DIR/opt/battery-twin" "$DIR/opt/pip"
+        install -d "$DIR/opt/battery-twin/wheels" "$DIR/opt/pip"
+        python3 -m zipfile -e "$(echo "$DIR"/usr/share/python-wheels/pip-*.whl)" "$DIR/opt/pip"
+        compile_for_root opt/pip
         cp "$LOCK" "$DIR/opt/battery-twin/requirements-edge.txt"
         platforms=(--platform manylinux2014_aarch64)
         for minor in $(seq 17 36); do platforms+=(--platform "manylinux_2_${minor}_aarch64"); done
@@ -108,6 +138,7 @@ build() {
         (in_root /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_DISABLE_PIP_VERSION_CHECK=1 \
             PIP_ROOT_USER_ACTION=ignore /bin/sh -c "$install_cmd")
         rm -rf "$DIR/opt/battery-twin/wheels"
+        compile_for_root "$SITE"
         echo "$want" >"$DIR/opt/battery-twin/installed.sha256"
     fi
     echo "$DIR"
@@ -115,11 +146,17 @@ build() {
 
 case "${1:-}" in
     build) build ;;
+    install)
+        [ "$#" = 2 ] || { echo "usage: $0 install WHEEL" >&2; exit 2; }
+        [ "$(id -u)" = 0 ] || die "needs root (chroot, mount)"
+        "$HERE/binfmt.sh" arm64
+        install_project "$2"
+        ;;
     run)
         shift
         [ -x "$DIR/opt/battery-twin/venv/bin/python" ] || die "no arm64 root at $DIR yet: run $0 build"
         "$HERE/binfmt.sh" arm64
         in_root "$@"
         ;;
-    *) echo "usage: $0 build | run CMD [ARG...]" >&2; exit 2 ;;
+    *) echo "usage: $0 build | install WHEEL | run CMD [ARG...]" >&2; exit 2 ;;
 esac

@@ -84,7 +84,7 @@ def arm64(tmp_path_factory):
     root = Path(p.stdout.strip().splitlines()[-1])
     t_root = time.monotonic() - t0
     # This checkout's battery-twin: a wheel built on the host (pure Python) from a copy of the sources, installed by
-    # pip inside the root; skipped when the root already holds exactly these sources (a re-run on the same tree).
+    # pip inside the root and compiled by the host (arm64-root.sh install); skipped when the root already holds exactly these sources (a re-run on the same tree).
     src = tmp_path_factory.mktemp("arm64-src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
@@ -105,14 +105,10 @@ def arm64(tmp_path_factory):
             timeout=300,
         )
         wheel = next((src / "dist").glob("battery_twin-*.whl"))
-        shutil.copy(wheel, a.work / wheel.name)
         marker.unlink(missing_ok=True)
-        pip_whl = next((root / "usr/share/python-wheels").glob("pip-*.whl"))  # Debian's pip, run in place
-        in_root(
-            f"{VENV}/bin/python", f"/usr/share/python-wheels/{pip_whl.name}/pip", "install", "-q", "--no-deps",
-            "--no-index", "--no-compile", "--force-reinstall", "--disable-pip-version-check",
-            "--root-user-action=ignore", a.inside(a.work / wheel.name),
-        )  # fmt: skip
+        p = run_group([str(SCRIPT), "install", str(wheel)], timeout_s=600)  # pip inside the root, under qemu
+        if p.returncode != 0:
+            raise AssertionError(f"arm64-root.sh install failed:\n{p.stdout[-2000:]}{p.stderr[-4000:]}")
         marker.write_text(digest.hexdigest())
     report(
         "arm64_setup",
