@@ -8,6 +8,7 @@
 #   container/arm64-root.sh build           build or reuse the root; prints its path
 #   container/arm64-root.sh install WHEEL   install (or reinstall) a wheel of battery-twin into the agent's venv
 #   container/arm64-root.sh run CMD [ARG]   run CMD inside the root, as root, sharing the host's network
+#   container/arm64-root.sh cpuinfo         print the Raspberry Pi 4 /proc/cpuinfo that emulation needs (below)
 #
 # pip inside the root is Debian's pip wheel, unpacked in /opt/pip (`PYTHONPATH=/opt/pip python -m pip`): the venv
 # itself holds no pip, only the lock and battery-twin.
@@ -40,15 +41,18 @@ die() { echo "arm64-root.sh: $*" >&2; exit 1; }
 # library, reading it with /sys mounted, crashes (SIGSEGV at import); on a Pi it reads an ARM one. So the root gets
 # what a Raspberry Pi 4 (Cortex-A72) shows, one entry per host CPU (matching /sys/devices/system/cpu/present).
 EMULATED_CPUINFO=/etc/battery-twin-emulated-cpuinfo
-write_cpuinfo() {
+pi_cpuinfo() {
     n="$(nproc --all)"
     for i in $(seq 0 $((n - 1))); do
         printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n' "$i"
         printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n'
         printf 'CPU revision\t: 3\n\n'
-    done >"$DIR$EMULATED_CPUINFO"
-    printf 'Hardware\t: BCM2835\nRevision\t: c03111\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1\n' \
-        >>"$DIR$EMULATED_CPUINFO"
+    done
+    printf 'Hardware\t: BCM2835\nRevision\t: c03111\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1\n'
+}
+
+write_cpuinfo() {
+    pi_cpuinfo >"$DIR$EMULATED_CPUINFO"
 }
 
 in_root() {
@@ -146,6 +150,7 @@ build() {
 
 case "${1:-}" in
     build) build ;;
+    cpuinfo) pi_cpuinfo ;;  # for the arm64 image under emulation: -v FILE:/proc/cpuinfo:ro
     install)
         [ "$#" = 2 ] || { echo "usage: $0 install WHEEL" >&2; exit 2; }
         [ "$(id -u)" = 0 ] || die "needs root (chroot, mount)"
@@ -158,5 +163,5 @@ case "${1:-}" in
         "$HERE/binfmt.sh" arm64
         in_root "$@"
         ;;
-    *) echo "usage: $0 build | install WHEEL | run CMD [ARG...]" >&2; exit 2 ;;
+    *) echo "usage: $0 build | install WHEEL | run CMD [ARG...] | cpuinfo" >&2; exit 2 ;;
 esac
