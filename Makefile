@@ -9,11 +9,14 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 # command:package pairs the tests need from the system (mosquitto stands in for IoT Core, socat makes pty pairs,
 # chromium is the browser the dashboard tests drive with Playwright; systemd-analyze/systemd-sysusers check the unit
-# and run install.sh in a throwaway root, shellcheck lints it).
+# and run install.sh in a throwaway root, shellcheck lints it; podman, runc and mmdebstrap build and run the
+# container image offline; qemu-user-static and binfmt-support run the arm64 smoke test under emulation).
 TEST_SYSTEM_PACKAGES := mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium \
-                        systemd-analyze:systemd systemd-sysusers:systemd shellcheck:shellcheck
+                        systemd-analyze:systemd systemd-sysusers:systemd shellcheck:shellcheck \
+                        podman:podman runc:runc mmdebstrap:mmdebstrap qemu-aarch64-static:qemu-user-static \
+                        update-binfmts:binfmt-support
 
-.PHONY: run test lint bench soak system-deps checkov-venv clean
+.PHONY: run test lint bench soak system-deps checkov-venv clean image lock
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +69,16 @@ lint: $(VENV)/.installed-test
 
 test: system-deps $(VENV)/.installed-test $(CHECKOV_VENV)/.installed lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The container image (container/README.md): offline, on a Debian base from mmdebstrap cached in
+# $(BATTERY_TWIN_CACHE) (default /var/cache/battery-twin); ARCH=arm64 builds the Raspberry Pi variant under qemu.
+ARCH ?= amd64
+image:
+	container/image.sh $(ARCH)
+
+# The lock of the edge install (base + [dashboard], x86_64 and aarch64 wheels with hashes) that the image installs.
+lock: $(VENV)/.installed-test
+	$(PY) container/lock.py
 
 bench: system-deps $(VENV)/.installed-test
 	$(PY) bench/run_all.py

@@ -19,6 +19,7 @@ import sys
 
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.guidance import dashboard_url, first_run_text
+from agent.healthfile import HealthFile, health_file_path
 from agent.logs import setup_logging
 from agent.pipeline import Agent, Processor, StartupError
 from agent.reload import reload_on_signal
@@ -58,7 +59,11 @@ class Processors:
 
 def build_agent(cfg: AgentConfig, config_path: str | None = None) -> Agent:
     """The agent with the processors (twin) and services (dashboard, watchdog, remote) its config asks for."""
-    services: list[Service] = [SectionService("dashboard", _dashboard, cfg), SystemdNotifier()]
+    services: list[Service] = [
+        SectionService("dashboard", _dashboard, cfg),
+        SystemdNotifier(),
+        HealthFile(health_file_path(cfg)),  # for probes that cannot ask the process (the container HEALTHCHECK)
+    ]
     if cfg.remote.enabled:
         from agent.remote.service import RemoteService
 
