@@ -11,7 +11,8 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # chromium is the browser the dashboard tests drive with Playwright; systemd-analyze/systemd-sysusers check the unit
 # and run install.sh in a throwaway root, shellcheck lints it).
 TEST_SYSTEM_PACKAGES := mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium \
-                        systemd-analyze:systemd systemd-sysusers:systemd shellcheck:shellcheck
+                        systemd-analyze:systemd systemd-sysusers:systemd shellcheck:shellcheck \
+                        mdb-export:mdbtools
 
 .PHONY: run test lint bench soak system-deps checkov-venv clean
 
@@ -24,7 +25,7 @@ $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/activate
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run
-	$(PIP) install -e '.[dev,train,dashboard]'
+	$(PIP) install -e '.[dev,train,dashboard,cyclers]'
 	@touch $@
 
 # checkov lives in a virtual environment of its own: it pulls bc-python-hcl2, which silently overwrites

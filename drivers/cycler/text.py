@@ -42,6 +42,19 @@ class Parsed:
     def __len__(self) -> int:
         return int(self.row.shape[0])
 
+    def select(self, mask: np.ndarray) -> Parsed:
+        return Parsed(
+            self.row[mask],
+            self.ts_ms[mask],
+            self.voltage_v[mask],
+            self.current_a[mask],
+            self.temperature_c[mask],
+            self.cycle_no[mask],
+            self.step_no[mask],
+            self.discharge_ah[mask],
+            list(self.bad),
+        )
+
 
 @dataclass
 class Hierarchy:
@@ -94,7 +107,7 @@ class Header:
         if fmt.wallclock:
             anchor = _wallclock_ms(row[index[fmt.wallclock]].strip(), fmt.wallclock_formats, tz)
         elif "Unix Time / s" in index:
-            anchor = int(round(float(row[index["Unix Time / s"]]) * 1000))
+            anchor = round(float(row[index["Unix Time / s"]]) * 1000)
         elif start_ms is not None:
             anchor = start_ms
         else:
@@ -213,7 +226,8 @@ def _elapsed_s(col: list[str], unit: str) -> np.ndarray:
     weights = _SCALE[unit]
     n = len(col)
     if len(weights) == 1:
-        return np.fromiter(map(float, col), dtype=np.float64, count=n) * weights[0]
+        seconds: np.ndarray = np.fromiter(map(float, col), dtype=np.float64, count=n) * weights[0]
+        return seconds
     text = ":".join(col)
     if unit == "dhms":
         text = text.replace("d", ":")
@@ -221,7 +235,8 @@ def _elapsed_s(col: list[str], unit: str) -> np.ndarray:
     if len(parts) != n * len(weights):
         raise ValueError(f"elapsed time not in {unit} form")
     values = np.fromiter(map(float, parts), dtype=np.float64, count=len(parts))
-    return values.reshape(n, len(weights)) @ np.asarray(weights)
+    seconds: np.ndarray = values.reshape(n, len(weights)) @ np.asarray(weights)
+    return seconds
 
 
 def _wallclock_ms(text: str, formats: tuple[str, ...], tz: str) -> int:
