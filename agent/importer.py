@@ -125,13 +125,21 @@ def import_file(
         first, last = store.append(source.batch(parsed, cells, 0), f"import:{path.name}", events)
         done.rows_added += last - first + 1 if last else 0
         cycle_parts.append(
-            (parsed.row, parsed.cycle_no, parsed.ts_ms, parsed.current_a, parsed.voltage_v, parsed.temperature_c)
+            (
+                parsed.row,
+                parsed.cycle_no,
+                parsed.ts_ms,
+                parsed.current_a,
+                parsed.voltage_v,
+                parsed.temperature_c,
+                parsed.step_no,
+            )
         )
         if source.finished:
             break
     if cycle_parts:
-        row, cyc, ts, i, v, t = (np.concatenate(c) for c in zip(*cycle_parts))
-        summaries = summarise(cell, cyc, ts, i, v, t)
+        row, cyc, ts, i, v, t, stp = (np.concatenate(c) for c in zip(*cycle_parts))
+        summaries = summarise(cell, cyc, ts, i, v, t, stp)
         ends = _cycle_end_rows(row, cyc)
         new = [s for s, end in zip(summaries, ends) if held is None or end > held]
         if new:

@@ -20,12 +20,14 @@ def summarise(
     current_a: np.ndarray,
     voltage_v: np.ndarray,
     temperature_c: np.ndarray,
+    step_no: np.ndarray | None = None,
     include_last: bool = False,
 ) -> list[dict[str, Any]]:
     """One summary per run of rows with the same cycle number (cycles.v1 item fields, without rig and seq).
 
-    The last run is left out (it may still be going on) unless ``include_last``; runs with no cycle number
-    (negative) are left out."""
+    With ``step_no``, nothing is integrated across a step change: cyclers log a step's first row at its start
+    (its step capacity is 0), so the gap before it belongs to no step. The last run is left out (it may still be
+    going on) unless ``include_last``; runs with no cycle number (negative) are left out."""
     n = int(cycle_no.shape[0])
     if n == 0:
         return []
@@ -35,6 +37,8 @@ def summarise(
     i = np.nan_to_num(current_a)
     v = np.nan_to_num(voltage_v)
     same = np.r_[False, cycle_no[1:] == cycle_no[:-1]] & (dt_h > 0)
+    if step_no is not None:
+        same &= np.r_[False, step_no[1:] == step_no[:-1]] | (step_no < 0)
     i_mid = np.r_[0.0, 0.5 * (i[1:] + i[:-1])]
     p_mid = np.r_[0.0, 0.5 * (i[1:] * v[1:] + i[:-1] * v[:-1])]
     dq = np.where(same, i_mid * dt_h, 0.0)

@@ -90,7 +90,9 @@ def _neware_nda(path: Path) -> Parsed:
 
     df = NewareNDA.read(str(path))
     ts = df["Timestamp"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
-    temp = df["T1"].to_numpy() if "T1" in df.columns else None
+    temp = df["T1"].to_numpy(dtype=np.float64) if "T1" in df.columns else None
+    if temp is not None and not np.any(temp):
+        temp = None  # a T1 column of zeros: no sensor wired, not 0 degC
     qd = df["Discharge_Capacity(mAh)"].to_numpy(dtype=np.float64) / 1000.0
     i = df["Current(mA)"].to_numpy(dtype=np.float64) / 1000.0
     return _parsed(len(df), ts, df["Voltage"].to_numpy(), i, temp, df["Cycle"].to_numpy(), df["Step"].to_numpy(), qd)

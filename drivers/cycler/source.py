@@ -93,15 +93,15 @@ class TextSource:
             f.seek(self.offset)
             data = f.read(max_bytes)
         end = data.rfind(b"\n")
+        consumed = end + 1
         if final and len(data) < max_bytes and data and not data.endswith(b"\n"):
-            end = len(data)  # the file's last line, complete though unterminated
-            data += b"\n"
+            end = consumed = len(data)  # the file's last line, complete though unterminated
         if end < 0:
             return None, progress  # a half line: wait for the rest of it
         text = data[:end].decode("utf-8", errors="replace")
         lines = text.split("\n")
         parsed = self.header.parse(lines, self.row, self.hierarchy)
-        self.offset += end + 1
+        self.offset += consumed
         self.row += len(lines)
         progress.bad_rows = parsed.bad
         return parsed, progress

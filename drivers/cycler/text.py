@@ -235,8 +235,8 @@ def _elapsed_s(col: list[str], unit: str) -> np.ndarray:
     if len(parts) != n * len(weights):
         raise ValueError(f"elapsed time not in {unit} form")
     values = np.fromiter(map(float, parts), dtype=np.float64, count=len(parts))
-    seconds: np.ndarray = values.reshape(n, len(weights)) @ np.asarray(weights)
-    return seconds
+    total: np.ndarray = values.reshape(n, len(weights)) @ np.asarray(weights)
+    return total
 
 
 def _wallclock_ms(text: str, formats: tuple[str, ...], tz: str) -> int:
