@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from zoneinfo import ZoneInfo
@@ -21,6 +22,7 @@ import numpy as np
 
 from drivers.cycler.formats import FORMATS, FormatError, TextFormat, detect, find_header
 
+Column = Callable[[str], list[str]]  # a column's strings by name
 HEAD_BYTES = 1 << 16  # the header and first data line must fit in this much
 _SCALE = {"s": (1.0,), "h": (3600.0,), "hms": (3600.0, 60.0, 1.0), "dhms": (86400.0, 3600.0, 60.0, 1.0)}
 
@@ -117,6 +119,14 @@ class Header:
     def parse(self, lines: list[str], first_row: int, hierarchy: Hierarchy | None = None) -> Parsed:
         """Complete data lines (no newline) numbered from ``first_row``: columns in the contract's units."""
         fmt = self.fmt
+        if not fmt.hierarchical:  # the fast path: one split of the whole chunk, columns as slices
+            flat = self._flat(lines)
+            if flat is not None:
+                try:
+                    rows_n = np.arange(first_row, first_row + len(lines), dtype=np.int64)
+                    return self._columns(flat, len(lines), rows_n, [], None, None)
+                except ValueError:
+                    pass  # garbage somewhere in the chunk: the row by row path below finds it
         need = max(self.index[c] for c in fmt.columns()) + 1
         rows = _split(lines, fmt.delimiter, need)
         rownum = np.arange(first_row, first_row + len(rows), dtype=np.int64)
@@ -134,55 +144,70 @@ class Header:
         else:
             bad = []
         try:
-            return self._columns(rows, rownum, bad, cyc_h, stp_h)
+            return self._columns(self._getter(rows), len(rows), rownum, bad, cyc_h, stp_h)
         except ValueError:  # the slow path, only for a chunk with garbage in it: find the rows that do not parse
             good = np.fromiter((self._row_ok(r) for r in rows), dtype=bool, count=len(rows))
             bad = sorted(bad + rownum[~good].tolist())
             rows = [r for r, g in zip(rows, good) if g]
             if cyc_h is not None and stp_h is not None:
                 cyc_h, stp_h = cyc_h[good], stp_h[good]
-            return self._columns(rows, rownum[good], bad, cyc_h, stp_h)
+            return self._columns(self._getter(rows), len(rows), rownum[good], bad, cyc_h, stp_h)
+
+    def _flat(self, lines: list[str]) -> Column | None:
+        """Columns as slices of one split of the chunk, when every line has exactly the header's field count."""
+        delim, ncols = self.fmt.delimiter, len(self.names)
+        joined = delim.join(lines)
+        if '"' in joined:
+            return None
+        flat = joined.split(delim)
+        if len(flat) != len(lines) * ncols:
+            return None
+        return lambda name: flat[self.index[name] :: ncols]
+
+    def _getter(self, rows: list[list[str]]) -> Column:
+        return lambda name: list(map(itemgetter(self.index[name]), rows))
 
     def _row_ok(self, row: list[str]) -> bool:
         try:
-            self._columns([row], np.zeros(1, np.int64), [], None, None)
+            self._columns(self._getter([row]), 1, np.zeros(1, np.int64), [], None, None)
             return True
         except ValueError:
             return False
 
-    def _text(self, rows: list[list[str]], name: str) -> list[str]:
-        return list(map(itemgetter(self.index[name]), rows))
-
-    def _num(self, rows: list[list[str]], name: str | None, blank_ok: bool = False) -> np.ndarray:
+    @staticmethod
+    def _num(get: Column, n: int, name: str | None, blank_ok: bool = False) -> np.ndarray:
         if name is None:
-            return np.full(len(rows), np.nan)
-        col = self._text(rows, name)
-        conv = _float_or_nan if blank_ok else float
-        return np.fromiter(map(conv, col), dtype=np.float64, count=len(col))
+            return np.full(n, np.nan)
+        col = get(name)
+        try:
+            return np.fromiter(map(float, col), dtype=np.float64, count=n)
+        except ValueError:
+            if not blank_ok:
+                raise
+            return np.fromiter(map(_float_or_nan, col), dtype=np.float64, count=n)
 
     def _columns(
         self,
-        rows: list[list[str]],
+        get: Column,
+        n: int,
         rownum: np.ndarray,
         bad: list[int],
         cyc_h: np.ndarray | None,
         stp_h: np.ndarray | None,
     ) -> Parsed:
-        fmt = self.fmt
-        elapsed = _elapsed_s(self._text(rows, fmt.elapsed[0]), fmt.elapsed[1])
+        fmt, num = self.fmt, self._num
+        elapsed = _elapsed_s(get(fmt.elapsed[0]), fmt.elapsed[1])
         ts_ms = self.anchor_ms + np.round((elapsed - self.elapsed0_s) * 1000.0).astype(np.int64)
-        voltage = self._num(rows, fmt.voltage[0]) * fmt.voltage[1]
-        current = self._num(rows, fmt.current[0]) * fmt.current[1]
+        voltage = num(get, n, fmt.voltage[0]) * fmt.voltage[1]
+        current = num(get, n, fmt.current[0]) * fmt.current[1]
         if fmt.state:
-            state = np.asarray(self._text(rows, fmt.state) or [""])[: len(rows)]
-            state = np.char.strip(state)
+            state = np.char.strip(np.asarray(get(fmt.state) or [""])[:n])
             current = np.where(state == "D", -np.abs(current), np.where(state == "C", np.abs(current), current))
         current = current + 0.0  # no -0.0 from a sign flip
-        temp = self._num(rows, fmt.temperature, blank_ok=True)
-        n = len(rows)
-        cyc = cyc_h if cyc_h is not None else _ints(self._num(rows, fmt.cycle) if fmt.cycle else None, n)
-        stp = stp_h if stp_h is not None else _ints(self._num(rows, fmt.step) if fmt.step else None, n)
-        qd = self._num(rows, fmt.discharge_ah[0], blank_ok=True) * fmt.discharge_ah[1] if fmt.discharge_ah else None
+        temp = num(get, n, fmt.temperature, blank_ok=True)
+        cyc = cyc_h if cyc_h is not None else _ints(num(get, n, fmt.cycle) if fmt.cycle else None, n)
+        stp = stp_h if stp_h is not None else _ints(num(get, n, fmt.step) if fmt.step else None, n)
+        qd = num(get, n, fmt.discharge_ah[0], blank_ok=True) * fmt.discharge_ah[1] if fmt.discharge_ah else None
         return Parsed(
             rownum, ts_ms, voltage, current, temp, cyc, stp, qd if qd is not None else np.full(n, np.nan), bad
         )
