@@ -15,7 +15,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from agent.twin.filecycles import summarise
 from drivers.base import Event
 from drivers.cycler.formats import FormatError
 from drivers.cycler.readers import FORMAT_CHOICES, open_source
+from drivers.cycler.text import zone
 
 EXIT_BAD_INPUT = 2
 
@@ -61,9 +61,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         tz = args.tz or "UTC"
-        ZoneInfo(tz)
+        zone(tz)
         start_ms = _parse_start(args.start, tz) if args.start else None
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except ValueError as exc:
         print(f"battery-twin import: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     store = Store.open(cfg.store.path, cfg.store.synchronous, cfg.store.max_bytes)
@@ -89,7 +89,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def _parse_start(text: str, tz: str) -> int:
     when = dt.datetime.fromisoformat(text)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=ZoneInfo(tz))
+        when = when.replace(tzinfo=zone(tz))
     return int(when.timestamp() * 1000)
 
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from drivers.base import Driver, DriverConfig, DriverContext, ReadingBatch, config_relative
 from drivers.cycler.formats import FormatError
 from drivers.cycler.readers import FORMAT_CHOICES, Source, open_source
-from drivers.cycler.text import Parsed
+from drivers.cycler.text import Parsed, zone
 from drivers.profiles import CELL_ID
 from drivers.stale import DeviceHealth
 
@@ -49,9 +49,7 @@ class CyclerConfig(DriverConfig):
 
     @model_validator(mode="after")
     def _check(self) -> CyclerConfig:
-        from zoneinfo import ZoneInfo
-
-        ZoneInfo(self.tz)  # an unknown zone is a config error, not a run-time one
+        tz = zone(self.tz)  # an unknown zone is a config error, not a run-time one
         cells = [f.cell for f in self.files]
         if len(set(cells)) != len(cells):
             raise ValueError("each file needs its own cell id")
@@ -59,7 +57,7 @@ class CyclerConfig(DriverConfig):
             import datetime as dt
 
             when = dt.datetime.fromisoformat(self.start)
-            when = when if when.tzinfo else when.replace(tzinfo=ZoneInfo(self.tz))
+            when = when if when.tzinfo else when.replace(tzinfo=tz)
             self._start_ms = int(when.timestamp() * 1000)
         return self
 

@@ -22,12 +22,11 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from drivers.cycler.formats import FormatError
-from drivers.cycler.text import Parsed
+from drivers.cycler.text import Parsed, zone
 
 NATIVE = {".mpr": "biologic", ".nda": "neware_nda", ".ndax": "neware_nda", ".res": "arbin"}
 MDB_TIMEOUT_S = 300.0
@@ -77,7 +76,7 @@ def _biologic(path: Path, tz: str) -> Parsed:
     start = getattr(mpr, "timestamp", None)
     if not isinstance(start, dt.datetime):
         raise FormatError(f"{path.name}: no start time in the file")
-    start_ms = int(start.replace(tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+    start_ms = int(start.replace(tzinfo=zone(tz)).timestamp() * 1000)
     ts = start_ms + np.round(np.asarray(data["time/s"], np.float64) * 1000.0).astype(np.int64)
     current = np.asarray(data["I/mA"], np.float64) / 1000.0 if "I/mA" in names else None
     cyc = np.asarray(data["half cycle"]) // 2 if "half cycle" in names else None
@@ -115,7 +114,7 @@ def _arbin(path: Path, tz: str) -> Parsed:
         raise FormatError(f"{path.name}: no Global_Table or Channel_Normal_Table rows")
     start_days = float(glob[1][glob[0].index("Start_DateTime")])
     local = dt.datetime(1899, 12, 30) + dt.timedelta(days=start_days)  # OLE automation date, local time
-    start_ms = int(local.replace(tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+    start_ms = int(local.replace(tzinfo=zone(tz)).timestamp() * 1000)
     col = {name: k for k, name in enumerate(rows[0])}
     body = [r for r in rows[1:] if len(r) == len(rows[0])]
 

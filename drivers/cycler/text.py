@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
@@ -264,13 +264,21 @@ def _elapsed_s(col: list[str], unit: str) -> np.ndarray:
     return total
 
 
+def zone(name: str) -> ZoneInfo:
+    """The zone named ``name``; ValueError (not ModuleNotFoundError without tzdata) when there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ModuleNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Oslo)") from None
+
+
 def _wallclock_ms(text: str, formats: tuple[str, ...], tz: str) -> int:
     for f in formats:
         try:
             local = dt.datetime.strptime(text, f)
         except ValueError:
             continue
-        return int(local.replace(tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+        return int(local.replace(tzinfo=zone(tz)).timestamp() * 1000)
     raise FormatError(f"wall clock {text!r} is in none of the formats {formats}")
 
 
