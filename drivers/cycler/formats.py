@@ -9,8 +9,10 @@ whose zone comes from the config.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 TimeUnit = Literal["s", "h", "hms", "dhms"]
 
@@ -48,79 +50,26 @@ class TextFormat:
         return cols + list(self.required)
 
 
-_US = ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M")
-_ISO = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y/%m/%d %H:%M:%S")
-
-FORMATS: dict[str, TextFormat] = {
-    f.name: f
-    for f in (
-        TextFormat(
-            "maccor",
-            "Rec#\t",
-            "\t",
-            elapsed=("TestTime", "dhms"),
-            voltage=("Volts", 1.0),
-            current=("Amps", 1.0),
-            wallclock="DPt Time",
-            wallclock_formats=_US,
-            cycle="Cyc#",
-            step="Step",
-            state="State",
-        ),
-        TextFormat(
-            "neware",
-            "DataPoint,Cycle Index,",
-            ",",
-            elapsed=("Cumulative Time", "hms"),
-            voltage=("Voltage(V)", 1.0),
-            current=("Current(A)", 1.0),
-            wallclock="Date",
-            wallclock_formats=_ISO,
-            cycle="Cycle Index",
-            step="Step Index",
-            step_type="Step Type",
-            discharge_ah=("DChg. Cap.(Ah)", 1.0),
-        ),
-        TextFormat(
-            "neware_regular",
-            ",,DataPoint,",
-            ",",
-            elapsed=("Total Time", "hms"),
-            voltage=("Voltage(V)", 1.0),
-            current=("Current(A)", 1.0),
-            wallclock="Date",
-            wallclock_formats=_ISO,
-            temperature="T1(?)",
-            hierarchical=True,
-        ),
-        TextFormat(
-            "pec",
-            "Test,Cell,Rack,",
-            ",",
-            elapsed=("Total Time (Seconds)", "s"),
-            voltage=("Voltage (mV)", 1e-3),
-            current=("Current (mA)", 1e-3),
-            wallclock="Real Time",
-            wallclock_formats=_US,
-            temperature="Cell surface temperature (°C)",
-            cycle="Cycle",
-            step="Step",
-            discharge_ah=("Discharge Capacity (mAh)", 1e-3),
-        ),
-        TextFormat(
-            "bdf",
-            "Test Time / h,",
-            ",",
-            elapsed=("Test Time / h", "h"),
-            voltage=("Voltage / V", 1.0),
-            current=("Current / A", -1.0),
-            cycle="Cycle Count / 1",
-            step="Step Index / 1",
-            step_type="Step Type / 1",
-            discharge_ah=("Discharge Capacity / Ah", 1.0),
-        ),
-    )
+_CLOCKS = {
+    "us": ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M"),
+    "iso": ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y/%m/%d %H:%M:%S"),
 }
+
+
+def _load() -> dict[str, TextFormat]:
+    """The layouts in formats.toml (data, not code: a new vendor layout is a table there)."""
+    out = {}
+    for name, t in tomllib.loads((Path(__file__).parent / "formats.toml").read_text(encoding="utf-8")).items():
+        pairs: dict[str, Any] = {
+            k: (t[k][0], t[k][1]) for k in ("elapsed", "voltage", "current", "discharge_ah") if k in t
+        }
+        clocks = _CLOCKS[t["wallclock_formats"]] if "wallclock_formats" in t else ()
+        plain: dict[str, Any] = {k: v for k, v in t.items() if k not in pairs and k != "wallclock_formats"}
+        out[name] = TextFormat(name=name, wallclock_formats=clocks, **pairs, **plain)
+    return out
+
+
+FORMATS: dict[str, TextFormat] = _load()
 """Text formats by name. ``bdf`` with ``Unix Time / s`` uses it instead of a configured start (see text.py)."""
 
 MAX_HEADER_LINES = 200  # a header longer than this is not one of ours

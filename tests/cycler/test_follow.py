@@ -92,6 +92,7 @@ def test_follow_half_line_kill_and_rewrite(tmp_path, broker, subscriber, rig_cer
     assert {records[s]["cell"] for s in seqs} == {"n1"}
     kinds = _events(db)
     assert "cycler.file_rewritten" in kinds
+    assert "alarm.sensor_dropout" not in kinds, "a file without a temperature column has no temperature to miss"
     with sqlite3.connect(db) as c:
         assert [r[0] for r in c.execute("SELECT ts_ms FROM readings ORDER BY seq")] == want_ts
         assert c.execute("SELECT max(cycle_no), max(step_no) FROM readings").fetchone()[0] >= 1
