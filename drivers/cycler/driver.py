@@ -17,6 +17,7 @@ import json
 import os
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from drivers.base import Driver, DriverConfig, DriverContext, ReadingBatch, config_relative
@@ -44,6 +45,9 @@ class CyclerConfig(DriverConfig):
     poll_interval_s: float = Field(1.0, gt=0, le=3600)
     down_after_s: float = Field(600.0, gt=0, description="a file that has not grown for this long is down")
     state_path: str = Field("", description="checkpoint file (default: var/cycler-<name>.json beside the config)")
+    max_batch_rows: int = Field(
+        5000, ge=100, le=1_000_000, description="rows per batch: a catch-up on a long file goes in slices"
+    )
 
     _start_ms: int | None = PrivateAttr(None)
 
@@ -77,8 +81,10 @@ class CyclerDriver(Driver):
         self.checkpoint: dict[str, dict[str, Any]] = {}
         self._pending: tuple[str, dict[str, Any]] | None = None  # the last batch's checkpoint, once stored
         self._next = 0  # round robin over the files
+        self._rest: dict[int, Parsed] = {}  # rows read and not yet handed out (at most one read's worth per file)
         self._errors: dict[int, str] = {}
         self.rows = 0
+        self._max_bytes = config.max_batch_rows * 256  # text: about a batch's rows per read (lines < 256 bytes)
 
     @property
     def cells(self) -> tuple[str, ...]:
@@ -132,12 +138,16 @@ class CyclerDriver(Driver):
         n = len(self.sources)
         for step in range(n):
             k = (self._next + step) % n
-            parsed = await self._poll(k)
+            parsed = self._rest.pop(k, None) or await self._poll(k)
             if parsed is not None and len(parsed):
-                self._next = (k + 1) % n
-                src = self.sources[k]
+                src, cap = self.sources[k], self.config.max_batch_rows
+                if len(parsed) > cap:  # the twin runs on the loop: hand it slices, keep the rest for next time
+                    self._rest[k] = parsed.select(np.arange(len(parsed)) >= cap)
+                    parsed = parsed.select(np.arange(len(parsed)) < cap)
+                else:
+                    self._next = (k + 1) % n
                 self.rows += len(parsed)
-                self._pending = (str(self.paths[k]), _mark(src))
+                self._pending = (str(self.paths[k]), _mark(src, parsed, k in self._rest))
                 return src.batch(parsed, self._cells, k)
         return None
 
@@ -145,7 +155,7 @@ class CyclerDriver(Driver):
         src, health, path = self.sources[k], self.health[k], self.paths[k]
         now = self.ctx.clock_ms()
         try:
-            parsed, progress = await asyncio.to_thread(src.poll)
+            parsed, progress = await asyncio.to_thread(src.poll, self._max_bytes)
         except FileNotFoundError:
             self._fault(k, f"{path} does not exist (yet)")
             return None
@@ -186,5 +196,9 @@ class CyclerDriver(Driver):
         return {"rows": self.rows, "files": {h.name: h.status(now) for h in self.health}}
 
 
-def _mark(src: Source) -> dict[str, Any]:
-    return {"identity": src.identity, "offset": src.offset, "row": src.row}
+def _mark(src: Source, handed: Parsed, partial: bool) -> dict[str, Any]:
+    """Where to resume once ``handed`` is stored: after the read, or (rows of the read still held back) at the
+    top of the file up to the last row handed out (a text resume then re-reads; the ledger drops the repeats)."""
+    if not partial:
+        return {"identity": src.identity, "offset": src.offset, "row": src.row}
+    return {"identity": src.identity, "offset": 0, "row": int(handed.row[-1]) + 1}

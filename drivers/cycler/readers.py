@@ -36,7 +36,8 @@ class NativeSource:
         if identity(self.path) == identity_:
             self.identity, self.row = identity_, row
 
-    def poll(self, final: bool = False) -> tuple[Parsed | None, Progress]:
+    def poll(self, max_bytes: int = 0, final: bool = False) -> tuple[Parsed | None, Progress]:
+        """The rows not handed out yet (the whole file is read: ``max_bytes`` does not apply)."""
         st = os.stat(self.path)
         progress = Progress()
         if self._seen == (st.st_size, st.st_mtime_ns):

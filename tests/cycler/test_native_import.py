@@ -134,6 +134,8 @@ def test_changed_header_and_garbage_lines(tmp_path):
     changed.write_text("\n".join([lines[0].replace("Voltage(V)", "Volt"), *lines[1:10]]) + "\n")
     with pytest.raises(FormatError, match="lacks column"):
         open_source(changed, "c", "neware").poll()
+    with pytest.raises(FormatError, match="has a neware header, not maccor"):
+        open_source(DATA / "neware_uio.csv", "c", "maccor").poll()
     garbage = tmp_path / "garbage.csv"
     garbage.write_text("\n".join([lines[0], lines[1], "\x00\x01 noise", lines[2], "1,2,3", lines[3], ""]) + "\n")
     store = _store(tmp_path)
