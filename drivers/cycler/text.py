@@ -119,7 +119,8 @@ class Header:
     def parse(self, lines: list[str], first_row: int, hierarchy: Hierarchy | None = None) -> Parsed:
         """Complete data lines (no newline) numbered from ``first_row``: columns in the contract's units."""
         fmt = self.fmt
-        if not fmt.hierarchical:  # the fast path: one split of the whole chunk, columns as slices
+        need = max(self.index[c] for c in fmt.columns()) + 1
+        if not fmt.hierarchical and len(self.names) <= 2 * need:  # narrow rows: one split, columns as slices
             flat = self._flat(lines)
             if flat is not None:
                 try:
@@ -127,7 +128,7 @@ class Header:
                     return self._columns(flat, len(lines), rows_n, [], None, None)
                 except ValueError:
                     pass  # garbage somewhere in the chunk: the row by row path below finds it
-        need = max(self.index[c] for c in fmt.columns()) + 1
+        # wide rows (Maccor: 61 fields, 12 used) are split per line only as far as the last column used
         rows = _split(lines, fmt.delimiter, need)
         rownum = np.arange(first_row, first_row + len(rows), dtype=np.int64)
         cyc_h = stp_h = None
