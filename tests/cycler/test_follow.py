@@ -96,3 +96,27 @@ def test_follow_half_line_kill_and_rewrite(tmp_path, broker, subscriber, rig_cer
     with sqlite3.connect(db) as c:
         assert [r[0] for r in c.execute("SELECT ts_ms FROM readings ORDER BY seq")] == want_ts
         assert c.execute("SELECT max(cycle_no), max(step_no) FROM readings").fetchone()[0] >= 1
+
+
+def test_imported_test_flows_through_the_uplink(tmp_path, broker, subscriber, rig_cert, pki, agent_proc):
+    """An imported PEC test, with its original timestamps and cycle summaries, is drained by an agent that has no
+    driver at all: every row once at the broker (seqs 1..N), the cycles with the cycler's cycle numbers."""
+    from agent.importer import import_file
+    from agent.store import Store
+
+    cfg = agent_config(tmp_path, broker, rig_cert, pki, drivers=[])
+    db = Path(cfg["store"]["path"])
+    db.parent.mkdir(parents=True)
+    store = Store.open(db)
+    done = import_file(store, DATA / "pec.csv", "pec-1", "auto", "America/Denver")
+    store.close()
+    assert done.rows_added == 16255 and done.cycles_added == 2
+    agent = agent_proc(cfg).start()
+    agent.wait_started()
+    wait_until(lambda: len(set(subscriber.telemetry_seqs())) >= 16255, 90, "the imported rows at the broker")
+    wait_until(lambda: len(subscriber.docs("/cycles")) >= 1, 30, "the cycle summaries at the broker")
+    agent.stop()
+    assert sorted(set(subscriber.telemetry_seqs())) == list(range(1, 16256))
+    cycles = [c for doc in subscriber.docs("/cycles") for c in doc["cycles"]]
+    assert sorted(c["cycle"] for c in cycles) == [0, 1] and {c["cell"] for c in cycles} == {"pec-1"}
+    assert cycles[-1]["discharge_ah"] > 40  # the file's own record: 44.35 Ah in cycle 1
