@@ -14,7 +14,8 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 TEST_SYSTEM_PACKAGES := mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium \
                         systemd-analyze:systemd systemd-sysusers:systemd shellcheck:shellcheck \
                         podman:podman runc:runc mmdebstrap:mmdebstrap qemu-aarch64-static:qemu-user-static \
-                        update-binfmts:binfmt-support
+                        update-binfmts:binfmt-support \
+                        mdb-export:mdbtools
 
 .PHONY: run test lint bench soak system-deps checkov-venv clean image lock
 
@@ -27,7 +28,7 @@ $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/activate
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run
-	$(PIP) install -e '.[dev,train,dashboard,cloud]'
+	$(PIP) install -e '.[dev,train,dashboard,cloud,cyclers]'
 	@touch $@
 
 # checkov lives in a virtual environment of its own: it pulls bc-python-hcl2, which silently overwrites

@@ -68,6 +68,7 @@ class ReadingBatch:
     current_a: np.ndarray  # float64, positive = charging
     temperature_c: np.ndarray  # float64
     flags: np.ndarray  # uint32, ``Flag`` bits
+    origin: Origin | None = None  # where the rows came from in a file (cyclers): cycle/step numbers, ledger key
 
     def __len__(self) -> int:
         return int(self.ts_ms.shape[0])
@@ -105,7 +106,7 @@ class ReadingBatch:
 
     @classmethod
     def concat(cls, batches: list[ReadingBatch]) -> ReadingBatch:
-        """Join batches that may have different cell tables (cell indices are remapped)."""
+        """Join batches that may have different cell tables (cell indices are remapped); origins are not kept."""
         batches = [b for b in batches if len(b)]
         if not batches:
             return cls.empty()
@@ -134,7 +135,25 @@ class ReadingBatch:
             self.current_a[mask],
             self.temperature_c[mask],
             self.flags[mask],
+            None if self.origin is None else self.origin.select(mask),
         )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Origin:
+    """Rows read from a cycler's file: the cycler's own cycle and step numbers, and the ledger key.
+
+    ``key`` names the test (cell and a hash of the file's head, so a file followed live and imported later is the
+    same test); ``row`` numbers the file's data rows from 0. The store keeps, per key, the highest row committed
+    and drops rows at or below it in the same transaction: a file read twice adds nothing."""
+
+    key: str
+    row: np.ndarray  # int64, data row number in the file, increasing
+    cycle_no: np.ndarray  # int32, the cycler's cycle number (-1 when the file has none)
+    step_no: np.ndarray  # int32, the cycler's step number (-1 when the file has none)
+
+    def select(self, mask: np.ndarray) -> Origin:
+        return Origin(self.key, self.row[mask], self.cycle_no[mask], self.step_no[mask])
 
 
 @dataclass(slots=True)

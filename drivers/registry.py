@@ -16,6 +16,7 @@ BUILTIN: dict[str, str] = {
     "modbus": "drivers.modbus:ModbusDriver",
     "can": "drivers.can:CanDriver",
     "serial": "drivers.serial:SerialDriver",
+    "cycler": "drivers.cycler:CyclerDriver",
 }
 
 

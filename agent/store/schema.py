@@ -55,6 +55,19 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX cycles_unsent ON cycles(seq) WHERE sent = 0",
         "CREATE INDEX cycles_cell ON cycles(cell, cycle)",
     ],
+    # 2: rows read from a cycler's file carry its own cycle and step numbers (NULL for other drivers), and the
+    # ledger keeps, per test (cell and a hash of the file's head), the highest data row committed: the same file
+    # read twice (followed, restarted, imported) adds nothing. Written in the readings' own transaction.
+    2: [
+        "ALTER TABLE readings ADD COLUMN cycle_no INTEGER",
+        "ALTER TABLE readings ADD COLUMN step_no INTEGER",
+        """CREATE TABLE import_ledger(
+               key TEXT PRIMARY KEY,
+               last_row INTEGER NOT NULL,
+               rows INTEGER NOT NULL,
+               last_ts_ms INTEGER NOT NULL
+           ) WITHOUT ROWID""",
+    ],
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -65,7 +65,7 @@ class Writer:
                 conn.execute("ROLLBACK")
             self._forget(new_cells)  # the rollback took their rows: their indices may be handed out again
             raise
-        if n:
+        if last:
             self.last_seq["readings"] = last
         if last_event:
             self.last_seq["events"] = last_event
@@ -102,6 +102,8 @@ class Writer:
                 self.cell_ids.pop(idx, None)
 
     def _insert_readings(self, batch: ReadingBatch, source: str, new_cells: list[str]) -> tuple[int, int]:
+        if batch.origin is not None:
+            return self._insert_from_file(batch, source, new_cells)
         lut = self._cell_lut(batch.cells, source, new_cells)
         n = len(batch)
         first = self._next_seq("readings", n)
@@ -117,6 +119,46 @@ class Writer:
         self.db.conn.executemany(
             "INSERT INTO readings(seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags) VALUES (?,?,?,?,?,?,?)",
             rows,
+        )
+        return first, first + n - 1
+
+    def _insert_from_file(self, batch: ReadingBatch, source: str, new_cells: list[str]) -> tuple[int, int]:
+        """Rows of a cycler's file: only those past the ledger's last row for the test, with cycle/step numbers."""
+        origin = batch.origin
+        assert origin is not None
+        conn = self.db.conn
+        done = conn.execute("SELECT last_row, rows FROM import_ledger WHERE key=?", (origin.key,)).fetchone()
+        if done is not None:
+            keep = origin.row > int(done[0])
+            if not keep.all():
+                batch = batch.select(keep)
+                origin = batch.origin
+                assert origin is not None
+        n = len(batch)
+        if not n:
+            return 0, 0
+        lut = self._cell_lut(batch.cells, source, new_cells)
+        first = self._next_seq("readings", n)
+        rows = zip(
+            range(first, first + n),
+            batch.ts_ms.tolist(),
+            lut[batch.cell].tolist(),
+            batch.voltage_v.tolist(),
+            batch.current_a.tolist(),
+            batch.temperature_c.tolist(),
+            batch.flags.tolist(),
+            origin.cycle_no.tolist(),
+            origin.step_no.tolist(),
+        )
+        conn.executemany(
+            "INSERT INTO readings(seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags, cycle_no, step_no) "
+            "VALUES (?,?,?,?,?,?,?,NULLIF(?,-1),NULLIF(?,-1))",
+            rows,
+        )
+        conn.execute(
+            "INSERT INTO import_ledger(key, last_row, rows, last_ts_ms) VALUES (?,?,?,?) ON CONFLICT(key) DO UPDATE "
+            "SET last_row=MAX(last_row, excluded.last_row), rows=rows+excluded.rows, last_ts_ms=excluded.last_ts_ms",
+            (origin.key, int(origin.row.max()), n, int(batch.ts_ms.max())),
         )
         return first, first + n - 1
 

@@ -184,8 +184,9 @@ class Detectors:
             "voltage reading frozen while current flows",
         )
 
-        # Dropout: share of samples with a missing voltage or temperature.
-        miss = (~np.isfinite(v) | ~ok_t).astype(float)
+        # Dropout: share of samples with a missing voltage or temperature. A cell that never had a temperature
+        # (a cycler file without a temperature column) has none to miss.
+        miss = (~np.isfinite(v) | (~ok_t & np.isfinite(self.last_t[c]))).astype(float)
         ad = 1.0 - np.exp(-1.0 / max(cfg.dropout_window_s, 1.0))  # per sample
         self.missing[c] += ad * (miss - self.missing[c])
         cond = self.missing[c] > cfg.dropout_fraction

@@ -13,7 +13,7 @@ from agent.config import parse_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("driver", ["modbus", "can", "serial"])
+@pytest.mark.parametrize("driver", ["modbus", "can", "serial", "cycler"])
 def test_readme_sample_config_validates(driver):
     text = (ROOT / "drivers" / driver / "README.md").read_text()
     block = re.search(r"## Sample config\s+```toml\n(.*?)```", text, re.DOTALL)
