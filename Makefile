@@ -61,12 +61,14 @@ system-deps:
 	  fi; \
 	fi
 
-# Lint runs first in `make test`: ruff (lint and format), and the import-linter contracts in pyproject.toml (the
-# dependency arrows of DESIGN.md; tests/test_architecture.py shows each contract failing on a forbidden import).
+# Lint runs first in `make test`: ruff (lint and format), the import-linter contracts in pyproject.toml (the
+# dependency arrows of DESIGN.md; tests/test_architecture.py shows each contract failing on a forbidden import) and
+# mypy, strict on agent/ and drivers/ (configured in pyproject.toml).
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 test: system-deps $(VENV)/.installed-test $(CHECKOV_VENV)/.installed lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)

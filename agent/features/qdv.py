@@ -27,7 +27,7 @@ class VoltageGrid:
     def volts(self) -> np.ndarray:
         return np.linspace(self.v_high, self.v_low, self.points)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, float | int]:
         return {"v_high": self.v_high, "v_low": self.v_low, "points": self.points}
 
 
@@ -55,4 +55,4 @@ def qd_on_grid(voltage_v: np.ndarray, discharged_ah: np.ndarray, grid: VoltageGr
     # minimum is flat (voltage not yet below an earlier value) keep the first sample reaching that voltage.
     first = np.r_[True, v_mono[1:] < v_mono[:-1]]
     xs, ys = v_mono[first][::-1], q_mono[first][::-1]
-    return np.interp(grid.volts, xs, ys, left=ys[0], right=ys[-1])
+    return np.asarray(np.interp(grid.volts, xs, ys, left=ys[0], right=ys[-1]), dtype=float)

@@ -198,7 +198,7 @@ class CellGroup:
                     "dc_resistance_ohm": _num(dcr),
                     "soh": _num(soh),
                     "soc_end": _num(self.ekf.soc[k], 4),
-                    "qd_ah": [round(float(q), 5) for q in qd] if publish_qd else None,
+                    "qd_ah": [round(float(q), 5) for q in qd] if publish_qd and qd is not None else None,
                     "qd_grid": self.grid.as_dict() if publish_qd else None,
                 }
             )

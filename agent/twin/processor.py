@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -25,12 +25,14 @@ from simulator.chemistry import Chemistry, get_chemistry
 
 log = logging.getLogger("agent.twin")
 
+M = TypeVar("M", CycleLifePredictor, SohForecaster)
+
 
 class TwinProcessor:
     def __init__(
         self,
         cfg: TwinConfig,
-        drivers: list[DriverConfig] | tuple = (),
+        drivers: list[DriverConfig] | tuple[DriverConfig, ...] = (),
         store_path: Path | None = None,
         chemistries: dict[str, Chemistry] | None = None,
     ):
@@ -51,7 +53,7 @@ class TwinProcessor:
         self.groups: list[CellGroup] = []
         self._where: dict[tuple[str, str], tuple[CellGroup, int]] = {}
 
-    def _load(self, cls, path: Path | None, what: str):
+    def _load(self, cls: type[M], path: Path | None, what: str) -> M | None:
         try:
             model = cls(path)
             log.info("twin: %s model %s loaded", what, model.version)
