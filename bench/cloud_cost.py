@@ -75,7 +75,7 @@ LOG_EVENT_OVERHEAD_B = 26
 # ---------------------------------------------------------------------------------------------- what is deployed
 @dataclass(frozen=True)
 class Agent:
-    """The agent's side of it (agent/config.py [uplink])."""
+    """The agent's side of it (agent/config/sections.py [uplink])."""
 
     linger_ms: int
     target_bytes: int
