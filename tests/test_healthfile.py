@@ -18,6 +18,7 @@ from agent.config import parse_config
 from agent.runtime import build_agent
 from tests.conftest import agent_config
 from tests.support.agentproc import to_toml
+from tests.support.waiting import wait_until
 
 
 def probe(*args: str) -> tuple[int, str]:
@@ -39,15 +40,6 @@ def doc(**over) -> dict:
         "status": "rig r1; drivers sim:running; uplink connected",
     }
     return {**base, **over}
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def test_the_agent_keeps_the_file_current_and_says_what_is_wrong(tmp_path, monkeypatch):
@@ -73,21 +65,21 @@ def test_the_agent_keeps_the_file_current_and_says_what_is_wrong(tmp_path, monke
         service.interval_s = 0.1
         await agent.start()
         try:
-            await asyncio.to_thread(wait_for, lambda: read().get("healthy") is True, 10, "a healthy health.json")
+            await asyncio.to_thread(wait_until, lambda: read().get("healthy") is True, 10, "a healthy health.json")
             d = read()
             assert d["pid"] == os.getpid() and d["rig"] == cfg.rig and d["boot_id"] == healthfile.boot_id()
             assert d["status"].startswith(f"rig {cfg.rig}; drivers sim:running; uplink off"), d
             assert healthfile.verdict(path, 5)[0] == healthfile.HEALTHY
 
             agent.worker._pool.submit(time.sleep, 1.5)  # the store thread is stuck
-            await asyncio.to_thread(wait_for, lambda: read().get("healthy") is False, 5, "unhealthy (store)")
+            await asyncio.to_thread(wait_until, lambda: read().get("healthy") is False, 5, "unhealthy (store)")
             assert "store thread did not answer" in read()["problems"][0]
             code, line = healthfile.verdict(path, 5)
             assert code == healthfile.UNHEALTHY and "store thread" in line
-            await asyncio.to_thread(wait_for, lambda: read().get("healthy") is True, 5, "healthy again")
+            await asyncio.to_thread(wait_until, lambda: read().get("healthy") is True, 5, "healthy again")
 
             next(t for t in agent.tasks if t.get_name() == "maintenance").cancel()
-            await asyncio.to_thread(wait_for, lambda: read().get("healthy") is False, 5, "unhealthy (task)")
+            await asyncio.to_thread(wait_until, lambda: read().get("healthy") is False, 5, "unhealthy (task)")
             assert read()["problems"] == ["internal task maintenance stopped"]
             writes = service.writes
         finally:
@@ -152,7 +144,7 @@ def test_a_stopped_process_goes_stale_and_a_terminated_one_says_so(tmp_path, age
     agent = agent_proc(cfg).start()
     agent.wait_started()
     health = Path(cfg["store"]["path"]).parent / "health.json"
-    wait_for(health.exists, 20, "health.json")
+    wait_until(health.exists, 20, "health.json")
     assert probe("--config", str(agent.config_path))[0] == 0
     agent.proc.send_signal(signal.SIGSTOP)
     try:

@@ -6,8 +6,9 @@ import sqlite3
 import time
 
 from tests.conftest import agent_config
-from tests.support.broker import Broker, free_port
+from tests.support.broker import Broker
 from tests.support.pki import Pki
+from tests.support.ports import reserve_port
 from tests.support.waiting import wait_until
 
 
@@ -24,7 +25,7 @@ def test_missing_cert_fails_fast_with_a_clear_error(tmp_path, pki, rig_cert, age
         None,
         uplink={
             "endpoint": "localhost",
-            "port": free_port(),
+            "port": reserve_port(),
             "cert": str(tmp_path / "nope.crt"),
             "key": str(rig_cert[1]),
             "ca": str(pki.ca_cert),
@@ -48,7 +49,7 @@ def test_key_that_is_not_pem_is_refused_before_connecting(tmp_path, pki, rig_cer
         None,
         uplink={
             "endpoint": "localhost",
-            "port": free_port(),
+            "port": reserve_port(),
             "cert": str(rig_cert[0]),
             "key": str(bad_key),
             "ca": str(pki.ca_cert),
@@ -85,7 +86,7 @@ def test_wrong_ca_is_a_clear_tls_error_and_the_agent_keeps_buffering(tmp_path, b
 
 
 def test_unreachable_broker_buffers_then_drains(tmp_path, pki, rig_cert, agent_proc):
-    port = free_port()
+    port = reserve_port()
     cfg = agent_config(
         tmp_path,
         None,

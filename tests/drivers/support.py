@@ -21,7 +21,7 @@ from agent.config import parse_config
 from agent.pipeline import Agent
 from drivers.base import Event, Flag
 from tests.support.agentproc import to_toml
-from tests.support.wait import wait_until
+from tests.support.waiting import wait_until
 
 __all__ = ["to_toml", "wait_until"]  # the driver tests write their configs and wait with these
 

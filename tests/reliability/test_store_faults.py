@@ -14,7 +14,7 @@ import pytest
 from agent.faultpoints import POINTS
 from tests.conftest import agent_config
 from tests.reliability.common import committed_max_seq, committed_seqs, duplicates, missing, report
-from tests.support.broker import free_port
+from tests.support.ports import reserve_port
 
 
 def events_at_broker(subscriber) -> list[dict]:
@@ -31,7 +31,7 @@ def buffer_then_kill(agent, cfg, seconds: float = 3.0) -> int:
 
 
 def dead_uplink(cfg: dict) -> dict:
-    return {**cfg, "uplink": {**cfg["uplink"], "port": free_port()}}
+    return {**cfg, "uplink": {**cfg["uplink"], "port": reserve_port()}}
 
 
 @pytest.mark.parametrize("damage", ["flip_bytes", "garbage"])
@@ -108,7 +108,7 @@ def test_disk_full_applies_the_drop_policy_and_never_crashes(tmp_path, rig_cert,
         cfg["uplink"].update(
             {
                 "endpoint": "localhost",
-                "port": free_port(),
+                "port": reserve_port(),
                 "cert": str(rig_cert[0]),
                 "key": str(rig_cert[1]),
                 "ca": str(pki.ca_cert),

@@ -6,8 +6,6 @@ agent's side (MQTT5 client, subscriptions, request/response over the broker) is 
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from agent.faultpoints import REMOTE_POINTS
@@ -18,6 +16,7 @@ from tests.remote.conftest import jobs_remote
 from tests.remote.modelkit import serve_job, variant, version_of
 from tests.support.awsiot import Services
 from tests.support.iotcloud import IotCloud
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture()
@@ -29,13 +28,6 @@ def cloud(broker, pki, files):
     c.stop()
 
 
-def wait(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_a_shadow_change_at_64_cells_10_hz_is_applied_and_the_broker_misses_no_reading(
     tmp_path, broker, subscriber, rig_cert, pki, agent_proc, cloud
 ):
@@ -44,23 +36,23 @@ def test_a_shadow_change_at_64_cells_10_hz_is_applied_and_the_broker_misses_no_r
     cfg = agent_config(tmp_path, broker, rig_cert, pki, drivers=[sim], remote=remote)
     agent = agent_proc(cfg).start()
     agent.wait_started()
-    wait(lambda: len(subscriber.telemetry_seqs()) > 500, 30, "readings at the broker")
-    wait(lambda: "remote: shadow" in agent.log(), 10, "the remote service")
+    wait_until(lambda: len(subscriber.telemetry_seqs()) > 500, 30, "readings at the broker")
+    wait_until(lambda: "remote: shadow" in agent.log(), 10, "the remote service")
     # Set at once: a delta published before the agent subscribed is read by its get after subscribing.
     v = cloud.set_desired(RIG, {"drivers": {"sim": {"sample_hz": 5.0}}, "uplink": {"linger_ms": 100}})
-    wait(lambda: cloud.reported(RIG).get("status", {}).get("desired_version") == v, 30, "the outcome in reported")
+    wait_until(lambda: cloud.reported(RIG).get("status", {}).get("desired_version") == v, 30, "the outcome in reported")
     at_apply = max(subscriber.telemetry_seqs())
     rep = cloud.reported(RIG)
     assert rep["status"]["outcome"] == "applied", rep
     assert rep["drivers"] == {"sim": {"sample_hz": 5.0}} and rep["uplink"] == {"linger_ms": 100}
-    wait(
+    wait_until(
         lambda: any(e["kind"] == "remote.config_applied" for d in subscriber.docs("/events") for e in d["events"]),
         20,
         "the remote.config_applied event at the broker",
     )
     assert agent.stop() == 0
     top = committed_max_seq(cfg["store"]["path"])
-    wait(lambda: max(subscriber.telemetry_seqs()) >= top, 10, "the last readings at the broker")
+    wait_until(lambda: max(subscriber.telemetry_seqs()) >= top, 10, "the last readings at the broker")
     seqs = subscriber.telemetry_seqs()
     assert top > at_apply > 500 and missing(seqs, top) == [], f"{len(missing(seqs, top))} of {top} readings missing"
 
@@ -79,7 +71,7 @@ def test_a_power_cut_at_each_step_of_a_model_update_leaves_a_model_and_the_job_c
         agent.wait_started()
         job = f"cut-{i}"
         cloud.create_job(RIG, job, serve_job(model, signing_key, files))
-        wait(lambda: not agent.alive(), 30, f"the power cut at {point}")
+        wait_until(lambda: not agent.alive(), 30, f"the power cut at {point}")
         assert agent.proc.returncode == -9, agent.log()[-2000:]
         now = store.current("soh")
         after_swap = point == "remote.after_swap"

@@ -16,7 +16,7 @@ from agent.uplink.envelope import decode_telemetry
 from tests.conftest import RIG, agent_config
 from tests.service.conftest import unit_seconds
 from tests.support.agentproc import to_toml
-from tests.support.wait import wait_until
+from tests.support.waiting import wait_until
 
 TIMEOUT_STOP_S = unit_seconds("TimeoutStopSec")
 

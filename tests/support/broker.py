@@ -18,8 +18,6 @@ from pathlib import Path
 from tests.support.pki import Pki
 from tests.support.ports import reserve_port
 
-free_port = reserve_port  # the old name, still imported by tests on other branches
-
 
 def find_mosquitto() -> str:
     path = shutil.which("mosquitto") or next(
