@@ -101,7 +101,8 @@ def test_every_topic_the_agent_publishes_is_matched_by_a_rule(plan):
 
 
 def test_rules_use_sql_2016_and_every_rule_has_an_error_action_into_the_error_bucket(plan):
-    (bucket,) = resources(plan, "aws_s3_bucket")
+    # the ingest module's error bucket (the ota module, where enabled, adds its artifacts bucket beside it)
+    (bucket,) = [b for b in resources(plan, "aws_s3_bucket") if b["address"].endswith(".aws_s3_bucket.errors")]
     for name, r in rules(plan).items():
         assert r["sql_version"] == "2016-03-23", name
         assert r["enabled"] is True
