@@ -94,7 +94,7 @@ async def _main(cfg: AgentConfig, config_path: str | None = None) -> int:
         log.error("cannot start: %s", exc)
         await agent.stop(drain_timeout_s=0.1)
         return StoreUnavailable.exit_code if isinstance(exc, StoreUnavailable) else 2
-    if not (os.environ.get("NOTIFY_SOCKET") or os.environ.get("JOURNAL_STREAM")):  # a person, not systemd
+    if not any(os.environ.get(k) for k in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "container")):  # a person, not a service
         sys.stderr.write(first_run_text(cfg, dashboard_url(agent.services), config_path))
         sys.stderr.flush()
     notifier = next((s for s in agent.services if isinstance(s, SystemdNotifier)), None)

@@ -1,5 +1,5 @@
 """What a platform runs, as one JSON document on stdout: its machine, its installed distributions, and the outputs
-of the agent's two shipped ONNX models on fixed inputs.
+of the agent's two shipped models (cycle life in onnxruntime, SOH in numpy) on fixed inputs.
 
 Run by the container and arm64 tests with the interpreter under test (in the image, in the emulated arm64 root) and
 with the host's, and compared: the installed packages must be the lock, and the same model must give the same
@@ -15,17 +15,19 @@ import platform
 
 import numpy as np
 
-from agent.inference.runtime import CycleLifePredictor, SohForecaster
+from agent.inference import CycleLifePredictor, SohForecaster
 
 
 def main() -> None:
     cl = CycleLifePredictor()
-    lo = np.array([cl.ranges[n][0] for n in cl.model.feature_names])
-    hi = np.array([cl.ranges[n][1] for n in cl.model.feature_names])
+    lo = np.array([cl.ranges[r.key][0] for r in cl.refs])
+    hi = np.array([cl.ranges[r.key][1] for r in cl.refs])
     x = lo + (hi - lo) * np.array([[0.25], [0.5], [0.75]])  # three rows across the training range
-    soh = SohForecaster()
-    xs = np.array([[1.05, -0.0004], [0.92, -0.0011]])  # (level_ah, slope_ah_per_cycle) of two cells
-    capacity, eol = soh.forecast(xs, np.array([10.0, 100.0, 500.0]), 0.8)
+    soh = SohForecaster()  # the sister-cell model (.refs): numpy on every platform, compared like the ONNX one
+    cycles = np.tile(np.arange(0.0, 400.0, 20.0), (2, 1))
+    history = 2.0 - np.array([[0.0006], [0.0012]]) * cycles  # two cells fading at different rates
+    fc = soh.forecast(cycles, history, 2.0, np.array([10.0, 100.0, 500.0]), 1.6)
+    capacity, eol = np.r_[fc.capacity_ah, fc.lower_ah, fc.upper_ah], np.r_[fc.eol_cycle, fc.eol_lower, fc.eol_upper]
     print(
         json.dumps(
             {

@@ -128,7 +128,8 @@ def max_abs_diff(a: dict, b: dict) -> float:
     for key in ("cycle_life", "soh_capacity_ah", "soh_eol_cycles"):
         x, y = np.asarray(a[key], dtype=float), np.asarray(b[key], dtype=float)
         assert x.shape == y.shape, (key, x.shape, y.shape)
-        worst = max(worst, float(np.max(np.abs(x - y))))
+        assert np.array_equal(np.isnan(x), np.isnan(y)), (key, x, y)  # no forecast on one side only
+        worst = max(worst, float(np.nanmax(np.abs(x - y), initial=0.0)))
     return worst
 
 
