@@ -28,6 +28,7 @@ from agent.store.db import Db
 from agent.store.stats import used_bytes
 from drivers.base import Event
 
+MIN_DROP_CHUNK = 100  # readings: the smallest delete tried when the disk is full
 log = logging.getLogger("agent.store")
 
 
@@ -128,6 +129,22 @@ class Capacity:
                 "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE sent=1 ORDER BY seq LIMIT ?)", (n,)
             ).rowcount
 
+    def _drop(self, unsent: bool, n: int) -> tuple[int, int, int] | None:
+        """One bounded delete. On a full disk even a DELETE needs room (the WAL grows first): smaller chunks are
+        tried, and if even the smallest fails the round ends (None) and the next maintenance round tries again."""
+        while True:
+            try:
+                if unsent:
+                    return self._drop_oldest_unsent(n)
+                return self._drop_oldest_sent(n), 0, 0
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc):
+                    raise
+                if n <= MIN_DROP_CHUNK:
+                    log.warning("store: no room even to delete (%s); trying again at the next maintenance", exc)
+                    return None
+                n = max(MIN_DROP_CHUNK, n // 4)
+
     def shrink(self, free_needed: int, chunk: int, why: str) -> Event | None:
         """Free about ``free_needed`` bytes of pages: acknowledged readings first, then the oldest unsent."""
         conn = self.db.conn
@@ -141,14 +158,12 @@ class Capacity:
                 lo, hi = conn.execute("SELECT min(seq), max(seq) FROM readings").fetchone()
                 if lo is None:
                     break
-                n = max(100, min(chunk, int((used - goal) / max(used / (hi - lo + 1), 1.0)) + 1))
-                if unsent:
-                    dropped, lo_seq, hi_seq = self._drop_oldest_unsent(n)
-                    if not dropped:
-                        break
-                    count, first, last = count + dropped, first or lo_seq, hi_seq
-                elif not self._drop_oldest_sent(n):
+                n = max(MIN_DROP_CHUNK, min(chunk, int((used - goal) / max(used / (hi - lo + 1), 1.0)) + 1))
+                done = self._drop(unsent, n)
+                if done is None or not done[0]:
                     break
+                if unsent:
+                    count, first, last = count + done[0], first or done[1], done[2]
         try:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:

@@ -175,11 +175,13 @@ def test_dashboard_views_match_store(tmp_path, agent_proc, browser, artifacts):
         check_events_and_health(page, db)
         # The live table shows each cell's newest reading: the stored row with that seq.
         for cell in SHOWN:
-            tr = page.locator(f'#live-table tr[data-cell="{cell}"]')
-            v, i, t = (float(x) for x in tr.locator("td").all_inner_texts()[1:4])
+            # seq and cells read in one call: the table is redrawn every tick, so two reads may see two rows
+            seq, *texts = page.locator(f'#live-table tr[data-cell="{cell}"]').evaluate(
+                "tr => [tr.dataset.seq, ...Array.from(tr.cells, (td) => td.innerText)]"
+            )
+            v, i, t = (float(x) for x in texts[1:4])
             row = db.execute(
-                "SELECT voltage_v, current_a, temperature_c FROM readings WHERE seq = ?",
-                (int(tr.get_attribute("data-seq")),),
+                "SELECT voltage_v, current_a, temperature_c FROM readings WHERE seq = ?", (int(seq),)
             ).fetchone()
             assert (v, i, t) == pytest.approx(row, abs=1e-2)
         page.screenshot(path=str(artifacts / "dashboard-initial.png"), full_page=True)

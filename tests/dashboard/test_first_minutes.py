@@ -116,6 +116,12 @@ def test_newcomer_sees_the_twin_within_a_minute(tmp_path, agent_proc, browser, a
         assert all(stored.get(c, 0) >= len(S["cycles"][c]) for c in S["selected"]), stored
         hist = [d["detail"].get("history") for d in S["health"]["drivers"]]
         assert all(h and h["simulated"] is True and h["cycles"] > 0 for h in hist), hist
+        # the time axes get their ticks once live readings are drawn (the past's replay may still be running)
+        page.wait_for_function(
+            "() => ['voltage', 'cap-time'].every((k) => (btDash.charts[k].axes[0]._values || []).length > 0)",
+            timeout=120_000,
+            polling=500,
+        )
         snap = page.evaluate("btDash.snapshot()")
         for key, labels in snap["timeTicks"].items():
             assert labels and all("\n" not in str(x) for x in labels), (key, labels)
