@@ -71,7 +71,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/mypy
 
 test: system-deps $(VENV)/.installed-test $(CHECKOV_VENV)/.installed lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # The container image (container/README.md): offline, on a Debian base from mmdebstrap cached in
 # $(BATTERY_TWIN_CACHE) (default /var/cache/battery-twin); ARCH=arm64 builds the Raspberry Pi variant under qemu.
