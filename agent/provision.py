@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.config import DEFAULT_CONFIG_TOML, ConfigError, is_thing_name, parse_config
+from agent.files import fsync_dir
 from drivers.tomlfile import TomlFileError, read_toml
 
 EXIT_ERROR = 2
@@ -67,14 +68,6 @@ def _check_rig(rig: str) -> None:
 CONFIG_MODE = 0o640  # a new config file; an existing one keeps its mode (install.sh makes it 0640 root:service)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_private(path: Path, data: bytes) -> None:
     """Create ``path`` with mode 0600 from the start (no window in which it is readable by others), never through
     a link, and on disk before we return: a device that loses power right after ``provision csr`` must not come
@@ -84,7 +77,7 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_public(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -98,7 +91,7 @@ def _write_public(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.fchmod(f.fileno(), mode)  # whatever the umask
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _key_folder(directory: Path) -> None:

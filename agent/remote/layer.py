@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.files import read_json, write_json_atomic
 from agent.remote.config import layer_problems, leaf_paths
-from agent.remote.files import read_json, write_json_atomic
 from drivers.base import Event
 
 log = logging.getLogger("agent.remote")

@@ -22,7 +22,7 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.faultpoints import faultpoint
-from agent.remote.files import fsync_dir, read_json, write_json_atomic
+from agent.files import fsync_dir, read_json, write_json_atomic
 
 log = logging.getLogger("agent.remote")
 

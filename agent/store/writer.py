@@ -104,23 +104,20 @@ class Writer:
     def _insert_readings(self, batch: ReadingBatch, source: str, new_cells: list[str]) -> tuple[int, int]:
         if batch.origin is not None:
             return self._insert_from_file(batch, source, new_cells)
+        first, columns = self._reading_columns(batch, source, new_cells)
+        self.db.conn.executemany(
+            "INSERT INTO readings(seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags) VALUES (?,?,?,?,?,?,?)",
+            zip(*columns),
+        )
+        return first, first + len(batch) - 1
+
+    def _reading_columns(self, batch: ReadingBatch, source: str, new_cells: list[str]) -> tuple[int, list[list[Any]]]:
+        """Seqs for the batch and its columns in the readings table's order (seq, ts_ms, cell, V, A, degC, flags)."""
         lut = self._cell_lut(batch.cells, source, new_cells)
         n = len(batch)
         first = self._next_seq("readings", n)
-        rows = zip(
-            range(first, first + n),
-            batch.ts_ms.tolist(),
-            lut[batch.cell].tolist(),
-            batch.voltage_v.tolist(),
-            batch.current_a.tolist(),
-            batch.temperature_c.tolist(),
-            batch.flags.tolist(),
-        )
-        self.db.conn.executemany(
-            "INSERT INTO readings(seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags) VALUES (?,?,?,?,?,?,?)",
-            rows,
-        )
-        return first, first + n - 1
+        columns = [batch.ts_ms, lut[batch.cell], batch.voltage_v, batch.current_a, batch.temperature_c, batch.flags]
+        return first, [list(range(first, first + n)), *(c.tolist() for c in columns)]
 
     def _insert_from_file(self, batch: ReadingBatch, source: str, new_cells: list[str]) -> tuple[int, int]:
         """Rows of a cycler's file: only those past the ledger's last row for the test, with cycle/step numbers."""
@@ -137,19 +134,8 @@ class Writer:
         n = len(batch)
         if not n:
             return 0, 0
-        lut = self._cell_lut(batch.cells, source, new_cells)
-        first = self._next_seq("readings", n)
-        rows = zip(
-            range(first, first + n),
-            batch.ts_ms.tolist(),
-            lut[batch.cell].tolist(),
-            batch.voltage_v.tolist(),
-            batch.current_a.tolist(),
-            batch.temperature_c.tolist(),
-            batch.flags.tolist(),
-            origin.cycle_no.tolist(),
-            origin.step_no.tolist(),
-        )
+        first, columns = self._reading_columns(batch, source, new_cells)
+        rows = zip(*columns, origin.cycle_no.tolist(), origin.step_no.tolist())
         conn.executemany(
             "INSERT INTO readings(seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags, cycle_no, step_no) "
             "VALUES (?,?,?,?,?,?,?,NULLIF(?,-1),NULLIF(?,-1))",
