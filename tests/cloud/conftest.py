@@ -11,7 +11,8 @@ from tests.cloud import tf
 
 # What each example is planned with. complete: two physical rigs (only rig-01 has posted its CSR), the EC2
 # simulated rig, QuickSight, Basic Ingest, a scheduled warehouse refresh, the fleet rigs-silent alarm only.
-# fleet: an existing VPC, both rigs with CSRs, no Basic Ingest, AUTO REFRESH, per-rig silent alarms as well.
+# fleet: an existing VPC, both rigs with CSRs, no Basic Ingest, AUTO REFRESH, per-rig silent alarms as well,
+# remote config and model jobs (with their artifacts bucket).
 # small-lab: its defaults (4 RPU, two-hourly refresh, no endpoint), three rigs.
 PLAN_VARS = {
     "complete": {
@@ -35,6 +36,7 @@ PLAN_VARS = {
         "redshift_refresh_minutes": 0,
         "private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2", "subnet-0aaaaaaaaaaaaaaa3"],
         "per_rig_silent_alarms": True,
+        "remote": True,
     },
     "small-lab": {
         "rigs": ["lab-01", "lab-02", "lab-03"],

@@ -33,3 +33,14 @@ output "redshift" {
     admin_secret_arn = module.warehouse.admin_secret_arn
   }
 }
+
+output "ota" {
+  description = "With remote on: for battery-twin model publish (--bucket, --presign-role-arn, --target) and SageMaker training (docs/ota.md); null otherwise."
+  value = var.remote ? {
+    bucket             = module.ota[0].bucket
+    presign_role_arn   = module.ota[0].presign_role_arn
+    thing_group        = module.ota[0].thing_group
+    sagemaker_role_arn = module.ota[0].sagemaker_role_arn
+    sagemaker_channels = module.ota[0].sagemaker_channels
+  } : null
+}

@@ -76,3 +76,9 @@ variable "redshift_refresh_minutes" {
   type        = number
   default     = 15
 }
+
+variable "remote" {
+  description = "Let the rigs take config through their named shadow \"config\" and model updates through IoT Jobs (agent [remote] shadow, jobs): the IoT policy then allows each thing its own shadow and jobs topics, and an artifacts bucket for signed models is made (docs/ota.md)."
+  type        = bool
+  default     = false
+}

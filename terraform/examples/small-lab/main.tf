@@ -23,6 +23,17 @@ module "iot" {
   csrs                     = local.csrs
   basic_ingest_rule        = local.basic_ingest_rule
   basic_ingest_health_rule = local.basic_ingest_health_rule
+  shadow_name              = var.remote ? "config" : ""
+  jobs                     = var.remote
+}
+
+# With remote on: signed models and diagnostics through IoT Jobs from one artifacts bucket (docs/ota.md).
+module "ota" {
+  count       = var.remote ? 1 : 0
+  source      = "../../modules/ota"
+  name_prefix = var.name_prefix
+  kms_key_arn = module.kms.key_arn
+  thing_names = values(module.iot.thing_names)
 }
 
 module "ingest" {

@@ -89,3 +89,9 @@ variable "quicksight_secret_arn" {
   type        = string
   default     = ""
 }
+
+variable "remote" {
+  description = "Let the rigs take config through their named shadow \"config\" and model updates through IoT Jobs (agent [remote] shadow, jobs): the IoT policy then allows each thing its own shadow and jobs topics, and an artifacts bucket for signed models is made (docs/ota.md)."
+  type        = bool
+  default     = false
+}
