@@ -26,9 +26,14 @@ def default_model_path(name: str) -> Path:
 
 
 class OnnxModel:
-    def __init__(self, onnx_path: str | Path, meta_path: str | Path | None = None):
-        import onnxruntime as ort
+    """An ONNX model checked against its metadata at load; the onnxruntime session is made on the first ``run``.
 
+    Why lazy: onnxruntime and one session cost ~35 MB of RSS (docs/design-notes.md), and the cycle-life model runs
+    once per cell, at cycle 100; a gateway whose cells are younger (or have passed it) need not carry them. The
+    hash check keeps a graph from being swapped under its metadata; an update's canary (agent/remote/canary.py)
+    runs the graph before it goes live, so a graph that does not build is still refused before use."""
+
+    def __init__(self, onnx_path: str | Path, meta_path: str | Path | None = None):
         self.path = Path(onnx_path)
         meta_path = Path(meta_path) if meta_path else self.path.with_suffix(".json")
         try:
@@ -44,13 +49,38 @@ class OnnxModel:
                 f"{self.path.name} does not match its metadata {meta_path.name} (sha256 {digest[:12]} "
                 f"!= {str(self.meta.get('onnx_sha256'))[:12]}): rebuild or copy both files together"
             )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._data: bytes | None = data
+        self._session: Any = None
+
+    @property
+    def session(self) -> Any:
+        """The onnxruntime session (imports onnxruntime and builds the session on first use)."""
+        if self._session is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            self._session = ort.InferenceSession(self._data, opts, providers=["CPUExecutionProvider"])
+            self._data = None
+        return self._session
+
+    @property
+    def loaded(self) -> bool:
+        """Whether onnxruntime's session exists yet."""
+        return self._session is not None
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        """The graph's outputs: from the metadata while the session is not built, else from the session."""
+        if self._session is None and isinstance(self.meta.get("outputs"), list):
+            return [str(o["name"]) for o in self.meta["outputs"]]
+        return [o.name for o in self.session.get_outputs()]
 
     @property
     def version(self) -> str:
@@ -65,8 +95,9 @@ class OnnxModel:
         return tuple(f["name"] for f in self.meta.get("features", []))
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self.session.run(None, {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in inputs.items()})
-        return dict(zip(self.output_names, out))
+        session = self.session
+        out = session.run(None, {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in inputs.items()})
+        return dict(zip((o.name for o in session.get_outputs()), out))
 
 
 class CycleLifePredictor:

@@ -79,3 +79,23 @@ def test_shipped_soh_default_follows_cells_without_a_knee(nasa):
     assert r["mode"] == "fixed model" and r["rmse_ah"] <= 0.3 * r["baseline_rmse_ah"]
     for c in r["cells"]:
         assert c["rmse_ah"] < c["baseline_rmse_ah"], c["cell"]
+
+
+def test_onnxruntime_loads_only_when_a_prediction_is_made():
+    """Loading the twin's models leaves onnxruntime out (~35 MB of RSS) until the cycle-life model first runs; the
+    outputs named by the metadata are the graph's, and the prediction is the same as with the session built."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, numpy as np\n"
+        "from agent.inference import CycleLifePredictor\n"
+        "p = CycleLifePredictor()\n"
+        "before = 'onnxruntime' in sys.modules\n"
+        "names = p.model.output_names; interval = p.has_interval\n"
+        "x = np.zeros((1, len(p.refs)))\n"
+        "life, lo, hi = p.predict_interval(x)\n"
+        "print(before, 'onnxruntime' in sys.modules, interval, names == p.model.output_names, bool(lo[0] <= life[0] <= hi[0]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "True", "True", "True"], out
