@@ -128,6 +128,14 @@ def _crossing_s(v: np.ndarray, t_s: np.ndarray, cutoff_v: float) -> np.ndarray:
     return out
 
 
+def stopped_at_cutoff(v: np.ndarray, t_s: np.ndarray, cutoff_v: float) -> np.ndarray:
+    """The simulated voltages (samples x cells) as the cycler would log them: a cell whose model reaches the cut-off
+    is switched off there, so every later sample of the measured discharge is scored against the cut-off voltage
+    (not against a model driven past its own empty point, whose voltage falls through its electrode walls)."""
+    t_cut = _crossing_s(v, t_s, cutoff_v)
+    return np.where(t_s[:, None] > t_cut[None, :], cutoff_v, v)
+
+
 SCALES = np.linspace(0.8, 1.25, 91)
 
 
@@ -151,8 +159,12 @@ def score_curve(chem: Chemistry, state: Ageing | None, d: dict[str, np.ndarray],
     v = replay(cells_at(chem, state, v0, 2, np.array([1.0, scale])), d["time_s"], d["current_a"])
     if state is not None:  # and the unaged cell, to show what the ageing model is worth
         v = np.column_stack([v, replay(cells_at(chem, None, v0, 1), d["time_s"], d["current_a"])])
+    # the capacity to the cut-off, model against cycler (mAh; + = the model lasts longer), before it is stopped
+    t_cut = _crossing_s(np.column_stack([d["voltage_v"], v[:, 0]]), d["time_s"], cutoff_v)
+    dq_mah = (min(t_cut[1], d["time_s"][-1]) - t_cut[0]) * float(-np.median(d["current_a"][m])) / 3.6
+    v = stopped_at_cutoff(v, d["time_s"], cutoff_v)
     rmse = np.sqrt(np.mean((v[m] - d["voltage_v"][m, None]) ** 2, axis=0)) * 1000.0
-    out = {"blind_mv": float(rmse[0]), "anchored_mv": float(rmse[1]), "scale": scale}
+    out = {"blind_mv": float(rmse[0]), "anchored_mv": float(rmse[1]), "scale": scale, "blind_dq_mah": float(dq_mah)}
     return out if state is None else {**out, "unaged_mv": float(rmse[2])}
 
 
@@ -171,10 +183,11 @@ def fit_ageing_curves(chem: Chemistry, cell: NasaCell, cycles: list[int]) -> np.
         for c, d in data.items():
             m = _loaded(d)
             v = replay(cells_at(chem, hist[c - 1], float(d["voltage_v"][0]), z.shape[0]), d["time_s"], d["current_a"])
+            t_sim = np.minimum(_crossing_s(v, d["time_s"], FIT_CUTOFF_V), d["time_s"][-1] + 600.0)
+            v = stopped_at_cutoff(v, d["time_s"], FIT_CUTOFF_V)  # scored as the score_curve does
             r = (v[m] - d["voltage_v"][m, None]) * w / np.sqrt(m.sum())
             # and the capacity to the cut-off (Ah, weighted 1 V per Ah): the tail's few samples carry it poorly
             t_cut = _crossing_s(d["voltage_v"][:, None], d["time_s"], FIT_CUTOFF_V)[0]
-            t_sim = np.minimum(_crossing_s(v, d["time_s"], FIT_CUTOFF_V), d["time_s"][-1] + 600.0)
             dq = (t_sim - t_cut) * float(-np.median(d["current_a"][m])) / 3600.0 * w * CAPACITY_WEIGHT_V_AH
             out.append(np.nan_to_num(np.vstack([r, dq]), nan=1.0))
         return np.concatenate(out).T
