@@ -151,12 +151,55 @@ def anchor_scale(chem: Chemistry, state: Ageing | None, d: dict[str, np.ndarray]
     return float(np.interp(t_meas, t_sim[ok], SCALES[ok]))  # crossing time grows with scale
 
 
-def score_curve(chem: Chemistry, state: Ageing | None, d: dict[str, np.ndarray], cutoff_v: float) -> dict[str, float]:
-    """RMSE (mV) of one measured discharge over its samples under load, blind and capacity-anchored."""
+def aged_to(chem: Chemistry, z: np.ndarray, efc: np.ndarray) -> Ageing:
+    """The fitted ageing (parameter row z) advanced to each of ``efc`` equivalent full cycles: one cell per value
+    (one step is exact: a single power law in EFC at constant temperature)."""
+    efc = np.asarray(efc, dtype=float)
+    a = Ageing(
+        ageing_chemistry(chem, np.repeat(np.atleast_2d(z), efc.size, axis=0)), efc.size, np.random.default_rng(0), 0.0
+    )
+    ah = efc * chem.nominal_capacity_ah
+    z0 = np.zeros(efc.size)
+    a.update(Stress(0.0, efc, ah, z0 + AMBIENT_K, z0 + 0.5, z0, z0), chem.nominal_capacity_ah)
+    return a
+
+
+def anchor_age(chem: Chemistry, z: np.ndarray, d: dict[str, np.ndarray], cutoff_v: float, efc_max: float) -> float:
+    """The age (EFC of the fitted ageing law) at which the model reaches the cut-off when the cell did: the measured
+    capacity sets the ageing state, and the modes and resistance growth follow from the ageing fitted earlier."""
+    grid = np.linspace(0.0, efc_max, 121)
+    t_meas = _crossing_s(d["voltage_v"][:, None], d["time_s"], cutoff_v)[0]
+    v = replay(cells_at(chem, aged_to(chem, z, grid), float(d["voltage_v"][0]), grid.size), d["time_s"], d["current_a"])
+    t_sim = _crossing_s(v, d["time_s"], cutoff_v)
+    ok = np.isfinite(t_sim)
+    if not np.isfinite(t_meas) or ok.sum() < 2:
+        return float("nan")
+    return float(np.interp(t_meas, t_sim[ok][::-1], grid[ok][::-1]))  # crossing time falls with age
+
+
+def score_curve(
+    chem: Chemistry,
+    state: Ageing | None,
+    d: dict[str, np.ndarray],
+    cutoff_v: float,
+    z: np.ndarray | None = None,
+    efc_max: float = 0.0,
+) -> dict[str, float]:
+    """RMSE (mV) of one measured discharge over its samples under load, blind and capacity-anchored. An aged cell
+    (``z``: its fitted ageing) is anchored through its age (``anchor_age``: the capacity sets the degradation
+    state, resistance included), a fresh one by the size of its electrodes (``anchor_scale``)."""
     m = _loaded(d)
     v0 = float(d["voltage_v"][0])
     scale = anchor_scale(chem, state, d, cutoff_v)
     v = replay(cells_at(chem, state, v0, 2, np.array([1.0, scale])), d["time_s"], d["current_a"])
+    extra: dict[str, float] = {}
+    if z is not None:
+        efc = anchor_age(chem, z, d, cutoff_v, efc_max)
+        extra["anchor_efc"] = efc
+        if np.isfinite(efc):  # the age-anchored cell replaces the scaled one
+            v[:, 1] = replay(cells_at(chem, aged_to(chem, z, np.array([efc])), v0, 1), d["time_s"], d["current_a"])[
+                :, 0
+            ]
     if state is not None:  # and the unaged cell, to show what the ageing model is worth
         v = np.column_stack([v, replay(cells_at(chem, None, v0, 1), d["time_s"], d["current_a"])])
     # the capacity to the cut-off, model against cycler (mAh; + = the model lasts longer), before it is stopped
@@ -165,6 +208,7 @@ def score_curve(chem: Chemistry, state: Ageing | None, d: dict[str, np.ndarray],
     v = stopped_at_cutoff(v, d["time_s"], cutoff_v)
     rmse = np.sqrt(np.mean((v[m] - d["voltage_v"][m, None]) ** 2, axis=0)) * 1000.0
     out = {"blind_mv": float(rmse[0]), "anchored_mv": float(rmse[1]), "scale": scale, "blind_dq_mah": float(dq_mah)}
+    out.update(extra)
     return out if state is None else {**out, "unaged_mv": float(rmse[2])}
 
 
@@ -213,8 +257,9 @@ def nasa_fidelity(nasa_dir: Path, half: int | None = None) -> dict[str, Any]:
     half = half or n_cyc // 2
     z = fit_ageing_curves(chem, fc, list(range(2, half + 1, AGEING_STEP)))
     hist = mode_history(chem, z[None], fc.capacity_ah, n_cyc)
+    efc_max = 2.0 * float(np.sum(fc.capacity_ah)) / chem.nominal_capacity_ah
     later = {
-        c: score_curve(chem, hist[c - 1], load_discharge_csv(fc.curves[c]), FIT_CUTOFF_V)
+        c: score_curve(chem, hist[c - 1], load_discharge_csv(fc.curves[c]), FIT_CUTOFF_V, z, efc_max)
         for c in range(half + 1, n_cyc + 1)
         if c in fc.curves
     }
