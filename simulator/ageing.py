@@ -188,9 +188,12 @@ class Ageing:
 
     def resistance_factor(self, prefix: str = "") -> np.ndarray:
         """Growth of R0 (``per_<mode>`` coefficients) or, with prefix "rc_", of the RC pairs (``rc_per_<mode>``,
-        defaulting to R0's): a chemistry whose polarisation grows faster than its ohmic resistance says so."""
+        defaulting to R0's): a chemistry whose polarisation grows faster than its ohmic resistance says so.
+        ``exponent`` (default 1: linear) bends the growth: above 1 it accelerates with the loss, as the resistance
+        of cycled cells often does (the "elbow" that comes before a knee: Attia et al. 2022)."""
         r = self.resistance
-        return 1.0 + sum(r.get(f"{prefix}per_{m}", r.get(f"per_{m}", 0.0)) * self.modes[m] for m in MODES)
+        q = r.get("exponent", 1.0)
+        return 1.0 + sum(r.get(f"{prefix}per_{m}", r.get(f"per_{m}", 0.0)) * self.modes[m] ** q for m in MODES)
 
     def apply(self, cells: CellArray, inc: dict[str, np.ndarray]) -> None:
         """Hand this interval's mode increments and the resistance growth to the cells."""

@@ -108,3 +108,27 @@ def test_a_restart_on_the_same_store_continues_instead_of_making_a_second_past(t
     assert cycles >= 3  # the twin found the past's cycles (the first one it sees is partial)
     second = asyncio.run(run_once())
     assert second["state"].startswith("skipped"), second
+
+
+def test_the_default_nmc_past_bends_into_a_knee():
+    """The embedded default's NMC rig (issue 13): its simulated past must show a knee within its history, so a
+    newcomer's dashboard has accelerating fade for the knee-aware SOH forecast to follow (at 4x it showed none)."""
+    import tomllib
+
+    from agent.config import DEFAULT_CONFIG_TOML
+    from drivers.simulator.history import generate
+    from simulator.plating import knee_onset
+    from simulator.rig import Rig
+
+    section = next(d for d in tomllib.loads(DEFAULT_CONFIG_TOML)["drivers"] if d["chemistry"] == "nmc811")
+    cfg = SimulatorConfig(**section)
+    rig = Rig(cfg.rig_spec())
+    generate(rig, cfg.history_cycles, cfg.history_sample_s, cfg.history_ageing_acceleration, lambda: 0)
+    cols = rig.log.columns()
+    knees = []
+    for cell in range(cfg.cells):
+        k = (cols["cell"] == cell) & (cols["cycle"] > 1)  # the first cycle starts mid-discharge
+        onset, before, after = knee_onset(cols["cycle"][k], cols["discharge_ah"][k])
+        if np.isfinite(onset) and 10 <= onset <= cfg.history_cycles - 20 and after < 1.3 * before:
+            knees.append((cell, onset, before, after))  # slopes are negative: the fade after is >= 1.3x steeper
+    assert knees, f"no cell of the default NMC past shows a knee within its {cfg.history_cycles} cycles"

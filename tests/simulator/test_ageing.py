@@ -134,6 +134,26 @@ def test_acceleration_scales_ageing():
     assert lli(10.0) == pytest.approx(lli(1.0) * 10**0.6517, rel=0.05)  # t**p_cal with t ten times longer
 
 
+def test_resistance_growth_exponent_bends_the_growth():
+    """``resistance.exponent``: linear by default; above 1 the growth is slow while the loss is small and
+    accelerates later (the resistance elbow), with the same coefficient."""
+    import dataclasses
+
+    chem = get_chemistry("lco")
+
+    def factors(exponent: float | None) -> np.ndarray:
+        res = {"per_lli": 2.0, "per_lam_ne": 0.0, "per_lam_pe": 0.0}
+        if exponent is not None:
+            res["exponent"] = exponent
+        a = Ageing(dataclasses.replace(chem, ageing={**chem.ageing, "resistance": res}), 3, np.random.default_rng(0))
+        a.modes["lli"] = np.array([0.0, 0.1, 0.5])
+        return a.resistance_factor()
+
+    assert factors(None) == pytest.approx([1.0, 1.2, 2.0])
+    assert factors(1.0) == pytest.approx(factors(None))
+    assert factors(2.0) == pytest.approx([1.0, 1.02, 1.5])
+
+
 def test_bad_ageing_settings_are_refused():
     with pytest.raises(ValueError, match="ageing override 'nope'"):
         Rig(RigSpec(cells=1, ageing_overrides={"nope": {"k": 1}}))
