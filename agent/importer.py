@@ -119,6 +119,7 @@ def import_file(
         events = []
         if progress.bad_rows:
             events.append(_bad_rows_event(path, cell, progress.bad_rows))
+        events += [Event(n.kind, n.message[:1000], source="import", cell=cell, data=n.data) for n in progress.notes]
         if not tz_given and source.has_wallclock:
             tz_given = True  # said once per file
             events.append(Event("import.assumed_utc", f"{path}: local times read as UTC (no --tz)", source="import"))

@@ -179,6 +179,8 @@ class CyclerDriver(Driver):
                 file=str(path),
                 rows=progress.bad_rows[:20],
             )
+        for note in progress.notes:
+            self.emit(note.kind, note.message[:1000], cell=src.cell, **note.data)
         if parsed is not None and len(parsed):
             health.ok(now)
         else:

@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 from drivers.base import ReadingBatch
+from drivers.cycler import states
 from drivers.cycler.formats import FORMATS
-from drivers.cycler.native import NATIVE, identity, read_native
+from drivers.cycler.native import NATIVE, NATIVE_PHASES, identity, read_native
 from drivers.cycler.source import Progress, TextSource, to_batch
 from drivers.cycler.text import Parsed
 
@@ -26,6 +27,7 @@ class NativeSource:
         self.offset = 0  # a native file is read whole: no byte offset
         self.finished = False
         self._seen: tuple[int, int] | None = None
+        self.reported_codes: set[str] = set()  # step codes not in the format's table, reported once
         self.has_wallclock = fmt != "neware_nda"  # NewareNDA gives UTC stamps; the others local time
 
     @property
@@ -53,6 +55,8 @@ class NativeSource:
             progress.restarted, self.row = "rewritten", 0
         out = parsed.select(parsed.row >= self.row)
         self.row = len(parsed)
+        if len(out):
+            progress.notes = states.notes_for(self.path.name, out, NATIVE_PHASES.get(self.fmt, {}), self.reported_codes)
         return (out if len(out) else None), progress
 
     def batch(self, parsed: Parsed, cells: tuple[str, ...], cell_index: int) -> ReadingBatch:
