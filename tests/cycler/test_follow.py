@@ -97,6 +97,9 @@ def test_follow_half_line_kill_and_rewrite(tmp_path, broker, subscriber, rig_cer
     assert seqs == list(range(1, ROWS + 1)), "seq audit: no gap, no reuse"
     assert [records[s]["ts"] for s in seqs] == want_ts, "every row once, in file order"
     assert {records[s]["cell"] for s in seqs} == {"n1"}
+    assert [records[s]["cycle_no"] for s in seqs] == expected.cycle_no[:ROWS].tolist(), (
+        "the cycler's numbers on the wire"
+    )
     kinds = _events(db)
     assert "cycler.file_rewritten" in kinds
     assert "alarm.sensor_dropout" not in kinds, "a file without a temperature column has no temperature to miss"
