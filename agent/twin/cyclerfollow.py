@@ -5,8 +5,9 @@ cycles instead of detecting them from the current's sign (the group drops the si
 batch may end anywhere (mid-cycle, mid-step, one row): the open cycle's partial sums, its discharge path and its
 last row are carried to the next batch, whose rows are integrated with ``filecycles.integrate`` (one reduceat per
 batch and cell), so a cycle sums to what ``battery-twin import`` computes for the same file. A cycle is summarised
-when a row of a later cycle arrives. Rows at or below the highest file row already seen for the test (a rewrite
-read again, the re-read after a SIGKILL) and rows of cycles already closed are ignored: no double counting.
+when a row of another cycle number arrives (a run of equal numbers is a cycle, as on import). Rows at or below the
+highest file row already seen for the test (a rewrite read again, the re-read after a SIGKILL) are ignored: no
+double counting.
 
 After a restart (``restore.py``) the open cycle is rebuilt from the store's readings, and the highest row of the
 test from the store's import ledger. The first cycle seen is reported only if its start was seen: it begins in
@@ -97,7 +98,7 @@ class CyclerCycles:
     ) -> list[FinishedCycle]:
         if self.key[k] != key:  # another test in this cell's file: its cycle numbers start again
             self.key[k], self.last_row[k], self.cycle[k] = key, -1, -1
-        keep = (row > self.last_row[k]) & (cyc >= self.cycle[k])
+        keep = row > self.last_row[k]  # a replay (rewrite, re-read after a kill) is known by its row numbers
         if not keep.any():
             return []
         ts, i, v, t, row, cyc, stp = (x[keep] for x in (ts, i, v, t, row, cyc, stp))

@@ -106,11 +106,14 @@ def load_open_cycles(db_path: Path, scan_rows: int = 5_000_000) -> dict[str, Ope
             return {}
         cells = dict(con.execute("SELECT id, idx FROM cells"))
         top = con.execute("SELECT MAX(seq) FROM readings").fetchone()[0] or 0
+        newest: dict[str, tuple[str, int, int]] = {}  # the cell's latest test (ordered by time): one scan per cell
         for key, last_row, n_rows in con.execute("SELECT key, last_row, rows FROM import_ledger ORDER BY last_ts_ms"):
             cell = str(key).rpartition(":")[0]
-            if cell in cells:  # the newest test of the cell wins (ordered by time)
-                out[cell] = OpenCycle(str(key), int(last_row))
-                out[cell].rows, out[cell].complete = _open_rows(con, cells[cell], top - scan_rows, int(n_rows))
+            if cell in cells:
+                newest[cell] = (str(key), int(last_row), int(n_rows))
+        for cell, (key, last_row, n_rows) in newest.items():
+            rows, complete = _open_rows(con, cells[cell], top - scan_rows, n_rows)
+            out[cell] = OpenCycle(key, last_row, rows, complete)
     except sqlite3.Error as exc:
         log.warning("twin: could not restore cycler state from the store (%s)", exc)
         return {}

@@ -4,6 +4,8 @@ whole file, each once, and no cycle of the sign-based tracker for those cells.""
 
 from __future__ import annotations
 
+import dataclasses
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +157,27 @@ def test_restart_in_the_first_cycle_still_reports_it(tmp_path):
         _check(second, p)
     finally:
         store.close()
+
+
+def test_open_cycle_restore_survives_a_missing_or_foreign_store(tmp_path):
+    from agent.twin.restore import load_open_cycles
+
+    assert load_open_cycles(tmp_path / "none.db") == {}
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    assert load_open_cycles(junk) == {}  # a warning in the log, the twin starts fresh
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as con:  # a store from before schema 2: no ledger, no cycle numbers
+        con.execute("CREATE TABLE readings(seq INTEGER PRIMARY KEY, cell INTEGER)")
+    assert load_open_cycles(old) == {}
+
+
+def test_a_cycle_number_that_goes_back_starts_a_new_cycle_as_on_import():
+    """A procedure restarting its count inside one file: a run of equal numbers is a cycle, live as on import."""
+    p, src = _read("neware_uio.csv", "Asia/Shanghai", None)
+    cyc = p.cycle_no.copy()
+    cyc[cyc == 3] = 1  # cycles 1, 2, 1, 4
+    p = dataclasses.replace(p, cycle_no=cyc)
+    got = _feed(_twin(p), src, p, np.arange(1000, len(p), 1000))
+    _check(got, p)
+    assert [c["cycle"] for c in got] == [1, 2, 1]
