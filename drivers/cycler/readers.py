@@ -41,7 +41,7 @@ class NativeSource:
         self.offset = 0  # a native file is read whole: no byte offset
         self.finished = False
         self._seen: tuple[int, int] | None = None
-        self.reported_codes: set[str] = set()  # step codes not in the format's table, reported once
+        self.tally = states.Tally()  # what the vendor's codes said, reported (states.py)
         self.has_wallclock = fmt != "neware_nda"  # NewareNDA gives UTC stamps; the others local time
 
     @property
@@ -74,7 +74,7 @@ class NativeSource:
         out = parsed.select(parsed.row >= self.row)
         self.row = len(parsed)
         if len(out):
-            progress.notes = states.notes_for(self.path.name, out, NATIVE_PHASES.get(self.fmt, {}), self.reported_codes)
+            progress.notes = states.notes_for(self.path.name, out, NATIVE_PHASES.get(self.fmt, {}), self.tally)
         return (out if len(out) else None), progress
 
     def batch(self, parsed: Parsed, cells: tuple[str, ...], cell_index: int) -> ReadingBatch:

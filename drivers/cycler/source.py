@@ -44,7 +44,7 @@ class TextSource:
         self.row = 0  # its data row number
         self.hierarchy = Hierarchy()
         self.finished = False  # a text file may always grow: polls end when there is nothing new
-        self.reported_codes: set[str] = set()  # step codes not in the format's table, reported once
+        self.tally = states.Tally()  # what the vendor's codes said, reported (states.py)
 
     @property
     def has_wallclock(self) -> bool:
@@ -108,7 +108,7 @@ class TextSource:
         self.offset += consumed
         self.row += len(lines)
         progress.bad_rows = parsed.bad
-        progress.notes = states.notes_for(self.path.name, parsed, self.header.fmt.phases, self.reported_codes)
+        progress.notes = states.notes_for(self.path.name, parsed, self.header.fmt.phases, self.tally)
         return parsed, progress
 
     def batch(self, parsed: Parsed, cells: tuple[str, ...], cell_index: int) -> ReadingBatch:

@@ -10,7 +10,7 @@ code it does not list is reported once per file, never guessed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,30 +41,64 @@ def phases(codes: list[str], table: dict[str, str]) -> np.ndarray:
     return out
 
 
-def notes_for(name: str, parsed: Parsed, table: dict[str, str], reported: set[str]) -> list[Note]:
+REPORT_ROWS = 1000  # after a file's first report of a kind, the next comes when this many more rows are held
+
+
+@dataclass
+class Tally:
+    """Per file: codes already named, and rows held back since the last report of each kind, so that a live file
+    that keeps disagreeing raises an event per ``REPORT_ROWS`` rows (or when it turns inverted), not per poll."""
+
+    codes: set[str] = field(default_factory=set)
+    held: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> count, judged, rows, inverted
+    reported: set[str] = field(default_factory=set)
+
+    def add(self, kind: str, count: int, rows: list[int], judged: int = 0, inverted: bool = False) -> bool:
+        """Hold a batch's findings; True when a report is due."""
+        h = self.held.setdefault(kind, {"count": 0, "judged": 0, "rows": [], "inverted": inverted})
+        flipped = h["inverted"] != inverted
+        h["count"] += count
+        h["judged"] += judged
+        h["rows"] = (h["rows"] + rows)[:20]
+        h["inverted"] = inverted
+        return kind not in self.reported or flipped or h["count"] >= REPORT_ROWS
+
+    def take(self, kind: str) -> dict[str, Any]:
+        self.reported.add(kind)
+        return self.held.pop(kind)
+
+
+def notes_for(name: str, parsed: Parsed, table: dict[str, str], tally: Tally) -> list[Note]:
     """Everything a batch's vendor codes say: the cycler's own fault marks, then the step codes' check."""
     notes: list[Note] = []
     if parsed.fault is not None and parsed.fault.any():
-        rows = parsed.row[parsed.fault][:20].tolist()
-        msg = f"{name}: the cycler marked {int(parsed.fault.sum())} row(s) as errors (flagged SENSOR_FAULT; rows {rows[:5]})"
-        notes.append(Note("cycler.vendor_fault", msg, {"file": name, "count": int(parsed.fault.sum()), "rows": rows}))
+        n = int(parsed.fault.sum())
+        if tally.add("cycler.vendor_fault", n, parsed.row[parsed.fault][:20].tolist()):
+            notes.append(_fault_note(name, tally.take("cycler.vendor_fault")))
     if parsed.codes is not None and len(parsed) and table:
         phase = phases(parsed.codes, table)
-        notes += check(name, phase, parsed.current_a, parsed.row, parsed.codes, reported)
+        notes += check(name, phase, parsed.current_a, parsed.row, parsed.codes, tally)
     return notes
 
 
+def flush(name: str, tally: Tally) -> list[Note]:
+    """What is still held (an import's end): reported now."""
+    build = {"cycler.vendor_fault": _fault_note, "cycler.sign_mismatch": _sign_note}
+    return [build[kind](name, tally.take(kind)) for kind in list(tally.held) if kind in build]
+
+
 def check(
-    name: str, phase: np.ndarray, current_a: np.ndarray, row: np.ndarray, codes: list[str], reported: set[str]
+    name: str, phase: np.ndarray, current_a: np.ndarray, row: np.ndarray, codes: list[str], tally: Tally
 ) -> list[Note]:
     """Notes for one batch of one file: rows whose current's sign contradicts the cycler's step, codes the
-    format does not know (each once per file: ``reported`` keeps them)."""
+    format does not know (each once per file)."""
     notes: list[Note] = []
     unknown = phase == UNKNOWN
     if unknown.any():
-        new = sorted({c.strip() for c, u in zip(codes, unknown) if u} - reported)[:20]
+        seen = {str(c).strip() for c in np.unique(np.asarray(codes, dtype=str)[unknown])}
+        new = sorted(seen - tally.codes)[:20]
         if new:
-            reported.update(new)
+            tally.codes.update(new)
             msg = f"{name}: step codes {new} are not in the format's table: their rows are not checked"
             notes.append(Note("cycler.unknown_state", msg, {"file": name, "codes": new}))
     i = np.nan_to_num(current_a)
@@ -73,14 +107,23 @@ def check(
     wrong = judged & (np.sign(i) != phase)
     n_wrong, n_judged = int(wrong.sum()), int(judged.sum())
     if n_wrong:
-        rows = row[wrong][:20].tolist()
         inverted = n_wrong > INVERTED_SHARE * n_judged
-        why = (
-            "the current's sign is inverted against the cycler's own step types: check the format's current scale"
-            if inverted
-            else "the current's sign contradicts the cycler's step"
-        )
-        msg = f"{name}: {n_wrong} of {n_judged} charge/discharge rows: {why} (rows {rows[:5]})"
-        data = {"file": name, "count": n_wrong, "judged": n_judged, "rows": rows, "inverted": inverted}
-        notes.append(Note("cycler.sign_mismatch", msg, data))
+        if tally.add("cycler.sign_mismatch", n_wrong, row[wrong][:20].tolist(), n_judged, inverted):
+            notes.append(_sign_note(name, tally.take("cycler.sign_mismatch")))
     return notes
+
+
+def _fault_note(name: str, h: dict[str, Any]) -> Note:
+    rows = h["rows"]
+    msg = f"{name}: the cycler marked {h['count']} row(s) as errors (flagged SENSOR_FAULT; rows {rows[:5]})"
+    return Note("cycler.vendor_fault", msg, {"file": name, "count": h["count"], "rows": rows})
+
+
+def _sign_note(name: str, h: dict[str, Any]) -> Note:
+    why = (
+        "the current's sign is inverted against the cycler's own step types: check the format's current scale"
+        if h["inverted"]
+        else "the current's sign contradicts the cycler's step"
+    )
+    msg = f"{name}: {h['count']} of {h['judged']} charge/discharge rows: {why} (rows {h['rows'][:5]})"
+    return Note("cycler.sign_mismatch", msg, {"file": name, **h})

@@ -17,7 +17,7 @@ from drivers.base import Flag
 from drivers.cycler.formats import FORMATS
 from drivers.cycler.native import NATIVE_PHASES
 from drivers.cycler.readers import open_source
-from drivers.cycler.states import check, notes_for, phases
+from drivers.cycler.states import REPORT_ROWS, Tally, check, notes_for, phases
 from drivers.cycler.text import Parsed
 
 DATA = Path("/work/shared/data/cyclers")
@@ -48,7 +48,7 @@ def test_real_files_agree_with_their_step_codes(name, fmt, tz, start, codes):
 @pytest.mark.parametrize("name,fmt,tz,start,codes", CODED[1:])
 def test_an_inverted_sign_is_named(name, fmt, tz, start, codes):
     parsed, _ = _all(name, tz, start)
-    notes = check(name, phases(parsed.codes, FORMATS[fmt].phases), -parsed.current_a, parsed.row, parsed.codes, set())
+    notes = check(name, phases(parsed.codes, FORMATS[fmt].phases), -parsed.current_a, parsed.row, parsed.codes, Tally())
     assert [n.kind for n in notes] == ["cycler.sign_mismatch"]
     assert notes[0].data["inverted"] is True and notes[0].data["count"] > 1000
 
@@ -97,7 +97,24 @@ def test_biologic_error_bit_flags_the_row_and_raises_an_event():
     fault = parsed.fault.copy()
     fault[[10, 500, 9000]] = True
     marked = dataclasses.replace(parsed, fault=fault)
-    notes = notes_for("biol.mpr", marked, {}, set())
+    notes = notes_for("biol.mpr", marked, {}, Tally())
     assert [(n.kind, n.data["rows"]) for n in notes] == [("cycler.vendor_fault", [10, 500, 9000])]
     batch = src.batch(marked, ("c",), 0)
     assert np.flatnonzero(batch.flags & Flag.SENSOR_FAULT).tolist() == [10, 500, 9000]
+
+
+def test_a_live_file_that_keeps_disagreeing_raises_an_event_per_thousand_rows_not_per_poll():
+    """Follow mode polls every second: an inverted file is named at once, then once per REPORT_ROWS rows."""
+    parsed, _ = _all("neware_uio.csv", "Asia/Shanghai", None)
+    ph = phases(parsed.codes, FORMATS["neware"].phases)
+    tally, kinds, counts = Tally(), [], []
+    for a in range(0, len(parsed), 10):  # polls of 10 rows
+        s = slice(a, a + 10)
+        for n in check("f", ph[s], -parsed.current_a[s], parsed.row[s], parsed.codes[s], tally):
+            kinds.append(n.kind)
+            counts.append(n.data["count"])
+    wrong = int(sum(counts))
+    assert kinds and set(kinds) == {"cycler.sign_mismatch"}
+    assert len(kinds) <= 1 + wrong // REPORT_ROWS + 1 and len(kinds) < 20  # not one per poll (906 polls)
+    held = tally.held.get("cycler.sign_mismatch", {"count": 0})["count"]
+    assert wrong + held > 8000  # every mismatching row counted, reported or still held
