@@ -23,6 +23,7 @@ from agent.twin.filecycles import summarise
 from drivers.base import Event
 from drivers.cycler.formats import FormatError
 from drivers.cycler.readers import FORMAT_CHOICES, open_source
+from drivers.cycler.states import flush
 from drivers.cycler.text import zone
 
 EXIT_BAD_INPUT = 2
@@ -119,6 +120,7 @@ def import_file(
         events = []
         if progress.bad_rows:
             events.append(_bad_rows_event(path, cell, progress.bad_rows))
+        events += [Event(n.kind, n.message[:1000], source="import", cell=cell, data=n.data) for n in progress.notes]
         if not tz_given and source.has_wallclock:
             tz_given = True  # said once per file
             events.append(Event("import.assumed_utc", f"{path}: local times read as UTC (no --tz)", source="import"))
@@ -137,6 +139,11 @@ def import_file(
         )
         if source.finished:
             break
+    held_notes = flush(path.name, source.tally)  # findings held back below the reporting threshold
+    if held_notes:
+        store.append_events(
+            [Event(n.kind, n.message[:1000], source="import", cell=cell, data=n.data) for n in held_notes]
+        )
     if cycle_parts:
         row, cyc, ts, i, v, t, stp = (np.concatenate(c) for c in zip(*cycle_parts))
         summaries = summarise(cell, cyc, ts, i, v, t, stp)

@@ -4,7 +4,8 @@ For each file in ../shared/data/cyclers: ``read`` is the reader alone (text: our
 whole file, repeated ``REPEAT`` times for text files so the figure is not a few milliseconds; native: the field
 library), ``import`` is ``agent.importer.import_file`` into a fresh store (parse, ledger, one transaction per
 chunk, cycle summaries; synchronous=FULL as the agent runs). Goal: text formats >= 200,000 rows/s into the
-store; native formats are limited by their reader, printed beside. Run: ``.venv/bin/python bench/cyclers.py``.
+store; native formats are limited by their reader, printed beside. Last, the live twin on a followed file (no
+goal: it runs on the event loop, so its time per batch is printed). Run: ``.venv/bin/python bench/cyclers.py``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,48 @@ def bench_one(label: str, name: str, text: bool, tmp: Path) -> dict[str, object]
     }
 
 
+def bench_twin(rows: int = 10_000, batch: int = 5000) -> dict[str, object]:
+    """The live twin on a followed file (BDF, one cell, batches of the driver's default ``max_batch_rows``): the
+    whole twin (EKF, detectors, both cycle paths) and the cycler-cycle accounting alone (cyclerfollow)."""
+    import numpy as np
+
+    from agent.config import TwinConfig
+    from agent.twin.cyclerfollow import CyclerCycles
+    from agent.twin.processor import TwinProcessor
+
+    src = open_source(DATA / "batmo_bdf.csv", "b", "bdf", "UTC", 0)
+    p, _ = src.poll(final=True)
+    assert p is not None
+    tp = TwinProcessor(TwinConfig())
+    c0 = time.process_time()
+    for a in range(0, rows, batch):
+        tp.process(src.batch(p.select((p.row >= a) & (p.row < a + batch)), ("b",), 0), "bts")
+    twin_cpu = time.process_time() - c0
+    acc = CyclerCycles(np.array([0.0005]), np.array([0.002]), 1000)
+    c0 = time.process_time()
+    for a in range(0, len(p), batch):
+        s = slice(a, a + batch)
+        cell = np.zeros(len(p.row[s]), np.int64)
+        acc.update(
+            cell,
+            p.ts_ms[s],
+            p.current_a[s],
+            p.voltage_v[s],
+            p.temperature_c[s],
+            "k",
+            p.row[s],
+            p.cycle_no[s],
+            p.step_no[s],
+        )
+    acc_cpu = time.process_time() - c0
+    return {
+        "batch_rows": batch,
+        "twin_rows_per_cpu_s": round(rows / twin_cpu),
+        "twin_s_per_batch": round(batch * twin_cpu / rows, 3),
+        "cycler_cycles_rows_per_cpu_s": round(len(p) / acc_cpu),
+    }
+
+
 def main() -> dict[str, object]:
     out: dict[str, object] = {
         "conditions": f"one process, text files x{REPEAT} rows, store synchronous=FULL on tmpfs/disk of this "
@@ -87,6 +130,7 @@ def main() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as d:
         for label, name, text in FILES:
             out[label] = bench_one(label, name, text, Path(d))
+    out["live twin, one followed cell (bdf)"] = bench_twin()
     return out
 
 

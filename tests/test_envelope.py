@@ -79,7 +79,7 @@ def test_packing_never_exceeds_target_and_covers_a_prefix(n, target, envelope):
     r = rows(n, seed=n)
     taken = 0
     while taken < n:
-        rest = ReadingRows(*(getattr(r, f)[taken:] for f in ReadingRows.__slots__))
+        rest = ReadingRows(*(None if (x := getattr(r, f)) is None else x[taken:] for f in ReadingRows.__slots__))
         payload, used = pack_readings("rig-1", rest, CELLS, envelope, target)
         assert used >= 1 and (len(payload) <= target or used == 1)
         assert [x["seq"] for x in decode_telemetry(payload)] == r.seq[taken : taken + used].tolist()
@@ -107,3 +107,21 @@ def test_events_envelope_matches_schema():
 
 def test_merge_ranges():
     assert merge_ranges([(5, 9), (1, 4), (11, 12), (12, 20)]) == [(1, 9), (11, 20)]
+
+
+def test_rows_from_a_cycler_carry_its_cycle_and_step_numbers_in_both_envelopes():
+    """Two more compact columns only in a message holding cycler rows; -1 (no number) decodes to null/absent."""
+    r = rows(50)
+    plain, _ = pack_readings("rig-1", r, CELLS, "compact", 126 * 1024)
+    assert len(orjson.loads(plain)["r"][0]) == 7 and "cycle_no" not in decode_telemetry(plain)[0]
+    cyc = np.where(np.arange(50) < 10, -1, np.arange(50) // 10)
+    stp = np.where(np.arange(50) < 10, -1, np.arange(50) % 7)
+    r = ReadingRows(r.seq, r.ts_ms, r.cell, r.voltage_v, r.current_a, r.temperature_c, r.flags, cyc, stp)
+    for envelope, kind in (("compact", "telemetry.v2"), ("records", "telemetry.v1")):
+        payload, n = pack_readings("rig-1", r, CELLS, envelope, 126 * 1024)
+        assert n == 50
+        validator(kind).validate(orjson.loads(payload))
+        back = decode_telemetry(payload)
+        assert [x.get("cycle_no") for x in back] == [None] * 10 + cyc[10:].tolist()
+        assert [x.get("step_no") for x in back] == [None] * 10 + stp[10:].tolist()
+    assert len(plain) < len(pack_readings("rig-1", r, CELLS, "compact", 126 * 1024)[0]) < 1.3 * len(plain)

@@ -17,7 +17,7 @@ import numpy as np
 from agent.store.db import Db
 from agent.store.schema import STREAMS
 
-READING_COLS = "seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags"
+READING_COLS = "seq, ts_ms, cell, voltage_v, current_a, temperature_c, flags, IFNULL(cycle_no, -1), IFNULL(step_no, -1)"
 
 
 @dataclass(slots=True)
@@ -31,6 +31,8 @@ class ReadingRows:
     current_a: np.ndarray
     temperature_c: np.ndarray
     flags: np.ndarray  # int64
+    cycle_no: np.ndarray | None = None  # int64, the cycler's cycle number, -1 where the row has none
+    step_no: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.seq.shape[0])
@@ -44,6 +46,8 @@ class ReadingRows:
             self.current_a[:n],
             self.temperature_c[:n],
             self.flags[:n],
+            None if self.cycle_no is None else self.cycle_no[:n],
+            None if self.step_no is None else self.step_no[:n],
         )
 
     @classmethod
@@ -81,6 +85,8 @@ class UnsentCursor:
             a[:, 4],
             a[:, 5],
             a[:, 6].astype(np.int64),
+            a[:, 7].astype(np.int64),
+            a[:, 8].astype(np.int64),
         )
 
     def events(self, after_seq: int = 0, limit: int = 500, upto_seq: int | None = None) -> list[dict[str, Any]]:

@@ -17,11 +17,12 @@ from agent.features import cyclelife as cl_features
 from agent.features.qdv import VoltageGrid, qd_on_grid
 from agent.inference import CycleLifePredictor, SohForecaster
 from agent.twin.anomaly import Detectors
+from agent.twin.cyclerfollow import CyclerCycles
 from agent.twin.cycles import CycleTracker, FinishedCycle
 from agent.twin.ekf import SocEkf
 from agent.twin.model import GroupModel
-from agent.twin.restore import CellState
-from drivers.base import Event
+from agent.twin.restore import CellState, OpenCycle
+from drivers.base import Event, Origin
 
 log = logging.getLogger("agent.twin")
 N_CAP = cl_features.LAST_CYCLE - cl_features.FIRST_CYCLE + 1
@@ -47,6 +48,7 @@ class CellGroup:
         self.tracker = CycleTracker(
             model.nominal_ah, cfg.rest_c_rate, cfg.min_cycle_discharge_fraction, cfg.qdv_max_points
         )
+        self.files = CyclerCycles(self.tracker.rest_a, self.tracker.step_a, cfg.qdv_max_points)
         self.det = Detectors(n, cfg.alarms, cell_ids, source)
         self.soh_model = soh
         self.cycle_life = cycle_life if cycle_life is not None and cycle_life.chemistry == model.name else None
@@ -64,8 +66,11 @@ class CellGroup:
         self.horizons = np.arange(1, cfg.forecast_cycles + 1, dtype=float)  # [k] = cycle + k + 1 (cycles.v1)
 
     # ------------------------------------------------------------------ restore
-    def restore(self, states: dict[str, CellState]) -> None:
+    def restore(self, states: dict[str, CellState], open_cycles: dict[str, OpenCycle] | None = None) -> None:
         for k, cid in enumerate(self.cell_ids):
+            oc = (open_cycles or {}).get(cid)
+            if oc is not None:
+                self.files.restore(k, oc.key, oc.last_row, oc.rows, oc.complete)
             st = states.get(cid)
             if st is None:
                 continue
@@ -83,9 +88,21 @@ class CellGroup:
 
     # ------------------------------------------------------------------ per batch
     def process(
-        self, lut: np.ndarray, ts: np.ndarray, i: np.ndarray, v: np.ndarray, t: np.ndarray
+        self,
+        lut: np.ndarray,
+        ts: np.ndarray,
+        i: np.ndarray,
+        v: np.ndarray,
+        t: np.ndarray,
+        origin: Origin | None = None,
     ) -> tuple[list[Event], list[dict[str, Any]]]:
-        """Samples of this group: ``lut`` = group cell index per sample; arrays in any order."""
+        """Samples of this group: ``lut`` = group cell index per sample; arrays in any order. ``origin``: the rows'
+        place in a cycler's file (same order): cells with the cycler's cycle numbers take its cycles."""
+        by_file = (
+            self.files.update(lut, ts, i, v, t, origin.key, origin.row, origin.cycle_no, origin.step_no)
+            if origin is not None
+            else []
+        )
         order = np.lexsort((ts, lut))
         lut, ts, i, v, t = lut[order], ts[order], i[order], v[order], t[order]
         starts = np.r_[0, np.nonzero(np.diff(lut))[0] + 1]
@@ -99,7 +116,8 @@ class CellGroup:
             s = by_rank[bounds[k] : bounds[k + 1]]
             ev, fin = self._tick(lut[s], ts[s], i[s], v[s], t[s])
             events += ev
-            finished += fin
+            finished += [f for f in fin if not self.files.active[f.cell]]  # the cycler's numbers win: no doubles
+        finished += by_file
         cycles = self._finish(finished) if finished else []
         if finished:
             events += self.det.cycle_checks(

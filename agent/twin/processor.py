@@ -50,6 +50,7 @@ class TwinProcessor:
             if store_path
             else {}
         )
+        self.open_cycles = restore.load_open_cycles(Path(store_path)) if store_path else {}
         self.groups: list[CellGroup] = []
         self._where: dict[tuple[str, str], tuple[CellGroup, int]] = {}
 
@@ -99,7 +100,7 @@ class TwinProcessor:
         if not new:
             return
         g = CellGroup(source, tuple(new), self._resolve(source, new), self.cfg, self.cycle_life, self.soh)
-        g.restore(self.restored)
+        g.restore(self.restored, self.open_cycles)
         self.groups.append(g)
         for k, c in enumerate(new):
             self._where[(source, c)] = (g, k)
@@ -132,7 +133,12 @@ class TwinProcessor:
         for n, g in enumerate(groups):
             m = g_of_sample == n
             ev, cy = g.process(
-                kidx[batch.cell[m]], batch.ts_ms[m], batch.current_a[m], batch.voltage_v[m], batch.temperature_c[m]
+                kidx[batch.cell[m]],
+                batch.ts_ms[m],
+                batch.current_a[m],
+                batch.voltage_v[m],
+                batch.temperature_c[m],
+                None if batch.origin is None else batch.origin.select(m),
             )
             events += ev
             cycles += cy
@@ -161,7 +167,7 @@ class TwinProcessor:
             for k, c in enumerate(g.cell_ids):
                 out[f"{g.source}/{c}"] = {
                     "soc": float(g.ekf.soc[k]),
-                    "cycle": int(g.tracker.cycle[k]),
+                    "cycle": int(g.files.cycle[k] if g.files.active[k] else g.tracker.cycle[k]),
                     "soh": float(g.last_soh[k]),
                     "ready": bool(g.ekf.ready[k]),
                 }

@@ -23,6 +23,9 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 COMPACT_FIELDS = ["cell", "seq", "ts", "voltage_v", "current_a", "temperature_c", "flags"]
 # Wire resolution: 0.1 mV, 0.1 mA, 0.01 degC. Integers times these give the unit in the field's name.
 COMPACT_SCALE = [1, 1, 1, 1e-4, 1e-4, 0.01, 1]
+# Rows read from a cycler's file carry its cycle and step numbers: a message with any such row has two more
+# columns (-1 where a row has none); other messages stay 7 wide and the same size as before.
+CYCLER_FIELDS = ["cycle_no", "step_no"]
 VALUE_FIELDS = ("voltage_v", "current_a", "temperature_c")
 RECORD_DECIMALS = {"voltage_v": 4, "current_a": 4, "temperature_c": 2}
 IOT_CORE_MAX_BYTES = 128 * 1024
@@ -34,7 +37,8 @@ def encode_compact(rig: str, rows: ReadingRows, cell_ids: dict[int, str]) -> byt
     uniq, inv = np.unique(rows.cell, return_inverse=True)
     seq0 = int(rows.seq[0])
     ts0 = int(rows.ts_ms.min())
-    m = np.empty((n, 7), dtype=np.int64)
+    cycler = _has_cycler_numbers(rows)
+    m = np.empty((n, 9 if cycler else 7), dtype=np.int64)
     m[:, 0] = inv
     m[:, 1] = rows.seq - seq0
     m[:, 2] = rows.ts_ms - ts0
@@ -47,6 +51,9 @@ def encode_compact(rig: str, rows: ReadingRows, cell_ids: dict[int, str]) -> byt
             q = np.rint(np.where(ok, vals, 0.0) / COMPACT_SCALE[k])
         m[:, k] = np.clip(q, -_INT_LIMIT, _INT_LIMIT).astype(np.int64)
     m[:, 6] = flags
+    if cycler:
+        assert rows.cycle_no is not None and rows.step_no is not None
+        m[:, 7], m[:, 8] = rows.cycle_no, rows.step_no
     doc = {
         "v": 2,
         "type": "telemetry",
@@ -54,11 +61,19 @@ def encode_compact(rig: str, rows: ReadingRows, cell_ids: dict[int, str]) -> byt
         "seq0": seq0,
         "ts0": ts0,
         "cells": [cell_ids.get(int(u), f"cell{int(u)}") for u in uniq],
-        "fields": COMPACT_FIELDS,
-        "scale": COMPACT_SCALE,
+        "fields": COMPACT_FIELDS + CYCLER_FIELDS if cycler else COMPACT_FIELDS,
+        "scale": COMPACT_SCALE + [1, 1] if cycler else COMPACT_SCALE,
         "r": m,
     }
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _has_cycler_numbers(rows: ReadingRows) -> bool:
+    return (
+        rows.cycle_no is not None
+        and rows.step_no is not None
+        and bool(((rows.cycle_no >= 0) | (rows.step_no >= 0)).any())
+    )
 
 
 def encode_records(rig: str, rows: ReadingRows, cell_ids: dict[int, str]) -> bytes:
@@ -83,6 +98,11 @@ def encode_records(rig: str, rows: ReadingRows, cell_ids: dict[int, str]) -> byt
             flags.tolist(),
         )
     ]
+    if _has_cycler_numbers(rows):
+        assert rows.cycle_no is not None and rows.step_no is not None
+        for rec, cyc, stp in zip(records, rows.cycle_no.tolist(), rows.step_no.tolist()):
+            if cyc >= 0 or stp >= 0:
+                rec["cycle_no"], rec["step_no"] = (cyc if cyc >= 0 else None), (stp if stp >= 0 else None)
     return orjson.dumps({"v": 1, "type": "telemetry", "rig": rig, "records": records})
 
 
@@ -181,6 +201,11 @@ def decode_telemetry(payload: bytes | str) -> list[dict[str, Any]]:
                 }
                 for k, name in enumerate(VALUE_FIELDS, start=3):
                     rec[name] = None if flags & int(MISSING_FLAG[name]) else round(row[k] * scale[k], 6)
+                if len(row) > 7 and (row[7] >= 0 or row[8] >= 0):
+                    rec["cycle_no"], rec["step_no"] = (
+                        (row[7] if row[7] >= 0 else None),
+                        (row[8] if row[8] >= 0 else None),
+                    )
                 out.append(rec)
             return out
     except (KeyError, IndexError, TypeError, AttributeError, OverflowError) as exc:

@@ -12,7 +12,9 @@
 -- Telemetry, both envelopes. v2 ("compact", the agent's default) is rows of scaled integers:
 -- [cell index, seq - seq0, ts - ts0, V / scale[3], I / scale[4], T / scale[5], flags], unnested with constant
 -- subscripts. The cell index is matched to the position in 'cells' with PartiQL's AT. A value whose MISSING
--- flag is set (1 voltage, 2 current, 4 temperature) is NULL. v1 ("records") is flat records.
+-- flag is set (1 voltage, 2 current, 4 temperature) is NULL. v1 ("records") is flat records. Rows read from a
+-- cycler's file carry its cycle and step numbers (v2: x[7], x[8], -1 for none; v1: cycle_no, step_no); they are
+-- NULL for other rows (a 7-wide row's x[7] is NULL in PartiQL's lax mode).
 CREATE OR REPLACE VIEW ${schema}.readings_all AS
 SELECT CAST(l.payload.topic_rig AS VARCHAR(128)) AS rig,
        CAST(c AS VARCHAR(256)) AS cell,
@@ -28,6 +30,8 @@ SELECT CAST(l.payload.topic_rig AS VARCHAR(128)) AS rig,
                  THEN CAST(x[5] AS DOUBLE PRECISION) * CAST(l.payload.scale[5] AS DOUBLE PRECISION) END
             AS DOUBLE PRECISION) AS temperature_c,
        CAST(x[6] AS INTEGER) AS flags,
+       CAST(CASE WHEN CAST(x[7] AS INTEGER) >= 0 THEN CAST(x[7] AS INTEGER) END AS INTEGER) AS cycle_no,
+       CAST(CASE WHEN CAST(x[8] AS INTEGER) >= 0 THEN CAST(x[8] AS INTEGER) END AS INTEGER) AS step_no,
        CAST(2 AS SMALLINT) AS envelope_version,
        l.arrival_ts
 FROM ${schema}.landing AS l, l.payload.r AS x, l.payload.cells AS c AT ci
@@ -44,6 +48,8 @@ SELECT CAST(l.payload.topic_rig AS VARCHAR(128)) AS rig,
        CAST(rec.current_a AS DOUBLE PRECISION) AS current_a,
        CAST(rec.temperature_c AS DOUBLE PRECISION) AS temperature_c,
        CAST(rec.flags AS INTEGER) AS flags,
+       CAST(rec.cycle_no AS INTEGER) AS cycle_no,
+       CAST(rec.step_no AS INTEGER) AS step_no,
        CAST(1 AS SMALLINT) AS envelope_version,
        l.arrival_ts
 FROM ${schema}.landing AS l, l.payload.records AS rec
@@ -56,8 +62,9 @@ WITH NO SCHEMA BINDING;
 CREATE OR REPLACE VIEW ${schema}.readings AS
 SELECT rig, cell, seq, ts,
        TIMESTAMP 'epoch' + ts / 1000.0 * INTERVAL '1 second' AS ts_utc,
-       voltage_v, current_a, temperature_c, flags, arrival_ts
-FROM (SELECT r.rig, r.cell, r.seq, r.ts, r.voltage_v, r.current_a, r.temperature_c, r.flags, r.arrival_ts,
+       voltage_v, current_a, temperature_c, flags, cycle_no, step_no, arrival_ts
+FROM (SELECT r.rig, r.cell, r.seq, r.ts, r.voltage_v, r.current_a, r.temperature_c, r.flags, r.cycle_no,
+             r.step_no, r.arrival_ts,
              ROW_NUMBER() OVER (PARTITION BY r.rig, r.seq ORDER BY r.arrival_ts) AS copy_rank
       FROM ${schema}.readings_all AS r) AS d
 WHERE d.copy_rank = 1

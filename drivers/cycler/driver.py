@@ -49,6 +49,13 @@ class CyclerConfig(DriverConfig):
         5000, ge=100, le=1_000_000, description="rows per batch: a catch-up on a long file goes in slices"
     )
 
+    native_min_reread_s: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="a native file (.mpr/.ndax/.res) is read whole on change: at most this often (0: every poll)",
+    )
+
     _start_ms: int | None = PrivateAttr(None)
 
     @model_validator(mode="after")
@@ -57,6 +64,8 @@ class CyclerConfig(DriverConfig):
         cells = [f.cell for f in self.files]
         if len(set(cells)) != len(cells):
             raise ValueError("each file needs its own cell id")
+        if self.native_min_reread_s >= self.down_after_s:
+            raise ValueError("native_min_reread_s must be below down_after_s (a file read less often looks down)")
         if self.start:
             import datetime as dt
 
@@ -95,7 +104,7 @@ class CyclerDriver(Driver):
         cfg = self.config
         self.checkpoint = await asyncio.to_thread(self._load_checkpoint)
         for k, (f, path) in enumerate(zip(cfg.files, self.paths)):
-            src = open_source(path, f.cell, f.format, cfg.tz, cfg._start_ms)
+            src = open_source(path, f.cell, f.format, cfg.tz, cfg._start_ms, cfg.native_min_reread_s)
             saved = self.checkpoint.get(str(path))
             if saved and path.exists():
                 try:
@@ -179,6 +188,8 @@ class CyclerDriver(Driver):
                 file=str(path),
                 rows=progress.bad_rows[:20],
             )
+        for note in progress.notes:
+            self.emit(note.kind, note.message[:1000], cell=src.cell, **note.data)
         if parsed is not None and len(parsed):
             health.ok(now)
         else:

@@ -39,6 +39,12 @@ class TextFormat:
     discharge_ah: tuple[str, float] | None = None  # the cycler's own discharge capacity (golden checks)
     required: tuple[str, ...] = field(default=())  # columns that must be present (besides the above)
     hierarchical: bool = False  # Neware's "regular" export: cycle, step and record rows interleaved
+    phases: dict[str, str] = field(default_factory=dict)  # state/step-type code -> charge|discharge|rest|other
+
+    @property
+    def phase_column(self) -> str | None:
+        """The column whose codes ``phases`` maps (Maccor's state, else the step type)."""
+        return (self.state or self.step_type) if self.phases else None
 
     def columns(self) -> list[str]:
         cols = [self.elapsed[0], self.voltage[0], self.current[0]]

@@ -55,8 +55,28 @@ def read_native(path: Path, fmt: str, tz: str) -> Parsed:
     raise FormatError(f"unknown native format {fmt!r}")
 
 
+NATIVE_PHASES: dict[str, dict[str, str]] = {  # per native format, as formats.toml's ``phases`` for text
+    "neware_nda": {
+        **dict.fromkeys(("CC_Chg", "CV_Chg", "CCCV_Chg", "CP_Chg"), "charge"),
+        **dict.fromkeys(("CC_DChg", "CV_DChg", "CCCV_DChg", "CP_DChg", "CR_DChg"), "discharge"),
+        "Rest": "rest",
+        "Pause": "rest",
+        "Control": "other",  # a control step (the sample's are at 0 A)
+    },
+}
+
+
 def _parsed(
-    n: int, ts_ms: Any, v: Any, i: Any, t: Any = None, cyc: Any = None, stp: Any = None, qd: Any = None
+    n: int,
+    ts_ms: Any,
+    v: Any,
+    i: Any,
+    t: Any = None,
+    cyc: Any = None,
+    stp: Any = None,
+    qd: Any = None,
+    codes: list[str] | None = None,
+    fault: Any = None,
 ) -> Parsed:
     def f(x: Any) -> np.ndarray:
         return np.full(n, np.nan) if x is None else np.asarray(x, dtype=np.float64)
@@ -64,7 +84,9 @@ def _parsed(
     def k(x: Any) -> np.ndarray:
         return np.full(n, -1, np.int32) if x is None else np.asarray(x).astype(np.int32)
 
-    return Parsed(np.arange(n, dtype=np.int64), np.asarray(ts_ms, np.int64), f(v), f(i), f(t), k(cyc), k(stp), f(qd))
+    row = np.arange(n, dtype=np.int64)
+    ok = None if fault is None else np.asarray(fault, dtype=bool)
+    return Parsed(row, np.asarray(ts_ms, np.int64), f(v), f(i), f(t), k(cyc), k(stp), f(qd), [], codes, ok)
 
 
 def _biologic(path: Path, tz: str) -> Parsed:
@@ -81,7 +103,8 @@ def _biologic(path: Path, tz: str) -> Parsed:
     current = np.asarray(data["I/mA"], np.float64) / 1000.0 if "I/mA" in names else None
     cyc = np.asarray(data["half cycle"]) // 2 if "half cycle" in names else None
     stp = data["Ns"] if "Ns" in names else None
-    return _parsed(len(data), ts, data["Ewe/V"], current, None, cyc, stp)
+    fault = mpr.get_flag("error") if "flags" in names else None  # EC-Lab's own per-point error bit
+    return _parsed(len(data), ts, data["Ewe/V"], current, None, cyc, stp, fault=fault)
 
 
 def _neware_nda(path: Path) -> Parsed:
@@ -94,7 +117,9 @@ def _neware_nda(path: Path) -> Parsed:
         temp = None  # a T1 column of zeros: no sensor wired, not 0 degC
     qd = df["Discharge_Capacity(mAh)"].to_numpy(dtype=np.float64) / 1000.0
     i = df["Current(mA)"].to_numpy(dtype=np.float64) / 1000.0
-    return _parsed(len(df), ts, df["Voltage"].to_numpy(), i, temp, df["Cycle"].to_numpy(), df["Step"].to_numpy(), qd)
+    codes = df["Status"].astype(str).tolist() if "Status" in df.columns else None
+    cyc, stp = df["Cycle"].to_numpy(), df["Step"].to_numpy()
+    return _parsed(len(df), ts, df["Voltage"].to_numpy(), i, temp, cyc, stp, qd, codes)
 
 
 def _mdb_export(path: Path, table: str) -> list[list[str]]:

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.base import Origin, ReadingBatch
+from drivers.base import Flag, Origin, ReadingBatch
+from drivers.cycler import states
 from drivers.cycler.formats import FormatError
+from drivers.cycler.states import Note
 from drivers.cycler.text import HEAD_BYTES, Header, Hierarchy, IncompleteHead, Parsed
 
 CHUNK_BYTES = 8 << 20  # at most this much text per poll: the batch a driver hands the agent stays bounded
@@ -27,6 +29,7 @@ class Progress:
 
     restarted: str = ""  # "" | "rewritten" | "replaced"
     bad_rows: list[int] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)  # the cycler's step codes against the current (states.py)
 
 
 class TextSource:
@@ -41,6 +44,7 @@ class TextSource:
         self.row = 0  # its data row number
         self.hierarchy = Hierarchy()
         self.finished = False  # a text file may always grow: polls end when there is nothing new
+        self.tally = states.Tally()  # what the vendor's codes said, reported (states.py)
 
     @property
     def has_wallclock(self) -> bool:
@@ -104,6 +108,7 @@ class TextSource:
         self.offset += consumed
         self.row += len(lines)
         progress.bad_rows = parsed.bad
+        progress.notes = states.notes_for(self.path.name, parsed, self.header.fmt.phases, self.tally)
         return parsed, progress
 
     def batch(self, parsed: Parsed, cells: tuple[str, ...], cell_index: int) -> ReadingBatch:
@@ -121,7 +126,10 @@ def to_batch(key: str, parsed: Parsed, cells: tuple[str, ...], cell_index: int) 
         parsed.temperature_c,
     )
     origin = Origin(key, parsed.row, parsed.cycle_no, parsed.step_no)
-    return ReadingBatch(b.cells, b.cell, b.ts_ms, b.voltage_v, b.current_a, b.temperature_c, b.flags, origin)
+    flags = b.flags
+    if parsed.fault is not None:  # the cycler itself marked these rows as errors
+        flags = flags | np.where(parsed.fault, np.uint32(Flag.SENSOR_FAULT), np.uint32(0))
+    return ReadingBatch(b.cells, b.cell, b.ts_ms, b.voltage_v, b.current_a, b.temperature_c, flags, origin)
 
 
 def _same_test(head: bytes, header: Header, fmt: str, tz: str, start_ms: int | None) -> bool:

@@ -40,6 +40,8 @@ class Parsed:
     step_no: np.ndarray
     discharge_ah: np.ndarray
     bad: list[int] = field(default_factory=list)
+    codes: list[str] | None = None  # the cycler's state/step-type code per row, where the format maps them
+    fault: np.ndarray | None = None  # bool per row: the cycler marked the row as an error (BioLogic's flag)
 
     def __len__(self) -> int:
         return int(self.row.shape[0])
@@ -55,6 +57,8 @@ class Parsed:
             self.step_no[mask],
             self.discharge_ah[mask],
             list(self.bad),
+            None if self.codes is None else np.asarray(self.codes, dtype=str)[mask].tolist(),
+            None if self.fault is None else self.fault[mask],
         )
 
 
@@ -209,8 +213,9 @@ class Header:
         cyc = cyc_h if cyc_h is not None else _ints(num(get, n, fmt.cycle) if fmt.cycle else None, n)
         stp = stp_h if stp_h is not None else _ints(num(get, n, fmt.step) if fmt.step else None, n)
         qd = num(get, n, fmt.discharge_ah[0], blank_ok=True) * fmt.discharge_ah[1] if fmt.discharge_ah else None
+        codes = get(fmt.phase_column)[:n] if fmt.phase_column else None
         return Parsed(
-            rownum, ts_ms, voltage, current, temp, cyc, stp, qd if qd is not None else np.full(n, np.nan), bad
+            rownum, ts_ms, voltage, current, temp, cyc, stp, qd if qd is not None else np.full(n, np.nan), bad, codes
         )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import UplinkConfig
-from agent.uplink.envelope import COMPACT_FIELDS, COMPACT_SCALE
+from agent.uplink.envelope import COMPACT_FIELDS, COMPACT_SCALE, CYCLER_FIELDS
 from agent.uplink.uplink import TOPIC_NAMES, topic
 from drivers.base import MISSING_FLAG
 from tests.cloud import contracts as c
@@ -334,6 +334,8 @@ def test_compact_rows_are_unnested_with_the_envelopes_subscripts_scales_and_miss
         if name in MISSING_FLAG:
             assert ("scale", k) in subs and COMPACT_SCALE[k] != 1
             assert c.bitmasks(cols[name]) == {int(MISSING_FLAG[name])}, f"{name}: MISSING flag mask"
+    for k, name in enumerate(CYCLER_FIELDS, start=len(COMPACT_FIELDS)):
+        assert ("x", k) in c.brackets(cols[name]), f"{name} must read x[{k}] (the cycler columns after flags)"
     where = v2.args["where"].sql(dialect="redshift")
     assert "x[0]" in where.replace(" ", "") or "X[0]" in where, "the cell index x[0] is matched to the AT position"
 

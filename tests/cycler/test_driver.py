@@ -4,6 +4,7 @@ checkpoint after a restart, and a bad config. Events are what a person would see
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from drivers.base import DriverContext, Event
 from drivers.cycler import CyclerConfig, CyclerDriver
+from drivers.cycler.readers import NativeSource
 from tests.cycler.test_golden import DATA
 
 LINES = (DATA / "neware_uio.csv").read_bytes().splitlines(keepends=True)
@@ -141,3 +143,36 @@ def test_a_long_native_file_comes_in_slices(tmp_path):
 
     assert asyncio.run(scenario()) == ([10_000, 10_000, 3_561], [0, 10_000, 20_000])
     assert not events
+
+
+def test_native_rereads_wait_for_the_minimum_gap(tmp_path):
+    """A native file is read whole on change; a cycler rewriting it every few seconds costs one read per gap.
+    The clock is the source's own (injected: the gap is a minute, the test does not wait one)."""
+    f = tmp_path / "run.mpr"
+    f.write_bytes((DATA / "biol.mpr").read_bytes())
+    now = [1000.0]
+    src = NativeSource(f, "c1", "biologic", "UTC", min_reread_s=60.0, clock=lambda: now[0])
+
+    def touch() -> None:
+        st = f.stat()
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+    parsed, _ = src.poll()
+    assert parsed is not None and len(parsed) == 23561 and src.reads == 1
+    touch()
+    now[0] += 10
+    assert src.poll()[0] is None and src.reads == 1 and not src.finished  # changed, inside the gap: not read
+    now[0] += 51
+    assert src.poll()[0] is None and src.reads == 2  # the gap passed: read again, no row handed out twice
+    touch()
+    assert src.poll(final=True)[0] is None and src.reads == 3  # import reads a finished file whatever the gap
+
+
+def test_native_reread_gap_is_validated():
+    base = {"type": "cycler", "files": [{"path": "a.mpr", "cell": "x"}]}
+    assert CyclerConfig(**base).native_min_reread_s == 60.0
+    with pytest.raises(ValidationError, match="native_min_reread_s"):
+        CyclerConfig(**base, native_min_reread_s=-1)
+    with pytest.raises(ValidationError, match="below down_after_s"):
+        CyclerConfig(**base, native_min_reread_s=700, down_after_s=600)
+    assert CyclerConfig(**base, native_min_reread_s=0).native_min_reread_s == 0  # every poll, as before

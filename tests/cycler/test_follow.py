@@ -2,19 +2,26 @@
 ``cycler`` driver and the uplink to mosquitto over mTLS) follows it. On the way: a half-written line, an agent
 SIGKILL with rows written while it is down, and a rewrite of the whole file by the "cycler software". At the
 broker every row arrives (after dedup on seq, since a kill re-sends unacknowledged messages), once, in file
-order, with seqs that have no gap and no reuse; the store holds each row once and the events say what happened."""
+order, with seqs that have no gap and no reuse; the store holds each row once and the events say what happened.
+The twin takes the cycler's cycle numbers: cycle 1 (open across the kill, rebuilt from the store, and read again
+in the rewrite) is summarised once, as the import path computes it, and the sign tracker adds no cycle."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from agent.twin.filecycles import summarise
 from drivers.cycler.readers import open_source
 from tests.conftest import agent_config
 from tests.cycler.test_golden import DATA
 from tests.support.waiting import wait_until
 
-ROWS = 1500
+ROWS = 3600  # cycle 1 ends at row 3463: the kill and the rewrite fall inside it, its summary comes after them
 
 
 def _stored(db: Path) -> int:
@@ -90,12 +97,21 @@ def test_follow_half_line_kill_and_rewrite(tmp_path, broker, subscriber, rig_cer
     assert seqs == list(range(1, ROWS + 1)), "seq audit: no gap, no reuse"
     assert [records[s]["ts"] for s in seqs] == want_ts, "every row once, in file order"
     assert {records[s]["cell"] for s in seqs} == {"n1"}
+    assert [records[s]["cycle_no"] for s in seqs] == expected.cycle_no[:ROWS].tolist(), (
+        "the cycler's numbers on the wire"
+    )
     kinds = _events(db)
     assert "cycler.file_rewritten" in kinds
     assert "alarm.sensor_dropout" not in kinds, "a file without a temperature column has no temperature to miss"
     with sqlite3.connect(db) as c:
         assert [r[0] for r in c.execute("SELECT ts_ms FROM readings ORDER BY seq")] == want_ts
         assert c.execute("SELECT max(cycle_no), max(step_no) FROM readings").fetchone()[0] >= 1
+        cycles = [json.loads(r[0]) for r in c.execute("SELECT payload FROM cycles ORDER BY seq")]
+    e = expected.select(np.arange(len(expected)) < ROWS)
+    want = summarise("n1", e.cycle_no, e.ts_ms, e.current_a, e.voltage_v, e.temperature_c, e.step_no)
+    assert [(x["cell"], x["cycle"]) for x in cycles] == [("n1", 1)] == [("n1", w["cycle"]) for w in want]
+    assert cycles[0]["discharge_ah"] == pytest.approx(want[0]["discharge_ah"], rel=1e-6, abs=6e-7)
+    assert (cycles[0]["start_ts"], cycles[0]["ts"]) == (want[0]["start_ts"], want[0]["ts"])
 
 
 def test_imported_test_flows_through_the_uplink(tmp_path, broker, subscriber, rig_cert, pki, agent_proc):
