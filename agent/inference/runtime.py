@@ -25,6 +25,27 @@ def default_model_path(name: str) -> Path:
     return Path(str(resources.files(MODELS_PACKAGE).joinpath(f"{name}.onnx")))
 
 
+def read_checked(
+    path: Path, meta_path: Path, hash_key: str, error: type[ModelError] = ModelError
+) -> tuple[bytes, dict[str, Any]]:
+    """A model file and its JSON metadata, refused (``error``) unless the metadata's ``hash_key`` is the file's
+    sha256: a model is only ever used with the metadata it was built with (ONNX graphs and SOH ``.refs`` alike)."""
+    try:
+        data = path.read_bytes()
+        meta: dict[str, Any] = json.loads(meta_path.read_text())
+    except OSError as exc:
+        raise error(f"cannot read model {path} / {meta_path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"model metadata {meta_path} is not valid JSON: {exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if meta.get(hash_key) != digest:
+        raise error(
+            f"{path.name} does not match its metadata {meta_path.name} (sha256 {digest[:12]} "
+            f"!= {str(meta.get(hash_key))[:12]}): rebuild or copy both files together"
+        )
+    return data, meta
+
+
 class OnnxModel:
     """An ONNX model checked against its metadata at load; the onnxruntime session is made on the first ``run``.
 
@@ -36,19 +57,7 @@ class OnnxModel:
     def __init__(self, onnx_path: str | Path, meta_path: str | Path | None = None):
         self.path = Path(onnx_path)
         meta_path = Path(meta_path) if meta_path else self.path.with_suffix(".json")
-        try:
-            data = self.path.read_bytes()
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        except OSError as exc:
-            raise ModelError(f"cannot read model {self.path} / {meta_path}: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"model metadata {meta_path} is not valid JSON: {exc}") from None
-        digest = hashlib.sha256(data).hexdigest()
-        if self.meta.get("onnx_sha256") != digest:
-            raise ModelError(
-                f"{self.path.name} does not match its metadata {meta_path.name} (sha256 {digest[:12]} "
-                f"!= {str(self.meta.get('onnx_sha256'))[:12]}): rebuild or copy both files together"
-            )
+        data, self.meta = read_checked(self.path, meta_path, "onnx_sha256")
         self._data: bytes | None = data
         self._session: Any = None
 

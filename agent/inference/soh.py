@@ -23,7 +23,6 @@ the observed crossing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from agent.features import soh as F
-from agent.inference.runtime import ModelError
+from agent.inference.runtime import ModelError, read_checked
 
 FORMAT = "battery-twin-soh-refs/1"
 TABLE_TAIL = 1.0  # the fitting's table runs on past a reference's end for this fraction of its span
@@ -90,20 +89,11 @@ class SohForecaster:
     def __init__(self, path: str | Path | None = None, meta_path: str | Path | None = None):
         self.path = Path(path) if path else default_soh_path()
         meta_file = Path(meta_path) if meta_path else self.path.with_suffix(".json")
+        data, self.meta = read_checked(self.path, meta_file, "model_sha256", SohModelError)
         try:
-            data = self.path.read_bytes()
-            self.meta: dict[str, Any] = json.loads(meta_file.read_text())
             model = json.loads(data)
-        except OSError as exc:
-            raise SohModelError(f"cannot read SOH model {self.path} / {meta_file}: {exc}") from None
         except json.JSONDecodeError as exc:
-            raise SohModelError(f"SOH model {self.path} or its metadata is not valid JSON: {exc}") from None
-        digest = hashlib.sha256(data).hexdigest()
-        if self.meta.get("model_sha256") != digest:
-            raise SohModelError(
-                f"{self.path.name} does not match its metadata {meta_file.name} (sha256 {digest[:12]} != "
-                f"{str(self.meta.get('model_sha256'))[:12]}): rebuild or copy both files together"
-            )
+            raise SohModelError(f"SOH model {self.path} is not valid JSON: {exc}") from None
         if model.get("format") != FORMAT:
             raise SohModelError(f"{self.path.name}: format {model.get('format')!r}, this agent reads {FORMAT!r}")
         try:

@@ -4,6 +4,7 @@ checks, batching, and the commands. Baumhoefer's 48-cell figures are asserted wh
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -158,7 +159,13 @@ def test_model_file_and_metadata_must_match(tmp_path):
         SohForecaster(tmp_path / "missing.refs")
     (tmp_path / "x.refs").write_text("{not json")
     (tmp_path / "x.json").write_text("{}")
-    with pytest.raises(SohModelError, match="not valid JSON"):
+    with pytest.raises(SohModelError, match="does not match its metadata"):  # the hash is checked first
+        SohForecaster(tmp_path / "x.refs")
+    (tmp_path / "x.json").write_text(json.dumps({"model_sha256": hashlib.sha256(b"{not json").hexdigest()}))
+    with pytest.raises(SohModelError, match="x.refs is not valid JSON"):
+        SohForecaster(tmp_path / "x.refs")
+    (tmp_path / "x.json").write_text("{truncated")
+    with pytest.raises(SohModelError, match="metadata .*x.json is not valid JSON"):
         SohForecaster(tmp_path / "x.refs")
 
 
