@@ -8,8 +8,6 @@ import sqlite3
 import threading
 from types import SimpleNamespace
 
-import numpy as np
-
 from agent.config import parse_config
 from agent.pipeline import Agent
 from agent.validate import Validator
