@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -26,6 +26,7 @@ from agent.health import RateMeter, build_health
 from agent.healthcadence import HealthCadence
 from agent.logs import setup_logging
 from agent.pending import Pending
+from agent.processing import Cycles, Processor, ProcessorStage
 from agent.reload import ReloadPlan, effective_config, plan_reload
 from agent.services import SectionService, Service
 from agent.store import OpenPolicy, Store, StoreFull
@@ -40,15 +41,6 @@ from drivers.backoff import Backoff
 from drivers.base import Event, ReadingBatch
 
 log = logging.getLogger("agent")
-
-Cycles = list[dict[str, Any]]
-
-
-class Processor(Protocol):
-    """A stage between validation and the store (the twin): sees every batch, may raise events and cycles."""
-
-    def process(self, batch: ReadingBatch, source: str) -> tuple[list[Event], Cycles]: ...
-
 
 ProcessorFactory = Callable[[AgentConfig], list[Processor]]
 
@@ -93,7 +85,7 @@ class Agent:
         self.last_health: dict[str, Any] = {}
         self._meter = RateMeter()
         self.lost_batches = 0
-        self.faults_in_processors = 0
+        self.stage = ProcessorStage()  # the processors (the twin) run in its thread, batches in arrival order
         self._reload_lock = asyncio.Lock()
 
     @property
@@ -115,18 +107,12 @@ class Agent:
 
     # ---------------------------------------------------------------- ingest (one call per driver batch)
     async def ingest(self, runner: DriverRunner, batch: ReadingBatch) -> None:
+        await self.stage.shielded(self._ingest(runner, batch))  # a stopped driver's batch is still stored
+
+    async def _ingest(self, runner: DriverRunner, batch: ReadingBatch) -> None:
         events = runner.validator.check(batch)
-        cycles: Cycles = []
-        for proc in self.processors:
-            try:
-                ev, cy = proc.process(batch, runner.name)
-                events.extend(ev)
-                cycles.extend(cy)
-            except Exception as exc:
-                self.faults_in_processors += 1
-                log.exception("processor %s failed", type(proc).__name__)
-                msg = f"{type(proc).__name__} failed: {exc!r}"[:500]
-                events.append(Event("agent.processor_fault", msg, level="warning", source="twin"))
+        ev, cycles = await self.stage.run(self.processors, batch, runner.name)
+        events.extend(ev)
         more_events, more_cycles = self.pending.take()
         await self._store_batch(batch, runner.name, events + more_events, more_cycles + cycles)
         if self.uplink is not None:
@@ -299,7 +285,7 @@ class Agent:
 
     def processor_faults(self) -> int:
         models = sum(p.model_failures() for p in self.processors if isinstance(p, UsesModels))
-        return self.faults_in_processors + models
+        return self.stage.faults + models
 
     async def store_answers(self, timeout_s: float) -> bool:
         try:
@@ -366,6 +352,7 @@ class Agent:
             except Exception:
                 log.exception("service %s failed to stop", type(svc).__name__)
         await self.drivers.stop(list(self.runners), timeout_s=10.0)  # a driver's close is bounded at 5 s
+        await self.stage.drain(10.0)  # batches of stopped drivers still on their way to the store
         log.info("stopping: drivers stopped")
         if self.pending:
             try:
@@ -388,4 +375,5 @@ class Agent:
         if self.link is not None:
             await asyncio.to_thread(self.link.stop, 3.0)
         await self.worker.close()
+        self.stage.close()
         log.info("agent stopped")

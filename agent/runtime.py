@@ -21,7 +21,8 @@ from agent.config import AgentConfig, ConfigError, load_config
 from agent.guidance import dashboard_url, first_run_text
 from agent.healthfile import HealthFile, health_file_path
 from agent.logs import setup_logging
-from agent.pipeline import Agent, Processor, StartupError
+from agent.pipeline import Agent, StartupError
+from agent.processing import Processor
 from agent.reload import reload_on_signal
 from agent.remote.layer import load_effective, loader, state_dir
 from agent.remote.models import ModelStore

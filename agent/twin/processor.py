@@ -1,4 +1,4 @@
-"""``TwinProcessor``: the agent's twin stage (``agent.pipeline.Processor``), one ``CellGroup`` per driver.
+"""``TwinProcessor``: the agent's twin stage (``agent.processing.Processor``), one ``CellGroup`` per driver.
 
 What it assumes about each driver's cells comes from ``[twin]`` (chemistry, nominal capacity; per driver or per
 cell), else from the driver's own config when it has ``chemistry``/``capacity_ah`` (the simulator does), else
@@ -157,7 +157,7 @@ class TwinProcessor:
 
     def known_cells(self) -> set[str]:
         """Cells with cycles in the store at start, or seen since (a simulator makes its past only for new cells)."""
-        return set(self.restored) | {cell for _, cell in self._where}
+        return set(self.restored) | {cell for _, cell in list(self._where)}  # a copy: the twin's thread may add
 
     # ------------------------------------------------------------------ views (dashboard, tests, bench)
     def state(self) -> dict[str, dict[str, Any]]:
