@@ -5,7 +5,7 @@ whole file, repeated ``REPEAT`` times for text files so the figure is not a few 
 library), ``import`` is ``agent.importer.import_file`` into a fresh store (parse, ledger, one transaction per
 chunk, cycle summaries; synchronous=FULL as the agent runs). Goal: text formats >= 200,000 rows/s into the
 store; native formats are limited by their reader, printed beside. Last, the live twin on a followed file (no
-goal: it runs on the event loop, so its time per batch is printed). Run: ``.venv/bin/python bench/cyclers.py``.
+goal: it runs on the twin's worker thread and holds that driver's next batch, so its time per batch is printed). Run: ``.venv/bin/python bench/cyclers.py``.
 """
 
 from __future__ import annotations
