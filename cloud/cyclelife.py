@@ -47,6 +47,7 @@ class CycleLifeModel:
     metrics: dict[str, Any] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)  # rule, members, grouping, the whole table
     feature_ranges: dict[str, list[float]] = field(default_factory=dict)
+    capacity_ah: float | None = None  # median cycle-2 discharge capacity of the training cells (what Ah features mean)
 
     @property
     def refs(self) -> tuple[F.FeatureRef, ...]:
@@ -110,6 +111,7 @@ def train(
         linear,
         selection=selection,
         feature_ranges={r.key: [float(x[:, i].min()), float(x[:, i].max())] for i, r in enumerate(linear.refs)},
+        capacity_ah=round(float(np.median(data.qdlin[:, :, 0].max(axis=1))), 4),
     )
     model.metrics = {
         "train_rmse_cycles": rmse(model.predict(x), data.cycle_life),
@@ -229,6 +231,10 @@ def export(
         "applies_to": {
             "chemistry": "lfp",
             "cell": "A123 APR18650M1A 1.1 Ah (Severson et al. 2019)",
+            # Its capacity features are in Ah of the training cells: a cell of another size reads as another fade,
+            # so the twin runs the model only for cells whose nominal capacity is within the tolerance of this.
+            "capacity_ah": model.capacity_ah,
+            "capacity_tolerance": 0.25,
             "voltage_grid": grid.as_dict(),
             "cycle_life_definition": "cycles to 80% of nominal",
         },

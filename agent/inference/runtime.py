@@ -122,6 +122,9 @@ class CycleLifePredictor:
             raise ModelError(f"{self.model.path.name} needs features this agent cannot compute: {exc}") from None
         self.grid = VoltageGrid(**self.model.meta["applies_to"]["voltage_grid"])
         self.chemistry = self.model.meta["applies_to"].get("chemistry")
+        # the training cells' capacity (None: a model without it is taken for any size) and how far a cell may be off
+        self.capacity_ah = self.model.meta["applies_to"].get("capacity_ah")
+        self.capacity_tolerance = float(self.model.meta["applies_to"].get("capacity_tolerance", 0.25))
         self.ranges = self.model.meta.get("feature_ranges", {})
         self.quantiles = tuple(self.model.meta.get("interval", {}).get("quantiles", ()))
         self.has_interval = {"cycle_life_lower", "cycle_life_upper"} <= set(self.model.output_names)
@@ -137,6 +140,21 @@ class CycleLifePredictor:
     @property
     def version(self) -> str:
         return self.model.version
+
+    def off_reason(self, chemistry: str, nominal_ah: np.ndarray) -> str | None:
+        """Why this model does not apply to a group of cells (None when it does). Its capacity features are in Ah of
+        the cells it was trained on, so cells of another size would be read as another fade (2.3 Ah LFP cells
+        scored ~90,000 cycles, flagged only as extrapolating)."""
+        if chemistry != self.chemistry:
+            return f"chemistry {chemistry}, the model knows {self.chemistry}"
+        if self.capacity_ah is not None:
+            nominal = np.asarray(nominal_ah, dtype=float)
+            off = np.abs(nominal / float(self.capacity_ah) - 1.0) > self.capacity_tolerance
+            if off.any():
+                return (
+                    f"capacity {float(nominal[off][0]):.3g} Ah, the model knows {float(self.capacity_ah):.3g} Ah cells"
+                )
+        return None
 
     @property
     def curve_cycles(self) -> set[int]:

@@ -51,7 +51,8 @@ class CellGroup:
         self.files = CyclerCycles(self.tracker.rest_a, self.tracker.step_a, cfg.qdv_max_points)
         self.det = Detectors(n, cfg.alarms, cell_ids, source)
         self.soh_model = soh
-        self.cycle_life = cycle_life if cycle_life is not None and cycle_life.chemistry == model.name else None
+        self.cycle_life_off = cycle_life.off_reason(model.name, model.nominal_ah) if cycle_life else "no model"
+        self.cycle_life = cycle_life if self.cycle_life_off is None else None
         self.grid = self.cycle_life.grid if self.cycle_life else VoltageGrid(model.chem.v_max, model.chem.v_min, 1000)
         self.curve_cycles = self.cycle_life.curve_cycles if self.cycle_life else set()
         self.history = np.full((n, cfg.history_cycles), np.nan)  # discharge Ah, newest column = hist_cycle

@@ -110,7 +110,7 @@ class TwinProcessor:
             source,
             g.model.name,
             float(np.median(g.model.nominal_ah)),
-            "on" if g.cycle_life else "off (chemistry)",
+            "on" if g.cycle_life else f"off ({g.cycle_life_off})",
         )
 
     # ------------------------------------------------------------------ the Processor protocol

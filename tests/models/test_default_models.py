@@ -19,6 +19,7 @@ def test_rebuild_gives_the_shipped_models_and_metrics(tmp_path, shared_data):
         assert rebuilt[digest] == shipped[digest]
         _close(rebuilt["metrics"], shipped["metrics"])
         assert rebuilt["training_data"]["sha256"] == shipped["training_data"]["sha256"]
+        assert rebuilt["applies_to"] == shipped["applies_to"]
     cl = json.loads(default_model_path("cycle_life").with_suffix(".json").read_text())
     # The shipped cycle-life model is refit on train + test1; the primary-test figure is the train-only fit's.
     honest = cl["metrics"]["primary_test_from_train_only_fit"]
