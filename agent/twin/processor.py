@@ -50,7 +50,7 @@ class TwinProcessor:
             if store_path
             else {}
         )
-        self.open_cycles = restore.load_open_cycles(Path(store_path)) if store_path else {}
+        self.store_path = Path(store_path) if store_path else None
         self.groups: list[CellGroup] = []
         self._where: dict[tuple[str, str], tuple[CellGroup, int]] = {}
 
@@ -95,12 +95,15 @@ class TwinProcessor:
         )
         return GroupModel.build(chem_obj, nominal)
 
-    def _group_for(self, source: str, cells: tuple[str, ...]) -> None:
+    def _group_for(self, source: str, cells: tuple[str, ...], from_files: bool) -> None:
         new = [c for c in cells if (source, c) not in self._where]
         if not new:
             return
         g = CellGroup(source, tuple(new), self._resolve(source, new), self.cfg, self.cycle_life, self.soh)
-        g.restore(self.restored, self.open_cycles)
+        # A followed cycler file's open cycle is read back only for cells whose rows come from a file (the scan walks
+        # the readings table; imported cells and other drivers' cells need none of it), when their first batch comes.
+        opened = restore.load_open_cycles(self.store_path, set(new)) if from_files and self.store_path else {}
+        g.restore(self.restored, opened)
         self.groups.append(g)
         for k, c in enumerate(new):
             self._where[(source, c)] = (g, k)
@@ -119,7 +122,7 @@ class TwinProcessor:
         if not len(batch):
             return events, []
         present = np.unique(batch.cell)
-        self._group_for(source, tuple(batch.cells[k] for k in present))
+        self._group_for(source, tuple(batch.cells[k] for k in present), batch.origin is not None)
         gidx = np.empty(len(batch.cells), dtype=np.int64)
         kidx = np.empty(len(batch.cells), dtype=np.int64)
         groups: list[CellGroup] = []

@@ -90,9 +90,10 @@ def load(db_path: Path, history_cycles: int, curve_cycles: set[int], last_model_
     return out
 
 
-def load_open_cycles(db_path: Path, scan_rows: int = 5_000_000) -> dict[str, OpenCycle]:
-    """Per cell followed from a cycler's file: its latest test in the import ledger and the open cycle's rows,
-    read back from the readings (newest first, at most ``scan_rows`` back) until a row of an earlier cycle."""
+def load_open_cycles(db_path: Path, only: set[str] | None = None, scan_rows: int = 5_000_000) -> dict[str, OpenCycle]:
+    """Per cell followed from a cycler's file (``only`` these, when given): its latest test in the import ledger and
+    the open cycle's rows, read back from the readings (newest first, at most ``scan_rows`` back) until a row of an
+    earlier cycle."""
     if not Path(db_path).exists():
         return {}
     out: dict[str, OpenCycle] = {}
@@ -109,7 +110,7 @@ def load_open_cycles(db_path: Path, scan_rows: int = 5_000_000) -> dict[str, Ope
         newest: dict[str, tuple[str, int, int]] = {}  # the cell's latest test (ordered by time): one scan per cell
         for key, last_row, n_rows in con.execute("SELECT key, last_row, rows FROM import_ledger ORDER BY last_ts_ms"):
             cell = str(key).rpartition(":")[0]
-            if cell in cells:
+            if cell in cells and (only is None or cell in only):
                 newest[cell] = (str(key), int(last_row), int(n_rows))
         for cell, (key, last_row, n_rows) in newest.items():
             rows, complete = _open_rows(con, cells[cell], top - scan_rows, n_rows)

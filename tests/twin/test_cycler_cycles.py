@@ -181,3 +181,21 @@ def test_a_cycle_number_that_goes_back_starts_a_new_cycle_as_on_import():
     got = _feed(_twin(p), src, p, np.arange(1000, len(p), 1000))
     _check(got, p)
     assert [c["cycle"] for c in got] == [1, 2, 1]
+
+
+def test_the_open_cycle_scan_runs_only_for_cells_read_from_files(tmp_path, monkeypatch):
+    """Reading an open cycle back walks the readings table: a twin built on a store (start-up, reload, model swap)
+    does it only when a cell's first batch comes from a cycler's file, and only for that batch's cells."""
+    from agent.twin import restore
+
+    calls: list[set[str] | None] = []
+    real = restore.load_open_cycles
+    monkeypatch.setattr(restore, "load_open_cycles", lambda path, only=None: calls.append(only) or real(path, only))
+    p, src = _read("pec.csv", "America/Denver", None)
+    Store.open(tmp_path / "store.db").close()
+    tp = _twin(p, tmp_path / "store.db")
+    plain = ReadingBatch.build(("sim-1",), [0], [p.ts_ms[0]], [3.7], [0.0], [25.0])
+    tp.process(plain, "sim")
+    assert calls == []  # a driver without files: no scan
+    _feed(tp, src, p.select(np.arange(len(p)) < 50), np.array([20]))
+    assert calls == [{CELL}]  # once, for the file's cell, at its first batch; not again for its next batch
