@@ -76,15 +76,6 @@ class OnnxModel:
         return self._session
 
     @property
-    def loaded(self) -> bool:
-        """Whether onnxruntime's session exists yet."""
-        return self._session is not None
-
-    @property
-    def input_names(self) -> list[str]:
-        return [i.name for i in self.session.get_inputs()]
-
-    @property
     def output_names(self) -> list[str]:
         """The graph's outputs: from the metadata while the session is not built, else from the session."""
         if self._session is None and isinstance(self.meta.get("outputs"), list):
